@@ -1,0 +1,271 @@
+"""Run configuration: frozen dataclasses grouped by concern, TOML files and ``--section.field=value`` overrides.
+
+A run is described by one :class:`Config`. Every field has a default and a help text (``azr train --help-config``
+prints them all). Loading is strict: an unknown section or key, or a value of the wrong type, raises
+:class:`ConfigError` with a message naming the key. The resolved config is written into every run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid. The message names the offending key."""
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _f("smollm2-135m", "Model: a built-in alias (see `azr models list`), a local directory or a hub id.")
+    lora: bool = _f(False, "Train a LoRA adapter instead of all weights.")
+    lora_rank: int = _f(16, "LoRA rank when lora = true.")
+    lora_alpha: int = _f(32, "LoRA alpha when lora = true.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    backend: str = _f("hf", "Generation backend: hf (transformers, CPU or one GPU), vllm (extra), scripted (tests).")
+    temperature: float = _f(1.0, "Sampling temperature for proposals, solves and Monte-Carlo solves (paper: 1.0).")
+    top_p: float = _f(1.0, "Nucleus sampling threshold.")
+    max_new_tokens_propose: int = _f(384, "Token budget of a proposal reply.")
+    max_new_tokens_solve: int = _f(256, "Token budget of a solver reply.")
+    max_prompt_tokens: int = _f(1536, "Prompts longer than this are rebuilt with fewer reference tasks.")
+    generation_batch_size: int = _f(16, "Sequences decoded together in one forward pass (hf backend).")
+    bf16: bool = _f(True, "Decode in bfloat16 where the device supports it (hf backend).")
+    vllm_gpu_memory_utilization: float = _f(0.5, "Fraction of GPU memory vLLM may take (vllm backend).")
+
+
+@dataclass(frozen=True)
+class SelfPlayConfig:
+    batch_size: int = _f(4, "B: prompts per (task type x role) group per step (paper: 64).")
+    n_references: int = _f(6, "K: reference triplets shown in a deduction/abduction proposal prompt (paper: 6).")
+    n_mc_rollouts: int = _f(8, "n: Monte-Carlo solves per valid proposal for the learnability reward (paper: 8).")
+    n_seed: int = _f(16, "Seed tasks to gather before RL starts (paper: 256).")
+    seed_file: str = _f("", "Optional JSONL of seed triplets in the reference's format; empty = identity triplet.")
+    induction_inputs: int = _f(10, "Inputs an induction proposal must give (paper: 10).")
+    induction_min_valid: int = _f(10, "Distinct valid inputs an induction proposal needs to be accepted.")
+    induction_visible: int = _f(5, "Input/output pairs shown to the induction solver; the rest are hidden tests.")
+    reference_sampling: str = _f("uniform", "How reference tasks are drawn: uniform or recency.")
+    buffer_cap: int = _f(0, "Maximum tasks per type in the buffer (0 = unbounded); the oldest are evicted.")
+    max_seed_rounds: int = _f(50, "Give up seeding after this many proposal rounds.")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    advantage: str = _f("trr++", "Advantage estimator: trr++ (per-sequence, paper) or trr++-token (reference).")
+    reward: str = _f("paper", "Reward composite: paper, or reference (an unlearnable proposal scores -0.5).")
+    wrong_penalty: float = _f(-0.5, "Reward of a well-formatted but wrong answer.")
+    format_penalty: float = _f(-1.0, "Reward of a reply whose format fails.")
+    clip_eps: float = _f(0.2, "PPO clip range (lower side).")
+    clip_eps_high: float = _f(0.0, "PPO clip range on the upper side; 0 = same as clip_eps.")
+    entropy_coef: float = _f(0.001, "Entropy bonus coefficient (paper: 0.001).")
+    kl_coef: float = _f(0.0, "KL penalty to the initial model (paper: 0, no reference model).")
+    std_eps: float = _f(1e-6, "Added to the group std before dividing.")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    workers: int = _f(2, "Sandbox worker processes (fork servers).")
+    timeout_s: float = _f(5.0, "Wall-clock limit of one program run.")
+    memory_mb: int = _f(512, "Address-space limit of one program run.")
+    max_output_chars: int = _f(10_000, "Results whose repr is longer are rejected (never truncated).")
+    max_program_chars: int = _f(4_000, "Longest accepted program.")
+    max_input_chars: int = _f(1_000, "Longest accepted input text.")
+    determinism_runs: int = _f(2, "Separate processes a proposal runs in; all results must agree.")
+    min_tier: str = _f("none", "Refuse to run below this sandbox tier: none, rlimits, seccomp or bwrap.")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    steps: int = _f(10, "Self-play steps to reach.")
+    seed: int = _f(0, "Seed for Python, NumPy and torch.")
+    lr: float = _f(1e-6, "AdamW learning rate, constant (paper: 1e-6).")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    grad_clip: float = _f(1.0, "Gradient norm clip.")
+    micro_batch_size: int = _f(4, "Sequences per forward/backward pass; gradients accumulate over the batch.")
+    bf16_autocast: bool = _f(True, "Run forward/backward under bfloat16 autocast.")
+    save_every: int = _f(5, "Save a checkpoint every this many steps (and at the end).")
+    keep_last: int = _f(2, "Checkpoints kept in the run directory.")
+    device: str = _f("auto", "auto, cpu or cuda.")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    tensorboard: bool = _f(False, "Also write TensorBoard events (needs the tensorboard extra).")
+    wandb: bool = _f(False, "Also log to Weights & Biases (needs the wandb extra).")
+    wandb_project: str = _f("azr", "W&B project name.")
+    progress: bool = _f(True, "Show progress bars.")
+    sample_every: int = _f(5, "Print a table of sample completions every this many steps (0 = never).")
+    eval_every: int = _f(0, "Run a small CRUXEval check every this many steps (0 = never).")
+    eval_limit: int = _f(20, "CRUXEval items per in-training evaluation.")
+    eval_data_dir: str = _f("", "Local benchmark directory for in-training evaluation; empty = hub.")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+
+
+def _coerce(key: str, value: Any, target: Any) -> Any:
+    """Check ``value`` against the annotated type ``target``; ints are accepted where floats are expected."""
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if target is bool:
+        ok = isinstance(value, bool)
+    elif target is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(target, types.UnionType):
+        ok = any(_type_ok(value, t) for t in typing.get_args(target))
+    else:
+        ok = isinstance(value, target)
+    if not ok:
+        name = getattr(target, "__name__", str(target))
+        raise ConfigError(f"{key}: expected {name}, got {value!r}")
+    return value
+
+
+def _type_ok(value: Any, t: Any) -> bool:
+    return value is None if t is type(None) else isinstance(value, t)
+
+
+def from_dict(data: dict[str, Any], base: Config | None = None) -> Config:
+    """Build a config from nested ``{section: {field: value}}`` data on top of ``base`` (default: defaults)."""
+    base = base or Config()
+    sections = {}
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section [{section}] (known: {', '.join(SECTIONS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table of key = value")
+        cls = SECTIONS[section]
+        hints = typing.get_type_hints(cls)
+        changes = {}
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(f"unknown config key {section}.{key} (see `azr train --help-config`)")
+            changes[key] = _coerce(f"{section}.{key}", value, hints[key])
+        sections[section] = dataclasses.replace(getattr(base, section), **changes)
+    cfg = dataclasses.replace(base, **sections)
+    validate(cfg)
+    return cfg
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a TOML run file (or the defaults) and apply ``section.field=value`` overrides."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: invalid TOML: {e}") from None
+        cfg = from_dict(data, cfg)
+    if overrides:
+        cfg = from_dict(parse_overrides(overrides), cfg)
+    return cfg
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Turn ``["training.lr=1e-5", "model.lora=true"]`` into nested data, parsing values as TOML literals."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.removeprefix("--").partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"bad override {item!r}: use --section.field=value")
+        out.setdefault(section, {})[name] = _parse_value(raw)
+    return out
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare string such as a model name or path
+
+
+_CHOICES = {
+    "rollout.backend": ("hf", "vllm", "scripted"),
+    "algorithm.advantage": ("trr++", "trr++-token"),
+    "algorithm.reward": ("paper", "reference"),
+    "executor.min_tier": ("none", "rlimits", "seccomp", "bwrap"),
+    "selfplay.reference_sampling": ("uniform", "recency"),
+    "training.device": ("auto", "cpu", "cuda"),
+}
+
+
+def validate(cfg: Config) -> None:
+    """Reject values that have the right type but make no sense; the message names the key."""
+    for key, choices in _CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    positive = [
+        "selfplay.batch_size", "selfplay.n_mc_rollouts", "selfplay.n_seed", "selfplay.induction_inputs",
+        "rollout.max_new_tokens_propose", "rollout.max_new_tokens_solve", "rollout.generation_batch_size",
+        "executor.workers", "executor.timeout_s", "executor.memory_mb", "executor.determinism_runs",
+        "training.micro_batch_size", "training.save_every", "training.keep_last", "training.lr",
+    ]  # fmt: skip
+    for key in positive:
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) <= 0:
+            raise ConfigError(f"{key} must be > 0")
+    sp = cfg.selfplay
+    if not 0 < sp.induction_visible < sp.induction_inputs:
+        raise ConfigError("selfplay.induction_visible must be between 1 and selfplay.induction_inputs - 1")
+    if sp.induction_min_valid > sp.induction_inputs:
+        raise ConfigError("selfplay.induction_min_valid cannot exceed selfplay.induction_inputs")
+    if cfg.executor.determinism_runs < 2:
+        raise ConfigError("executor.determinism_runs must be >= 2 (determinism needs two separate runs)")
+    if not 0 < cfg.rollout.top_p <= 1 or cfg.rollout.temperature < 0:
+        raise ConfigError("rollout.top_p must be in (0, 1] and rollout.temperature >= 0")
+
+
+def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    """Nested plain data (for TOML/JSON dumps)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_toml(cfg: Config) -> str:
+    """Render a config as a TOML run file that :func:`load` reads back to an equal config."""
+    lines = []
+    for section, values in to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def describe() -> str:
+    """Every section and field with its default and help text."""
+    lines = []
+    for section, cls in SECTIONS.items():
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(cls):
+            default = f.default
+            lines.append(f"  {f.name} = {json.dumps(default)}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines)
