@@ -27,7 +27,9 @@ def _f(default: Any, help: str) -> Any:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _f("smollm2-135m", "Model: a built-in alias (see `azr models list`), a local directory or a hub id.")
+    name: str = _f(
+        "smollm2-135m", "Model: a built-in alias (see `azr models list`), a local directory or a hub id."
+    )
     lora: bool = _f(False, "Train a LoRA adapter instead of all weights.")
     lora_rank: int = _f(16, "LoRA rank when lora = true.")
     lora_alpha: int = _f(32, "LoRA alpha when lora = true.")
@@ -36,8 +38,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    backend: str = _f("hf", "Generation backend: hf (transformers, CPU or one GPU), vllm (extra), scripted (tests).")
-    temperature: float = _f(1.0, "Sampling temperature for proposals, solves and Monte-Carlo solves (paper: 1.0).")
+    backend: str = _f(
+        "hf", "Generation backend: hf (transformers, CPU or one GPU), vllm (extra), scripted (tests)."
+    )
+    temperature: float = _f(
+        1.0, "Sampling temperature for proposals, solves and Monte-Carlo solves (paper: 1.0)."
+    )
     top_p: float = _f(1.0, "Nucleus sampling threshold.")
     max_new_tokens_propose: int = _f(384, "Token budget of a proposal reply.")
     max_new_tokens_solve: int = _f(256, "Token budget of a solver reply.")
@@ -50,13 +56,21 @@ class RolloutConfig:
 @dataclass(frozen=True)
 class SelfPlayConfig:
     batch_size: int = _f(4, "B: prompts per (task type x role) group per step (paper: 64).")
-    n_references: int = _f(6, "K: reference triplets shown in a deduction/abduction proposal prompt (paper: 6).")
-    n_mc_rollouts: int = _f(8, "n: Monte-Carlo solves per valid proposal for the learnability reward (paper: 8).")
+    n_references: int = _f(
+        6, "K: reference triplets shown in a deduction/abduction proposal prompt (paper: 6)."
+    )
+    n_mc_rollouts: int = _f(
+        8, "n: Monte-Carlo solves per valid proposal for the learnability reward (paper: 8)."
+    )
     n_seed: int = _f(16, "Seed tasks to gather before RL starts (paper: 256).")
-    seed_file: str = _f("", "Optional JSONL of seed triplets in the reference's format; empty = identity triplet.")
+    seed_file: str = _f(
+        "", "Optional JSONL of seed triplets in the reference's format; empty = identity triplet."
+    )
     induction_inputs: int = _f(10, "Inputs an induction proposal must give (paper: 10).")
     induction_min_valid: int = _f(10, "Distinct valid inputs an induction proposal needs to be accepted.")
-    induction_visible: int = _f(5, "Input/output pairs shown to the induction solver; the rest are hidden tests.")
+    induction_visible: int = _f(
+        5, "Input/output pairs shown to the induction solver; the rest are hidden tests."
+    )
     reference_sampling: str = _f("uniform", "How reference tasks are drawn: uniform or recency.")
     buffer_cap: int = _f(0, "Maximum tasks per type in the buffer (0 = unbounded); the oldest are evicted.")
     max_seed_rounds: int = _f(50, "Give up seeding after this many proposal rounds.")
@@ -64,7 +78,9 @@ class SelfPlayConfig:
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
-    advantage: str = _f("trr++", "Advantage estimator: trr++ (per-sequence, paper) or trr++-token (reference).")
+    advantage: str = _f(
+        "trr++", "Advantage estimator: trr++ (per-sequence, paper) or trr++-token (reference)."
+    )
     reward: str = _f("paper", "Reward composite: paper, or reference (an unlearnable proposal scores -0.5).")
     wrong_penalty: float = _f(-0.5, "Reward of a well-formatted but wrong answer.")
     format_penalty: float = _f(-1.0, "Reward of a reply whose format fails.")
@@ -124,7 +140,9 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
-SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+SECTIONS: dict[str, type] = {
+    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
+}
 
 
 def _coerce(key: str, value: Any, target: Any) -> Any:
