@@ -151,7 +151,7 @@ def load_model(name: str, dtype: torch.dtype | None = None, device: str = "cpu")
         if spec.kind == "hub":
             raise AzrError(
                 f"could not load {name!r} from the hub ({e.__class__.__name__}); use a local directory"
-            )
+            ) from None
         raise AzrError(f"could not load {name!r}: {e}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,0 +1,53 @@
+"""``azr selfcheck``: what this machine offers azr (versions, sandbox tier, cached models)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Show versions, the sandbox tier and the cached models."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--load", action="store_true", help="Also load the default model and generate a few tokens."
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import platform
+
+    import torch
+    import transformers
+
+    from azr import __version__
+    from azr.models import list_models
+
+    rows = [
+        ("azr", __version__),
+        ("python", platform.python_version()),
+        (
+            "torch",
+            f"{torch.__version__} (threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()})",
+        ),
+        ("transformers", transformers.__version__),
+        ("cpus", str(os.cpu_count())),
+        ("sandbox tier", _sandbox_tier()),
+    ]
+    rows += [(f"model {m['alias']}", f"wheel {m['wheel']}; cached: {m['cached']}") for m in list_models()]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    if args.load:
+        from azr.commands.models import _generate
+
+        return _generate("smollm2-135m", "Say hello.", 12)
+    return 0
+
+
+def _sandbox_tier() -> str:
+    try:
+        from azr.executor import probe_tier
+    except ImportError:
+        return "unknown (executor not installed)"
+    return probe_tier()

@@ -1,0 +1,31 @@
+"""Shared fixtures. Tests never download anything; the real model appears only in slow-marked tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BENCH_DATA = SHARED_DATA / "benchmarks"
+SEED_DATA = SHARED_DATA / "azr_seeds"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """A random in-memory Llama (hidden 64, 2 layers) and its tokenizer."""
+    from azr.models import tiny_model
+
+    return tiny_model()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,83 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from azr import config as C
+from azr.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_valid_and_every_field_is_documented():
+    C.validate(C.Config())
+    for cls in C.SECTIONS.values():
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+
+
+@pytest.mark.parametrize("name", ["cpu-smollm2.toml", "paper-7b.toml"])
+def test_shipped_configs_load(name):
+    cfg = C.load(ROOT / "configs" / name)
+    assert cfg.algorithm.advantage == "trr++"
+
+
+def test_paper_config_has_paper_hyperparameters():
+    cfg = C.load(ROOT / "configs" / "paper-7b.toml")
+    assert (cfg.selfplay.batch_size, cfg.selfplay.n_references, cfg.selfplay.n_mc_rollouts) == (64, 6, 8)
+    assert (cfg.training.lr, cfg.algorithm.clip_eps, cfg.algorithm.entropy_coef) == (1e-6, 0.2, 0.001)
+
+
+def test_toml_round_trip(tmp_path):
+    cfg = C.from_dict({"training": {"lr": 3e-5, "steps": 7}, "model": {"lora": True}})
+    path = tmp_path / "run.toml"
+    path.write_text(C.to_toml(cfg))
+    assert C.load(path) == cfg
+
+
+def test_overrides_parse_typed_values():
+    cfg = C.load(None, ["--training.lr=2e-5", "model.lora=true", "model.name=./my-model", "training.steps=3"])
+    assert cfg.training.lr == 2e-5 and cfg.model.lora is True
+    assert cfg.model.name == "./my-model" and cfg.training.steps == 3
+
+
+def test_int_is_accepted_for_float():
+    assert C.load(None, ["executor.timeout_s=3"]).executor.timeout_s == 3.0
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("training.lrr=1", "training.lrr"),
+        ("trainer.lr=1", "[trainer]"),
+        ("training.steps=many", "training.steps"),
+        ("model.lora=3", "model.lora"),
+        ("algorithm.advantage=grpo", "algorithm.advantage"),
+        ("selfplay.batch_size=0", "selfplay.batch_size"),
+        ("training.steps", "--section.field=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, needle):
+    with pytest.raises(C.ConfigError) as e:
+        C.load(None, [override])
+    assert needle in str(e.value)
+
+
+def test_bad_toml_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[training\nlr = 1")
+    with pytest.raises(C.ConfigError, match="invalid TOML"):
+        C.load(path)
+    with pytest.raises(C.ConfigError, match="not found"):
+        C.load(tmp_path / "missing.toml")
+
+
+def test_describe_lists_every_section():
+    text = C.describe()
+    for section in C.SECTIONS:
+        assert f"[{section}]" in text
+
+
+def test_cli_without_command_prints_help(capsys):
+    assert main([]) == 0
+    assert "COMMAND" in capsys.readouterr().out
