@@ -22,6 +22,9 @@ COMMANDS: dict[str, str] = {
 }
 
 
+OVERRIDABLE = {"train", "seed", "eval"}  # commands that accept --section.field=value config overrides
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(prog="azr", description="Absolute Zero Reasoner self-play.")
     parser.add_argument("--version", action="version", version=f"azr {__version__}")
@@ -42,7 +45,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser, modules = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    overrides = [a for a in extra if a.startswith("--") and "." in a.split("=")[0]]
+    if len(overrides) != len(extra) or (overrides and args.command not in OVERRIDABLE):
+        parser.parse_args(argv)  # reports the unrecognised arguments and exits 2
+    args.overrides = overrides
     if args.command is None:
         parser.print_help()
         return 0

@@ -1,0 +1,46 @@
+"""``azr train``: self-play on a real model (seeding, then propose/solve/update steps)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Run self-play: seed the buffers, then propose, solve and update."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML run file (default: built-in defaults, the CPU SmolLM2 run).")
+    parser.add_argument("--model", help="Shortcut for --model.name=NAME.")
+    parser.add_argument(
+        "--run-dir", help="Where checkpoints, metrics and the task store go (default: runs/<time>)."
+    )
+    parser.add_argument("--steps", type=int, help="Total number of steps to reach (also with --resume).")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="Continue a run from its newest checkpoint.")
+    parser.add_argument("--help-config", action="store_true", help="List every config key with its default.")
+    parser.epilog = "Any config key can be overridden: --section.field=value (e.g. --training.lr=1e-5)."
+
+
+def split_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(getattr(args, "overrides", []) or [])
+    if args.model:
+        overrides.append(f"model.name={args.model!r}".replace("'", '"'))
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from azr.config import describe
+    from azr.errors import AzrError
+
+    if args.help_config:
+        print(describe())
+        return 0
+    if args.resume and args.run_dir and Path(args.resume) != Path(args.run_dir):
+        raise AzrError("give either --resume RUN_DIR or --run-dir, not both")
+    from azr.loop import prepare_config, train, with_steps
+
+    run_dir = Path(args.resume or args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    cfg = prepare_config(args.config, split_overrides(args), run_dir, resume=bool(args.resume))
+    cfg = with_steps(cfg, args.steps)
+    return train(cfg, run_dir, resume=bool(args.resume))
