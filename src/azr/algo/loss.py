@@ -1,0 +1,84 @@
+"""PPO-clip policy-gradient loss with token-mean aggregation (the update of arXiv 2505.03335, section 3.3).
+
+Per valid token t of sequence i, with ratio ``rho = exp(logp - old_logp)`` and the sequence advantage ``A_i``::
+
+    pg_t = max(-A_i * rho, -A_i * clip(rho, 1 - eps_low, 1 + eps_high))
+
+and the loss is ``sum_t pg_t / N_tokens - entropy_coef * mean entropy + kl_coef * mean KL``, where every mean is
+over all valid tokens of the *whole batch* (token-mean, as in the paper and DAPO), not a mean of per-sequence
+means. The paper uses eps = 0.2, entropy_coef = 0.001 and no KL term (no reference model).
+
+Micro-batching: pass the batch's total valid-token count as ``token_normalizer`` to every micro-batch call. Each
+micro-batch loss is then its token *sum* divided by the global count, so the gradients accumulated over the
+micro-batches equal the gradient of the true token-mean loss of the batch, and the returned metrics (same
+normaliser) simply add up across micro-batches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def ppo_clip_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float = 0.2,
+    clip_eps_high: float | None = None,
+    entropy: torch.Tensor | None = None,
+    entropy_coef: float = 0.0,
+    ref_logprobs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    token_normalizer: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO-clip loss and metrics for one (micro-)batch.
+
+    Args:
+        logprobs: (B, T) log-probs of the taken tokens under the current policy (with grad).
+        old_logprobs: (B, T) log-probs under the policy that sampled them (no grad). Equal to ``logprobs`` when
+            on-policy, which makes the loss gradient plain REINFORCE: ``-mean_t A_i * grad logp_t``.
+        advantages: (B,) one advantage per sequence, broadcast over its tokens.
+        mask: (B, T) 1 for reply tokens that count, 0 for prompt and padding.
+        clip_eps, clip_eps_high: lower and upper clip range; ``None`` upper means symmetric.
+        entropy: (B, T) per-token entropy of the current policy, required when ``entropy_coef > 0``.
+        ref_logprobs: (B, T) reference-model log-probs, required when ``kl_coef > 0`` (k3 estimator).
+        token_normalizer: divide token sums by this (the global valid-token count) instead of ``mask.sum()``.
+
+    Returns:
+        ``(loss, metrics)``; metrics are floats: ``pg_loss``, ``clip_frac``, ``approx_kl`` (old vs new),
+        ``entropy`` and ``kl`` (when given), each a token-mean under the same normaliser.
+    """
+    mask = mask.to(logprobs.dtype)  # (B, T)
+    denom = float(token_normalizer) if token_normalizer is not None else mask.sum().clamp_min(1.0)
+    eps_high = clip_eps if clip_eps_high is None else clip_eps_high
+    adv = advantages.to(logprobs.dtype).unsqueeze(1)  # (B, 1)
+    log_ratio = logprobs - old_logprobs.detach()  # (B, T)
+    ratio = torch.exp(log_ratio)  # (B, T)
+    unclipped = -adv * ratio  # (B, T)
+    clipped = -adv * ratio.clamp(1.0 - clip_eps, 1.0 + eps_high)  # (B, T)
+    pg = torch.maximum(unclipped, clipped)  # (B, T)
+    pg_loss = (pg * mask).sum() / denom
+    loss = pg_loss
+    with torch.no_grad():
+        metrics = {
+            "pg_loss": float(pg_loss),
+            "clip_frac": float(((clipped > unclipped).to(mask.dtype) * mask).sum() / denom),
+            "approx_kl": float(((-log_ratio) * mask).sum() / denom),
+        }
+    if entropy is not None:
+        ent = (entropy * mask).sum() / denom
+        metrics["entropy"] = float(ent.detach())
+        if entropy_coef:
+            loss = loss - entropy_coef * ent
+    elif entropy_coef:
+        raise ValueError("entropy_coef > 0 needs the per-token entropy")
+    if ref_logprobs is not None:
+        d = ref_logprobs.detach() - logprobs  # (B, T)
+        kl = ((torch.exp(d) - d - 1.0) * mask).sum() / denom  # k3: unbiased, always >= 0
+        metrics["kl"] = float(kl.detach())
+        if kl_coef:
+            loss = loss + kl_coef * kl
+    elif kl_coef:
+        raise ValueError("kl_coef > 0 needs reference log-probs")
+    return loss, metrics
