@@ -1,0 +1,366 @@
+"""The durable task buffers and rollout log of one run: a SQLite database (``RUN_DIR/tasks.sqlite``, WAL mode).
+
+Tables:
+
+- ``tasks``: one row per task: type, program, inputs and outputs (JSON lists of strings), message, a content hash,
+  the step it was added, its origin (seed, proposal, imported) and the solve statistics seen so far. A task is a
+  duplicate when its type and the hash of its normalised program (``ast.unparse``) and normalised inputs match a
+  stored row; duplicates are skipped, never stored twice.
+- ``rollouts``: one row per generated reply: step, role, type, prompt, reply, parse status, reward, advantage and
+  timings (JSON).
+
+Every write runs in one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a crash, even SIGKILL in the middle of
+a batch, leaves either the whole batch or none of it. Sampling takes a ``random.Random`` and is deterministic given
+its state: candidate ids are read in id order and drawn with the rng.
+
+Not in scope: concurrent writers from several processes beyond what SQLite's locking gives (one run = one writer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from azr.tasks.parsing import canonical_input, canonical_program
+from azr.types import TASK_TYPES, Task, TaskType
+
+__all__ = ["DB_NAME", "RolloutRow", "TaskStore", "content_hash", "store_path"]
+
+DB_NAME = "tasks.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    program TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    hash TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    n_solve_attempts INTEGER NOT NULL DEFAULT 0,
+    n_solved INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (type, hash)
+);
+CREATE INDEX IF NOT EXISTS tasks_type_step ON tasks (type, step);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    step INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    type TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    parse_status TEXT NOT NULL,
+    reward REAL,
+    advantage REAL,
+    timings TEXT NOT NULL DEFAULT '{}',
+    task_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS rollouts_step ON rollouts (step);
+"""
+
+_COLUMNS = "id, type, program, inputs, outputs, message, step, origin, n_solve_attempts, n_solved, hash"
+
+
+def store_path(run_dir_or_db: str | Path) -> Path:
+    """The database file of a run: ``RUN_DIR/tasks.sqlite``, or the path itself when it names a file."""
+    p = Path(run_dir_or_db)
+    return p / DB_NAME if p.is_dir() or not p.suffix else p
+
+
+def content_hash(task_type: TaskType | str, program: str, inputs: Sequence[str]) -> str:
+    """SHA-256 of the normalised program and inputs; the dedup key within one task type."""
+    payload = json.dumps([str(task_type), canonical_program(program), [canonical_input(i) for i in inputs]])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RolloutRow:
+    """One generated reply, as logged."""
+
+    step: int
+    role: str
+    type: str
+    prompt: str
+    reply: str
+    parse_status: str
+    reward: float | None = None
+    advantage: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    task_id: int | None = None
+
+
+class TaskStore:
+    """The task buffers and rollout log of one run. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = store_path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(
+            "BEGIN IMMEDIATE;"
+            + _SCHEMA
+            + "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', "
+            f"'{SCHEMA_VERSION}'); COMMIT;"
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> TaskStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- tasks ---------------------------------------------------------------------------------------------
+
+    def add_tasks(self, tasks: Iterable[Task], step: int) -> int:
+        """Insert tasks at ``step`` in one transaction, skipping duplicates; return how many were added."""
+        rows = [
+            (
+                str(TaskType(t.type)),
+                t.program,
+                json.dumps(list(t.inputs)),
+                json.dumps(list(t.outputs)),
+                t.message,
+                content_hash(t.type, t.program, t.inputs),
+                int(step),
+                t.origin,
+            )
+            for t in tasks
+        ]
+        if not rows:
+            return 0
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO tasks (type, program, inputs, outputs, message, hash, step, origin)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return db.total_changes - before
+
+    def contains(self, task: Task) -> bool:
+        """Whether a task with the same type, normalised program and inputs is stored."""
+        h = content_hash(task.type, task.program, task.inputs)
+        row = self._db.execute("SELECT 1 FROM tasks WHERE type = ? AND hash = ?", (str(task.type), h))
+        return row.fetchone() is not None
+
+    def count(self, type: TaskType | str | None = None) -> int:
+        if type is None:
+            return self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM tasks WHERE type = ?", (str(type),)).fetchone()[0]
+
+    def counts(self) -> dict[str, int]:
+        """Tasks per type, every type present (zero when empty)."""
+        out = {str(t): 0 for t in TASK_TYPES}
+        for t, n in self._db.execute("SELECT type, COUNT(*) FROM tasks GROUP BY type"):
+            out[t] = n
+        return out
+
+    def get(self, task_id: int) -> Task | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (int(task_id),)).fetchone()
+        return None if row is None else _task(row)
+
+    def _ids(self, type: TaskType | str, where: str = "", args: tuple = ()) -> list[int]:
+        sql = f"SELECT id FROM tasks WHERE type = ? {where} ORDER BY id"
+        return [r[0] for r in self._db.execute(sql, (str(type), *args))]
+
+    def _fetch(self, ids: Sequence[int]) -> list[Task]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(set(ids)))
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({marks})", tuple(set(ids)))
+        by_id = {r[0]: _task(r) for r in rows}
+        return [by_id[i] for i in ids]
+
+    def sample_references(
+        self, type: TaskType | str, k: int, rng: random.Random, recency: bool = False
+    ) -> list[Task]:
+        """Up to ``k`` distinct tasks of ``type``: uniform, or with ``recency`` weight proportional to id rank.
+
+        Recency sampling is weighted sampling without replacement (Efraimidis-Spirakis keys): the i-th oldest of
+        n tasks has weight i, so the newest is n times as likely as the oldest to be drawn first.
+        """
+        ids = self._ids(type)
+        k = min(max(k, 0), len(ids))
+        if not recency:
+            return self._fetch(rng.sample(ids, k))
+        keyed = sorted(((rng.random() ** (1.0 / (rank + 1)), i) for rank, i in enumerate(ids)), reverse=True)
+        return self._fetch([i for _, i in keyed[:k]])
+
+    def sample_for_solving(self, type: TaskType | str, n: int, step: int, rng: random.Random) -> list[Task]:
+        """``n`` tasks for the solvers at ``step``: those added at ``step - 1`` first (in random order), then
+        uniform draws without replacement from the rest; when the buffer holds fewer than ``n`` tasks, the list is
+        filled up with uniform draws with replacement. Empty when the buffer is empty.
+        """
+        newest = self._ids(type, "AND step = ?", (step - 1,))
+        rest = self._ids(type, "AND step != ?", (step - 1,))
+        rng.shuffle(newest)
+        chosen = newest[:n]
+        chosen += rng.sample(rest, min(n - len(chosen), len(rest)))
+        pool = newest + rest
+        while pool and len(chosen) < n:
+            chosen.append(rng.choice(pool))
+        return self._fetch(chosen)
+
+    def record_solve_stats(self, task_id: int, attempts: int, solved: int) -> None:
+        """Add ``attempts`` solve attempts of which ``solved`` succeeded to a task's statistics."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE tasks SET n_solve_attempts = n_solve_attempts + ?, n_solved = n_solved + ? WHERE id = ?",
+                (int(attempts), int(solved), int(task_id)),
+            )
+
+    def record_solve_stats_many(self, stats: Iterable[tuple[int, int, int]]) -> None:
+        """:meth:`record_solve_stats` for many ``(task_id, attempts, solved)`` in one transaction."""
+        rows = [(int(a), int(s), int(i)) for i, a, s in stats]
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE tasks SET n_solve_attempts = n_solve_attempts + ?, n_solved = n_solved + ? WHERE id = ?",
+                rows,
+            )
+
+    def evict(self, cap: int, type: TaskType | str | None = None) -> int:
+        """Keep at most ``cap`` tasks per type by deleting the oldest (lowest step, then id); tasks of the newest
+        step of a type are never deleted, so a type may stay above ``cap``. Returns how many rows were deleted.
+        ``cap <= 0`` means unbounded.
+        """
+        if cap <= 0:
+            return 0
+        types = [str(type)] if type is not None else [str(t) for t in TASK_TYPES]
+        deleted = 0
+        with self._tx() as db:
+            for t in types:
+                (n,) = db.execute("SELECT COUNT(*) FROM tasks WHERE type = ?", (t,)).fetchone()
+                if n <= cap:
+                    continue
+                cur = db.execute(
+                    "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE type = ?1 AND step <"
+                    " (SELECT MAX(step) FROM tasks WHERE type = ?1) ORDER BY step, id LIMIT ?2)",
+                    (t, n - cap),
+                )
+                deleted += cur.rowcount
+        return deleted
+
+    # -- rollouts, resume, export --------------------------------------------------------------------------
+
+    def log_rollouts(self, rows: Iterable[RolloutRow | Mapping[str, object]]) -> int:
+        """Append rollout rows (dataclasses or mappings with the same keys) in one transaction."""
+        recs = [asdict(r) if isinstance(r, RolloutRow) else dict(r) for r in rows]
+        data = [
+            (
+                int(r["step"]),
+                str(r["role"]),
+                str(r["type"]),
+                str(r["prompt"]),
+                str(r["reply"]),
+                str(r["parse_status"]),
+                r.get("reward"),
+                r.get("advantage"),
+                json.dumps(r.get("timings") or {}),
+                r.get("task_id"),
+            )
+            for r in recs
+        ]
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO rollouts (step, role, type, prompt, reply, parse_status, reward, advantage, timings,"
+                " task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                data,
+            )
+        return len(data)
+
+    def rollouts(self, step: int | None = None) -> list[RolloutRow]:
+        """Logged rollouts, in insertion order (all, or those of one step)."""
+        sql = "SELECT step, role, type, prompt, reply, parse_status, reward, advantage, timings, task_id FROM rollouts"
+        cur = self._db.execute(sql + (" WHERE step = ? ORDER BY id" if step is not None else " ORDER BY id"),
+                               (() if step is None else (step,)))  # fmt: skip
+        return [RolloutRow(*r[:8], json.loads(r[8]), r[9]) for r in cur]
+
+    def rewind(self, step: int) -> tuple[int, int]:
+        """Delete tasks and rollouts added after ``step``; return (tasks, rollouts) deleted.
+
+        Used on resume: the checkpoint of ``step`` is the truth and anything written after it is replayed.
+        Solve statistics recorded after ``step`` on older tasks are not undone.
+        """
+        with self._tx() as db:
+            t = db.execute("DELETE FROM tasks WHERE step > ?", (int(step),)).rowcount
+            r = db.execute("DELETE FROM rollouts WHERE step > ?", (int(step),)).rowcount
+        return t, r
+
+    def max_step(self) -> int | None:
+        """The highest step of any task or rollout, or None for an empty store."""
+        row = self._db.execute(
+            "SELECT MAX(s) FROM (SELECT MAX(step) AS s FROM tasks UNION ALL SELECT MAX(step) FROM rollouts)"
+        ).fetchone()
+        return row[0]
+
+    def iter_tasks(self, type: TaskType | str | None = None) -> Iterator[Task]:
+        """Every task (of one type or all), in id order."""
+        where, args = ("WHERE type = ?", (str(type),)) if type is not None else ("", ())
+        for row in self._db.execute(f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY id", args):
+            yield _task(row)
+
+    def export_jsonl(self, path: str | Path, type: TaskType | str | None = None) -> int:
+        """Write tasks as JSON lines (id, type, program, inputs, outputs, message, step, origin, stats)."""
+        n = 0
+        with open(path, "w", encoding="utf-8") as fh:
+            for t in self.iter_tasks(type):
+                fh.write(json.dumps(task_to_dict(t), ensure_ascii=False) + "\n")
+                n += 1
+        return n
+
+
+def task_to_dict(task: Task) -> dict[str, object]:
+    """A task as plain JSON-ready data (the export format)."""
+    return {
+        "id": task.id,
+        "type": str(task.type),
+        "program": task.program,
+        "inputs": list(task.inputs),
+        "outputs": list(task.outputs),
+        "message": task.message,
+        "step": task.step,
+        "origin": task.origin,
+        **task.extra,
+    }
+
+
+def _task(row: Sequence) -> Task:
+    tid, typ, program, inputs, outputs, message, step, origin, attempts, solved, h = row
+    extra = {"n_solve_attempts": attempts, "n_solved": solved, "hash": h}
+    return Task(
+        TaskType(typ),
+        program,
+        tuple(json.loads(inputs)),
+        tuple(json.loads(outputs)),
+        message,
+        tid,
+        step,
+        origin,
+        extra,
+    )

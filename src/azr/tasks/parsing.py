@@ -1,0 +1,315 @@
+"""Total parsers for the model's replies: any string in, a typed result out.
+
+A reply is R1-style: reasoning inside ``<think>...</think>``, then the final answer inside ``<answer>...</answer>``.
+The generator stops at ``</answer>`` and may strip it, so a missing closing tag is accepted. Inside the answer the
+parts are fenced blocks labelled ``python``, ``input``, ``output`` and ``message``:
+
+- deduction / abduction proposal: one ```` ```python ```` block defining ``f`` and one ```` ```input ```` block;
+- induction proposal: one ```` ```input ```` block per input (a single block with one input per line is also read)
+  and one ```` ```message ```` block;
+- deduction solution: an ```` ```output ```` block holding a Python literal (a bare answer is accepted too);
+- abduction solution: an ```` ```input ```` block with argument text (a bare answer is accepted too);
+- induction solution: a ```` ```python ```` block defining ``f``.
+
+Nothing here runs code: programs and inputs are only parsed with :mod:`ast`. No function in this module raises;
+failures come back as :class:`ParseFailure` with a :class:`ParseReason`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+from dataclasses import dataclass
+from enum import StrEnum
+
+from azr.types import TaskType
+
+__all__ = [
+    "ParseFailure",
+    "ParseReason",
+    "ParsedProposal",
+    "ParsedSolution",
+    "canonical_input",
+    "canonical_program",
+    "extract_answer",
+    "fenced_blocks",
+    "normalize_input",
+    "parse_proposal",
+    "parse_solution",
+]
+
+_ANSWER_OPEN = "<answer>"
+_ANSWER_CLOSE = "</answer>"
+_THINK_CLOSE = "</think>"
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_LABELS = {"python": "python", "py": "python", "python3": "python", "input": "input", "output": "output"}
+_LABELS["message"] = "message"
+_PARSE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError, TypeError)
+
+
+class ParseReason(StrEnum):
+    """Why a reply could not be read. Every such reply gets the format penalty."""
+
+    NO_ANSWER_TAG = "no_answer_tag"
+    EMPTY_ANSWER = "empty_answer"
+    NO_CODE_BLOCK = "no_code_block"
+    BAD_PROGRAM = "bad_program"  # the python block is not valid Python
+    NO_F = "no_f"  # no top-level ``def f``
+    MULTIPLE_F = "multiple_f"  # ``f`` defined more than once at top level
+    NO_INPUT = "no_input"
+    BAD_INPUT = "bad_input"  # not valid call-argument text
+    NO_OUTPUT = "no_output"
+    BAD_OUTPUT = "bad_output"  # not a Python expression
+    NO_MESSAGE = "no_message"
+    TOO_FEW_INPUTS = "too_few_inputs"
+    UNREADABLE = "unreadable"  # not a string, or an unexpected parser error (a bug net; never expected)
+
+
+@dataclass(frozen=True)
+class ParseFailure:
+    """A reply that could not be read; ``detail`` is a short human note."""
+
+    reason: ParseReason
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class ParsedProposal:
+    """A proposal read from a reply. Induction proposals have an empty ``program`` (the program is given)."""
+
+    kind: TaskType
+    program: str
+    inputs: tuple[str, ...]
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class ParsedSolution:
+    """A solver's answer: an output literal (deduction), argument text (abduction) or a program (induction)."""
+
+    kind: TaskType
+    answer: str
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+
+def extract_answer(text: str) -> str | None:
+    """The text inside the answer tags after the reasoning, or None when there is no ``<answer>`` tag."""
+    if not isinstance(text, str):
+        return None
+    think_end = text.rfind(_THINK_CLOSE)
+    start = text.find(_ANSWER_OPEN, think_end + len(_THINK_CLOSE) if think_end >= 0 else 0)
+    if start < 0:
+        start = text.find(_ANSWER_OPEN)  # an answer written inside an unclosed think block
+        if start < 0:
+            return None
+    body = text[start + len(_ANSWER_OPEN) :]
+    end = body.find(_ANSWER_CLOSE)
+    return body if end < 0 else body[:end]
+
+
+def fenced_blocks(answer: str) -> list[tuple[str, str]]:
+    """``(label, content)`` of every fenced block, in order; labels normalised (``py`` -> ``python``).
+
+    A block left open at the end of the answer (a truncated reply) extends to the end.
+    """
+    out = []
+    for m in _FENCE.finditer(answer):
+        label = _LABELS.get(m.group(1).lower(), m.group(1).lower())
+        out.append((label, m.group(2).strip("\n")))
+    return out
+
+
+def _blocks(answer: str, label: str) -> list[str]:
+    return [body for lab, body in fenced_blocks(answer) if lab == label]
+
+
+def normalize_input(text: str) -> str | None:
+    """Check that ``text`` is the argument text of a call ``f(<text>)``; return it stripped, or None.
+
+    A whole call ``f(...)`` is unwrapped to its arguments. Parsing only; nothing is evaluated.
+    """
+    text = text.strip()
+    if not text or "\x00" in text:
+        return None
+    try:
+        tree = ast.parse(text, mode="eval").body
+        if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "f":
+            seg = ast.get_source_segment(text, tree)
+            if seg == text:
+                inner = text[text.index("(") + 1 : text.rindex(")")].strip()
+                return normalize_input(inner) if inner else None
+    except _PARSE_ERRORS:
+        pass
+    try:
+        ast.parse(f"f({text}\n)", mode="eval")
+    except _PARSE_ERRORS:
+        return None
+    return text
+
+
+def canonical_input(text: str) -> str:
+    """A normal form of argument text for deduplication (spacing, quote style, trailing commas ignored)."""
+    try:
+        call = ast.parse(f"f({text}\n)", mode="eval").body
+        return ast.unparse(call)[2:-1]
+    except _PARSE_ERRORS:
+        return text.strip()
+
+
+def canonical_program(program: str) -> str:
+    """A normal form of a program for deduplication: ``ast.unparse`` drops comments and formatting."""
+    try:
+        return ast.unparse(ast.parse(program))
+    except _PARSE_ERRORS:
+        return program.strip()
+
+
+def _check_expression(text: str) -> bool:
+    if not text.strip() or "\x00" in text:
+        return False
+    try:
+        ast.parse(text.strip(), mode="eval")
+    except _PARSE_ERRORS:
+        return False
+    return True
+
+
+def _clean_program(code: str) -> str | ParseFailure:
+    """Check that ``code`` parses and defines ``f`` once at top level; drop top-level calls and main blocks."""
+    if not code.strip():
+        return ParseFailure(ParseReason.NO_CODE_BLOCK, "empty python block")
+    code = textwrap.dedent(code)
+    try:
+        tree = ast.parse(code)
+    except _PARSE_ERRORS as e:
+        return ParseFailure(ParseReason.BAD_PROGRAM, f"{type(e).__name__}: {e}"[:200])
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == "f"]
+    if not defs:
+        return ParseFailure(ParseReason.NO_F, "no top-level def f")
+    if len(defs) > 1:
+        return ParseFailure(ParseReason.MULTIPLE_F, f"{len(defs)} definitions of f")
+    lines = code.splitlines()
+    drop: set[int] = set()
+    for node in tree.body:
+        if _is_driver(node):
+            drop.update(range(node.lineno - 1, (node.end_lineno or node.lineno)))
+    kept = [line for i, line in enumerate(lines) if i not in drop]
+    return "\n".join(kept).strip("\n")
+
+
+def _is_driver(node: ast.stmt) -> bool:
+    """Top-level statements that only exercise the program: bare calls, prints, ``if __name__ == ...``."""
+    if isinstance(node, ast.Expr):
+        return not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str))
+    if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
+        left = node.test.left
+        return isinstance(left, ast.Name) and left.id == "__name__"
+    return False
+
+
+def _split_inputs(blocks: list[str]) -> list[str]:
+    """Inputs of an induction proposal: one per block, or one per line when a single block holds several."""
+    if len(blocks) == 1 and "\n" in blocks[0].strip():
+        lines = [ln.strip() for ln in blocks[0].splitlines() if ln.strip()]
+        if all(normalize_input(ln) is not None for ln in lines):
+            return lines
+    return [b for b in blocks if b.strip()]
+
+
+def parse_proposal(kind: TaskType, text: str, *, min_inputs: int = 1) -> ParsedProposal | ParseFailure:
+    """Read a proposer's reply for task type ``kind``. Never raises."""
+    try:
+        return _parse_proposal(TaskType(kind), text, min_inputs)
+    except Exception as e:  # a parser must be total; this is a bug net, not a code path
+        return ParseFailure(ParseReason.UNREADABLE, f"internal: {type(e).__name__}")
+
+
+def _parse_proposal(kind: TaskType, text: str, min_inputs: int) -> ParsedProposal | ParseFailure:
+    answer = extract_answer(text)
+    if answer is None:
+        return ParseFailure(ParseReason.NO_ANSWER_TAG)
+    if not answer.strip():
+        return ParseFailure(ParseReason.EMPTY_ANSWER)
+    if kind is TaskType.INDUCTION:
+        raw = _split_inputs(_blocks(answer, "input"))
+        if not raw:
+            return ParseFailure(ParseReason.NO_INPUT)
+        inputs = [normalize_input(r) for r in raw]
+        bad = sum(i is None for i in inputs)
+        good = tuple(i for i in inputs if i is not None)
+        if len(good) < max(1, min_inputs):
+            reason = ParseReason.BAD_INPUT if bad and not good else ParseReason.TOO_FEW_INPUTS
+            return ParseFailure(reason, f"{len(good)} readable inputs, {bad} unreadable")
+        messages = [m.strip() for m in _blocks(answer, "message") if m.strip()]
+        if not messages:
+            return ParseFailure(ParseReason.NO_MESSAGE)
+        return ParsedProposal(kind, "", good, messages[0])
+    programs = _blocks(answer, "python")
+    if not programs:
+        return ParseFailure(ParseReason.NO_CODE_BLOCK)
+    program = _clean_program(programs[0])
+    if isinstance(program, ParseFailure):
+        return program
+    raw_inputs = [b for b in _blocks(answer, "input") if b.strip()]
+    if not raw_inputs:
+        return ParseFailure(ParseReason.NO_INPUT)
+    inp = normalize_input(raw_inputs[0])
+    if inp is None:
+        return ParseFailure(ParseReason.BAD_INPUT, raw_inputs[0][:80])
+    return ParsedProposal(kind, program, (inp,))
+
+
+def parse_solution(kind: TaskType, text: str) -> ParsedSolution | ParseFailure:
+    """Read a solver's reply for task type ``kind``. Never raises."""
+    try:
+        return _parse_solution(TaskType(kind), text)
+    except Exception as e:  # a parser must be total; this is a bug net, not a code path
+        return ParseFailure(ParseReason.UNREADABLE, f"internal: {type(e).__name__}")
+
+
+def _parse_solution(kind: TaskType, text: str) -> ParsedSolution | ParseFailure:
+    answer = extract_answer(text)
+    if answer is None:
+        return ParseFailure(ParseReason.NO_ANSWER_TAG)
+    if not answer.strip():
+        return ParseFailure(ParseReason.EMPTY_ANSWER)
+    if kind is TaskType.INDUCTION:
+        programs = _blocks(answer, "python")
+        if not programs:
+            return ParseFailure(ParseReason.NO_CODE_BLOCK)
+        program = _clean_program(programs[0])
+        return program if isinstance(program, ParseFailure) else ParsedSolution(kind, program)
+    label = "output" if kind is TaskType.DEDUCTION else "input"
+    blocks = fenced_blocks(answer)
+    chosen = [body for lab, body in blocks if lab == label]
+    if chosen:
+        body = chosen[0].strip()
+    elif not blocks:
+        body = answer.strip()  # a bare answer
+    else:
+        missing = ParseReason.NO_OUTPUT if kind is TaskType.DEDUCTION else ParseReason.NO_INPUT
+        return ParseFailure(missing, "no ```" + label + " block")
+    if kind is TaskType.DEDUCTION:
+        if not body:
+            return ParseFailure(ParseReason.NO_OUTPUT)
+        if not _check_expression(body):
+            return ParseFailure(ParseReason.BAD_OUTPUT, body[:80])
+        return ParsedSolution(kind, body)
+    if not body:
+        return ParseFailure(ParseReason.NO_INPUT)
+    inp = normalize_input(body)
+    if inp is None:
+        return ParseFailure(ParseReason.BAD_INPUT, body[:80])
+    return ParsedSolution(kind, inp)

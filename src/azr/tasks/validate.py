@@ -1,0 +1,230 @@
+"""Turning parsed proposals into buffer tasks, and checking solver answers, on top of the executor.
+
+A proposal is valid when its program and inputs are within the size limits, the executor's static check passes,
+and the program runs within the limits in ``determinism_runs`` separate processes with equal results
+(``Executor.validate_many``). The gold output is the ``repr`` the executor returns, never anything the model wrote.
+An induction proposal keeps the inputs that run cleanly and is accepted only with at least
+``selfplay.induction_min_valid`` distinct ones.
+
+Everything goes through the executor's batched ``*_many`` calls: one call per batch of proposals or solutions.
+The executor is only used through its documented methods, so tests may pass a small fake with the same surface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from azr.config import Config
+from azr.tasks.parsing import ParsedProposal, ParsedSolution, ParseFailure, canonical_input
+from azr.tasks.prompts import split_induction
+from azr.types import Task, TaskType
+
+__all__ = [
+    "RejectReason",
+    "ValidatedProposal",
+    "score_solutions",
+    "validate_proposals",
+]
+
+
+class RejectReason(StrEnum):
+    """Why a proposal did not become a task. Executor statuses map onto the members of the same name."""
+
+    PROGRAM_TOO_LONG = "program_too_long"
+    INPUT_TOO_LONG = "input_too_long"
+    OUTPUT_TOO_LARGE = "output_too_large"
+    REJECTED = "rejected"  # the executor's static check refused the program
+    ERROR = "error"  # raised an exception
+    TIMEOUT = "timeout"
+    MEMORY = "memory"
+    NONDETERMINISTIC = "nondeterministic"
+    NO_RESULT = "no_result"  # the executor returned no value
+    TOO_FEW_VALID_INPUTS = "too_few_valid_inputs"
+    NO_MESSAGE = "no_message"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class ValidatedProposal:
+    """The verdict on one proposal: ``task`` when accepted, else the ``reason`` (``detail`` for humans)."""
+
+    proposal: ParsedProposal
+    task: Task | None
+    reason: RejectReason | None = None
+    detail: str = ""
+    n_valid_inputs: int = 0
+
+    @property
+    def accepted(self) -> bool:
+        return self.task is not None
+
+
+def _status_name(result: Any) -> str:
+    status = getattr(result, "status", None)
+    return str(getattr(status, "name", status)).upper()
+
+
+def _result_reason(result: Any, max_output_chars: int) -> RejectReason | None:
+    """None when the run is usable as a gold output, else why not."""
+    name = _status_name(result)
+    if name != "OK":
+        try:
+            return RejectReason[name]
+        except KeyError:
+            return RejectReason.OTHER
+    value = getattr(result, "value", None)
+    if value is None:
+        return RejectReason.NO_RESULT
+    if len(value) > max_output_chars:
+        return RejectReason.OUTPUT_TOO_LARGE
+    return None
+
+
+def _detail(result: Any) -> str:
+    parts = [str(getattr(result, "error_type", "") or ""), str(getattr(result, "message", "") or "")]
+    return ": ".join(p for p in parts if p)[:300]
+
+
+def validate_proposals(
+    executor: Any,
+    kind: TaskType,
+    proposals: Sequence[ParsedProposal],
+    cfg: Config,
+    *,
+    step: int = 0,
+    origin: str = "proposal",
+    min_valid: int | None = None,
+) -> list[ValidatedProposal]:
+    """Validate a batch of proposals of one task type with one executor call; one verdict per proposal, in order.
+
+    For induction, ``proposal.program`` must hold the program the inputs were proposed for (the caller fills it
+    in from the prompt's reference) and ``min_valid`` overrides ``cfg.selfplay.induction_min_valid``.
+    """
+    kind = TaskType(kind)
+    ex_cfg = cfg.executor
+    need = cfg.selfplay.induction_min_valid if min_valid is None else min_valid
+    pre: list[RejectReason | None] = []
+    calls: list[tuple[str, str]] = []
+    spans: list[tuple[int, int]] = []
+    for p in proposals:
+        reason = _size_reason(p, ex_cfg.max_program_chars, ex_cfg.max_input_chars, kind)
+        if reason is None and kind is TaskType.INDUCTION and not p.message.strip():
+            reason = RejectReason.NO_MESSAGE
+        if kind is TaskType.INDUCTION:  # over-long inputs are dropped, like inputs that fail to run
+            inputs = [i for i in _distinct(p.inputs) if len(i) <= ex_cfg.max_input_chars]
+        else:
+            inputs = list(p.inputs[:1])
+        pre.append(reason)
+        start = len(calls)
+        if reason is None:
+            calls += [(p.program, inp) for inp in inputs]
+        spans.append((start, len(calls)))
+    results = list(executor.validate_many(calls)) if calls else []
+    out = []
+    for p, reason, (a, b) in zip(proposals, pre, spans):
+        if reason is not None:
+            out.append(ValidatedProposal(p, None, reason))
+            continue
+        pairs = [(calls[i][1], results[i]) for i in range(a, b)]
+        if kind is TaskType.INDUCTION:
+            out.append(_induction_verdict(p, pairs, need, ex_cfg.max_output_chars, step, origin))
+        else:
+            out.append(_single_verdict(kind, p, pairs[0], ex_cfg.max_output_chars, step, origin))
+    return out
+
+
+def _size_reason(p: ParsedProposal, max_prog: int, max_inp: int, kind: TaskType) -> RejectReason | None:
+    if len(p.program) > max_prog:
+        return RejectReason.PROGRAM_TOO_LONG
+    if not p.inputs:
+        return RejectReason.TOO_FEW_VALID_INPUTS
+    if kind is not TaskType.INDUCTION and len(p.inputs[0]) > max_inp:
+        return RejectReason.INPUT_TOO_LONG
+    return None
+
+
+def _distinct(inputs: Sequence[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for inp in inputs:
+        key = canonical_input(inp)
+        if key not in seen:
+            seen.add(key)
+            out.append(inp)
+    return out
+
+
+def _single_verdict(
+    kind: TaskType, p: ParsedProposal, pair: tuple[str, Any], max_out: int, step: int, origin: str
+) -> ValidatedProposal:
+    inp, result = pair
+    reason = _result_reason(result, max_out)
+    if reason is not None:
+        return ValidatedProposal(p, None, reason, _detail(result))
+    task = Task(kind, p.program, (inp,), (result.value,), "", None, step, origin)
+    return ValidatedProposal(p, task, None, "", 1)
+
+
+def _induction_verdict(
+    p: ParsedProposal, pairs: list[tuple[str, Any]], need: int, max_out: int, step: int, origin: str
+) -> ValidatedProposal:
+    good = [(inp, r.value) for inp, r in pairs if _result_reason(r, max_out) is None]
+    if len(good) < max(1, need):
+        reasons = sorted({str(_result_reason(r, max_out)) for _, r in pairs if _result_reason(r, max_out)})
+        detail = (
+            f"{len(good)} of {len(pairs)} distinct inputs valid (need {need}); failures: {', '.join(reasons)}"
+        )
+        return ValidatedProposal(p, None, RejectReason.TOO_FEW_VALID_INPUTS, detail, len(good))
+    inputs = tuple(inp for inp, _ in good)
+    outputs = tuple(out for _, out in good)
+    task = Task(TaskType.INDUCTION, p.program, inputs, outputs, p.message.strip(), None, step, origin)
+    return ValidatedProposal(p, task, None, "", len(good))
+
+
+def score_solutions(
+    executor: Any,
+    kind: TaskType,
+    tasks: Sequence[Task],
+    solutions: Sequence[ParsedSolution | ParseFailure | None],
+    *,
+    n_visible: int = 5,
+    literals_equal: Callable[[str, str], bool] | None = None,
+) -> list[bool]:
+    """Whether each solver answer is correct for its task (one executor call for the batch).
+
+    - deduction: ``literals_equal(predicted, gold_output)`` (``azr.executor.literals_equal`` by default);
+    - abduction: the executor checks ``f(candidate) == gold`` (``check_abduction_many``);
+    - induction: the candidate program must pass every hidden pair (``check_induction_many``), the pairs after
+      the first ``n_visible`` as given by :func:`split_induction`.
+
+    A parse failure or None scores False.
+    """
+    kind = TaskType(kind)
+    if len(tasks) != len(solutions):
+        raise ValueError(f"{len(tasks)} tasks but {len(solutions)} solutions")
+    live = [i for i, s in enumerate(solutions) if isinstance(s, ParsedSolution)]
+    scores = [False] * len(tasks)
+    if not live:
+        return scores
+    if kind is TaskType.DEDUCTION:
+        if literals_equal is None:
+            from azr.executor import literals_equal
+        for i in live:
+            scores[i] = bool(literals_equal(solutions[i].answer, tasks[i].output))  # type: ignore[union-attr]
+        return scores
+    if kind is TaskType.ABDUCTION:
+        batch = [(tasks[i].program, solutions[i].answer, tasks[i].output) for i in live]  # type: ignore[union-attr]
+        results = executor.check_abduction_many(batch)
+    else:
+        batch = []
+        for i in live:
+            _, hidden = split_induction(tasks[i], n_visible)
+            ins, outs = [x for x, _ in hidden], [y for _, y in hidden]
+            batch.append((solutions[i].answer, ins, outs))  # type: ignore[union-attr]
+        results = executor.check_induction_many(batch)
+    for i, r in zip(live, results):
+        scores[i] = _status_name(r) == "OK"
+    return scores
