@@ -1,0 +1,295 @@
+"""The policy update: token log-probs of (prompt, reply) batches, the PPO-clip loss, AdamW.
+
+Scope: holds the policy, its optimizer and a constant LR schedule; turns a :class:`TrainBatch` (token ids plus one
+advantage per sequence) into one optimizer step. Not in scope: task types, rewards, advantages, generation and
+checkpoint files (``azr.selfplay``, ``azr.algo``, ``azr.rollout``, ``azr.checkpoint``).
+
+How a step runs:
+
+1. Sequences are sorted by length and cut into micro-batches of ``training.micro_batch_size``, each right-padded
+   only to its own longest member, so little compute goes to padding.
+2. The decoder runs on the whole (prompt + reply) sequence, but the LM head only on the hidden states that predict
+   reply tokens, packed into one (N_tokens, H) matrix: no full-vocabulary logits for prompt or padding positions.
+   Log-probs are ``gather(logits) - logsumexp(logits)``; the entropy is computed only when ``entropy_coef > 0``.
+3. Each micro-batch's loss is divided by the batch's total reply-token count, so the accumulated gradient is that
+   of the true token-mean loss; then grad clipping and one AdamW step.
+
+When ``old_logprobs`` are missing the update is on-policy: the current log-probs (detached) serve as the old ones,
+so the ratio is exactly 1 and no extra forward pass is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from azr.algo.loss import ppo_clip_loss
+
+if TYPE_CHECKING:
+    from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
+
+
+@dataclass
+class TrainBatch:
+    """One policy-update batch; every list has one entry per sequence."""
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    advantages: list[float]
+    old_logprobs: list[list[float]] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.prompt_ids)
+        if len(self.completion_ids) != n or len(self.advantages) != n:
+            raise ValueError("prompt_ids, completion_ids and advantages must have one entry per sequence")
+        if self.old_logprobs is not None:
+            if len(self.old_logprobs) != n:
+                raise ValueError("old_logprobs must have one entry per sequence")
+            for lp, c in zip(self.old_logprobs, self.completion_ids):
+                if len(lp) != len(c):
+                    raise ValueError("each old_logprobs entry must have one value per completion token")
+        if any(len(p) == 0 for p in self.prompt_ids):
+            raise ValueError("every prompt needs at least one token")
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+
+@dataclass
+class _Micro:
+    """A padded micro-batch: decoder inputs plus the packed positions of its reply tokens."""
+
+    index: list[int]  # positions of these sequences in the TrainBatch
+    input_ids: torch.Tensor  # (b, L)
+    attention_mask: torch.Tensor  # (b, L)
+    rows: torch.Tensor  # (n,) sequence row of each reply token
+    cols: torch.Tensor  # (n,) position whose hidden state predicts that token
+    targets: torch.Tensor  # (n,) the reply token ids
+    lengths: list[int]  # reply length per sequence
+
+
+def constant_lr(_: int) -> float:
+    """LR multiplier of the paper's constant schedule (a module function so the scheduler pickles)."""
+    return 1.0
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _apply_lora(model: Any, model_cfg: ModelConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(
+        r=model_cfg.lora_rank,
+        lora_alpha=model_cfg.lora_alpha,
+        target_modules="all-linear",
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, cfg)
+
+
+def _enable_checkpointing(model: Any) -> None:
+    """Activation (gradient) checkpointing, under its transformers 5 name when it exists."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+class Trainer:
+    """Policy, AdamW optimizer and constant LR schedule; ``step(batch)`` does one PPO-clip update."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        training: TrainingConfig,
+        algorithm: AlgorithmConfig,
+        model_cfg: ModelConfig | None = None,
+    ) -> None:
+        self.training = training
+        self.algorithm = algorithm
+        self.tokenizer = tokenizer
+        self.device = _resolve_device(training.device)
+        self.is_lora = bool(model_cfg and model_cfg.lora)
+        if self.is_lora:
+            model = _apply_lora(model, model_cfg)
+        if model_cfg and model_cfg.gradient_checkpointing:
+            _enable_checkpointing(model)
+            if self.is_lora:
+                model.enable_input_require_grads()
+        model.config.use_cache = False
+        self.model = model.to(self.device)
+        self.model.train()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=training.lr, weight_decay=training.weight_decay, foreach=True
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, constant_lr)
+        self.updates = 0
+
+    # ----------------------------------------------------------------- batching
+    def _micro_batches(self, batch: TrainBatch) -> Iterator[_Micro]:
+        """Length-sorted, right-padded micro-batches with packed reply-token coordinates."""
+        total = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
+        order = sorted(range(len(batch)), key=lambda i: -total[i])
+        size = self.training.micro_batch_size
+        for start in range(0, len(order), size):
+            index = order[start : start + size]
+            width = max(total[i] for i in index)
+            ids = torch.full((len(index), width), self.pad_id, dtype=torch.long)  # (b, L)
+            att = torch.zeros((len(index), width), dtype=torch.long)  # (b, L)
+            rows, cols, targets, lengths = [], [], [], []
+            for row, i in enumerate(index):
+                p, c = batch.prompt_ids[i], batch.completion_ids[i]
+                ids[row, : total[i]] = torch.tensor(p + c, dtype=torch.long)
+                att[row, : total[i]] = 1
+                rows += [row] * len(c)
+                cols += range(len(p) - 1, len(p) + len(c) - 1)
+                targets += c
+                lengths.append(len(c))
+            yield _Micro(
+                index=index,
+                input_ids=ids.to(self.device),
+                attention_mask=att.to(self.device),
+                rows=torch.tensor(rows, dtype=torch.long, device=self.device),
+                cols=torch.tensor(cols, dtype=torch.long, device=self.device),
+                targets=torch.tensor(targets, dtype=torch.long, device=self.device),
+                lengths=lengths,
+            )
+
+    def _autocast(self) -> Any:
+        if not self.training.bf16_autocast:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _decoder_and_head(self) -> tuple[Any, Any]:
+        base = self.model.get_base_model() if self.is_lora else self.model
+        return base.get_decoder(), base.get_output_embeddings()
+
+    def _token_stats(self, mb: _Micro, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs (n,) of the reply tokens, and their entropies (n,) when asked, in fp32."""
+        decoder, head = self._decoder_and_head()
+        with self._autocast():
+            hidden = decoder(
+                input_ids=mb.input_ids, attention_mask=mb.attention_mask
+            ).last_hidden_state  # (b, L, H)
+            logits = head(hidden[mb.rows, mb.cols])  # (n, V)
+        logits = logits.float()
+        lse = torch.logsumexp(logits, dim=-1)  # (n,)
+        logp = logits.gather(1, mb.targets.unsqueeze(1)).squeeze(1) - lse  # (n,)
+        entropy = None
+        if with_entropy:
+            probs = torch.softmax(logits, dim=-1)  # (n, V)
+            entropy = lse - (probs * logits).sum(-1)  # (n,)
+        return logp, entropy
+
+    @staticmethod
+    def _pad(flat: torch.Tensor, mb: _Micro) -> torch.Tensor:
+        """Scatter packed per-token values (n,) into a right-padded (b, T) matrix."""
+        width = max(mb.lengths) if mb.lengths else 0
+        out = flat.new_zeros((len(mb.lengths), width))  # (b, T)
+        offsets = (
+            torch.cat([torch.arange(n, device=flat.device) for n in mb.lengths]) if flat.numel() else None
+        )
+        if offsets is not None:
+            out = out.index_put((mb.rows, offsets), flat)
+        return out
+
+    # ----------------------------------------------------------------- public API
+    @torch.no_grad()
+    def logprobs(self, batch: TrainBatch) -> list[list[float]]:
+        """Per-token log-probs of every completion under the current policy (no grad, original order)."""
+        out: list[list[float]] = [[] for _ in range(len(batch))]
+        for mb in self._micro_batches(batch):
+            logp, _ = self._token_stats(mb, with_entropy=False)
+            for i, chunk in zip(mb.index, torch.split(logp.cpu(), mb.lengths)):
+                out[i] = chunk.tolist()
+        return out
+
+    def step(self, batch: TrainBatch) -> dict[str, float]:
+        """One PPO-clip update on ``batch``; returns metrics (see :data:`METRICS`)."""
+        start = time.perf_counter()
+        algo = self.algorithm
+        n_tokens = sum(len(c) for c in batch.completion_ids)
+        if n_tokens == 0:
+            raise ValueError("the batch has no completion tokens to train on")
+        eps_high = algo.clip_eps_high or None
+        sums = {"pg_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "entropy": 0.0, "loss": 0.0}
+        padded = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for mb in self._micro_batches(batch):
+            padded += mb.input_ids.numel()
+            logp, ent = self._token_stats(mb, with_entropy=algo.entropy_coef > 0)
+            if batch.old_logprobs is None:
+                old = logp.detach()
+            else:
+                old = torch.tensor(
+                    [x for i in mb.index for x in batch.old_logprobs[i]],
+                    dtype=torch.float32,
+                    device=self.device,
+                )
+            adv = torch.tensor(
+                [batch.advantages[i] for i in mb.index], dtype=torch.float32, device=self.device
+            )
+            mask = self._pad(torch.ones_like(logp), mb)  # (b, T)
+            loss, metrics = ppo_clip_loss(
+                self._pad(logp, mb),
+                self._pad(old, mb),
+                adv,
+                mask,
+                clip_eps=algo.clip_eps,
+                clip_eps_high=eps_high,
+                entropy=None if ent is None else self._pad(ent, mb),
+                entropy_coef=algo.entropy_coef,
+                token_normalizer=float(n_tokens),
+            )
+            loss.backward()
+            sums["loss"] += float(loss.detach())
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.training.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.updates += 1
+        seconds = time.perf_counter() - start
+        real = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
+        return {
+            **sums,
+            "grad_norm": float(grad_norm),
+            "grad_norm_finite": float(math.isfinite(float(grad_norm))),
+            "lr": float(self.scheduler.get_last_lr()[0]),
+            "tokens": float(n_tokens),
+            "sequences": float(len(batch)),
+            "padding_frac": 1.0 - real / max(padded, 1),
+            "seconds": seconds,
+            "tokens_per_s": real / max(seconds, 1e-9),
+        }
+
+
+METRICS: dict[str, str] = {
+    "loss": "total loss (token-mean PPO-clip - entropy_coef * entropy)",
+    "pg_loss": "policy-gradient part of the loss",
+    "clip_frac": "fraction of reply tokens where the clipped objective was active",
+    "approx_kl": "token-mean of old_logp - logp (0 on-policy)",
+    "entropy": "token-mean policy entropy (only when entropy_coef > 0)",
+    "grad_norm": "gradient norm before clipping",
+    "lr": "learning rate after the step",
+    "tokens": "reply tokens trained on",
+    "padding_frac": "share of decoder positions that were padding",
+    "seconds": "wall time of the update",
+    "tokens_per_s": "(prompt + reply) tokens processed per second",
+}
+"""The metrics ``Trainer.step`` returns (no namespace; the loop prefixes them with ``train/``)."""
