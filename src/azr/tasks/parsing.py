@@ -190,7 +190,8 @@ def _clean_program(code: str) -> str | ParseFailure:
     """Check that ``code`` parses and defines ``f`` once at top level; drop top-level calls and main blocks."""
     if not code.strip():
         return ParseFailure(ParseReason.NO_CODE_BLOCK, "empty python block")
-    code = textwrap.dedent(code)
+    if code[:1] in (" ", "\t"):  # a block indented as a whole
+        code = textwrap.dedent(code)
     try:
         tree = ast.parse(code)
     except _PARSE_ERRORS as e:
