@@ -136,3 +136,27 @@ def test_chart_points_stay_inside_the_plot(tmp_path):
         for pair in coords.split():
             x, y = map(float, pair.split(","))
             assert 0 <= x <= 520 and 0 <= y <= 230
+
+
+def test_report_reads_a_real_task_store(tmp_path):
+    """The store engineer's schema (JSON inputs/outputs, WAL) renders, both while open and after close."""
+    store_mod = pytest.importorskip("azr.store")
+    from azr.types import Task, TaskType
+
+    store = store_mod.TaskStore(tmp_path)
+    store.add_tasks(
+        [Task(TaskType.INDUCTION, "def f(x):\n    return x + 1", ("1", "2"), ("2", "3"), "add <one>")], 1
+    )
+    store.log_rollouts([{"step": 1, "role": "solve", "type": "induction", "prompt": "p", "reply": EVIL,
+                         "parse_status": "ok", "reward": 1.0, "advantage": 0.5}])  # fmt: skip
+    try:
+        page = write_report(tmp_path).read_text()
+    finally:
+        store.close()
+    assert (
+        "f(1) == 2" in page
+        and "add &lt;one&gt;" in page
+        and "&lt;script&gt;" in page
+        and "<script" not in page
+    )
+    assert "could not" not in write_report(tmp_path).read_text()

@@ -16,11 +16,15 @@ from typing import Any
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same dir + fsync + ``os.replace``)."""
+    """Write ``text`` to ``path`` atomically (temp file in the same dir + fsync + ``os.replace``).
+
+    The file keeps the permissions of the one it replaces (0644 for a new file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644  # mkstemp would leave 0600
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding=encoding) as f:
             f.write(text)
             f.flush()

@@ -65,7 +65,7 @@ def write_report(run_dir: str | Path) -> Path:
         _store(store) if store.is_file() else "",
         _config(run_dir / CONFIG_FILE),
     ]
-    page = _page(f"azr run {run_dir.resolve().name}", "\n".join(b for b in body if b))
+    page = _page(f"azr report: {run_dir.resolve().name}", "\n".join(b for b in body if b))
     return atomic_write_text(run_dir / REPORT_FILE, page)
 
 
@@ -138,7 +138,7 @@ def _chart_specs(
         ]
 
     def plain(names: Sequence[str]) -> list[Series]:
-        return [Series(n.split("/", 1)[-1], n, _PALETTE[i % len(_PALETTE)]) for i, n in enumerate(names)]
+        return [Series(n.rsplit("/", 1)[-1], n, _PALETTE[i % len(_PALETTE)]) for i, n in enumerate(names)]
 
     groups = [
         Series(f"{t}/{r}", f"reward/{t}/{r}", _TYPE_COLOR[t.value], r.value == "solve") for t, r in GROUPS
