@@ -1,0 +1,203 @@
+"""The task-level API over the worker pool: run, validate (determinism), check abduction and induction."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+
+from azr.config import ExecutorConfig
+from azr.errors import AzrError
+
+from ._pool import Pool
+from ._static import static_check
+from ._tiers import TIERS, available_tiers, rank
+from ._types import ExecResult, Status, from_row, rejected
+from ._values import literals_equal, parse_arguments
+
+log = logging.getLogger("azr.executor")
+
+
+def _choose_tier(cfg: ExecutorConfig, tier: str | None) -> str:
+    available = available_tiers()
+    try:
+        min_rank = rank(cfg.min_tier)
+    except ValueError as e:
+        raise AzrError(f"executor.min_tier: {e}") from None
+    if tier is not None:
+        try:
+            rank(tier)
+        except ValueError as e:
+            raise AzrError(str(e)) from None
+        if tier not in available:
+            raise AzrError(
+                f"sandbox tier {tier!r} is not available here (available: {', '.join(available)}); "
+                "for bwrap install bubblewrap (apt-get install bubblewrap, or pip install azr[sandbox])"
+            )
+    chosen = tier or available[-1]
+    if rank(chosen) < min_rank:
+        raise AzrError(
+            f"sandbox tier {chosen!r} is below executor.min_tier={cfg.min_tier!r}; the strongest available "
+            f"here is {available[-1]!r}. Install bubblewrap and allow user namespaces, or lower min_tier."
+        )
+    if tier is None and chosen != TIERS[-1]:
+        msg = f"sandbox falls back to the weaker tier {chosen!r} (bwrap unavailable: install bubblewrap)"
+        warnings.warn(msg, stacklevel=3)
+        log.warning(msg)
+    return chosen
+
+
+class Executor:
+    """A pool of sandboxed fork-server workers. Use as a context manager; every ``*_many`` call uses all workers.
+
+    ``tier`` forces a tier (:data:`azr.executor.TIERS`); by default the strongest available one is used.
+    ``workers`` overrides ``cfg.workers``; the pool always has at least ``cfg.determinism_runs`` workers, so that
+    the runs of a determinism check happen in different interpreters.
+    """
+
+    def __init__(
+        self, cfg: ExecutorConfig | None = None, tier: str | None = None, workers: int | None = None
+    ):
+        self.cfg = cfg or ExecutorConfig()
+        self.tier = _choose_tier(self.cfg, tier)
+        n = max(workers or self.cfg.workers, self.cfg.determinism_runs, 1)
+        wcfg = {
+            "timeout_s": float(self.cfg.timeout_s),
+            "memory_mb": int(self.cfg.memory_mb),
+            "max_out": int(self.cfg.max_output_chars),
+            "max_file_bytes": 4 * 1024 * 1024,
+        }
+        self._pool = Pool(self.tier, n, wcfg)
+        log.info("sandbox started: tier=%s workers=%d", self.tier, n)
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers; safe to call twice."""
+        self._pool.close()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Pids of the processes the pool started (for tests and diagnostics)."""
+        return self._pool.pids
+
+    def _too_big(self, program: str, inputs: Sequence[str]) -> ExecResult | None:
+        if len(program) > self.cfg.max_program_chars:
+            return rejected(f"program longer than {self.cfg.max_program_chars} characters")
+        if any(len(i) > self.cfg.max_input_chars for i in inputs):
+            return rejected(f"input longer than {self.cfg.max_input_chars} characters")
+        return None
+
+    def _static(self, program: str, inputs: Sequence[str], entry: str = "f") -> ExecResult | None:
+        too_big = self._too_big(program, inputs)
+        if too_big:
+            return too_big
+        reason = static_check(program, self.cfg.max_program_chars, entry)
+        return rejected(reason) if reason else None
+
+    def run_jobs(self, jobs: list[dict], pins: list[int | None] | None = None) -> list[list[ExecResult]]:
+        """Low level: raw jobs (see :mod:`azr.executor._pool`) to typed results, one list per job."""
+        if not jobs:
+            return []
+        return [[from_row(r) for r in rows] for rows in self._pool.run_jobs(jobs, pins)]
+
+    def run(self, program: str, input_text: str, entry: str = "f") -> ExecResult:
+        """``entry(<input_text>)`` in one sandboxed child; no static check (see :meth:`validate_many`)."""
+        return self.run_many([(program, input_text)], entry)[0]
+
+    def run_many(self, items: Sequence[tuple[str, str]], entry: str = "f") -> list[ExecResult]:
+        """Many independent runs, spread over the pool."""
+        out: list[ExecResult | None] = [self._too_big(p, [i]) for p, i in items]
+        todo = [k for k, r in enumerate(out) if r is None]
+        jobs = [{"code": items[k][0], "calls": [[items[k][1], None]], "entry": entry} for k in todo]
+        for k, rows in zip(todo, self.run_jobs(jobs)):
+            out[k] = rows[0]
+        return out  # type: ignore[return-value]
+
+    def run_program(self, program: str) -> ExecResult:
+        """Execute a whole program (no call); OK with ``value=None`` if it finished without an exception."""
+        too_big = self._too_big(program, [])
+        return too_big or self.run_jobs([{"code": program, "calls": None, "entry": None}])[0][0]
+
+    def run_calls(self, program: str, inputs: Sequence[str], entry: str = "f") -> list[ExecResult]:
+        """Several calls of one function in ONE child (shared globals), one result per input, in order."""
+        too_big = self._too_big(program, inputs)
+        if too_big:
+            return [too_big] * len(inputs)
+        if not inputs:
+            return []
+        return self.run_jobs([{"code": program, "calls": [[i, None] for i in inputs], "entry": entry}])[0]
+
+    def validate_many(self, items: Sequence[tuple[str, str]], entry: str = "f") -> list[ExecResult]:
+        """Static check, then ``determinism_runs`` runs in separate processes (each in a different worker when the
+        pool has enough); OK with the gold ``value`` only if every run succeeded with equal results."""
+        runs = max(2, self.cfg.determinism_runs)
+        out: list[ExecResult | None] = [self._static(p, [i], entry) for p, i in items]
+        todo = [k for k, r in enumerate(out) if r is None]
+        jobs, pins = [], []
+        for k in todo:
+            for j in range(runs):
+                jobs.append({"code": items[k][0], "calls": [[items[k][1], None]], "entry": entry})
+                pins.append(j)
+        rows = self.run_jobs(jobs, pins)  # type: ignore[arg-type]
+        for n, k in enumerate(todo):
+            out[k] = _agree([r[0] for r in rows[n * runs : (n + 1) * runs]])
+        return out  # type: ignore[return-value]
+
+    def check_abduction_many(
+        self, items: Sequence[tuple[str, str, str]], entry: str = "f"
+    ) -> list[ExecResult]:
+        """``entry(candidate) == gold`` compared inside the child; OK, WRONG, or the run's failure. The candidate
+        must be a list of literal arguments (REJECTED otherwise), so an answer cannot smuggle code or objects."""
+        out: list[ExecResult | None] = []
+        for program, candidate, _gold in items:
+            bad = self._too_big(program, [candidate])
+            if bad is None and not parse_arguments(candidate)[0]:
+                bad = rejected("the answer is not a list of literal arguments")
+            out.append(bad)
+        todo = [k for k, r in enumerate(out) if r is None]
+        jobs = [{"code": items[k][0], "calls": [[items[k][1], items[k][2]]], "entry": entry} for k in todo]
+        for k, rows in zip(todo, self.run_jobs(jobs)):
+            out[k] = rows[0]
+        return out  # type: ignore[return-value]
+
+    def check_induction_many(
+        self, items: Sequence[tuple[str, Sequence[str], Sequence[str]]], entry: str = "f"
+    ) -> list[ExecResult]:
+        """A candidate program against hidden (input, output) pairs, all in one child; OK iff every pair passes,
+        else the first failing pair's result (WRONG, ERROR, TIMEOUT, ...). The program is statically checked."""
+        out: list[ExecResult | None] = [self._static(p, list(ins), entry) for p, ins, _ in items]
+        todo = [k for k, r in enumerate(out) if r is None]
+        jobs = [
+            {"code": items[k][0], "calls": [[i, o] for i, o in zip(items[k][1], items[k][2])], "entry": entry}
+            for k in todo
+        ]
+        for k, rows in zip(todo, self.run_jobs(jobs)):
+            bad = [r for r in rows if not r.ok]
+            total = sum(r.duration_s for r in rows)
+            out[k] = (
+                bad[0]
+                if bad
+                else ExecResult(Status.OK, message=f"{len(rows)} pairs passed", duration_s=total)
+            )
+        return out  # type: ignore[return-value]
+
+
+def _agree(results: list[ExecResult]) -> ExecResult:
+    """Combine the determinism runs of one program: the first failure, NONDETERMINISTIC, or the first result."""
+    for r in results:
+        if not r.ok:
+            return r
+    first = results[0]
+    for r in results[1:]:
+        if r.value != first.value and not literals_equal(first.value or "", r.value or ""):
+            return ExecResult(
+                Status.NONDETERMINISTIC,
+                message=f"runs differ: {first.value!r:.200} vs {r.value!r:.200}",
+                duration_s=max(x.duration_s for x in results),
+            )
+    return first

@@ -1,0 +1,139 @@
+"""A seccomp-BPF filter built by hand (no libseccomp), installed with prctl through ctypes.
+
+Standard library only: the sandbox worker imports this module. x86-64 only; elsewhere :func:`supported` is False
+and the seccomp tier is unavailable.
+
+The filter is a deny-list: the syscalls below fail with EPERM (clone3 with ENOSYS, so that glibc falls back to
+clone for threads); everything else is allowed. Denied:
+
+- network: ``socket``, ``socketpair`` (no socket of any family can be created);
+- process creation and program execution: ``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD`` (threads stay
+  possible), ``execve``, ``execveat``;
+- signals to other processes: ``kill`` unless the target is the caller itself or its own group (pid 0),
+  ``tgkill``/``rt_sigqueueinfo``/``rt_tgsigqueueinfo`` unless the target is the caller, ``tkill``,
+  ``pidfd_open``/``pidfd_send_signal``/``pidfd_getfd``;
+- leaving the process group or session: ``setpgid``, ``setsid`` (the wall-clock kill is by process group);
+- debugging and other processes' memory: ``ptrace``, ``process_vm_readv``/``writev``;
+- mounts and namespaces: ``mount``, ``umount2``, ``pivot_root``, ``chroot``, ``unshare``, ``setns`` and the new
+  mount API; identity changes (``setuid`` and friends, ``capset``);
+- kernel attack surface rarely needed by Python: ``bpf``, ``perf_event_open``, ``keyctl``, ``add_key``,
+  ``request_key``, ``userfaultfd``, ``io_uring_*``, modules, kexec, reboot, swap, clock setting, ``iopl``/``ioperm``,
+  handle-based open, ``fanotify_init``, ``acct``;
+- any x32-ABI syscall, and any syscall from a non-x86-64 architecture (the process is killed).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import platform
+import struct
+
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_RET_ALLOW = 0x7FFF0000
+_RET_ERRNO = 0x00050000
+_RET_KILL_PROCESS = 0x80000000
+_LD_ABS_W = 0x20
+_JEQ = 0x15
+_JGE = 0x35
+_JSET = 0x45
+_RET = 0x06
+_CLONE_THREAD = 0x00010000
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+
+_NR = {
+    "clone": 56,
+    "clone3": 435,
+    "kill": 62,
+    "tgkill": 234,
+    "rt_sigqueueinfo": 129,
+    "rt_tgsigqueueinfo": 297,
+}
+_DENIED = (
+    41, 53,  # socket, socketpair
+    57, 58, 59, 322,  # fork, vfork, execve, execveat
+    200, 424, 434, 438,  # tkill, pidfd_send_signal, pidfd_open, pidfd_getfd
+    109, 112,  # setpgid, setsid
+    101, 310, 311,  # ptrace, process_vm_readv, process_vm_writev
+    165, 166, 155, 161, 272, 308, 428, 429, 430, 431, 432, 433, 442,  # mounts, namespaces
+    105, 106, 113, 114, 116, 117, 119, 122, 123, 126,  # set*id, setgroups, setfs*id, capset
+    321, 298, 250, 248, 249, 323, 425, 426, 427,  # bpf, perf, keys, userfaultfd, io_uring
+    175, 176, 313, 246, 320, 169, 167, 168,  # modules, kexec, reboot, swap
+    159, 164, 227, 170, 171, 172, 173, 303, 304, 300, 163,  # clocks, hostname, io ports, handles, acct
+)  # fmt: skip
+
+
+_LIBC: ctypes.CDLL | None = None
+
+
+class _Sockfprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def supported() -> bool:
+    """Whether this machine's architecture is one the filter is written for."""
+    return platform.machine() in ("x86_64", "AMD64")
+
+
+def build_filter(own_pid: int) -> bytes:
+    """Assemble the BPF program for a process whose pid is ``own_pid`` (signals only to itself)."""
+    prog: list[tuple[int, str | None, str | None, int]] = [
+        (_LD_ABS_W, None, None, 4),  # seccomp_data.arch
+        (_JEQ, None, "killproc", _AUDIT_ARCH_X86_64),
+        (_LD_ABS_W, None, None, 0),  # seccomp_data.nr
+        (_JGE, "deny", None, 0x40000000),  # x32 ABI
+        (_JEQ, "clone", None, _NR["clone"]),
+        (_JEQ, "nosys", None, _NR["clone3"]),
+        (_JEQ, "kill", None, _NR["kill"]),
+        (_JEQ, "self", None, _NR["tgkill"]),
+        (_JEQ, "self", None, _NR["rt_sigqueueinfo"]),
+        (_JEQ, "self", None, _NR["rt_tgsigqueueinfo"]),
+    ]
+    prog += [(_JEQ, "deny", None, nr) for nr in _DENIED]
+    prog += [(_RET, None, None, _RET_ALLOW)]
+    labels = {
+        "clone": [(_LD_ABS_W, None, None, 16), (_JSET, "allow", "deny", _CLONE_THREAD)],
+        "kill": [(_LD_ABS_W, None, None, 16), (_JEQ, "allow", None, 0)],  # falls through to "self"
+        "self": [(_LD_ABS_W, None, None, 16), (_JEQ, "allow", "deny", own_pid & 0xFFFFFFFF)],
+        "allow": [(_RET, None, None, _RET_ALLOW)],
+        "deny": [(_RET, None, None, _RET_ERRNO | errno.EPERM)],
+        "nosys": [(_RET, None, None, _RET_ERRNO | errno.ENOSYS)],
+        "killproc": [(_RET, None, None, _RET_KILL_PROCESS)],
+    }
+    where: dict[str, int] = {}
+    for name, block in labels.items():
+        where[name] = len(prog)
+        prog += block
+    out = bytearray()
+    for i, (code, jt, jf, k) in enumerate(prog):
+        t = where[jt] - i - 1 if jt else 0
+        f = where[jf] - i - 1 if jf else 0
+        if not (0 <= t < 256 and 0 <= f < 256):
+            raise ValueError("seccomp filter jump out of range")
+        out += struct.pack("=HBBI", code, t, f, k)
+    return bytes(out)
+
+
+def prctl(option: int, arg: int) -> int:
+    """Call prctl(option, arg, 0, 0, 0) through libc; returns its result."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return int(_LIBC.prctl(option, arg, 0, 0, 0))
+
+
+def install(own_pid: int) -> None:
+    """Set no_new_privs and install the filter on the calling thread's process; raises OSError on failure."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    libc = _LIBC
+    code = build_filter(own_pid)
+    buf = ctypes.create_string_buffer(code, len(code))
+    fprog = _Sockfprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
