@@ -91,14 +91,16 @@ def _fmt(v: float) -> str:
 
 
 def svg_line_chart(
-    points: dict[Series, list[tuple[float, float]]], y_range: tuple[float, float] | None = None
+    points: dict[Series, list[tuple[float, float]]],
+    y_range: tuple[float, float] | None = None,
+    x_range: tuple[float, float] | None = None,
 ) -> str:
-    """An inline SVG line chart: one polyline per series over (step, value) points, with axes and ticks."""
+    """An inline SVG line chart: one polyline per series over (step, value) points, with axes and ticks.
+
+    The axes cover the data and ``x_range`` / ``y_range`` when given (a rate chart passes ``(0, 1)``)."""
     w, h, left, right, top, bottom = 520, 230, 56, 14, 10, 30
-    xs = [x for pts in points.values() for x, _ in pts]
-    ys = [y for pts in points.values() for _, y in pts]
-    if y_range:
-        ys += list(y_range)
+    xs = [x for pts in points.values() for x, _ in pts] + list(x_range or ())
+    ys = [y for pts in points.values() for _, y in pts] + list(y_range or ())
     xt, yt = _ticks(min(xs), max(xs), 6, integer=True), _ticks(min(ys), max(ys))
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
 
@@ -171,6 +173,7 @@ def _series_points(steps: Sequence[dict[str, Any]], metric: str) -> list[tuple[f
 
 def _charts(steps: Sequence[dict[str, Any]]) -> str:
     figures = []
+    span = (float(steps[0]["step"]), float(steps[-1]["step"])) if steps else None  # one x axis for all charts
     for title, series, y_range in _chart_specs(steps):
         points = {s: p for s in series if (p := _series_points(steps, s.metric))}
         if not points:
@@ -181,7 +184,7 @@ def _charts(steps: Sequence[dict[str, Any]]) -> str:
             for s in points
         )
         figures.append(
-            f"<figure><figcaption>{_e(title)}</figcaption>{svg_line_chart(points, y_range)}"
+            f"<figure><figcaption>{_e(title)}</figcaption>{svg_line_chart(points, y_range, span)}"
             f'<div class="legend">{legend}</div></figure>'
         )
     if not figures:
