@@ -44,7 +44,7 @@ def test_missing_close_tag_is_accepted_because_generation_stops_there():
 
 
 def test_answer_tag_mentioned_in_think_is_skipped():
-    text = "<think>IND will write <answer> later</think><answer>```output\n7\n```</answer>"
+    text = "<think>I will write <answer> later</think><answer>```output\n7\n```</answer>"
     assert parse_solution(D, text) == ParsedSolution(D, "7")
 
 
