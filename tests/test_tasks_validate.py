@@ -1,0 +1,118 @@
+"""Proposal validation and solver scoring against a fake executor with the real executor's surface."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from azr.config import Config
+from azr.tasks.parsing import ParsedProposal, ParsedSolution, ParseFailure, ParseReason
+from azr.tasks.validate import RejectReason, score_solutions, validate_proposals
+from azr.types import Task, TaskType
+from test_tasks_fakes import FakeExecutor, literal_eq
+
+D, A, IND = TaskType.DEDUCTION, TaskType.ABDUCTION, TaskType.INDUCTION
+REV = "def f(s):\n    return s[::-1]"
+
+
+def cfg(min_valid: int = 3, **executor) -> Config:
+    base = Config()
+    sp = dataclasses.replace(base.selfplay, induction_min_valid=min_valid, induction_inputs=10)
+    return dataclasses.replace(base, selfplay=sp, executor=dataclasses.replace(base.executor, **executor))
+
+
+def test_triplet_proposals_get_gold_outputs_from_the_executor_in_one_batch():
+    ex = FakeExecutor()
+    props = [ParsedProposal(D, REV, ("'abc'",)), ParsedProposal(D, "def f(x):\n    return x // 0", ("1",))]
+    out = validate_proposals(ex, D, props, cfg(), step=7)
+    assert ex.calls == ["validate_many"]
+    assert out[0].accepted and out[0].task == Task(D, REV, ("'abc'",), ("'cba'",), "", None, 7, "proposal")
+    assert (
+        not out[1].accepted and out[1].reason is RejectReason.ERROR and "ZeroDivisionError" in out[1].detail
+    )
+
+
+@pytest.mark.parametrize(
+    ("program", "inp", "limits", "reason"),
+    [
+        ("import random\ndef f(x):\n    return random.random()", "1", {}, RejectReason.REJECTED),
+        ("_n = []\ndef f(x):\n    _n.append(1)\n    return id(_n)", "1", {}, RejectReason.NONDETERMINISTIC),
+        ("def f(x):\n    return 'a' * x", "50", {"max_output_chars": 20}, RejectReason.OUTPUT_TOO_LARGE),
+        (
+            "def f(x):\n    return x" + " " * 100,
+            "1",
+            {"max_program_chars": 50},
+            RejectReason.PROGRAM_TOO_LONG,
+        ),
+        (
+            "def f(x):\n    return x",
+            "'" + "a" * 60 + "'",
+            {"max_input_chars": 50},
+            RejectReason.INPUT_TOO_LONG,
+        ),
+    ],
+)
+def test_triplet_rejections_are_typed(program, inp, limits, reason):
+    (v,) = validate_proposals(FakeExecutor(), A, [ParsedProposal(A, program, (inp,))], cfg(**limits))
+    assert not v.accepted and v.reason is reason
+
+
+def test_induction_keeps_distinct_valid_inputs():
+    inputs = ("'ab'", '"ab"', "'xyz'", "1", "''", "'q'")  # '"ab"' duplicates 'ab'; 1 raises
+    p = ParsedProposal(IND, REV, inputs, "  reverses  ")
+    (v,) = validate_proposals(FakeExecutor(), IND, [p], cfg(min_valid=4))
+    assert v.accepted and v.n_valid_inputs == 4
+    assert v.task.inputs == ("'ab'", "'xyz'", "''", "'q'")
+    assert v.task.outputs == ("'ba'", "'zyx'", "''", "'q'") and v.task.message == "reverses"
+
+
+def test_induction_needs_min_valid_and_a_message():
+    p = ParsedProposal(IND, REV, ("'ab'", "'ab'", "1"), "m")
+    (v,) = validate_proposals(FakeExecutor(), IND, [p], cfg(min_valid=2))
+    assert v.reason is RejectReason.TOO_FEW_VALID_INPUTS and "error" in v.detail
+    (v,) = validate_proposals(FakeExecutor(), IND, [ParsedProposal(IND, REV, ("'a'", "'b'"), " ")], cfg(2))
+    assert v.reason is RejectReason.NO_MESSAGE
+
+
+def test_empty_batch_makes_no_executor_call():
+    ex = FakeExecutor()
+    assert validate_proposals(ex, D, [], cfg()) == [] and ex.calls == []
+
+
+TASK_D = Task(D, REV, ("'abc'",), ("'cba'",))
+TASK_A = Task(A, "def f(x):\n    return x * 2", ("3",), ("6",))
+TASK_I = Task(IND, REV, tuple(f"'{c * 2}x'" for c in "abcdef"), tuple(f"'x{c * 2}'" for c in "abcdef"), "m")
+
+
+def test_score_deduction_uses_literal_equality():
+    sols = [
+        ParsedSolution(D, '"cba"'),
+        ParsedSolution(D, "'abc'"),
+        ParseFailure(ParseReason.NO_ANSWER_TAG),
+        None,
+    ]
+    got = score_solutions(FakeExecutor(), D, [TASK_D] * 4, sols, literals_equal=literal_eq)
+    assert got == [True, False, False, False]
+
+
+def test_score_abduction_runs_the_candidate():
+    ex = FakeExecutor()
+    sols = [ParsedSolution(A, "3"), ParsedSolution(A, "'ab'"), ParsedSolution(A, "4")]
+    assert score_solutions(ex, A, [TASK_A] * 3, sols) == [True, False, False]
+    assert ex.calls == ["check_abduction_many"]
+
+
+def test_score_induction_checks_hidden_pairs_only():
+    """Six pairs, five shown: only the sixth ('ffx' -> 'xff') is the test, as in the paper."""
+    only_hidden = "def f(s):\n    return 'xff'"  # wrong on every visible pair, right on the hidden one
+    only_visible = "def f(s):\n    return s[::-1] if s != 'ffx' else ''"
+    sols = [ParsedSolution(IND, REV), ParsedSolution(IND, only_hidden), ParsedSolution(IND, only_visible)]
+    ex = FakeExecutor()
+    assert score_solutions(ex, IND, [TASK_I] * 3, sols, n_visible=5) == [True, True, False]
+    assert ex.calls == ["check_induction_many"]
+
+
+def test_score_requires_equal_lengths():
+    with pytest.raises(ValueError):
+        score_solutions(FakeExecutor(), D, [TASK_D], [])
