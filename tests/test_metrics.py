@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -214,3 +215,25 @@ def test_sample_table_truncates_and_keeps_markup_literal():
     assert "[bold]hi" in out  # shown literally, not as markup
     assert "END" in out and "x" * 100 not in out  # prompt tail, clipped
     assert "+1.00" in out and "def f(x): return x" in out
+
+
+def test_sink_that_cannot_connect_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    class OfflineWandb:
+        @staticmethod
+        def init(**kw):
+            raise ConnectionError("no network")
+
+    monkeypatch.setitem(sys.modules, "wandb", OfflineWandb)
+    with pytest.warns(RuntimeWarning, match="could not start"), _logger(tmp_path, wandb=True) as log:
+        log.log(1, {"train/loss": 1.0})
+        assert log.sinks == []
+    assert len(read_metrics(tmp_path)) == 1
+
+
+def test_importing_metrics_and_report_loads_nothing_heavy():
+    code = (
+        "import sys, azr.metrics, azr.report, azr.commands.report\n"
+        "heavy = [m for m in ('torch', 'wandb', 'tensorboard', 'rich', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
