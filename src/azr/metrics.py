@@ -24,7 +24,7 @@ import re
 import secrets
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -263,7 +263,7 @@ class MetricsLogger:
             self._add_sink(lambda: WandbSink(self.run_dir, cfg.wandb_project, run_name, config_dict))
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
 
-    def _add_sink(self, make: Any) -> None:
+    def _add_sink(self, make: Callable[[], Sink]) -> None:
         try:
             self.sinks.append(make())
         except AzrError:
