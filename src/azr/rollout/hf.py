@@ -1,0 +1,388 @@
+"""The default backend: a hand-written sampling loop over a transformers causal LM, built to be fast on a CPU.
+
+It shares the trainer's model object (same weights, no copy) unless it decodes in another dtype, in which case it
+keeps a copy in that dtype and :meth:`HFBackend.update_weights` refreshes it in place.
+
+How one ``generate`` call runs:
+
+1. All ``len(prompts) * n`` rows are sorted by prompt length (stable, so the n copies of a prompt stay together) and
+   cut into chunks of ``cfg.generation_batch_size``; results go back to input order at the end.
+2. Per chunk: the distinct prompts are left-padded and prefilled once (only the last position's logits are
+   computed), then the KV cache rows are repeated for the n samples of a prompt (no duplicate prefill).
+3. Decode one token per step with a preallocated KV cache (:class:`_PreallocLayer`: writes in place instead of the
+   ``torch.cat`` per step of ``DynamicCache``). A row stops at EOS, at a stop string or at ``max_new_tokens``;
+   finished rows leave the batch (the cache rows are dropped), so the batch shrinks.
+4. Stop strings are checked cheaply: a token can only complete ``</answer>`` if its text holds ``>``, so only rows
+   whose new token can end a stop string get their last few tokens decoded (:class:`StopDetector`).
+
+Log-probs: the log-probability of each sampled token under the tempered distribution ``softmax(logits / T)``
+*before* top-p truncation, i.e. what the trainer recomputes at the same temperature. With ``temperature == 0``
+(greedy) it is the untempered ``log_softmax(logits)``.
+
+Not in scope: continuous batching (refilling finished slots with new prompts), speculative decoding, beam search.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from azr.config import RolloutConfig
+from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
+
+try:  # transformers >= 4.56 layered caches
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+except ImportError:  # pragma: no cover - older transformers
+    DynamicCache = DynamicLayer = None  # type: ignore[assignment,misc]
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row of ``logits`` (A, V); return ``(tokens (A,), logprobs (A,))`` (see module doc)."""
+    logits = logits.float()
+    if temperature == 0:
+        logp = torch.log_softmax(logits, dim=-1)  # (A, V)
+        tokens = logp.argmax(dim=-1)
+        return tokens, logp.gather(1, tokens[:, None])[:, 0]
+    logp = torch.log_softmax(logits / temperature, dim=-1)  # (A, V)
+    if top_p >= 1.0:
+        tokens = torch.multinomial(logp.exp(), 1, generator=generator)[:, 0]
+    else:
+        sorted_logp, order = logp.sort(dim=-1, descending=True)  # (A, V)
+        sorted_p = sorted_logp.exp()
+        drop = sorted_p.cumsum(dim=-1) - sorted_p >= top_p  # mass before this token already reaches top_p
+        kept = sorted_p.masked_fill(drop, 0.0)  # the first token is never dropped
+        pick = torch.multinomial(kept, 1, generator=generator)  # (A, 1), multinomial renormalises
+        tokens = order.gather(1, pick)[:, 0]
+    return tokens, logp.gather(1, tokens[:, None])[:, 0]
+
+
+class StopDetector:
+    """Finds stop strings at the end of growing token sequences without decoding whole sequences each step.
+
+    ``may_end[t]`` says whether token ``t``'s text contains the last character of some stop string; only such a
+    token can complete a stop string, so only those rows get a tail decode of ``window`` tokens.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.stops = tuple(stops)
+        self.window = max((len(s) for s in self.stops), default=0) + 1  # every token adds >= 1 char
+        self.may_end: torch.Tensor | None = None  # (V,) bool, built on first use
+        if self.stops:
+            self.may_end = self._build_may_end()
+
+    def _build_may_end(self) -> torch.Tensor:
+        size = len(self.tokenizer)
+        last_chars = {s[-1] for s in self.stops}
+        if any(not c.isascii() for c in last_chars):  # a byte-split character: check every token
+            return torch.ones(size, dtype=torch.bool)
+        texts = self.tokenizer.batch_decode([[i] for i in range(size)])
+        return torch.tensor([any(c in t for c in last_chars) for t in texts], dtype=torch.bool)
+
+    def candidates(self, tokens: torch.Tensor) -> list[int]:
+        """Row indices whose new token (``tokens`` (A,)) could complete a stop string."""
+        if self.may_end is None:
+            return []
+        in_vocab = tokens.clamp(max=self.may_end.numel() - 1)
+        return torch.nonzero(self.may_end[in_vocab] | (tokens >= self.may_end.numel())).flatten().tolist()
+
+    def hit(self, token_ids: Sequence[int]) -> bool:
+        """Whether the decoded tail of ``token_ids`` contains a stop string (call after every candidate token)."""
+        tail = self.tokenizer.decode(list(token_ids[-self.window :]), skip_special_tokens=False)
+        return any(s in tail for s in self.stops)
+
+
+class _PreallocLayer(DynamicLayer if DynamicLayer is not None else object):  # type: ignore[misc]
+    """A KV cache layer with room for ``capacity`` positions: writes in place, returns views (no cat per step)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        b, h, _, d = key_states.shape
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self.k_buf = key_states.new_empty(b, h, self.capacity, d)  # (B, H, C, D)
+        self.v_buf = value_states.new_empty(b, value_states.shape[1], self.capacity, value_states.shape[3])
+        self.keys, self.values = self.k_buf[:, :, :0], self.v_buf[:, :, :0]
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache capacity {self.capacity} exceeded")
+        self.k_buf[:, :, self.length : end] = key_states
+        self.v_buf[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self.k_buf[:, :, :end], self.v_buf[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self.k_buf, self.v_buf = self.k_buf[indices], self.v_buf[indices]
+            self.keys, self.values = self.k_buf[:, :, : self.length], self.v_buf[:, :, : self.length]
+
+
+def _new_cache(model: Any, capacity: int, prealloc: bool) -> Any:
+    """A DynamicCache whose plain full-attention layers are swapped for preallocated ones."""
+    cache = DynamicCache(config=model.config)
+    if prealloc:
+        for i, layer in enumerate(cache.layers):
+            if type(layer) is DynamicLayer:
+                cache.layers[i] = _PreallocLayer(capacity)
+    return cache
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_decode_dtype(model: Any, want_bf16: bool) -> torch.dtype:
+    """bf16 on a GPU that supports it or a CPU with native bf16 (AVX512-BF16/AMX); else the model's own dtype.
+
+    Measured on the 2-core AVX2 box: bf16 decoding is slower than fp32 there (no native bf16 matmul), see
+    ``bench/rollout.py``.
+    """
+    param = next(model.parameters())
+    if not want_bf16 or param.dtype == torch.bfloat16:
+        return param.dtype
+    if param.device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else param.dtype
+    if param.device.type == "cpu" and _cpu_has_native_bf16():
+        return torch.bfloat16
+    return param.dtype
+
+
+class _Chunk:
+    """Per-row decoding state of one chunk; ``alive`` maps batch positions to row numbers of the chunk."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.tokens: list[list[int]] = [[] for _ in range(n_rows)]
+        self.logprobs: list[list[float]] = [[] for _ in range(n_rows)]
+        self.finish: list[str] = ["length"] * n_rows
+        self.alive: list[int] = list(range(n_rows))
+
+
+class HFBackend:
+    """Sampling loop over a transformers model; see the module docstring.
+
+    ``decode_dtype`` overrides the automatic choice (:func:`pick_decode_dtype`); ``num_threads`` sets torch's CPU
+    threads during ``generate`` (restored afterwards); ``ignore_eos`` decodes past EOS (benchmarks only);
+    ``prealloc_cache=False`` falls back to transformers' ``DynamicCache``. After each call ``last_stats`` holds
+    ``tokens``, ``seconds``, ``tokens_per_s``, ``prefill_seconds`` and ``sequences``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        cfg: RolloutConfig | None = None,
+        *,
+        decode_dtype: torch.dtype | None = None,
+        num_threads: int | None = None,
+        ignore_eos: bool = False,
+        prealloc_cache: bool = True,
+    ) -> None:
+        self.cfg = cfg or RolloutConfig()
+        self.tokenizer = tokenizer
+        self.num_threads = num_threads
+        self.ignore_eos = ignore_eos
+        self.prealloc_cache = prealloc_cache and DynamicLayer is not None
+        self.model = model
+        self.decode_dtype = decode_dtype or pick_decode_dtype(model, self.cfg.bf16)
+        self._copy: Any = None
+        self.update_weights(model)
+        self.eos_ids = self._eos_ids()
+        self._detectors: dict[tuple[str, ...], StopDetector] = {}
+        self.last_stats: dict[str, float] = {}
+
+    @property
+    def decoder(self) -> Any:
+        """The module that decodes: the trainer's model, or the dtype copy of it."""
+        return self._copy if self._copy is not None else self.model
+
+    def update_weights(self, model: Any) -> None:
+        """Point at ``model``; refresh the dtype copy in place when there is one (no-op otherwise)."""
+        self.model = model
+        if next(model.parameters()).dtype == self.decode_dtype:
+            self._copy = None
+            return
+        src = model.state_dict()
+        if self._copy is None:
+            self._copy = copy.deepcopy(model).to(self.decode_dtype).eval()
+            return
+        with torch.no_grad():
+            for name, tensor in self._copy.state_dict().items():
+                tensor.copy_(src[name])
+
+    def _eos_ids(self) -> torch.Tensor:
+        ids = {self.tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        return torch.tensor(sorted(i for i in ids if i is not None), dtype=torch.long)
+
+    def _detector(self, stops: tuple[str, ...]) -> StopDetector:
+        if stops not in self._detectors:
+            self._detectors[stops] = StopDetector(self.tokenizer, stops)
+        return self._detectors[stops]
+
+    def generate(
+        self, prompts: Sequence[str], sampling: Sampling, progress: ProgressFn | None = None
+    ) -> list[Completion]:
+        """``len(prompts) * sampling.n`` completions, grouped per prompt in input order."""
+        start = time.perf_counter()
+        encoded = [list(x) for x in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+        rows = [i for i in range(len(prompts)) for _ in range(sampling.n)]  # row -> prompt index
+        order = sorted(range(len(rows)), key=lambda r: len(encoded[rows[r]]))
+        gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+        results: list[Completion | None] = [None] * len(rows)
+        stats = {"tokens": 0.0, "prefill_seconds": 0.0}
+        old_threads = torch.get_num_threads()
+        model = self.decoder
+        was_training = model.training
+        try:
+            if self.num_threads:
+                torch.set_num_threads(self.num_threads)
+            model.eval()
+            bs = self.cfg.generation_batch_size
+            for lo in range(0, len(order), bs):
+                chunk = order[lo : lo + bs]
+                done = self._decode_chunk([encoded[rows[r]] for r in chunk], sampling, gen, progress, stats)
+                for r, completion in zip(chunk, done):
+                    results[r] = completion
+        finally:
+            model.train(was_training)
+            torch.set_num_threads(old_threads)
+        seconds = time.perf_counter() - start
+        self.last_stats = {**stats, "seconds": seconds, "sequences": float(len(rows))}
+        self.last_stats["tokens_per_s"] = stats["tokens"] / max(seconds, 1e-9)
+        return [c for c in results if c is not None]
+
+    def _device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    def _prefill(self, prompts: list[list[int]], max_new: int) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
+        """Prefill the distinct prompts once and repeat their cache rows; return (logits, mask, positions, cache)."""
+        uniq: dict[tuple[int, ...], int] = {}
+        row_of = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
+        width = max(len(p) for p in uniq)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(uniq), width), pad, dtype=torch.long)  # (U, P), left padded
+        mask = torch.zeros((len(uniq), width + max_new), dtype=torch.long)  # (U, P + N), grows to the right
+        for u, p in enumerate(uniq):
+            ids[u, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[u, width - len(p) : width] = 1
+        device = self._device()
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)  # (U, P)
+        cache = _new_cache(self.decoder, width + max_new, self.prealloc_cache)
+        out = self.decoder(
+            input_ids=ids,
+            attention_mask=mask[:, :width],
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits = out.logits[:, -1]  # (U, V)
+        if row_of != list(range(len(uniq))):
+            index = torch.tensor(row_of, device=device)
+            cache.batch_select_indices(index)
+            logits, mask, positions = logits[index], mask[index], positions[index]
+        return logits, mask, positions[:, -1], cache
+
+    @torch.inference_mode()
+    def _decode_chunk(
+        self,
+        prompts: list[list[int]],
+        sampling: Sampling,
+        gen: torch.Generator | None,
+        progress: ProgressFn | None,
+        stats: dict[str, float],
+    ) -> list[Completion]:
+        t0 = time.perf_counter()
+        width = max(len(p) for p in prompts)
+        logits, mask, pos, cache = self._prefill(
+            prompts, sampling.max_new_tokens
+        )  # mask (A, P + N), pos (A,)
+        stats["prefill_seconds"] += time.perf_counter() - t0
+        state, detector = _Chunk(len(prompts)), self._detector(sampling.stop)
+        eos = self.eos_ids.to(logits.device)
+        for step in range(sampling.max_new_tokens):
+            tokens, logps = sample_next(logits, sampling.temperature, sampling.top_p, gen)  # (A,), (A,)
+            finished = self._record(
+                state, tokens, logps, detector, eos, last=step == sampling.max_new_tokens - 1
+            )
+            if finished and progress is not None:
+                progress(len(finished))
+            if len(finished) == len(state.alive):
+                break
+            if finished:
+                keep = torch.tensor(
+                    [i for i in range(len(state.alive)) if i not in finished], device=tokens.device
+                )
+                cache.batch_select_indices(keep)
+                tokens, mask, pos = tokens[keep], mask[keep], pos[keep]
+                state.alive = [r for i, r in enumerate(state.alive) if i not in finished]
+            mask[:, width + step] = 1
+            pos = pos + 1
+            out = self.decoder(
+                input_ids=tokens[:, None],
+                attention_mask=mask[:, : width + step + 1],
+                position_ids=pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            logits = out.logits[:, -1]  # (A, V)
+        stats["tokens"] += sum(len(t) for t in state.tokens)
+        return [self._completion(p, state, r, sampling.stop) for r, p in enumerate(prompts)]
+
+    def _record(
+        self,
+        state: _Chunk,
+        tokens: torch.Tensor,
+        logps: torch.Tensor,
+        detector: StopDetector,
+        eos: torch.Tensor,
+        last: bool,
+    ) -> set[int]:
+        """Append the new tokens to the live rows; return the batch positions that finished this step."""
+        finished: set[int] = set()
+        is_eos = torch.isin(tokens, eos).tolist() if not self.ignore_eos else [False] * len(state.alive)
+        for i, (row, tok, lp) in enumerate(zip(state.alive, tokens.tolist(), logps.tolist())):
+            state.tokens[row].append(tok)
+            state.logprobs[row].append(lp)
+            if is_eos[i]:
+                state.finish[row] = "eos"
+                finished.add(i)
+        for i in detector.candidates(tokens):
+            if i not in finished and detector.hit(state.tokens[state.alive[i]]):
+                state.finish[state.alive[i]] = "stop"
+                finished.add(i)
+        if last:
+            finished.update(range(len(state.alive)))
+        return finished
+
+    def _completion(self, prompt: list[int], state: _Chunk, row: int, stops: tuple[str, ...]) -> Completion:
+        ids = state.tokens[row]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if state.finish[row] == "stop":
+            text, _ = truncate_at_stop(text, stops)
+        return Completion(text, list(prompt), ids, state.logprobs[row], state.finish[row])
