@@ -16,6 +16,15 @@ TRAIN = TrainingConfig(lr=1e-2, bf16_autocast=False, micro_batch_size=2, device=
 ALGO = AlgorithmConfig(entropy_coef=0.0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread, and the test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_batch(seed: int = 0, n: int = 5, advantages: list[float] | None = None) -> TrainBatch:
     g = torch.Generator().manual_seed(seed)
     prompts, replies = [], []
