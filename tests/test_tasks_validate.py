@@ -116,3 +116,11 @@ def test_score_induction_checks_hidden_pairs_only():
 def test_score_requires_equal_lengths():
     with pytest.raises(ValueError):
         score_solutions(FakeExecutor(), D, [TASK_D], [])
+
+
+def test_inputs_must_be_literal_arguments():
+    (v,) = validate_proposals(FakeExecutor(), D, [ParsedProposal(D, REV, ("str(12)",))], cfg())
+    assert v.reason is RejectReason.NON_LITERAL_INPUT
+    p = ParsedProposal(IND, REV, ("'ab'", "str(12)", "'cd'"), "m")
+    (v,) = validate_proposals(FakeExecutor(), IND, [p], cfg(min_valid=2))
+    assert v.accepted and v.task.inputs == ("'ab'", "'cd'")

@@ -157,8 +157,8 @@ class TaskStore:
         with self._tx() as db:
             before = db.total_changes
             db.executemany(
-                "INSERT OR IGNORE INTO tasks (type, program, inputs, outputs, message, hash, step, origin)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tasks (type, program, inputs, outputs, message, hash, step, origin)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type, hash) DO NOTHING",
                 rows,
             )
             return db.total_changes - before

@@ -35,6 +35,7 @@ class RejectReason(StrEnum):
 
     PROGRAM_TOO_LONG = "program_too_long"
     INPUT_TOO_LONG = "input_too_long"
+    NON_LITERAL_INPUT = "non_literal_input"  # inputs must be literal arguments (no calls, names or code)
     OUTPUT_TOO_LARGE = "output_too_large"
     REJECTED = "rejected"  # the executor's static check refused the program
     ERROR = "error"  # raised an exception
@@ -113,10 +114,12 @@ def validate_proposals(
         reason = _size_reason(p, ex_cfg.max_program_chars, ex_cfg.max_input_chars, kind)
         if reason is None and kind is TaskType.INDUCTION and not p.message.strip():
             reason = RejectReason.NO_MESSAGE
-        if kind is TaskType.INDUCTION:  # over-long inputs are dropped, like inputs that fail to run
-            inputs = [i for i in _distinct(p.inputs) if len(i) <= ex_cfg.max_input_chars]
+        if kind is TaskType.INDUCTION:  # over-long or non-literal inputs are dropped, like inputs that fail
+            inputs = [i for i in _distinct(p.inputs) if len(i) <= ex_cfg.max_input_chars and _literal(i)]
         else:
             inputs = list(p.inputs[:1])
+            if reason is None and not _literal(inputs[0]):
+                reason = RejectReason.NON_LITERAL_INPUT
         pre.append(reason)
         start = len(calls)
         if reason is None:
@@ -134,6 +137,12 @@ def validate_proposals(
         else:
             out.append(_single_verdict(kind, p, pairs[0], ex_cfg.max_output_chars, step, origin))
     return out
+
+
+def _literal(text: str) -> bool:
+    from azr.executor import parse_arguments
+
+    return parse_arguments(text)[0]
 
 
 def _size_reason(p: ParsedProposal, max_prog: int, max_inp: int, kind: TaskType) -> RejectReason | None:
@@ -221,7 +230,8 @@ def score_solutions(
     else:
         batch = []
         for i in live:
-            _, hidden = split_induction(tasks[i], n_visible)
+            visible, hidden = split_induction(tasks[i], n_visible)
+            hidden = hidden or visible  # a one-pair task: its only pair is the test
             ins, outs = [x for x, _ in hidden], [y for _, y in hidden]
             batch.append((solutions[i].answer, ins, outs))  # type: ignore[union-attr]
         results = executor.check_induction_many(batch)

@@ -1,0 +1,179 @@
+"""The SQLite task store: dedup, sampling, eviction, rewind, rollout log, and crash consistency under SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from azr.store import DB_NAME, RolloutRow, TaskStore, content_hash, store_path
+from azr.types import Task, TaskType
+
+D, A, IND = TaskType.DEDUCTION, TaskType.ABDUCTION, TaskType.INDUCTION
+
+
+def tri(i: int, kind: TaskType = D, origin: str = "proposal") -> Task:
+    return Task(kind, f"def f(x):\n    return x + {i}", (str(i),), (str(2 * i),), origin=origin)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with TaskStore(tmp_path) as s:
+        yield s
+
+
+def test_store_path_and_wal(tmp_path):
+    assert store_path(tmp_path) == tmp_path / DB_NAME
+    assert store_path(tmp_path / "x.sqlite") == tmp_path / "x.sqlite"
+    with TaskStore(tmp_path) as s:
+        assert s._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert (tmp_path / DB_NAME).is_file()
+
+
+def test_round_trip_and_counts(store):
+    t = Task(IND, "def f(s):\n    return s", ("'a'", "'b'"), ("'a'", "'b'"), "returns it", origin="seed")
+    assert store.add_tasks([t, tri(1), tri(1, A)], step=3) == 3
+    got = store.get(1)
+    assert (got.type, got.program, got.inputs, got.outputs, got.message) == (
+        IND,
+        t.program,
+        t.inputs,
+        t.outputs,
+        t.message,
+    )
+    assert (got.step, got.origin, got.extra["n_solve_attempts"]) == (3, "seed", 0)
+    assert store.counts() == {"deduction": 1, "abduction": 1, "induction": 1}
+    assert store.count() == 3 and store.count(D) == 1 and store.get(99) is None
+
+
+def test_dedup_on_normalised_program_and_inputs_within_a_type(store):
+    a = Task(D, "def f(x):\n    return x+1", ("[1,2]",), ("[2]",))
+    same = Task(D, "def f(x):  # comment\n    return (x + 1)", ("[1, 2]",), ("[2]",))
+    other_input = Task(D, a.program, ("[1, 3]",), ("[2]",))
+    assert content_hash(D, a.program, a.inputs) == content_hash(D, same.program, same.inputs)
+    assert store.add_tasks([a, same], 0) == 1
+    assert store.add_tasks([same], 1) == 0 and store.contains(same)
+    assert store.add_tasks([other_input, Task(A, *[a.program, a.inputs, a.outputs])], 1) == 2
+
+
+def test_reference_sampling_is_deterministic_and_distinct(store):
+    store.add_tasks([tri(i) for i in range(20)], 0)
+    for recency in (False, True):
+        one = store.sample_references(D, 6, random.Random(5), recency=recency)
+        two = store.sample_references(D, 6, random.Random(5), recency=recency)
+        assert [t.id for t in one] == [t.id for t in two] and len({t.id for t in one}) == 6
+    assert len(store.sample_references(D, 50, random.Random(0))) == 20
+    assert store.sample_references(A, 3, random.Random(0)) == []
+
+
+def test_recency_sampling_prefers_new_tasks(store):
+    store.add_tasks([tri(i) for i in range(40)], 0)
+    rng = random.Random(1)
+    ids = [t.id for _ in range(200) for t in store.sample_references(D, 1, rng, recency=True)]
+    assert sum(i > 20 for i in ids) > 1.5 * sum(i <= 20 for i in ids)
+
+
+def test_solving_samples_newest_first_then_uniform(store):
+    store.add_tasks([tri(i) for i in range(10)], 0)
+    store.add_tasks([tri(i) for i in range(10, 13)], 4)
+    got = store.sample_for_solving(D, 5, 5, random.Random(0))
+    assert {t.step for t in got[:3]} == {4} and {t.step for t in got[3:]} == {0}
+    assert len({t.id for t in got}) == 5
+    again = store.sample_for_solving(D, 5, 5, random.Random(0))
+    assert [t.id for t in again] == [t.id for t in got]
+    filled = store.sample_for_solving(D, 30, 5, random.Random(0))  # more than stored: repeats
+    assert len(filled) == 30 and {t.step for t in filled[:3]} == {4}
+    assert store.sample_for_solving(IND, 4, 5, random.Random(0)) == []
+
+
+def test_solve_stats_accumulate(store):
+    store.add_tasks([tri(1), tri(2)], 0)
+    store.record_solve_stats(1, 8, 3)
+    store.record_solve_stats_many([(1, 8, 1), (2, 4, 4)])
+    assert (store.get(1).extra["n_solve_attempts"], store.get(1).extra["n_solved"]) == (16, 4)
+    assert store.get(2).extra["n_solved"] == 4
+
+
+def test_evict_oldest_but_never_newest(store):
+    for step in range(5):
+        store.add_tasks([tri(step * 10 + i) for i in range(3)], step)
+    assert store.evict(6, D) == 9
+    assert sorted({t.step for t in store.iter_tasks(D)}) == [3, 4]
+    assert store.evict(1) == 3 and {t.step for t in store.iter_tasks(D)} == {4}  # newest step kept whole
+    assert store.evict(0) == 0
+
+
+def test_rollouts_rewind_and_max_step(store):
+    assert store.max_step() is None
+    rows = [
+        RolloutRow(s, "propose", "deduction", "p", "r", "ok", 0.5, -0.1, {"gen": 1.5}, None)
+        for s in (1, 2, 3)
+    ]
+    assert store.log_rollouts([*rows, dict(step=3, role="solve", type="induction", prompt="q", reply="",
+                                            parse_status="no_answer_tag", reward=-1.0)]) == 4  # fmt: skip
+    store.add_tasks([tri(1)], 1)
+    store.add_tasks([tri(2), tri(3)], 3)
+    assert store.max_step() == 3
+    assert store.rollouts(1)[0] == rows[0] and len(store.rollouts()) == 4
+    assert store.rewind(2) == (2, 2)
+    assert store.max_step() == 2 and store.count() == 1 and len(store.rollouts()) == 2
+
+
+def test_export_jsonl(store, tmp_path):
+    store.add_tasks([tri(1), tri(2, A)], 0)
+    out = tmp_path / "x.jsonl"
+    assert store.export_jsonl(out, type=A) == 1
+    row = json.loads(out.read_text())
+    assert row["type"] == "abduction" and row["inputs"] == ["2"] and row["n_solved"] == 0
+
+
+def test_failed_batch_leaves_nothing(store):
+    bad = Task(D, "p", ("1",), ("1",), origin=None)  # NOT NULL origin violates the schema
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_tasks([tri(1), bad], 0)
+    assert store.count() == 0
+
+
+_WRITER = """
+import sys
+from azr.store import TaskStore
+from azr.types import Task, TaskType
+s = TaskStore(sys.argv[1])
+step = 0
+while True:
+    batch = [Task(TaskType.INDUCTION, f"def f(x):\\n    return x * {step}", tuple(str(i) for i in range(50)),
+                  tuple(str(i * step) for i in range(50)), "m" * 2000) for _ in range(1)]
+    batch += [Task(TaskType.DEDUCTION, f"def f(x):\\n    return x - {step * 100 + i}", ("1",), ("0",)) for i in range(100)]
+    s.add_tasks(batch, step)
+    step += 1
+    if step == 3:
+        print("ready", flush=True)
+"""
+
+
+def test_sigkill_during_inserts_leaves_a_consistent_database(tmp_path):
+    """A writer inserting 101-task batches in a loop is SIGKILLed; every batch is then all-or-nothing."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_WRITER), str(tmp_path)], stdout=subprocess.PIPE, env=env
+    )
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with TaskStore(tmp_path) as s:
+        assert s._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        per_step = dict(s._db.execute("SELECT step, COUNT(*) FROM tasks GROUP BY step"))
+        assert len(per_step) >= 3
+        assert set(per_step.values()) == {101}, per_step  # no partial batch
+        for t in s.iter_tasks(IND):
+            assert len(t.inputs) == len(t.outputs) == 50 and t.message == "m" * 2000
