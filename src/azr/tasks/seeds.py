@@ -204,6 +204,9 @@ def _import_chunk(
         p = _proposal(r)
         if isinstance(p, str):
             report.rejected[p] += 1
+        elif kind is not TaskType.INDUCTION and _stored(store, p):
+            report.accepted += 1  # validated when it was first stored; no need to run it again
+            report.duplicates += 1
         else:
             props.append((r, p))
     verdicts = validate_proposals(executor, kind, [p for _, p in props], cfg, step=step, origin="imported")
@@ -220,10 +223,16 @@ def _import_chunk(
         added = 0
         for t in tasks:
             n = store.add_tasks([t], step)
-            report.added[str(t.type)] += n
+            if n:
+                report.added[str(t.type)] += n
             added += n
         if not added:
             report.duplicates += 1
+
+
+def _stored(store: Any, p: ParsedProposal) -> bool:
+    probe = [Task(k, p.program, p.inputs, ()) for k in (TaskType.DEDUCTION, TaskType.ABDUCTION)]
+    return all(store.contains(t) for t in probe)
 
 
 def _fields(t: Task) -> tuple:
