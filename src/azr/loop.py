@@ -1,0 +1,290 @@
+"""``azr train``: build every component, seed, then run self-play steps with checkpoints and clean stops.
+
+The order matters: the sandbox pool starts before the model is loaded (forking a process that holds a model is
+slow), and a resumed run first rewinds the task store and the metrics log to its last checkpoint, so that no step
+appears twice and no task from a lost step lingers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from azr import checkpoint
+from azr.config import Config, ConfigError, load, to_dict, to_toml
+from azr.errors import AzrError
+from azr.fsutil import atomic_write_text
+from azr.metrics import MetricsLogger, format_step_line, rewind_metrics, sample_table
+from azr.selfplay import SelfPlay, StepResult
+from azr.store import TaskStore
+from azr.types import Role
+
+CONFIG_FILE = "config.toml"
+STORE_FILE = "tasks.sqlite"
+
+
+@dataclass
+class Run:
+    """Everything a training run holds."""
+
+    cfg: Config
+    run_dir: Path
+    selfplay: SelfPlay
+    trainer: Any
+    backend: Any
+    executor: Any
+    store: TaskStore
+    step: int = 0
+
+
+def prepare_config(config_path: str | None, overrides: list[str], run_dir: Path, resume: bool) -> Config:
+    """The run's config: on resume the saved one (plus overrides), else the file (plus overrides)."""
+    saved = run_dir / CONFIG_FILE
+    if resume:
+        if not saved.is_file():
+            raise AzrError(
+                f"{run_dir} is not a run directory (no {CONFIG_FILE}); start a run with `azr train`"
+            )
+        return load(saved, overrides)
+    if saved.is_file() and any(run_dir.glob("checkpoints/step-*")):
+        raise AzrError(f"{run_dir} already holds a run: continue it with `azr train --resume {run_dir}`")
+    return load(config_path, overrides)
+
+
+def set_seeds(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build(cfg: Config, run_dir: Path, console: Console) -> Run:
+    """Start the sandbox, load the model, and assemble the run (no step is taken)."""
+    from azr.executor import Executor
+    from azr.models import load_model
+    from azr.rollout import make_backend
+    from azr.trainer import Trainer
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
+    set_seeds(cfg.training.seed)
+    executor = Executor(cfg.executor).__enter__()  # before the model: forking a big process is slow
+    console.print(f"sandbox: tier [bold]{executor.tier}[/bold], {cfg.executor.workers} workers")
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(cfg.model.name, device=_device(cfg))
+    console.print(f"model: {cfg.model.name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M params, "
+                  f"{time.perf_counter() - t0:.1f} s)")  # fmt: skip
+    trainer = Trainer(model, tokenizer, cfg.training, cfg.algorithm, cfg.model)
+    backend = make_backend(cfg.rollout.backend, trainer.model, tokenizer, cfg.rollout)
+    store = TaskStore(run_dir / STORE_FILE)
+    sp = SelfPlay(cfg, backend, executor, store, tokenizer, seed=cfg.training.seed)
+    return Run(cfg, run_dir, sp, trainer, backend, executor, store)
+
+
+def restore(run: Run, console: Console) -> None:
+    """Load the newest checkpoint and rewind the store and metrics log to it."""
+    path = checkpoint.latest(run.run_dir)
+    step = 0
+    if path is not None:
+        step, extra = checkpoint.load(path, run.trainer)
+        if "selfplay_rng" in extra:
+            run.selfplay.rng.setstate(_to_tuple(extra["selfplay_rng"]))
+        run.backend.update_weights(run.trainer.model)
+    run.store.rewind(step)
+    rewind_metrics(run.run_dir, step)
+    run.step = step
+    console.print(
+        f"resumed at step {step}" + (f" from {path.name}" if path else " (no checkpoint: from the seeds)")
+    )
+
+
+def save(run: Run) -> Path:
+    extra = {"selfplay_rng": run.selfplay.rng.getstate(), "store_max_step": run.step}
+    return checkpoint.save(
+        run.run_dir, run.step, run.trainer, extra, to_dict(run.cfg), keep_last=run.cfg.training.keep_last
+    )
+
+
+def train(cfg: Config, run_dir: Path, resume: bool = False, console: Console | None = None) -> int:
+    """Run (or continue) self-play until ``cfg.training.steps``; returns the exit status."""
+    console = console or Console()
+    run = build(cfg, run_dir, console)
+    try:
+        if resume:
+            restore(run, console)
+        with _progress(cfg, console) as progress:
+            report = _seed(run, progress)
+            console.print(report.summary)
+            with MetricsLogger(run_dir, cfg.logging, run_dir.name, to_dict(cfg)) as log:
+                return _steps(run, log, progress, console)
+    finally:
+        run.executor.__exit__(None, None, None)
+
+
+def _seed(run: Run, progress: Any) -> Any:
+    from azr.seeding import seed_buffers
+
+    return seed_buffers(run.selfplay, progress=progress.callback)
+
+
+def _steps(run: Run, log: MetricsLogger, progress: Any, console: Console) -> int:
+    total = run.cfg.training.steps
+    guard = _InterruptGuard()
+    with guard.installed():
+        while run.step < total:
+            try:
+                t0 = time.perf_counter()
+                result = run.selfplay.step(run.step + 1, progress=progress.callback)
+                with guard.critical():  # a Ctrl-C here waits: a half-applied update would corrupt the state
+                    train_metrics = _update(run, result, progress)
+                    run.step += 1
+            except KeyboardInterrupt:
+                path = save(run)
+                console.print(
+                    f"interrupted: saved step {run.step} to {path}; continue with `azr train --resume {run.run_dir}`"
+                )
+                return 130
+            metrics = {**result.metrics, **train_metrics, "perf/seconds/step": time.perf_counter() - t0}
+            log.log(run.step, metrics)
+            console.print(format_step_line(run.step, total, metrics))
+            _maybe_show_samples(run, result, console)
+            if run.step % run.cfg.training.save_every == 0 or run.step == total or guard.stop_requested:
+                save(run)
+            if guard.stop_requested:
+                console.print(
+                    f"stopped after step {run.step}; continue with `azr train --resume {run.run_dir}`"
+                )
+                return 130
+    console.print(f"done: {run.step} steps in {run.run_dir}")
+    return 0
+
+
+def _update(run: Run, result: StepResult, progress: Any) -> dict[str, float]:
+    from azr.trainer import TrainBatch
+
+    samples = [s for s in result.samples if s.completion.token_ids]
+    batch = TrainBatch(
+        prompt_ids=[s.completion.prompt_ids for s in samples],
+        completion_ids=[s.completion.token_ids for s in samples],
+        advantages=[s.advantage for s in samples],
+    )
+    progress.callback("update", 0, 1)
+    t0 = time.perf_counter()
+    out = run.trainer.step(batch)
+    run.backend.update_weights(run.trainer.model)
+    progress.callback("update", 1, 1)
+    metrics = {f"train/{k}": float(v) for k, v in out.items() if isinstance(v, int | float)}
+    metrics["perf/seconds/update"] = time.perf_counter() - t0
+    return metrics
+
+
+def _maybe_show_samples(run: Run, result: StepResult, console: Console) -> None:
+    every = run.cfg.logging.sample_every
+    if not every or run.step % every:
+        return
+    rows = []
+    for role in (Role.PROPOSE, Role.SOLVE):
+        for s in [s for s in result.samples if s.role is role][:3]:
+            rows.append({"group": f"{s.task_type.value}/{role.value}", "prompt": s.prompt,
+                         "reply": s.completion.text, "reward": s.reward})  # fmt: skip
+    console.print(sample_table(rows))
+
+
+class _InterruptGuard:
+    """Ctrl-C raises KeyboardInterrupt between updates; during an update it only asks to stop after it."""
+
+    def __init__(self) -> None:
+        self.in_critical = False
+        self.stop_requested = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.in_critical:
+            self.stop_requested = True
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        self.in_critical = True
+        try:
+            yield
+        finally:
+            self.in_critical = False
+
+
+class _Progress:
+    """Rich progress bars, one per phase, reused across steps; a no-op when progress is off."""
+
+    def __init__(self, enabled: bool, console: Console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bars = (
+            Progress(
+                TextColumn("{task.description:<18}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+            if enabled
+            else None
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def callback(self, phase: str, done: int, total: int) -> None:
+        if self.bars is None:
+            return
+        key = phase.split(" (")[0]
+        if key not in self.tasks:
+            self.tasks[key] = self.bars.add_task(phase, total=total)
+        self.bars.update(self.tasks[key], description=phase, completed=done, total=total)
+
+
+@contextmanager
+def _progress(cfg: Config, console: Console) -> Iterator[_Progress]:
+    p = _Progress(cfg.logging.progress and console.is_terminal, console)
+    if p.bars is None:
+        yield p
+        return
+    with p.bars:
+        yield p
+
+
+def _device(cfg: Config) -> str:
+    if cfg.training.device != "auto":
+        return cfg.training.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _to_tuple(x: Any) -> Any:
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+def with_steps(cfg: Config, steps: int | None) -> Config:
+    if steps is None:
+        return cfg
+    if steps <= 0:
+        raise ConfigError("--steps must be > 0")
+    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, steps=steps))

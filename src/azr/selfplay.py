@@ -1,0 +1,340 @@
+"""One Absolute Zero self-play step, with no gradients: propose -> validate -> solve -> score -> TRR++.
+
+Read top to bottom, :meth:`SelfPlay.step` is the paper's step (Algorithm 1 of arXiv 2505.03335):
+
+1. For each task type, build B proposal prompts from the buffers (K references for deduction/abduction, one
+   reference program for induction) and generate all 3B proposals in one backend call.
+2. Parse and validate the proposals in the sandbox; the executor computes every gold output.
+3. Generate, in one backend call, the n Monte-Carlo solves of every valid proposal (for its learnability reward)
+   and the B real solves per type (tasks from the previous step first, then uniform from the buffer).
+4. Score: solver accuracy, proposer learnability, the format composite; then TRR++ advantages over the six
+   (type x role) groups.
+5. Store the new tasks (solvable from the next step on) and the rollout log.
+
+The Monte-Carlo solves are not trained on. The result is a typed :class:`StepResult`; the caller turns it into a
+policy update.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from azr.algo import composite, compute_advantages, learnability
+from azr.config import Config
+from azr.rollout import Backend, Completion, Sampling
+from azr.store import TaskStore
+from azr.tasks.parsing import parse_proposal, parse_solution
+from azr.tasks.prompts import build_prompt
+from azr.tasks.validate import score_solutions, validate_proposals
+from azr.types import GROUPS, TASK_TYPES, Role, Task, TaskType, group_name
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass
+class Sample:
+    """One generated reply that enters the policy update."""
+
+    task_type: TaskType
+    role: Role
+    prompt: str
+    completion: Completion
+    parsed: Any  # a parsed proposal/solution, or a parse failure with a .reason
+    format_ok: bool
+    success: bool = False  # proposer: the task was valid; solver: the answer was correct
+    role_reward: float = 0.0  # learnability (proposer) or accuracy (solver) before the format composite
+    reward: float = 0.0
+    advantage: float = 0.0
+    task: Task | None = None
+
+    @property
+    def group(self) -> tuple[TaskType, Role]:
+        return (self.task_type, self.role)
+
+
+@dataclass
+class StepResult:
+    step: int
+    samples: list[Sample]
+    new_tasks: list[Task]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class SelfPlay:
+    """Holds what a step needs; knows nothing about gradients or checkpoints."""
+
+    def __init__(
+        self, cfg: Config, backend: Backend, executor: Any, store: TaskStore, tokenizer: Any, seed: int
+    ):
+        self.cfg = cfg
+        self.backend = backend
+        self.executor = executor
+        self.store = store
+        self.tokenizer = tokenizer
+        self.rng = random.Random(seed)
+        self.seed = seed
+
+    # -- sampling settings -------------------------------------------------------------------------
+    def sampling(self, role: Role, step: int, phase: int) -> Sampling:
+        r = self.cfg.rollout
+        budget = r.max_new_tokens_propose if role is Role.PROPOSE else r.max_new_tokens_solve
+        # Seeded per (run seed, step, phase): a resumed run draws the same samples as an uninterrupted one.
+        seed = (self.seed * 1_000_003 + step * 16 + phase) % 2**31
+        return Sampling(temperature=r.temperature, top_p=r.top_p, max_new_tokens=budget, seed=seed)
+
+    def _prompt(self, kind: TaskType, role: Role, **kw: Any) -> str:
+        sp = self.cfg.selfplay
+        return build_prompt(
+            kind,
+            role,
+            tokenizer=self.tokenizer,
+            n_inputs=sp.induction_inputs,
+            n_visible=sp.induction_visible,
+            max_tokens=self.cfg.rollout.max_prompt_tokens,
+            **kw,
+        )
+
+    # -- the step ----------------------------------------------------------------------------------
+    def step(self, step: int, progress: Progress | None = None) -> StepResult:
+        timings: dict[str, float] = {"generate": 0.0, "execute": 0.0, "store": 0.0}
+        proposals = self.propose(step, timings, progress)
+        new_tasks = self.validate(proposals, step, timings)
+        solves, mc = self.solve(step, proposals, timings, progress)
+        self.score_proposals(proposals, mc)
+        samples = proposals + solves
+        self.assign_advantages(samples)
+        t0 = time.perf_counter()
+        self.store.add_tasks(new_tasks, step)
+        self.store.log_rollouts([rollout_row(step, s) for s in samples])
+        timings["store"] = timings.get("store", 0.0) + time.perf_counter() - t0
+        metrics = step_metrics(samples, self.store, timings)
+        return StepResult(step, samples, new_tasks, metrics)
+
+    def propose(
+        self,
+        step: int,
+        timings: dict[str, float],
+        progress: Progress | None,
+        counts: dict[TaskType, int] | None = None,
+        induction_refs: Sequence[Task] | None = None,
+    ) -> list[Sample]:
+        """Proposal prompts (B per type by default), generated together; parsed, not yet validated.
+
+        Induction prompts show one reference program each: ``induction_refs`` if given (seeding), else a sample
+        from the deduction and abduction buffers.
+        """
+        B, K = self.cfg.selfplay.batch_size, self.cfg.selfplay.n_references
+        counts = counts if counts is not None else dict.fromkeys(TASK_TYPES, B)
+        prompts: list[tuple[TaskType, str, Task | None]] = []
+        for kind in TASK_TYPES:
+            for i in range(counts.get(kind, 0)):
+                if kind is TaskType.INDUCTION:
+                    ref = induction_refs[i] if induction_refs else self._induction_reference()
+                    prompts.append((kind, self._prompt(kind, Role.PROPOSE, task=ref), ref))
+                else:
+                    refs = self.store.sample_references(kind, K, self.rng, recency=self._recency())
+                    prompts.append((kind, self._prompt(kind, Role.PROPOSE, references=refs), None))
+        completions = self._generate([p for _, p, _ in prompts], Role.PROPOSE, step, 0, timings, progress)
+        samples = []
+        for (kind, prompt, ref), completion in zip(prompts, completions, strict=True):
+            parsed = parse_proposal(kind, completion.text)
+            samples.append(
+                Sample(kind, Role.PROPOSE, prompt, completion, parsed, format_ok=_ok(parsed), task=ref)
+            )
+        return samples
+
+    def validate(self, proposals: list[Sample], step: int, timings: dict[str, float]) -> list[Task]:
+        """Run every well-formatted proposal in the sandbox; valid ones become tasks (gold from the executor)."""
+        t0 = time.perf_counter()
+        new_tasks: list[Task] = []
+        for kind in TASK_TYPES:
+            batch = [s for s in proposals if s.task_type is kind and s.format_ok]
+            if not batch:
+                continue
+            # An induction proposal gives inputs and a message for the reference program shown in its prompt.
+            parsed = [
+                replace(s.parsed, program=s.task.program) if s.task is not None else s.parsed for s in batch
+            ]
+            results = validate_proposals(self.executor, kind, parsed, self.cfg, step=step)
+            for s, v in zip(batch, results, strict=True):
+                s.success = v.accepted
+                s.task = v.task if v.accepted else s.task
+                if v.accepted:
+                    new_tasks.append(v.task)
+        timings["execute"] = timings.get("execute", 0.0) + time.perf_counter() - t0
+        return new_tasks
+
+    def solve(
+        self, step: int, proposals: list[Sample], timings: dict[str, float], progress: Progress | None
+    ) -> tuple[list[Sample], dict[int, list[bool]]]:
+        """Real solves (trained) and Monte-Carlo solves of the new proposals (not trained), in one call."""
+        n = self.cfg.selfplay.n_mc_rollouts
+        real: list[tuple[TaskType, Task]] = []
+        for kind in TASK_TYPES:
+            tasks = self.store.sample_for_solving(kind, self.cfg.selfplay.batch_size, step, self.rng)
+            real += [(kind, t) for t in tasks]
+        mc_owners = [i for i, s in enumerate(proposals) if s.success]
+        jobs = real + [(proposals[i].task_type, proposals[i].task) for i in mc_owners for _ in range(n)]
+        prompts = [self._prompt(kind, Role.SOLVE, task=task) for kind, task in jobs]
+        completions = self._generate(prompts, Role.SOLVE, step, 1, timings, progress)
+        parsed = [parse_solution(kind, c.text) for (kind, _), c in zip(jobs, completions, strict=True)]
+        correct = self._score(jobs, parsed, timings)
+        samples = []
+        for j, (kind, task) in enumerate(real):
+            s = Sample(kind, Role.SOLVE, prompts[j], completions[j], parsed[j], _ok(parsed[j]), task=task)
+            s.success = s.role_reward = correct[j]
+            samples.append(s)
+        mc: dict[int, list[bool]] = {}
+        for k, owner in enumerate(mc_owners):
+            start = len(real) + k * n
+            mc[owner] = correct[start : start + n]
+        self.store.record_solve_stats_many(
+            [(task.id, 1, int(c)) for (_, task), c in zip(real, correct, strict=False) if task.id is not None]
+        )
+        return samples, mc
+
+    def score_proposals(self, proposals: list[Sample], mc: dict[int, list[bool]]) -> None:
+        a = self.cfg.algorithm
+        for i, s in enumerate(proposals):
+            if s.success:
+                s.role_reward = learnability([float(c) for c in mc.get(i, [])])
+            s.reward = composite(
+                s.role_reward if s.success else None,
+                s.format_ok,
+                s.success,
+                wrong_penalty=a.wrong_penalty,
+                format_penalty=a.format_penalty,
+                variant=a.reward,
+            )
+
+    def assign_advantages(self, samples: list[Sample]) -> None:
+        a = self.cfg.algorithm
+        for s in samples:
+            if s.role is Role.SOLVE:
+                s.reward = composite(
+                    float(s.success),
+                    s.format_ok,
+                    s.success,
+                    wrong_penalty=a.wrong_penalty,
+                    format_penalty=a.format_penalty,
+                    variant=a.reward,
+                )
+        if not samples:
+            return
+        rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)  # (N,)
+        groups = torch.tensor([GROUPS.index(s.group) for s in samples])  # (N,)
+        lengths = torch.tensor([max(1, len(s.completion.token_ids)) for s in samples])  # (N,)
+        adv = compute_advantages(a.advantage, rewards, groups, lengths, a.std_eps)
+        for s, value in zip(samples, adv.tolist(), strict=True):
+            s.advantage = value
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _generate(
+        self,
+        prompts: list[str],
+        role: Role,
+        step: int,
+        phase: int,
+        timings: dict[str, float],
+        progress: Progress | None,
+    ) -> list[Completion]:
+        if not prompts:
+            return []
+        label = f"{role.value} ({len(prompts)})"
+        finished = [0]
+
+        def cb(k: int) -> None:
+            finished[0] += k
+            if progress is not None:
+                progress(label, finished[0], len(prompts))
+
+        t0 = time.perf_counter()
+        out = self.backend.generate(prompts, self.sampling(role, step, phase), progress=cb)
+        timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t0
+        timings["tokens"] = timings.get("tokens", 0) + sum(len(c.token_ids) for c in out)
+        return out
+
+    def _score(
+        self, jobs: Sequence[tuple[TaskType, Task]], parsed: list[Any], timings: dict[str, float]
+    ) -> list[bool]:
+        t0 = time.perf_counter()
+        correct = [False] * len(jobs)
+        for kind in TASK_TYPES:
+            idx = [i for i, (k, _) in enumerate(jobs) if k is kind and _ok(parsed[i])]
+            if idx:
+                tasks = [jobs[i][1] for i in idx]
+                n_visible = self.cfg.selfplay.induction_visible
+                ok = score_solutions(
+                    self.executor, kind, tasks, [parsed[i] for i in idx], n_visible=n_visible
+                )
+                for i, c in zip(idx, ok, strict=True):
+                    correct[i] = bool(c)
+        timings["execute"] = timings.get("execute", 0.0) + time.perf_counter() - t0
+        return correct
+
+    def _induction_reference(self) -> Task:
+        kind = self.rng.choice((TaskType.DEDUCTION, TaskType.ABDUCTION))
+        refs = self.store.sample_references(kind, 1, self.rng) or self.store.sample_references(
+            TaskType.DEDUCTION, 1, self.rng
+        )
+        return refs[0]
+
+    def _recency(self) -> bool:
+        return self.cfg.selfplay.reference_sampling == "recency"
+
+
+def _ok(parsed: Any) -> bool:
+    return not hasattr(parsed, "reason")
+
+
+def rollout_row(step: int, s: Sample) -> dict[str, Any]:
+    """One row of the store's rollout log."""
+    return {
+        "step": step,
+        "role": s.role.value,
+        "type": s.task_type.value,
+        "prompt": s.prompt,
+        "reply": s.completion.text,
+        "parse_status": "ok" if s.format_ok else str(getattr(s.parsed, "reason", "error")),
+        "reward": s.reward,
+        "advantage": s.advantage,
+        "task_id": s.task.id if s.task is not None else None,
+    }
+
+
+def step_metrics(samples: list[Sample], store: TaskStore, timings: dict[str, float]) -> dict[str, float]:
+    """Per-group means and rates in the documented metric namespace (docs/metrics.md)."""
+    m: dict[str, float] = {}
+    for kind, role in GROUPS:
+        group = [s for s in samples if s.task_type is kind and s.role is role]
+        name = group_name(kind, role)
+        m[f"count/{name}"] = len(group)
+        if not group:
+            continue
+        m[f"reward/{name}"] = _mean([s.reward for s in group])
+        m[f"advantage_std/{name}"] = float(torch.tensor([s.advantage for s in group]).std(unbiased=False))
+        prefix = "propose" if role is Role.PROPOSE else "solve"
+        m[f"{prefix}/format_rate/{kind.value}"] = _mean([float(s.format_ok) for s in group])
+        key = "valid_rate" if role is Role.PROPOSE else "accuracy"
+        m[f"{prefix}/{key}/{kind.value}"] = _mean([float(s.success) for s in group])
+        if role is Role.PROPOSE:
+            valid = [s.role_reward for s in group if s.success]
+            if valid:
+                m[f"propose/learnability/{kind.value}"] = _mean(valid)
+    for kind in TASK_TYPES:
+        m[f"buffer/size/{kind.value}"] = store.count(kind)
+    for phase in ("generate", "execute", "store"):
+        m[f"perf/seconds/{phase}"] = timings.get(phase, 0.0)
+    if timings.get("generate"):
+        m["perf/tokens_per_s"] = timings.get("tokens", 0) / timings["generate"]
+    return m
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else 0.0

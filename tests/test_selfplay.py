@@ -1,0 +1,127 @@
+"""Whole self-play steps: scripted replies (no model) and a tiny random model, with the real sandbox and store."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from azr.config import Config, from_dict
+from azr.executor import Executor
+from azr.rollout import ScriptedBackend, make_backend
+from azr.selfplay import SelfPlay
+from azr.store import TaskStore
+from azr.types import GROUPS, Role, TaskType
+
+B, N_MC = 3, 4
+
+
+def scripted_reply(prompt: str, counter: list[int]) -> str:
+    """Plays both roles from the prompt text: programs ``x + k``, solved correctly every other time."""
+    counter[0] += 1
+    n = counter[0]
+    user = prompt.split("Your job is", 1)[-1]
+    if "invent a new Python program" in prompt:
+        if n % 5 == 0:
+            return "I am not sure."  # a format failure
+        return f"<think>add</think><answer>\n```python\ndef f(x):\n    return x + {n}\n```\n```input\n{n}\n```\n</answer>"
+    if "rediscover a hidden" in user:
+        blocks = "\n".join(f"```input\n{i}\n```" for i in range(10))
+        return f"<think>t</think><answer>\n{blocks}\n```message\nadds a constant\n```\n</answer>"
+    k = re.search(r"return x \+ (\d+)", prompt)
+    right = n % 2 == 0
+    if "what this Python program returns" in prompt:
+        x = re.search(r"```input\n(.*?)\n```", prompt).group(1)
+        value = (int(x) + int(k.group(1)) + (0 if right else 1)) if k else x
+        return f"<think>compute</think><answer>\n```output\n{value}\n```\n</answer>"
+    if "Find an input" in prompt:
+        out = re.search(r"```output\n(.*?)\n```", prompt).group(1)
+        value = (int(out) - int(k.group(1)) + (0 if right else 1)) if k else out
+        return f"<think>invert</think><answer>\n```input\n{value}\n```\n</answer>"
+    return "<think>guess</think><answer>\n```python\ndef f(a):\n    return a\n```\n</answer>"
+
+
+def make_cfg(**sections) -> Config:
+    base = {
+        "selfplay": {"batch_size": B, "n_mc_rollouts": N_MC, "n_references": 2, "induction_min_valid": 6},
+        "rollout": {"max_new_tokens_propose": 512, "max_new_tokens_solve": 256, "max_prompt_tokens": 4096},
+        "executor": {"workers": 2},
+    }
+    for k, v in sections.items():
+        base.setdefault(k, {}).update(v)
+    return from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with Executor(make_cfg().executor) as ex:
+        yield ex
+
+
+def seeded_store(tmp_path, executor) -> TaskStore:
+    from azr.tasks.seeds import identity_seed
+
+    store = TaskStore(tmp_path / "tasks.sqlite")
+    store.add_tasks(identity_seed(executor), 0)
+    return store
+
+
+def test_two_scripted_steps(tmp_path, executor, tiny):
+    _, tokenizer = tiny
+    counter = [0]
+    backend = ScriptedBackend(lambda p: scripted_reply(p, counter), tokenizer=tokenizer)
+    cfg = make_cfg()
+    store = seeded_store(tmp_path, executor)
+    sp = SelfPlay(cfg, backend, executor, store, tokenizer, seed=0)
+    before = store.count()
+    for step in (1, 2):
+        result = sp.step(step)
+        groups = {g: [s for s in result.samples if s.group == g] for g in GROUPS}
+        assert all(len(v) == B for v in groups.values()), {g: len(v) for g, v in groups.items()}
+        check_rewards(result.samples, cfg)
+        check_advantages(result.samples)
+    assert store.count() > before
+    assert store.count(TaskType.DEDUCTION) > 1 and store.count(TaskType.INDUCTION) > 1
+    assert len(store.rollouts(2)) == 6 * B
+    # Monte-Carlo solves are generated (B real solves per type plus N_MC per valid proposal) but not trained on.
+    valid = [s for s in result.samples if s.role is Role.PROPOSE and s.success]
+    assert valid and all(0.0 <= s.role_reward <= 1.0 for s in valid)
+    assert any(0.0 < s.role_reward < 1.0 for s in valid), "alternating solves should give a learnable task"
+
+
+def check_rewards(samples, cfg):
+    for s in samples:
+        if not s.format_ok:
+            assert s.reward == cfg.algorithm.format_penalty
+        elif not s.success:
+            assert s.reward == cfg.algorithm.wrong_penalty
+        elif s.role is Role.SOLVE:
+            assert s.reward == 1.0
+        else:
+            assert s.reward == s.role_reward
+
+
+def check_advantages(samples):
+    for g in GROUPS:
+        adv = torch.tensor([s.advantage for s in samples if s.group == g])
+        rewards = torch.tensor([s.reward for s in samples if s.group == g])
+        assert abs(float(adv.mean())) < 1e-5
+        if float(rewards.std()) == 0:
+            assert torch.all(adv == 0)
+
+
+def test_step_with_tiny_random_model(tmp_path, executor, tiny):
+    model, tokenizer = tiny
+    cfg = make_cfg(rollout={"max_new_tokens_propose": 12, "max_new_tokens_solve": 12})
+    backend = make_backend("hf", model, tokenizer, cfg.rollout)
+    store = seeded_store(tmp_path, executor)
+    sp = SelfPlay(cfg, backend, executor, store, tokenizer, seed=0)
+    result = sp.step(1)
+    assert len(result.samples) == 6 * B
+    # A random model does not follow the format: every reply scores the format penalty and advantages vanish.
+    assert all(s.reward == cfg.algorithm.format_penalty for s in result.samples if not s.format_ok)
+    check_advantages(result.samples)
+    assert len(store.rollouts(1)) == 6 * B
+    assert result.metrics["count/deduction/propose"] == B
+    assert 0 < len(result.samples[0].completion.token_ids) <= 12
