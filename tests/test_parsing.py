@@ -238,3 +238,39 @@ def test_deeply_nested_input_does_not_raise():
         for kind in TASK_TYPES:
             _check(parse_solution(kind, text), kind)
             _check(parse_proposal(kind, text), kind)
+
+
+# -- properties: well-formed replies round-trip -------------------------------------------------------------------
+
+_SAFE_TEXT = st.text(st.characters(blacklist_characters="`<", blacklist_categories=("Cs",)), max_size=8)
+_SCALARS = st.one_of(
+    st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False), _SAFE_TEXT, st.booleans(),
+    st.none(),
+)  # fmt: skip
+_LITERALS = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.tuples(inner, inner), st.dictionaries(_SAFE_TEXT, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_ARGS = st.lists(_LITERALS, min_size=1, max_size=3).map(lambda xs: ", ".join(map(repr, xs)))
+
+
+_ROUND_TRIP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_ROUND_TRIP
+@given(args=_ARGS, value=_LITERALS)
+def test_well_formed_triplet_replies_round_trip(args, value):
+    assert parse_proposal(D, reply(("python", PROG), ("input", args))) == ParsedProposal(D, PROG, (args,))
+    assert parse_solution(A, reply(("input", args))) == ParsedSolution(A, args)
+    assert parse_solution(D, reply(("output", repr(value)))) == ParsedSolution(D, repr(value))
+
+
+@_ROUND_TRIP
+@given(inputs=st.lists(_ARGS, min_size=1, max_size=10), one_block=st.booleans())
+def test_well_formed_induction_replies_round_trip(inputs, one_block):
+    blocks = [("input", "\n".join(inputs))] if one_block else [("input", x) for x in inputs]
+    got = parse_proposal(IND, reply(*blocks, ("message", "a hint")))
+    assert got == ParsedProposal(IND, "", tuple(inputs), "a hint")
