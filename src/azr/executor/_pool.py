@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ._tiers import stage_package, worker_command
 
-_CHUNK = 24
+_CHUNK = 64
 _DEAD_ROW = ["error", None, "SandboxError", "the sandbox worker died; it was restarted", 0.0, ""]
 
 

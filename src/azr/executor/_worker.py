@@ -12,6 +12,7 @@ process group when it is over; a child that dies mid-way is replaced by a fresh 
 from __future__ import annotations
 
 import builtins
+import gc
 import json
 import os
 import resource
@@ -22,6 +23,7 @@ import struct
 import sys
 import time
 import traceback
+from collections import deque
 
 from . import _seccomp, _values
 
@@ -68,7 +70,8 @@ def _isolate(workdir: str, out_w: int, res_w: int, n_calls: int) -> None:
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
     os.dup2(res_w, 3)
-    os.closerange(4, 1 << 16)
+    for fd in {out_w, res_w, _cfg["devnull"], *_cfg["parent_fds"]} - {0, 1, 2, 3}:
+        os.close(fd)  # the worker holds no other descriptors (it closed all others at start-up)
     os.chdir(workdir)
     os.environ.clear()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -82,7 +85,11 @@ def _isolate(workdir: str, out_w: int, res_w: int, n_calls: int) -> None:
         os.setresgid(_NOBODY, _NOBODY, _NOBODY)
         os.setresuid(_NOBODY, _NOBODY, _NOBODY)
     if _cfg["seccomp"]:
-        _seccomp.install(os.getpid())
+        _cfg["filter"].install(os.getpid())
+
+
+def _pack_args(*args: object, **kwargs: object) -> tuple[tuple, dict]:
+    return args, kwargs
 
 
 def _one_call(g: dict, entry: str, inp: str, expect: str | None) -> list:
@@ -92,8 +99,9 @@ def _one_call(g: dict, entry: str, inp: str, expect: str | None) -> list:
         fn = g.get(entry)
         if not callable(fn):
             return ["error", None, "NameError", f"no function {entry!r} defined", 0.0]
-        ns = {"__builtins__": builtins, "__azr_args__": lambda *a, **k: (a, k)}
-        args, kwargs = eval(compile(f"__azr_args__({inp}\n)", "<input>", "eval"), ns)
+        g["__azr_args__"] = _pack_args  # inputs may name the program's globals, as in CRUXEval
+        args, kwargs = eval(compile(f"__azr_args__({inp}\n)", "<input>", "eval"), g)
+        del g["__azr_args__"]
         value = fn(*args, **kwargs)
         text = repr(value)
     except MemoryError:
@@ -156,41 +164,6 @@ def _write_line(line: list) -> None:
         data = data[os.write(3, data) :]
 
 
-def _collect(pid: int, res_r: int, out_r: int, n_expected: int) -> tuple[list[list], bytes, str]:
-    """Read result lines and captured output until the child is done; returns (lines, output, why_stopped)."""
-    poller = select.poll()
-    poller.register(res_r, select.POLLIN)
-    poller.register(out_r, select.POLLIN)
-    open_fds = {res_r, out_r}
-    buf, out, lines = b"", bytearray(), []
-    deadline = time.monotonic() + _cfg["timeout_s"]
-    why = ""
-    while res_r in open_fds:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            why = "timeout"
-            break
-        for fd, _ in poller.poll(left * 1000):
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                poller.unregister(fd)
-                open_fds.discard(fd)
-            elif fd == out_r:
-                out += chunk
-                if len(out) > _cfg["max_out"]:
-                    why = "output"
-            else:
-                buf += chunk
-                *done, buf = buf.split(b"\n")
-                lines += [_parse_line(d) for d in done]
-                if done:
-                    deadline = time.monotonic() + _cfg["timeout_s"]
-        if why or len(buf) > 4 * _cfg["max_out"] + 65536:
-            why = why or "output"
-            break
-    return lines[:n_expected], bytes(out[: _cfg["max_out"]]), why
-
-
 _STATUSES = {"ok", "error", "timeout", "memory", "output_too_large", "wrong"}
 
 
@@ -210,35 +183,118 @@ def _parse_line(data: bytes) -> list:
     return ["error", None, "SandboxError", "malformed result line from the child", 0.0]
 
 
-def _run_child(job: dict, calls: list) -> tuple[list[list], bytes, str, int]:
-    global _seq
-    _seq += 1
-    workdir = f"{_cfg['base']}/{_seq}"
-    os.mkdir(workdir, 0o700)
-    if _cfg["drop_uid"]:
-        os.chown(workdir, _NOBODY, _NOBODY)
-    res_r, res_w = os.pipe()
-    out_r, out_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        _child(job, calls, workdir, out_w, res_w)
-    os.close(res_w)
-    os.close(out_w)
-    try:
-        lines, out, why = _collect(pid, res_r, out_r, max(1, len(calls)))
-    finally:
+class _Child:
+    """Book-keeping for one running child: its pipes, what it has said so far, and its deadline."""
+
+    def __init__(self, index: int, job: dict, calls: list) -> None:
+        global _seq
+        _seq += 1
+        self.index, self.job, self.calls = index, job, calls
+        self.workdir = f"{_cfg['base']}/{_seq}"
+        os.mkdir(self.workdir, 0o700)
+        if _cfg["drop_uid"]:
+            os.chown(self.workdir, _NOBODY, _NOBODY)
+        self.res_r, res_w = os.pipe()
+        self.out_r, out_w = os.pipe()
+        _cfg["parent_fds"] = _held_fds()
+        self.pid = os.fork()
+        if self.pid == 0:
+            _child(job, calls, self.workdir, out_w, res_w)
+        os.close(res_w)
+        os.close(out_w)
+        self.buf, self.out, self.lines = b"", bytearray(), []
+        self.deadline = time.monotonic() + _cfg["timeout_s"]
+        self.why = ""
+
+    def on_output(self, chunk: bytes) -> None:
+        self.out += chunk
+        if len(self.out) > _cfg["max_out"]:
+            self.why = "output"
+
+    def on_result(self, chunk: bytes) -> None:
+        self.buf += chunk
+        *done, self.buf = self.buf.split(b"\n")
+        self.lines += [_parse_line(d) for d in done]
+        if done:
+            self.deadline = time.monotonic() + _cfg["timeout_s"]
+        if len(self.buf) > 4 * _cfg["max_out"] + 65536:
+            self.why = "output"
+
+    def finish(self) -> tuple[list[list], list | None]:
+        """Kill and reap; returns (rows for the calls it answered, the rest of its calls or None)."""
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)
         except OSError:
             pass
-        _, wstatus = os.waitpid(pid, 0)
-        os.close(res_r)
-        os.close(out_r)
+        _, wstatus = os.waitpid(self.pid, 0)
+        while not self.why and len(self.out) <= _cfg["max_out"]:
+            chunk = os.read(self.out_r, 65536)  # the child is gone: this reaches EOF without blocking
+            if not chunk:
+                break
+            self.on_output(chunk)
+        os.close(self.res_r)
+        os.close(self.out_r)
         try:
-            os.rmdir(workdir)
+            os.rmdir(self.workdir)
         except OSError:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return lines, out, why, wstatus
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        stdout = bytes(self.out[: _cfg["max_out"]]).decode("utf-8", "replace")
+        n = max(1, len(self.calls))
+        rows = [[*line, stdout] for line in self.lines[:n]]
+        if len(rows) >= n:
+            return rows, None
+        rows.append([*_death(self.why, wstatus), stdout])
+        rest = self.calls[len(rows) :]
+        return rows, rest or None
+
+
+_active: dict[int, _Child] = {}  # read fd -> child
+
+
+def _held_fds() -> set[int]:
+    return set(_active) | {c.out_r for c in _active.values()} | {c.res_r for c in _active.values()}
+
+
+def run_jobs(jobs: list[dict], parallel: int) -> list[list[list]]:
+    """Answer all jobs, with up to ``parallel`` children running at once; a child that dies mid-way is replaced by
+    a fresh one for the calls after the one it died on."""
+    results: list[list[list]] = [[] for _ in jobs]
+    pending = deque((i, [tuple(c) for c in job.get("calls") or ()]) for i, job in enumerate(jobs))
+    poller = select.poll()
+    while pending or _active:
+        while pending and len(_active) < parallel:
+            i, calls = pending.popleft()
+            c = _Child(i, jobs[i], calls)
+            _active[c.res_r] = _active[c.out_r] = c
+            poller.register(c.res_r, select.POLLIN)
+            poller.register(c.out_r, select.POLLIN)
+        now = time.monotonic()
+        wait = max(0.0, min(c.deadline for c in _active.values()) - now)
+        for fd, _ in poller.poll(wait * 1000):
+            c = _active.get(fd)
+            if c is None or c.why:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                poller.unregister(fd)
+                if fd == c.res_r:
+                    c.why = "done"
+            else:
+                (c.on_output if fd == c.out_r else c.on_result)(chunk)
+        now = time.monotonic()
+        for c in {c for c in _active.values() if c.why or c.deadline <= now}:
+            c.why = c.why or "timeout"
+            for fd in (c.res_r, c.out_r):
+                _active.pop(fd, None)
+                try:
+                    poller.unregister(fd)
+                except KeyError:
+                    pass
+            rows, rest = c.finish()
+            results[c.index] += rows
+            if rest is not None:
+                pending.appendleft((c.index, rest))
+    return results
 
 
 def _death(why: str, wstatus: int) -> list:
@@ -257,33 +313,22 @@ def _death(why: str, wstatus: int) -> list:
     return ["error", None, "SystemExit", f"process exited (status {code}) without a result", 0.0]
 
 
-def run_job(job: dict) -> list[list]:
-    """All calls of one job; a child that dies is replaced by a fresh one for the calls after the one it died on."""
-    calls = job.get("calls")
-    pending = [tuple(c) for c in calls] if calls is not None else []
-    results: list[list] = []
-    while True:
-        lines, out, why, wstatus = _run_child(job, pending)
-        stdout = out.decode("utf-8", "replace")
-        results += [[*line, stdout] for line in lines]
-        if len(lines) >= max(1, len(pending)):
-            return results
-        results.append([*_death(why, wstatus), stdout])
-        pending = pending[len(lines) + 1 :]
-        if not pending:
-            return results
-
-
 def _prepare() -> None:
     """Make the worker itself harder to attack from its children: not dumpable, dies with its parent."""
     _seccomp.prctl(4, 0)  # PR_SET_DUMPABLE = 0: no /proc/<worker>/mem access for same-uid children
     _seccomp.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the process that started us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.closerange(3, 1 << 16)  # once here, so that a child only has to close the few it knows about
     _cfg["devnull"] = os.open(os.devnull, os.O_RDONLY)
-    base = _cfg.get("base") or f"/tmp/azr-sandbox-{os.getpid()}"
+    tmp = "/dev/shm" if os.access("/dev/shm", os.W_OK) and _cfg["tier"] != "bwrap" else "/tmp"
+    base = _cfg.get("base") or f"{tmp}/azr-sandbox-{os.getpid()}"
     os.makedirs(base, mode=0o711, exist_ok=True)
     _cfg["base"] = base
     _values.parse_literal("[1]")  # warm the parser before the first fork
+    if _cfg["seccomp"]:
+        _cfg["filter"] = _seccomp.Prepared()
+    gc.collect()
+    gc.freeze()  # children's collections then skip the zygote's objects (fewer copy-on-write faults)
 
 
 def main() -> None:
@@ -297,5 +342,5 @@ def main() -> None:
             request = json.loads(_read_exact(0, n))
         except EOFError:
             break
-        _send(1, [run_job(job) for job in request["jobs"]])
+        _send(1, run_jobs(request["jobs"], int(_cfg.get("parallel", 3))))
     shutil.rmtree(_cfg["base"], ignore_errors=True)

@@ -1,0 +1,143 @@
+"""Executor throughput on the 800 CRUXEval programs: run + determinism check + output check, three designs.
+
+(a) the reference's design: one persistent, warm worker process that execs each program with no isolation and
+    calls ``f`` twice in the same process;
+(b) a fresh ``python -c`` subprocess per execution (two per program), on a subset;
+(c) azr's pool at its strongest available tier (``Executor.validate_many`` + output comparison).
+
+Usage: ``python bench/executor.py [--data PATH] [--subset-b 100] [--tier TIER]``; writes bench/results/executor.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from azr.config import ExecutorConfig
+from azr.executor import Executor, literals_equal
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/benchmarks/cruxeval.jsonl.gz"
+
+# Baseline (a): a warm worker that reads one JSON job per line and execs it in-process, like the reference.
+_REF_WORKER = r"""
+import json, sys
+for line in sys.stdin:
+    job = json.loads(line)
+    outs = []
+    for _ in range(2):
+        g = {}
+        try:
+            exec(job["code"], g)
+            outs.append(repr(eval("f(" + job["input"] + ")", g)))
+        except BaseException as e:
+            outs.append("error: " + type(e).__name__)
+    sys.stdout.write(json.dumps(outs) + "\n")
+    sys.stdout.flush()
+"""
+_ONE_SHOT = "import sys\nexec(sys.argv[1], g := {})\nprint(repr(eval('f(' + sys.argv[2] + ')', g)))"
+
+
+def load(path: Path) -> list[dict]:
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def bench_reference(rows: list[dict]) -> tuple[float, int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _REF_WORKER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(json.dumps({"code": "def f(x):\n    return x", "input": "1"}) + "\n")
+    proc.stdout.readline()  # warm
+    correct = 0
+    t0 = time.perf_counter()
+    for row in rows:
+        proc.stdin.write(json.dumps({"code": row["code"], "input": row["input"]}) + "\n")
+        a, b = json.loads(proc.stdout.readline())
+        correct += a == b and literals_equal(a, row["output"])
+    dt = time.perf_counter() - t0
+    proc.stdin.close()
+    proc.wait()
+    return len(rows) / dt, correct
+
+
+def bench_subprocess(rows: list[dict]) -> tuple[float, int]:
+    correct = 0
+    t0 = time.perf_counter()
+    for row in rows:
+        outs = []
+        for _ in range(2):
+            r = subprocess.run(
+                [sys.executable, "-c", _ONE_SHOT, row["code"], row["input"]],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            outs.append(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "error")
+        correct += outs[0] == outs[1] and literals_equal(outs[0], row["output"])
+    return len(rows) / (time.perf_counter() - t0), correct
+
+
+def bench_azr(rows: list[dict], tier: str | None) -> tuple[float, int, str, list[str]]:
+    with Executor(ExecutorConfig(), tier=tier) as ex:
+        ex.validate_many([("def f(x):\n    return x", "1")] * 8)  # warm
+        t0 = time.perf_counter()
+        results = ex.validate_many([(r["code"], r["input"]) for r in rows])
+        ok = [r.ok and literals_equal(r.value or "", row["output"]) for r, row in zip(results, rows)]
+        dt = time.perf_counter() - t0
+        bad = [
+            f"{row['id']}: {r.status} {r.message[:120]}"
+            for r, row, good in zip(results, rows, ok)
+            if not good
+        ]
+        return len(rows) / dt, sum(ok), ex.tier, bad
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--subset-b", type=int, default=100, help="programs for baseline (b)")
+    ap.add_argument("--tier", default=None)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results/executor.json")
+    args = ap.parse_args()
+    rows = load(args.data)
+    a_rate, a_ok = bench_reference(rows)
+    print(f"(a) reference design, no isolation: {a_rate:8.1f} validations/s  ({a_ok}/{len(rows)} correct)")
+    c_rate, c_ok, tier, bad = bench_azr(rows, args.tier)
+    print(f"(c) azr pool, tier={tier}:          {c_rate:8.1f} validations/s  ({c_ok}/{len(rows)} correct)")
+    b_rows = rows[: args.subset_b]
+    b_rate, b_ok = bench_subprocess(b_rows)
+    print(
+        f"(b) python -c per execution:       {b_rate:8.1f} validations/s  ({b_ok}/{len(b_rows)} correct, subset)"
+    )
+    print(f"ratios: c/a = {c_rate / a_rate:.2f}   c/b = {c_rate / b_rate:.1f}")
+    for line in bad[:10]:
+        print("  not validated:", line)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "programs": len(rows),
+        "a_reference_per_s": a_rate,
+        "b_subprocess_per_s": b_rate,
+        "b_subset": len(b_rows),
+        "c_azr_per_s": c_rate,
+        "c_tier": tier,
+        "c_over_a": c_rate / a_rate,
+        "c_over_b": c_rate / b_rate,
+        "correct": {"a": a_ok, "b": b_ok, "c": c_ok},
+        "not_validated_c": bad,
+    }
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
