@@ -135,18 +135,23 @@ class Executor:
 
     def validate_many(self, items: Sequence[tuple[str, str]], entry: str = "f") -> list[ExecResult]:
         """Static check, then ``determinism_runs`` runs in separate processes (each in a different worker when the
-        pool has enough); OK with the gold ``value`` only if every run succeeded with equal results."""
+        pool has enough: different hash seeds and memory layouts), each calling ``f`` twice on a freshly built
+        input; OK with the gold ``value`` (from the first call) only if every call succeeded with equal results.
+        Catches generators, ``id()``, ``hash()`` of str, set-order dependence, randomness, time and state kept
+        between calls (mutable defaults, globals)."""
         runs = max(2, self.cfg.determinism_runs)
         out: list[ExecResult | None] = [self._static(p, [i], entry) for p, i in items]
         todo = [k for k, r in enumerate(out) if r is None]
         jobs, pins = [], []
         for k in todo:
-            for j in range(runs):
-                jobs.append({"code": items[k][0], "calls": [[items[k][1], None]], "entry": entry})
+            for j in range(
+                runs
+            ):  # each child calls f twice: state kept between calls shows up as a difference
+                jobs.append({"code": items[k][0], "calls": [[items[k][1], None]] * 2, "entry": entry})
                 pins.append(j)
         rows = self.run_jobs(jobs, pins)  # type: ignore[arg-type]
         for n, k in enumerate(todo):
-            out[k] = _agree([r[0] for r in rows[n * runs : (n + 1) * runs]])
+            out[k] = _agree([r for child in rows[n * runs : (n + 1) * runs] for r in child])
         return out  # type: ignore[return-value]
 
     def check_abduction_many(

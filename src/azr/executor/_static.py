@@ -5,17 +5,140 @@ from __future__ import annotations
 import ast
 
 BANNED_MODULES: frozenset[str] = frozenset(
-    ["random", "time", "datetime", "os", "sys", "subprocess", "threading", "_thread", "multiprocessing", "concurrent", "asyncio", "socket", "ssl", "select", "selectors", "logging", "hashlib", "hmac", "secrets", "uuid", "calendar", "pickle", "marshal", "shelve", "dbm", "copyreg", "ctypes", "cffi", "importlib", "imp", "pkgutil", "runpy", "zipimport", "builtins", "gc", "inspect", "resource", "signal", "faulthandler", "tracemalloc", "atexit", "shutil", "pathlib", "tempfile", "glob", "fnmatch", "io", "fileinput", "mmap", "fcntl", "termios", "tty", "pty", "platform", "sysconfig", "site", "code", "codeop", "pdb", "webbrowser", "urllib", "http", "ftplib", "smtplib", "poplib", "imaplib", "telnetlib", "socketserver", "xmlrpc", "sqlite3", "posix", "nt", "pwd", "grp"]
+    [
+        "random",
+        "time",
+        "datetime",
+        "os",
+        "sys",
+        "subprocess",
+        "threading",
+        "_thread",
+        "multiprocessing",
+        "concurrent",
+        "asyncio",
+        "socket",
+        "ssl",
+        "select",
+        "selectors",
+        "logging",
+        "hashlib",
+        "hmac",
+        "secrets",
+        "uuid",
+        "calendar",
+        "pickle",
+        "marshal",
+        "shelve",
+        "dbm",
+        "copyreg",
+        "ctypes",
+        "cffi",
+        "importlib",
+        "imp",
+        "pkgutil",
+        "runpy",
+        "zipimport",
+        "builtins",
+        "gc",
+        "inspect",
+        "resource",
+        "signal",
+        "faulthandler",
+        "tracemalloc",
+        "atexit",
+        "shutil",
+        "pathlib",
+        "tempfile",
+        "glob",
+        "fnmatch",
+        "io",
+        "fileinput",
+        "mmap",
+        "fcntl",
+        "termios",
+        "tty",
+        "pty",
+        "platform",
+        "sysconfig",
+        "site",
+        "code",
+        "codeop",
+        "pdb",
+        "webbrowser",
+        "urllib",
+        "http",
+        "ftplib",
+        "smtplib",
+        "poplib",
+        "imaplib",
+        "telnetlib",
+        "socketserver",
+        "xmlrpc",
+        "sqlite3",
+        "posix",
+        "nt",
+        "pwd",
+        "grp",
+    ]
 )
 """Top-level modules a program may not import (nondeterminism, I/O, processes, introspection)."""
 
 BANNED_NAMES: frozenset[str] = frozenset(
-    ["__import__", "eval", "exec", "compile", "open", "input", "breakpoint", "globals", "locals", "vars", "help", "exit", "quit", "__builtins__", "__loader__", "__spec__", "memoryview"]
+    [
+        "__import__",
+        "eval",
+        "exec",
+        "compile",
+        "open",
+        "input",
+        "breakpoint",
+        "globals",
+        "locals",
+        "vars",
+        "help",
+        "exit",
+        "quit",
+        "__builtins__",
+        "__loader__",
+        "__spec__",
+        "memoryview",
+    ]
 )
 """Names a program may not mention (dynamic code, file access, interpreter escapes)."""
 
 BANNED_ATTRIBUTES: frozenset[str] = frozenset(
-    ["__subclasses__", "__globals__", "__builtins__", "__code__", "__bases__", "__base__", "__mro__", "__dict__", "__closure__", "__func__", "__self__", "__getattribute__", "__reduce__", "__reduce_ex__", "__loader__", "__spec__", "__import__", "__init_subclass__", "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "gi_frame", "gi_code", "cr_frame", "ag_frame", "tb_frame", "co_code"]
+    [
+        "__subclasses__",
+        "__globals__",
+        "__builtins__",
+        "__code__",
+        "__bases__",
+        "__base__",
+        "__mro__",
+        "__dict__",
+        "__closure__",
+        "__func__",
+        "__self__",
+        "__getattribute__",
+        "__reduce__",
+        "__reduce_ex__",
+        "__loader__",
+        "__spec__",
+        "__import__",
+        "__init_subclass__",
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "f_back",
+        "f_code",
+        "gi_frame",
+        "gi_code",
+        "cr_frame",
+        "ag_frame",
+        "tb_frame",
+        "co_code",
+    ]
 )
 """Attributes used to walk from an ordinary object to the interpreter's internals."""
 
@@ -76,9 +199,12 @@ def _check_names(body: list[ast.AST], scopes: list[set[str]], outer: list[ast.AS
     stack = list(body)
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.Name) and node.id in BANNED_NAMES:
-            if node.id in _NEVER or not any(node.id in s for s in scopes):
-                return f"banned name: {node.id}"
+        if (
+            isinstance(node, ast.Name)
+            and node.id in BANNED_NAMES
+            and (node.id in _NEVER or not any(node.id in s for s in scopes))
+        ):
+            return f"banned name: {node.id}"
         if isinstance(node, _SCOPES):
             stack.extend(_outer_parts(node))  # defaults, decorators and bases run in this scope
             inner = node.body if isinstance(node.body, list) else [node.body]
