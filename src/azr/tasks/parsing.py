@@ -11,7 +11,8 @@ parts are fenced blocks labelled ``python``, ``input``, ``output`` and ``message
 - abduction solution: an ```` ```input ```` block with argument text (a bare answer is accepted too);
 - induction solution: a ```` ```python ```` block defining ``f``.
 
-Nothing here runs code: programs and inputs are only parsed with :mod:`ast`. No function in this module raises;
+Nothing here runs code: programs are only parsed with :mod:`ast`, and inputs and outputs must be literals
+(checked with the executor's non-evaluating ``parse_arguments`` / ``parse_literal``). No function in this module raises;
 failures come back as :class:`ParseFailure` with a :class:`ParseReason`.
 """
 
@@ -20,9 +21,11 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
+import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 
+from azr.executor import parse_arguments, parse_literal
 from azr.types import TaskType
 
 __all__ = [
@@ -58,9 +61,9 @@ class ParseReason(StrEnum):
     NO_F = "no_f"  # no top-level ``def f``
     MULTIPLE_F = "multiple_f"  # ``f`` defined more than once at top level
     NO_INPUT = "no_input"
-    BAD_INPUT = "bad_input"  # not valid call-argument text
+    BAD_INPUT = "bad_input"  # not call-argument text made of literals
     NO_OUTPUT = "no_output"
-    BAD_OUTPUT = "bad_output"  # not a Python expression
+    BAD_OUTPUT = "bad_output"  # not a Python literal
     NO_MESSAGE = "no_message"
     TOO_FEW_INPUTS = "too_few_inputs"
     UNREADABLE = "unreadable"  # not a string, or an unexpected parser error (a bug net; never expected)
@@ -136,27 +139,23 @@ def _blocks(answer: str, label: str) -> list[str]:
 
 
 def normalize_input(text: str) -> str | None:
-    """Check that ``text`` is the argument text of a call ``f(<text>)``; return it stripped, or None.
+    """Check that ``text`` is call-argument text whose values are all literals; return it stripped, or None.
 
-    A whole call ``f(...)`` is unwrapped to its arguments. Parsing only; nothing is evaluated.
+    A whole call ``f(...)`` is unwrapped to its arguments. Parsing only (``azr.executor.parse_arguments``);
+    nothing is evaluated.
     """
     text = text.strip()
     if not text or "\x00" in text:
         return None
     try:
         tree = ast.parse(text, mode="eval").body
-        if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "f":
-            seg = ast.get_source_segment(text, tree)
-            if seg == text:
-                inner = text[text.index("(") + 1 : text.rindex(")")].strip()
-                return normalize_input(inner) if inner else None
+        is_f = isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "f"
+        if is_f and ast.get_source_segment(text, tree) == text:
+            inner = text[text.index("(") + 1 : text.rindex(")")].strip()
+            return normalize_input(inner) if inner else None
     except _PARSE_ERRORS:
         pass
-    try:
-        ast.parse(f"f({text}\n)", mode="eval")
-    except _PARSE_ERRORS:
-        return None
-    return text
+    return text if parse_arguments(text)[0] else None
 
 
 def canonical_input(text: str) -> str:
@@ -176,14 +175,8 @@ def canonical_program(program: str) -> str:
         return program.strip()
 
 
-def _check_expression(text: str) -> bool:
-    if not text.strip() or "\x00" in text:
-        return False
-    try:
-        ast.parse(text.strip(), mode="eval")
-    except _PARSE_ERRORS:
-        return False
-    return True
+def _check_literal(text: str) -> bool:
+    return bool(text.strip()) and "\x00" not in text and parse_literal(text.strip())[0]
 
 
 def _clean_program(code: str) -> str | ParseFailure:
@@ -232,7 +225,9 @@ def _split_inputs(blocks: list[str]) -> list[str]:
 def parse_proposal(kind: TaskType, text: str, *, min_inputs: int = 1) -> ParsedProposal | ParseFailure:
     """Read a proposer's reply for task type ``kind``. Never raises."""
     try:
-        return _parse_proposal(TaskType(kind), text, min_inputs)
+        with warnings.catch_warnings():  # compiling model text may warn (e.g. "invalid decimal literal")
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return _parse_proposal(TaskType(kind), text, min_inputs)
     except Exception as e:  # a parser must be total; this is a bug net, not a code path
         return ParseFailure(ParseReason.UNREADABLE, f"internal: {type(e).__name__}")
 
@@ -275,7 +270,9 @@ def _parse_proposal(kind: TaskType, text: str, min_inputs: int) -> ParsedProposa
 def parse_solution(kind: TaskType, text: str) -> ParsedSolution | ParseFailure:
     """Read a solver's reply for task type ``kind``. Never raises."""
     try:
-        return _parse_solution(TaskType(kind), text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return _parse_solution(TaskType(kind), text)
     except Exception as e:  # a parser must be total; this is a bug net, not a code path
         return ParseFailure(ParseReason.UNREADABLE, f"internal: {type(e).__name__}")
 
@@ -305,7 +302,7 @@ def _parse_solution(kind: TaskType, text: str) -> ParsedSolution | ParseFailure:
     if kind is TaskType.DEDUCTION:
         if not body:
             return ParseFailure(ParseReason.NO_OUTPUT)
-        if not _check_expression(body):
+        if not _check_literal(body):
             return ParseFailure(ParseReason.BAD_OUTPUT, body[:80])
         return ParsedSolution(kind, body)
     if not body:
