@@ -11,7 +11,7 @@ import dataclasses
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +69,14 @@ def set_seeds(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build(cfg: Config, run_dir: Path, console: Console) -> Run:
-    """Start the sandbox, load the model, and assemble the run (no step is taken)."""
+BackendFactory = Callable[[Any, Any], Any]  # (model, tokenizer) -> Backend
+
+
+def build(cfg: Config, run_dir: Path, console: Console, backend_factory: BackendFactory | None = None) -> Run:
+    """Start the sandbox, load the model, and assemble the run (no step is taken).
+
+    ``backend_factory`` replaces the configured rollout backend (tests pass a scripted one).
+    """
     from azr.executor import Executor
     from azr.models import load_model
     from azr.rollout import make_backend
@@ -86,7 +92,10 @@ def build(cfg: Config, run_dir: Path, console: Console) -> Run:
     console.print(f"model: {cfg.model.name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M params, "
                   f"{time.perf_counter() - t0:.1f} s)")  # fmt: skip
     trainer = Trainer(model, tokenizer, cfg.training, cfg.algorithm, cfg.model)
-    backend = make_backend(cfg.rollout.backend, trainer.model, tokenizer, cfg.rollout)
+    if backend_factory is not None:
+        backend = backend_factory(trainer.model, tokenizer)
+    else:
+        backend = make_backend(cfg.rollout.backend, trainer.model, tokenizer, cfg.rollout)
     store = TaskStore(run_dir / STORE_FILE)
     sp = SelfPlay(cfg, backend, executor, store, tokenizer, seed=cfg.training.seed)
     return Run(cfg, run_dir, sp, trainer, backend, executor, store)
@@ -116,10 +125,16 @@ def save(run: Run) -> Path:
     )
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, console: Console | None = None) -> int:
+def train(
+    cfg: Config,
+    run_dir: Path,
+    resume: bool = False,
+    console: Console | None = None,
+    backend_factory: BackendFactory | None = None,
+) -> int:
     """Run (or continue) self-play until ``cfg.training.steps``; returns the exit status."""
     console = console or Console()
-    run = build(cfg, run_dir, console)
+    run = build(cfg, run_dir, console, backend_factory)
     try:
         if resume:
             restore(run, console)

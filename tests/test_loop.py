@@ -1,0 +1,136 @@
+"""The training loop end to end on a tiny model saved to disk: steps, checkpoints, resume, crash recovery."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zlib
+
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+from test_selfplay import scripted_reply
+
+from azr.checkpoint import latest, list_checkpoints
+from azr.cli import main
+from azr.config import from_dict
+from azr.loop import train, with_steps
+from azr.metrics import read_metrics
+from azr.rollout import ScriptedBackend
+from azr.store import TaskStore
+
+
+def pure_reply(prompt: str) -> str:
+    """A reply that depends on the prompt alone, so two runs see identical rollouts."""
+    return scripted_reply(prompt, [zlib.crc32(prompt.encode())])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny):
+    model, tokenizer = tiny
+    path = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def cfg_for(model_dir, steps: int, save_every: int = 1):
+    return from_dict(
+        {
+            "model": {"name": str(model_dir)},
+            "selfplay": {
+                "batch_size": 2,
+                "n_mc_rollouts": 2,
+                "n_references": 2,
+                "n_seed": 2,
+                "induction_min_valid": 6,
+            },
+            "rollout": {
+                "max_new_tokens_propose": 512,
+                "max_new_tokens_solve": 256,
+                "max_prompt_tokens": 4096,
+            },
+            "training": {
+                "steps": steps,
+                "save_every": save_every,
+                "lr": 1e-3,
+                "keep_last": 5,
+                "bf16_autocast": False,
+            },
+            "logging": {"progress": False, "sample_every": 0},
+        }
+    )
+
+
+def run(cfg, run_dir, resume=False):
+    factory = lambda model, tok: ScriptedBackend(pure_reply, tokenizer=tok)  # noqa: E731
+    console = Console(file=io.StringIO(), width=200)
+    code = train(cfg, run_dir, resume=resume, console=console, backend_factory=factory)
+    return code, console.file.getvalue()
+
+
+def weights(run_dir):
+    return load_file(str(latest(run_dir) / "model" / "model.safetensors"))
+
+
+def test_train_resume_matches_uninterrupted_run(tmp_path, model_dir):
+    straight = tmp_path / "straight"
+    code, out = run(cfg_for(model_dir, 3), straight)
+    assert code == 0, out
+    assert [r["step"] for r in read_metrics(straight)] == [1, 2, 3]
+    assert "step 3/3" in out
+    initial = load_file(str(model_dir / "model.safetensors"))
+    final = weights(straight)
+    assert any(not torch.equal(initial[k], final[k]) for k in final), "parameters did not change"
+
+    split = tmp_path / "split"
+    assert run(cfg_for(model_dir, 2), split)[0] == 0
+    assert run(with_steps(cfg_for(model_dir, 2), 3), split, resume=True)[0] == 0
+    assert [r["step"] for r in read_metrics(split)] == [1, 2, 3]
+    resumed = weights(split)
+    for k in final:
+        assert torch.allclose(final[k], resumed[k], atol=1e-6), k
+
+
+def test_crash_rewinds_store_and_metrics(tmp_path, model_dir):
+    run_dir = tmp_path / "run"
+    assert run(cfg_for(model_dir, 3, save_every=2), run_dir)[0] == 0
+    assert [s for s, _ in list_checkpoints(run_dir)] == [2, 3]
+    # A crash after step 3 was logged but before its checkpoint: the newest checkpoint is step 2.
+    shutil.rmtree(latest(run_dir))
+    store = TaskStore(run_dir / "tasks.sqlite")
+    assert store.max_step() == 3
+    store.close()
+    code, out = run(with_steps(cfg_for(model_dir, 3), 4), run_dir, resume=True)
+    assert code == 0, out
+    assert "resumed at step 2" in out
+    assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3, 4]
+    store = TaskStore(run_dir / "tasks.sqlite")
+    steps = [r.step for r in store.rollouts()]
+    assert sorted(set(steps)) == [1, 2, 3, 4] and steps.count(3) == steps.count(1)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--training.lrr=1", "--run-dir", str(tmp_path / "a")]) == 2
+    assert main(["train", "--training.steps=many", "--run-dir", str(tmp_path / "b")]) == 2
+    assert main(["train", "--model", "./no/such/model", "--run-dir", str(tmp_path / "c")]) == 2
+    assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 4, lines
+    assert "training.lrr" in lines[0] and "training.steps" in lines[1] and "not found" in lines[2]
+
+
+def test_help_config_lists_keys(capsys):
+    assert main(["train", "--help-config"]) == 0
+    assert "micro_batch_size" in capsys.readouterr().out
+
+
+def test_resolved_config_is_saved(tmp_path, model_dir):
+    run_dir = tmp_path / "cfg"
+    assert run(cfg_for(model_dir, 1), run_dir)[0] == 0
+    text = (run_dir / "config.toml").read_text()
+    assert str(model_dir) in text
+    state = json.loads((latest(run_dir) / "state.json").read_text())
+    assert state["step"] == 1
