@@ -11,7 +11,6 @@ import pytest
 import torch
 from rich.console import Console
 from safetensors.torch import load_file
-from test_selfplay import scripted_reply
 
 from azr.checkpoint import latest, list_checkpoints
 from azr.cli import main
@@ -20,6 +19,7 @@ from azr.loop import train, with_steps
 from azr.metrics import read_metrics
 from azr.rollout import ScriptedBackend
 from azr.store import TaskStore
+from test_selfplay import scripted_reply
 
 
 def pure_reply(prompt: str) -> str:
