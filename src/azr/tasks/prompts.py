@@ -76,7 +76,9 @@ def _propose_triplet(kind: TaskType, references: Sequence[Task]) -> str:
             goal,
             "Here are earlier programs with an input and the output they produce:",
             _references_text(references),
-            "Write a program that is different from all of these. " + _RULES,
+            "Write a program that is different from all of these. "
+            + _RULES
+            + " Calling f with your input must return without raising an error.",
             _skeleton(("python", "program defining f"), ("input", "one input for f")),
         ]
     )
@@ -89,7 +91,7 @@ def _propose_induction(program: str, n_inputs: int) -> str:
             "Here is the function:",
             _block("python", program),
             f"Write {n_inputs} different inputs for f that together reveal what it does, covering ordinary and "
-            "unusual cases. An input is the text that goes between the parentheses of a call to f: one or more "
+            "unusual cases. Each call must return without raising an error. An input is the text that goes between the parentheses of a call to f: one or more "
             "Python literals separated by commas. Put each input in its own input block.",
             "Then write a message block with a short hint for the solver, who will see only some inputs with "
             "their outputs and your message. Describe the task the function performs without giving its code.",
