@@ -51,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from azr.config import ExecutorConfig
     from azr.errors import AzrError
-    from azr.executor import ExecResult, Executor, Status, static_check
-
-    from azr.executor import TIERS
+    from azr.executor import TIERS, ExecResult, Executor, Status, static_check
 
     if args.tier is not None and args.tier not in TIERS:
         raise AzrError(f"unknown tier {args.tier!r}; choose one of {', '.join(TIERS)}")

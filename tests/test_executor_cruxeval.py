@@ -1,0 +1,40 @@
+"""CRUXEval programs validate under the strongest tier with the expected outputs (50 fast, all 800 with -m slow)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from azr.config import ExecutorConfig
+from azr.executor import Executor, literals_equal
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/benchmarks/cruxeval.jsonl.gz"
+pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"{DATA} not present")
+
+
+def _rows() -> list[dict]:
+    with gzip.open(DATA, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def _check(rows: list[dict]) -> None:
+    with Executor(ExecutorConfig()) as ex:
+        results = ex.validate_many([(r["code"], r["input"]) for r in rows])
+    bad = [
+        (row["id"], res.status, res.message[:80])
+        for row, res in zip(rows, results)
+        if not (res.ok and literals_equal(res.value or "", row["output"]))
+    ]
+    assert bad == []
+
+
+def test_first_50_validate() -> None:
+    _check(_rows()[:50])
+
+
+@pytest.mark.slow
+def test_all_800_validate() -> None:
+    _check(_rows())
