@@ -143,3 +143,16 @@ def test_import_full_reference_induction_file(executor, shared_data, tmp_path):
     with TaskStore(tmp_path) as store:
         rep = import_seeds(executor, store, shared_data / "azr_seeds" / "7b_code_f_seed_io.jsonl", Config())
         assert rep.rows_read == 256 and store.count(IND) == rep.accepted - rep.duplicates >= 200
+
+
+def test_reference_format_export_round_trips_through_import(executor, shared_data, tmp_path):
+    """Import reference rows, export them in the reference format, import into a fresh store: same tasks."""
+    lines = (shared_data / "azr_seeds" / "7b_seed_io.jsonl").read_text().splitlines()[:30]
+    with TaskStore(tmp_path / "a") as first:
+        import_seeds(executor, first, _write(tmp_path, lines), Config())
+        first.export_jsonl(tmp_path / "d_seed_io.jsonl", type=D, fmt="reference")
+        want = [(t.program, t.inputs, t.outputs) for t in first.iter_tasks(D)]
+    with TaskStore(tmp_path / "b") as second:
+        rep = import_seeds(executor, second, tmp_path / "d_seed_io.jsonl", Config())
+        assert not rep.rejected and rep.output_differs == 0
+        assert [(t.program, t.inputs, t.outputs) for t in second.iter_tasks(D)] == want

@@ -30,7 +30,15 @@ from pathlib import Path
 from azr.tasks.parsing import canonical_input, canonical_program
 from azr.types import TASK_TYPES, Task, TaskType
 
-__all__ = ["DB_NAME", "RolloutRow", "TaskStore", "content_hash", "store_path"]
+__all__ = [
+    "DB_NAME",
+    "RolloutRow",
+    "TaskStore",
+    "content_hash",
+    "store_path",
+    "task_to_dict",
+    "task_to_reference",
+]
 
 DB_NAME = "tasks.sqlite"
 SCHEMA_VERSION = 1
@@ -325,12 +333,21 @@ class TaskStore:
         for row in self._db.execute(f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY id", args):
             yield _task(row)
 
-    def export_jsonl(self, path: str | Path, type: TaskType | str | None = None) -> int:
-        """Write tasks as JSON lines (id, type, program, inputs, outputs, message, step, origin, stats)."""
+    def export_jsonl(self, path: str | Path, type: TaskType | str | None = None, fmt: str = "azr") -> int:
+        """Write tasks as JSON lines; return how many.
+
+        ``fmt="azr"``: id, type, program, inputs, outputs, message, step, origin and solve statistics.
+        ``fmt="reference"``: the reference's seed format (``snippet``/``input``/``output`` for deduction and
+        abduction, ``snippet``/``inputs``/``outputs``/``message`` for induction), readable by
+        :func:`azr.tasks.seeds.import_seeds`.
+        """
+        if fmt not in ("azr", "reference"):
+            raise ValueError(f"unknown export format {fmt!r}: azr or reference")
+        convert = task_to_dict if fmt == "azr" else task_to_reference
         n = 0
         with open(path, "w", encoding="utf-8") as fh:
             for t in self.iter_tasks(type):
-                fh.write(json.dumps(task_to_dict(t), ensure_ascii=False) + "\n")
+                fh.write(json.dumps(convert(t), ensure_ascii=False) + "\n")
                 n += 1
         return n
 
@@ -348,6 +365,14 @@ def task_to_dict(task: Task) -> dict[str, object]:
         "origin": task.origin,
         **task.extra,
     }
+
+
+def task_to_reference(task: Task) -> dict[str, object]:
+    """A task in the reference's seed JSONL format (imports are already inside the snippet)."""
+    if task.type is TaskType.INDUCTION:
+        return {"snippet": task.program, "inputs": list(task.inputs), "outputs": list(task.outputs),
+                "message": task.message, "imports": []}  # fmt: skip
+    return {"snippet": task.program, "input": task.input, "output": task.output, "imports": []}
 
 
 def _task(row: Sequence) -> Task:

@@ -41,6 +41,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     export = sub.add_parser("export", help="Write tasks as JSON lines.")
     export.add_argument("--out", required=True, help="output .jsonl file")
     export.add_argument("--type", choices=_TYPES)
+    export.add_argument(
+        "--format", choices=("azr", "reference"), default="azr", help="reference = the seed JSONL format"
+    )
     export.add_argument("--db", required=True, help=db_help)
     imp = sub.add_parser("import", help="Validate a seed JSONL (reference format) and add the valid rows.")
     imp.add_argument("seeds", help="*_seed_io.jsonl or *_code_f_seed_io.jsonl")
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             return _show(store, args.id)
         if action == "sample":
             return _sample(store, args.type, args.n, args.seed, args.recency)
-        n = store.export_jsonl(args.out, type=args.type)
+        n = store.export_jsonl(args.out, type=args.type, fmt=args.format)
         print(f"wrote {n} tasks to {args.out}")
         return 0
 
