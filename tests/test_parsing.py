@@ -16,6 +16,7 @@ from azr.tasks.parsing import (
     canonical_input,
     canonical_program,
     extract_answer,
+    fenced_blocks,
     normalize_input,
     parse_proposal,
     parse_solution,
@@ -146,6 +147,23 @@ def test_solution_golden(kind, text, expected):
 def test_solution_failures(kind, text, reason):
     got = parse_solution(kind, text)
     assert isinstance(got, ParseFailure) and got.reason is reason
+
+
+@pytest.mark.parametrize(
+    ("answer", "blocks"),
+    [
+        ("```output 5```", [("output", "5")]),
+        ("```input\n[1, 2]```\n```message\nhint\n```", [("input", "[1, 2]"), ("message", "hint")]),
+        (
+            "  ```Python\n    def f(x):\n        return x\n  ```",
+            [("python", "    def f(x):\n        return x")],
+        ),
+        ("text\n```output\n{'a': 1}", [("output", "{'a': 1}")]),  # truncated: runs to the end
+        ("```\nplain\n```", [("", "plain")]),
+    ],
+)
+def test_fenced_blocks(answer, blocks):
+    assert fenced_blocks(answer) == blocks
 
 
 def test_extract_answer_edges():

@@ -45,7 +45,7 @@ __all__ = [
 _ANSWER_OPEN = "<answer>"
 _ANSWER_CLOSE = "</answer>"
 _THINK_CLOSE = "</think>"
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_FENCE_HEAD = re.compile(r"[ \t]*([A-Za-z0-9_+-]*)(.*)\Z", re.DOTALL)
 _LABELS = {"python": "python", "py": "python", "python3": "python", "input": "input", "output": "output"}
 _LABELS["message"] = "message"
 _PARSE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError, TypeError)
@@ -125,12 +125,35 @@ def extract_answer(text: str) -> str | None:
 def fenced_blocks(answer: str) -> list[tuple[str, str]]:
     """``(label, content)`` of every fenced block, in order; labels normalised (``py`` -> ``python``).
 
-    A block left open at the end of the answer (a truncated reply) extends to the end.
+    Read line by line: a line starting with three backticks opens a block (its label follows); the block ends at
+    the next line starting with three backticks, or at a line ending with them, or at the end of the answer (a
+    truncated reply). A one-line block (fence, label, content and fence on one line) is read too.
     """
     out = []
-    for m in _FENCE.finditer(answer):
-        label = _LABELS.get(m.group(1).lower(), m.group(1).lower())
-        out.append((label, m.group(2).strip("\n")))
+    lines = answer.split("\n")
+    i = 0
+    while i < len(lines):
+        head = lines[i].strip()
+        i += 1
+        if not head.startswith("```"):
+            continue
+        m = _FENCE_HEAD.match(head[3:])
+        label = _LABELS.get(m.group(1).lower(), m.group(1).lower()) if m else ""
+        tail = m.group(2) if m else head[3:]
+        if "```" in tail:
+            out.append((label, tail[: tail.index("```")].strip()))
+            continue
+        body = [tail.strip()] if tail.strip() else []
+        while i < len(lines):
+            line = lines[i]
+            i += 1
+            if line.strip().startswith("```"):
+                break
+            if line.rstrip().endswith("```"):
+                body.append(line.rstrip()[:-3])
+                break
+            body.append(line)
+        out.append((label, "\n".join(body).strip("\n")))
     return out
 
 
