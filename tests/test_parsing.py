@@ -51,7 +51,7 @@ def test_answer_tag_mentioned_in_think_is_skipped():
 
 
 def test_driver_code_is_dropped_and_helpers_kept():
-    code = "def g(x):\n    return x + 1\n\ndef f(x):\n    return g(x)\n\nprint(f(2))\nif __name__ == '__main__':\n    f(3)"
+    code = "def g(x):\n    return x + 1\n\ndef f(x):\n    return g(x)\n\nprint(f(2))\nassert f(1) == 2\nif __name__ == '__main__':\n    f(3)"
     got = parse_proposal(D, reply(("python", code), ("input", "2")))
     assert isinstance(got, ParsedProposal)
     assert got.program == "def g(x):\n    return x + 1\n\ndef f(x):\n    return g(x)"

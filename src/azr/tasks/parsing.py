@@ -222,12 +222,18 @@ def _clean_program(code: str) -> str | ParseFailure:
     for node in tree.body:
         if _is_driver(node):
             drop.update(range(node.lineno - 1, (node.end_lineno or node.lineno)))
-    kept = [line for i, line in enumerate(lines) if i not in drop]
-    return "\n".join(kept).strip("\n")
+    kept = "\n".join(line for i, line in enumerate(lines) if i not in drop).strip("\n")
+    try:
+        ast.parse(kept)  # a dropped line may have shared a statement with kept code (``x = 1; f(x)``)
+    except _PARSE_ERRORS:
+        return code.strip("\n")
+    return kept
 
 
 def _is_driver(node: ast.stmt) -> bool:
-    """Top-level statements that only exercise the program: bare calls, prints, ``if __name__ == ...``."""
+    """Top-level statements that only exercise the program: bare calls, prints, asserts, ``if __name__ == ...``."""
+    if isinstance(node, ast.Assert):
+        return True
     if isinstance(node, ast.Expr):
         return not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str))
     if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
