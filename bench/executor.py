@@ -102,13 +102,44 @@ def bench_azr(rows: list[dict], tier: str | None) -> tuple[float, int, str, list
         return len(rows) / dt, sum(ok), ex.tier, bad
 
 
+def check_seeds(path: Path, tier: str | None) -> dict[str, object]:
+    """Run an AZR seed corpus (fields snippet, input, output) through the validator; count what it rejects."""
+    from collections import Counter
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    with Executor(ExecutorConfig(), tier=tier) as ex:
+        results = ex.validate_many([(r["snippet"], r["input"]) for r in rows])
+    verdicts: Counter[str] = Counter()
+    examples: dict[str, list[str]] = {}
+    for i, (row, res) in enumerate(zip(rows, results)):
+        if not res.ok:
+            key = f"{res.status.value}:{res.error_type or res.message.split(':')[0]}"
+        elif not literals_equal(res.value or "", row["output"]):
+            key = "ok_but_recorded_output_differs"
+        else:
+            key = "valid"
+        verdicts[key] += 1
+        examples.setdefault(key, []).append(
+            f"row {i}: output={row['output'][:60]!r} got={(res.value or res.message)[:60]!r}"
+        )
+    return {
+        "rows": len(rows),
+        "verdicts": dict(verdicts),
+        "examples": {k: v[:3] for k, v in examples.items()},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--subset-b", type=int, default=100, help="programs for baseline (b)")
     ap.add_argument("--tier", default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results/executor.json")
+    ap.add_argument("--seeds", type=Path, default=None, help="only validate an AZR seed corpus (JSONL)")
     args = ap.parse_args()
+    if args.seeds:
+        print(json.dumps(check_seeds(args.seeds, args.tier), indent=2))
+        return
     rows = load(args.data)
     a_rate, a_ok = bench_reference(rows)
     print(f"(a) reference design, no isolation: {a_rate:8.1f} validations/s  ({a_ok}/{len(rows)} correct)")

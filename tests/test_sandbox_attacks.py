@@ -166,7 +166,7 @@ def test_cannot_kill_parent_or_siblings(attack: Executor) -> None:
         "        try:\n            os.kill(pid, signal.SIGKILL); out.append('killed')\n"
         "        except OSError as e:\n            out.append(type(e).__name__)\n    return out"
     )
-    r = attack.run(program, repr(attack.worker_pids + [os.getpid()]))
+    r = attack.run(program, repr([*attack.worker_pids, os.getpid()]))
     assert r.ok and "killed" not in (r.value or "")
 
 

@@ -36,10 +36,8 @@ _SYSTEM_TOP = {
     "dev",
     "boot",
 }
-_PRELOAD = (
-    "math cmath collections collections.abc itertools functools operator heapq bisect re string typing copy "
-    "fractions json dataclasses enum numbers textwrap unicodedata array ast"
-)
+_PRELOAD = "math collections itertools functools operator heapq bisect re string copy"
+"""Modules imported once in the worker, so that children find them loaded (kept short: fork cost grows with it)."""
 _BOOT = (
     "import sys; sys.path[:] = [p for p in sys.path if p] ; sys.path.insert(0, {root!r});"
     "[__import__(m) for m in {preload!r}.split()];"
