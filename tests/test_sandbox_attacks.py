@@ -73,7 +73,7 @@ def test_fork_bomb(attack: Executor) -> None:
 
 def test_memory_bomb(attack: Executor) -> None:
     need(attack, "rlimits")
-    r = attack.run("def f(a):\n    x = []\n    while True:\n        x.append(' ' * 10**7)", "1")
+    r = attack.run("def f(a):\n    x = []\n    while True:\n        x.append(bytearray(5 * 10**7))", "1")
     assert r.status is Status.MEMORY
 
 
