@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from azr.algo import ppo_clip_loss
+from azr.algo import ppo_clip_loss, token_logprobs
 
 
 def _policy(seed: int = 0, b: int = 3, t: int = 5, v: int = 7):
@@ -97,3 +97,29 @@ def test_entropy_bonus_and_kl_penalty():
         ppo_clip_loss(logp, logp.detach(), adv, mask, entropy_coef=0.1)
     with pytest.raises(ValueError, match="reference"):
         ppo_clip_loss(logp, logp.detach(), adv, mask, kl_coef=0.1)
+
+
+@pytest.mark.parametrize("with_entropy", [False, True])
+def test_token_logprobs_match_autograd_reference(with_entropy):
+    g = torch.Generator().manual_seed(5)
+    logits = (3 * torch.randn(6, 11, generator=g, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(0, 11, (6,), generator=g)
+    w_lp, w_ent = (
+        torch.randn(6, generator=g, dtype=torch.float64),
+        torch.randn(6, generator=g, dtype=torch.float64),
+    )
+    logp, ent = token_logprobs(logits, targets, with_entropy)
+    log_sm = torch.log_softmax(logits, -1)
+    ref_logp = log_sm.gather(1, targets[:, None]).squeeze(1)
+    ref_ent = -(log_sm.exp() * log_sm).sum(-1)
+    torch.testing.assert_close(logp, ref_logp)
+    if with_entropy:
+        torch.testing.assert_close(ent, ref_ent)
+        (grad,) = torch.autograd.grad((w_lp * logp + w_ent * ent).sum(), logits)
+        (ref,) = torch.autograd.grad((w_lp * ref_logp + w_ent * ref_ent).sum(), logits)
+        torch.testing.assert_close(grad, ref)
+        assert torch.autograd.gradcheck(
+            lambda z: token_logprobs(z, targets, True), (logits.detach().requires_grad_(),)
+        )
+    else:
+        assert ent is None

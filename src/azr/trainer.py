@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from azr.algo.loss import ppo_clip_loss
+from azr.algo.loss import ppo_clip_loss, token_logprobs
 
 if TYPE_CHECKING:
     from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
@@ -85,6 +85,12 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _adamw_impl(device: torch.device) -> dict[str, bool]:
+    """The fused AdamW kernel on CPU and CUDA: on a 2-core CPU it steps 135M parameters about 5x faster than the
+    per-parameter loop and 3x faster than ``foreach`` (which materialises whole-model temporaries)."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {}
+
+
 def _apply_lora(model: Any, model_cfg: ModelConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
@@ -135,7 +141,7 @@ class Trainer:
         self.pad_id = int(pad)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=training.lr, weight_decay=training.weight_decay, foreach=True
+            self.params, lr=training.lr, weight_decay=training.weight_decay, **_adamw_impl(self.device)
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, constant_lr)
         self.updates = 0
@@ -187,14 +193,7 @@ class Trainer:
                 input_ids=mb.input_ids, attention_mask=mb.attention_mask
             ).last_hidden_state  # (b, L, H)
             logits = head(hidden[mb.rows, mb.cols])  # (n, V)
-        logits = logits.float()
-        lse = torch.logsumexp(logits, dim=-1)  # (n,)
-        logp = logits.gather(1, mb.targets.unsqueeze(1)).squeeze(1) - lse  # (n,)
-        entropy = None
-        if with_entropy:
-            probs = torch.softmax(logits, dim=-1)  # (n, V)
-            entropy = lse - (probs * logits).sum(-1)  # (n,)
-        return logp, entropy
+        return token_logprobs(logits.float(), mb.targets, with_entropy)
 
     @staticmethod
     def _pad(flat: torch.Tensor, mb: _Micro) -> torch.Tensor:
@@ -260,7 +259,7 @@ class Trainer:
             sums["loss"] += float(loss.detach())
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.training.grad_clip, foreach=True)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.training.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.updates += 1

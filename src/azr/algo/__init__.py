@@ -6,7 +6,7 @@ through :data:`REWARD_VARIANTS` and :data:`ADVANTAGE_ESTIMATORS`.
 """
 
 from azr.algo.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, trr_pp, trr_pp_token
-from azr.algo.loss import ppo_clip_loss
+from azr.algo.loss import ppo_clip_loss, token_logprobs
 from azr.algo.rewards import REWARD_VARIANTS, composite, learnability, solver_reward
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "learnability",
     "ppo_clip_loss",
     "solver_reward",
+    "token_logprobs",
     "trr_pp",
     "trr_pp_token",
 ]

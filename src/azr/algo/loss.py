@@ -16,6 +16,8 @@ normaliser) simply add up across micro-batches.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -82,3 +84,48 @@ def ppo_clip_loss(
     elif kl_coef:
         raise ValueError("kl_coef > 0 needs reference log-probs")
     return loss, metrics
+
+
+class _LogprobEntropy(torch.autograd.Function):
+    """Token log-probs and entropies from logits in one pass, with a hand-fused backward.
+
+    Autograd through ``logsumexp``, ``gather``, ``softmax`` and ``(p * z).sum()`` keeps several (N, V) temporaries
+    alive; here only the logits are saved and the backward builds the gradient in a single (N, V) buffer::
+
+        d logp_y / dz = onehot(y) - p          d H / dz = -p * (log p + H)
+        grad_z = -p * (g_logp + g_H * (log p + H)) + g_logp * onehot(y)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lse = torch.logsumexp(logits, dim=-1)  # (N,)
+        logp = logits.gather(1, targets.unsqueeze(1)).squeeze(1) - lse  # (N,)
+        probs = torch.softmax(logits, dim=-1)  # (N, V)
+        entropy = lse - (probs * logits).sum(-1)  # (N,)
+        ctx.save_for_backward(logits, targets, lse, entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx: Any, g_logp: torch.Tensor, g_ent: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, targets, lse, entropy = ctx.saved_tensors
+        log_p = logits - lse.unsqueeze(1)  # (N, V), the one new buffer
+        probs = torch.exp(log_p)  # (N, V)
+        # -p * (g_logp + g_H * (log p + H)), built in place in log_p
+        log_p.add_(entropy.unsqueeze(1)).mul_(g_ent.unsqueeze(1)).add_(g_logp.unsqueeze(1)).mul_(probs).neg_()
+        log_p.scatter_add_(1, targets.unsqueeze(1), g_logp.unsqueeze(1))
+        return log_p, None
+
+
+def token_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (N,) of ``targets`` (N,) under ``logits`` (N, V), and the entropies (N,) when asked.
+
+    Never materialises a full (N, V) ``log_softmax``: the log-prob is ``z_y - logsumexp(z)``; with the entropy, a
+    fused autograd function computes both and their gradient with one (N, V) temporary.
+    """
+    if with_entropy:
+        logp, entropy = _LogprobEntropy.apply(logits, targets)
+        return logp, entropy
+    lse = torch.logsumexp(logits, dim=-1)  # (N,)
+    return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - lse, None

@@ -1,0 +1,147 @@
+"""Throughput of one policy update on the default model: azr's ``Trainer`` against a naive HF training step.
+
+    AZR_CACHE=/tmp/azrcache .venv/bin/python bench/train_step.py [--seqs 8] [--tokens 384] [--threads 2]
+
+Setting: ``--seqs`` sequences of ``--tokens`` tokens each (``--prompt`` prompt tokens + the rest reply), random
+token ids, one full update per timed step (forward, backward, optimizer step). With ``--varied`` the reply lengths
+spread evenly around the same mean, so padding matters. Every engine starts from the same weights and runs in this
+process one after the other; on a shared machine compare the ratios, not the absolute numbers. tokens/s counts
+real (prompt + reply) tokens, never padding. Results go to ``bench/results/train_step.json``.
+
+Engines:
+
+- ``naive`` — what a plain HF script does: the whole padded batch in one fp32 forward with ``labels`` (prompt and
+  padding set to -100, full-vocabulary cross-entropy on every position), ``loss.backward()``, grad clipping and
+  ``torch.optim.AdamW`` with its defaults.
+- ``azr-fp32`` — ``Trainer.step`` (length-sorted micro-batches, LM head only on reply positions, PPO-clip with the
+  paper's entropy bonus, foreach AdamW), no autocast.
+- ``azr-bf16`` — the same under CPU bfloat16 autocast (``training.bf16_autocast = true``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from azr.config import AlgorithmConfig, TrainingConfig
+from azr.models import load_model
+from azr.trainer import TrainBatch, Trainer
+
+
+def make_batch(vocab: int, seqs: int, tokens: int, prompt: int, varied: bool, seed: int = 0) -> TrainBatch:
+    g = torch.Generator().manual_seed(seed)
+    reply = tokens - prompt
+    if varied:  # evenly spread around the same mean: reply +- 75%
+        spread = [round(reply * (0.25 + 1.5 * i / max(seqs - 1, 1))) for i in range(seqs)]
+    else:
+        spread = [reply] * seqs
+    prompts = [torch.randint(100, vocab, (prompt,), generator=g).tolist() for _ in range(seqs)]
+    replies = [torch.randint(100, vocab, (n,), generator=g).tolist() for n in spread]
+    advantages = torch.randn(seqs, generator=g).tolist()
+    return TrainBatch(prompts, replies, advantages)
+
+
+def naive_step_fn(model: Any, tokenizer: Any, batch: TrainBatch, lr: float) -> Callable[[], None]:
+    """A plain padded fp32 forward/backward with labels, then AdamW (library defaults)."""
+    pad = tokenizer.pad_token_id
+    width = max(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, L)
+    att = torch.zeros_like(ids)  # (B, L)
+    labels = torch.full_like(ids, -100)  # (B, L)
+    for i, (p, c) in enumerate(zip(batch.prompt_ids, batch.completion_ids)):
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+        att[i, : len(p) + len(c)] = 1
+        labels[i, len(p) : len(p) + len(c)] = torch.tensor(c)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss = model(input_ids=ids, attention_mask=att, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    return step
+
+
+def time_steps(step: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--seqs", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=384, help="tokens per sequence (prompt + reply), the mean")
+    ap.add_argument("--prompt", type=int, default=128, help="prompt tokens per sequence")
+    ap.add_argument("--micro-batch", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--varied", action="store_true", help="spread reply lengths around the mean")
+    ap.add_argument("--engines", default="naive,azr-fp32,azr-bf16")
+    ap.add_argument("--out", default="bench/results/train_step.json")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    base, tokenizer = load_model(args.model)
+    weights = copy.deepcopy(base.state_dict())
+    batch = make_batch(len(tokenizer), args.seqs, args.tokens, args.prompt, args.varied)
+    real_tokens = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
+    algo = AlgorithmConfig()  # paper: clip 0.2, entropy 0.001, no KL
+    rows = []
+    for engine in args.engines.split(","):
+        base.load_state_dict(weights)
+        if engine == "naive":
+            step = naive_step_fn(base, tokenizer, batch, lr=1e-6)
+        else:
+            training = TrainingConfig(
+                lr=1e-6, micro_batch_size=args.micro_batch, bf16_autocast=engine == "azr-bf16", device="cpu"
+            )
+            trainer = Trainer(base, tokenizer, training, algo)
+            step = lambda trainer=trainer: trainer.step(batch)  # noqa: E731
+        times = time_steps(step, args.warmup, args.repeats)
+        median = statistics.median(times)
+        rows.append(
+            {"engine": engine, "seconds": median, "times": times, "tokens_per_s": real_tokens / median}
+        )
+        print(f"{engine:>10}: {median:7.2f} s/step  {real_tokens / median:8.1f} tok/s", flush=True)
+
+    naive = next((r for r in rows if r["engine"] == "naive"), None)
+    print(f"\n{args.seqs} seqs x {args.tokens} tokens ({'varied' if args.varied else 'fixed'} lengths), "
+          f"{args.threads} threads, median of {args.repeats}")  # fmt: skip
+    print(f"| engine | s/step | tokens/s | vs naive |\n|---|---|---|---|")
+    for r in rows:
+        r["speedup"] = naive["seconds"] / r["seconds"] if naive else None
+        ratio = f"{r['speedup']:.2f}x" if naive else "-"
+        print(f"| {r['engine']} | {r['seconds']:.2f} | {r['tokens_per_s']:.1f} | {ratio} |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "setting": vars(args) | {"real_tokens": real_tokens},
+        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "rows": rows,
+    }
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
