@@ -127,7 +127,7 @@ def main() -> None:
     naive = next((r for r in rows if r["engine"] == "naive"), None)
     print(f"\n{args.seqs} seqs x {args.tokens} tokens ({'varied' if args.varied else 'fixed'} lengths), "
           f"{args.threads} threads, median of {args.repeats}")  # fmt: skip
-    print(f"| engine | s/step | tokens/s | vs naive |\n|---|---|---|---|")
+    print("| engine | s/step | tokens/s | vs naive |\n|---|---|---|---|")
     for r in rows:
         r["speedup"] = naive["seconds"] / r["seconds"] if naive else None
         ratio = f"{r['speedup']:.2f}x" if naive else "-"
