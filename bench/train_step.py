@@ -4,8 +4,9 @@
 
 Setting: ``--seqs`` sequences of ``--tokens`` tokens each (``--prompt`` prompt tokens + the rest reply), random
 token ids, one full update per timed step (forward, backward, optimizer step). With ``--varied`` the reply lengths
-spread evenly around the same mean, so padding matters. Every engine starts from the same weights and runs in this
-process one after the other; on a shared machine compare the ratios, not the absolute numbers. tokens/s counts
+spread evenly around the same mean, so padding matters. The engines start from the same weights and take turns
+(round-robin, one step each per round) in this process, so load changes on a shared machine hit them alike;
+compare the ratios, not the absolute numbers. tokens/s counts
 real (prompt + reply) tokens, never padding. Results go to ``bench/results/train_step.json``.
 
 Engines:
@@ -14,7 +15,7 @@ Engines:
   padding set to -100, full-vocabulary cross-entropy on every position), ``loss.backward()``, grad clipping and
   ``torch.optim.AdamW`` with its defaults.
 - ``azr-fp32`` — ``Trainer.step`` (length-sorted micro-batches, LM head only on reply positions, PPO-clip with the
-  paper's entropy bonus, foreach AdamW), no autocast.
+  paper's entropy bonus through a fused log-prob/entropy kernel, fused AdamW), no autocast.
 - ``azr-bf16`` — the same under CPU bfloat16 autocast (``training.bf16_autocast = true``).
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import time
@@ -74,15 +76,21 @@ def naive_step_fn(model: Any, tokenizer: Any, batch: TrainBatch, lr: float) -> C
     return step
 
 
-def time_steps(step: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
+def build_engines(base: Any, tokenizer: Any, batch: TrainBatch, args: Any) -> dict[str, Callable[[], Any]]:
+    """One step function per engine; the naive engine and the azr engines each get their own weight copy."""
+    steps: dict[str, Callable[[], Any]] = {}
+    names = args.engines.split(",")
+    azr_model = copy.deepcopy(base) if "naive" in names else base
+    for name in names:
+        if name == "naive":
+            steps[name] = naive_step_fn(base, tokenizer, batch, lr=1e-6)
+            continue
+        training = TrainingConfig(
+            lr=1e-6, micro_batch_size=args.micro_batch, bf16_autocast=name == "azr-bf16", device="cpu"
+        )
+        trainer = Trainer(azr_model, tokenizer, training, AlgorithmConfig())  # paper: clip 0.2, entropy 0.001
+        steps[name] = lambda trainer=trainer: trainer.step(batch)
+    return steps
 
 
 def main() -> None:
@@ -93,7 +101,7 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=128, help="prompt tokens per sequence")
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--varied", action="store_true", help="spread reply lengths around the mean")
     ap.add_argument("--engines", default="naive,azr-fp32,azr-bf16")
@@ -102,27 +110,21 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     base, tokenizer = load_model(args.model)
-    weights = copy.deepcopy(base.state_dict())
     batch = make_batch(len(tokenizer), args.seqs, args.tokens, args.prompt, args.varied)
     real_tokens = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
-    algo = AlgorithmConfig()  # paper: clip 0.2, entropy 0.001, no KL
+    steps = build_engines(base, tokenizer, batch, args)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_ in range(args.warmup + args.repeats):  # round-robin, so load changes hit every engine alike
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if round_ >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+        print(f"round {round_}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items() if v), flush=True)
     rows = []
-    for engine in args.engines.split(","):
-        base.load_state_dict(weights)
-        if engine == "naive":
-            step = naive_step_fn(base, tokenizer, batch, lr=1e-6)
-        else:
-            training = TrainingConfig(
-                lr=1e-6, micro_batch_size=args.micro_batch, bf16_autocast=engine == "azr-bf16", device="cpu"
-            )
-            trainer = Trainer(base, tokenizer, training, algo)
-            step = lambda trainer=trainer: trainer.step(batch)  # noqa: E731
-        times = time_steps(step, args.warmup, args.repeats)
-        median = statistics.median(times)
-        rows.append(
-            {"engine": engine, "seconds": median, "times": times, "tokens_per_s": real_tokens / median}
-        )
-        print(f"{engine:>10}: {median:7.2f} s/step  {real_tokens / median:8.1f} tok/s", flush=True)
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        rows.append({"engine": name, "seconds": median, "times": ts, "tokens_per_s": real_tokens / median})
 
     naive = next((r for r in rows if r["engine"] == "naive"), None)
     print(f"\n{args.seqs} seqs x {args.tokens} tokens ({'varied' if args.varied else 'fixed'} lengths), "
@@ -135,7 +137,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
-        "setting": vars(args) | {"real_tokens": real_tokens},
+        "setting": vars(args) | {"real_tokens": real_tokens, "load_average": os.getloadavg()},
         "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
         "rows": rows,
     }
