@@ -110,6 +110,7 @@ def bwrap_prefix(bwrap: str, stage: str, hash_seed: int) -> list[str]:
     if any(prefix == d or prefix.startswith(d + "/") for d in _hidden_dirs()):
         args += ["--ro-bind", prefix, prefix]
     args += ["--ro-bind", stage, _IN_SANDBOX_ROOT, "--setenv", "PYTHONHASHSEED", str(hash_seed)]
+    args += ["--setenv", "LD_BIND_NOW", "1"]
     return [*args, "--chdir", "/tmp", "--"]
 
 
@@ -125,7 +126,8 @@ def worker_command(tier: str, stage: str, cfg: dict, hash_seed: int) -> tuple[li
         if bwrap is None:
             raise RuntimeError("bwrap not found")
         argv = bwrap_prefix(bwrap, stage, hash_seed) + argv
-    return argv, {"PYTHONHASHSEED": str(hash_seed)}
+    # LD_BIND_NOW: resolve every symbol in the worker once, so children do not write the GOT (copy-on-write)
+    return argv, {"PYTHONHASHSEED": str(hash_seed), "LD_BIND_NOW": "1"}
 
 
 _PROBE = (

@@ -29,6 +29,7 @@ from . import _seccomp, _values
 
 _NOBODY = 65534
 _cfg: dict = {}
+_inputs: dict = {}  # compiled input texts, per child
 _seq = 0
 
 
@@ -102,8 +103,11 @@ def _one_call(g: dict, entry: str, inp: str, expect: str | None) -> list:
         fn = g.get(entry)
         if not callable(fn):
             return ["error", None, "NameError", f"no function {entry!r} defined", 0.0]
+        code = _inputs.get(inp)
+        if code is None:  # the determinism check calls f twice on the same input text: compile it once
+            code = _inputs[inp] = compile(f"__azr_args__({inp}\n)", "<input>", "eval")
         g["__azr_args__"] = _pack_args  # inputs may name the program's globals, as in CRUXEval
-        args, kwargs = eval(compile(f"__azr_args__({inp}\n)", "<input>", "eval"), g)
+        args, kwargs = eval(code, g)
         del g["__azr_args__"]
         value = fn(*args, **kwargs)
         text = repr(value)
