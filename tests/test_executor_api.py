@@ -135,3 +135,8 @@ def test_min_tier_refuses_weaker_tier() -> None:
 def test_unknown_tier_is_a_clear_error() -> None:
     with pytest.raises(AzrError, match="unknown sandbox tier"):
         Executor(ExecutorConfig(), tier="docker")
+
+
+def test_oversized_printed_output_is_rejected(ex: Executor) -> None:
+    r = ex.run("def f(a):\n    print('x' * 5000)\n    return a", "1")
+    assert r.status is Status.OUTPUT_TOO_LARGE and len(r.stdout) <= 1000

@@ -234,7 +234,7 @@ class _Child:
         except OSError:
             pass
         _, wstatus = os.waitpid(self.pid, 0)
-        while not self.why and len(self.out) <= _cfg["max_out"]:
+        while self.why != "output":
             chunk = os.read(self.out_r, 65536)  # the child is gone: this reaches EOF without blocking
             if not chunk:
                 break
@@ -247,6 +247,8 @@ class _Child:
             shutil.rmtree(self.workdir, ignore_errors=True)
         stdout = bytes(self.out[: _cfg["max_out"]]).decode("utf-8", "replace")
         n = max(1, len(self.calls))
+        if self.why == "output":  # printed output over the cap: rejected for every call of this child
+            return [[*_death("output", 0), stdout] for _ in range(n)], None
         rows = [[*line, stdout] for line in self.lines[:n]]
         if len(rows) >= n:
             return rows, None
