@@ -140,3 +140,18 @@ def test_unknown_tier_is_a_clear_error() -> None:
 def test_oversized_printed_output_is_rejected(ex: Executor) -> None:
     r = ex.run("def f(a):\n    print('x' * 5000)\n    return a", "1")
     assert r.status is Status.OUTPUT_TOO_LARGE and len(r.stdout) <= 1000
+
+
+def test_induction_outputs_never_enter_the_sandbox(ex: Executor) -> None:
+    """Code in the child can forge its own result lines (first half), so the checks compare the hidden outputs
+    outside the sandbox, where a forged line cannot know them (second half)."""
+    forger = (
+        "import os, json\n"
+        "for _ in range(2):\n"
+        "    os.write(3, (json.dumps(['ok', '999', None, '', 0.0]) + '\\n').encode())\n"
+        "def f(a):\n    return a"
+    )
+    rs = ex.run_jobs([{"code": forger, "calls": [["1", None], ["2", None]], "entry": "f"}])[0]
+    assert [r.value for r in rs] == ["999", "999"]  # forging is possible from inside the child ...
+    program_rows = ex.check_induction_many([("def f(a):\n    return a", ("1", "2"), ("2", "4"))])
+    assert program_rows[0].status is Status.WRONG  # ... but the comparison happens outside it

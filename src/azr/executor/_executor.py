@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Sequence
@@ -157,8 +158,9 @@ class Executor:
     def check_abduction_many(
         self, items: Sequence[tuple[str, str, str]], entry: str = "f"
     ) -> list[ExecResult]:
-        """``entry(candidate) == gold`` compared inside the child; OK, WRONG, or the run's failure. The candidate
-        must be a list of literal arguments (REJECTED otherwise), so an answer cannot smuggle code or objects."""
+        """``entry(candidate) == gold`` under :func:`literals_equal`; OK, WRONG, or the run's failure. The
+        candidate must be a list of literal arguments (REJECTED otherwise), so an answer cannot smuggle code or
+        objects with a rigged ``__eq__``."""
         out: list[ExecResult | None] = []
         for program, candidate, _gold in items:
             bad = self._too_big(program, [candidate])
@@ -166,23 +168,24 @@ class Executor:
                 bad = rejected("the answer is not a list of literal arguments")
             out.append(bad)
         todo = [k for k, r in enumerate(out) if r is None]
-        jobs = [{"code": items[k][0], "calls": [[items[k][1], items[k][2]]], "entry": entry} for k in todo]
+        jobs = [{"code": items[k][0], "calls": [[items[k][1], None]], "entry": entry} for k in todo]
         for k, rows in zip(todo, self.run_jobs(jobs)):
-            out[k] = rows[0]
+            out[k] = _compare(rows[0], items[k][2])
         return out  # type: ignore[return-value]
 
     def check_induction_many(
         self, items: Sequence[tuple[str, Sequence[str], Sequence[str]]], entry: str = "f"
     ) -> list[ExecResult]:
-        """A candidate program against hidden (input, output) pairs, all in one child; OK iff every pair passes,
-        else the first failing pair's result (WRONG, ERROR, TIMEOUT, ...). The program is statically checked."""
+        """A candidate program against hidden (input, output) pairs, all calls in one child; OK iff every pair
+        passes, else the first failing pair's result (WRONG, ERROR, TIMEOUT, ...). The program is statically
+        checked, and the hidden outputs are compared outside the sandbox (the program never sees them)."""
         out: list[ExecResult | None] = [self._static(p, list(ins), entry) for p, ins, _ in items]
         todo = [k for k, r in enumerate(out) if r is None]
         jobs = [
-            {"code": items[k][0], "calls": [[i, o] for i, o in zip(items[k][1], items[k][2])], "entry": entry}
-            for k in todo
+            {"code": items[k][0], "calls": [[i, None] for i in items[k][1]], "entry": entry} for k in todo
         ]
         for k, rows in zip(todo, self.run_jobs(jobs)):
+            rows = [_compare(r, gold) for r, gold in zip(rows, items[k][2])]
             bad = [r for r in rows if not r.ok]
             total = sum(r.duration_s for r in rows)
             out[k] = (
@@ -191,6 +194,16 @@ class Executor:
                 else ExecResult(Status.OK, message=f"{len(rows)} pairs passed", duration_s=total)
             )
         return out  # type: ignore[return-value]
+
+
+def _compare(result: ExecResult, gold: str) -> ExecResult:
+    """OK stays OK only if the result's repr equals ``gold`` (same text, or equal literals); else WRONG.
+
+    The comparison happens here, outside the sandbox: the gold outputs never enter the child, so a candidate
+    program cannot read them, and a forged result line cannot name the right answer."""
+    if not result.ok or result.value == gold.strip() or literals_equal(result.value or "", gold):
+        return result
+    return dataclasses.replace(result, status=Status.WRONG, message=f"expected {gold[:200]}")
 
 
 def _agree(results: list[ExecResult]) -> ExecResult:
