@@ -155,3 +155,16 @@ def test_induction_outputs_never_enter_the_sandbox(ex: Executor) -> None:
     assert [r.value for r in rs] == ["999", "999"]  # forging is possible from inside the child ...
     program_rows = ex.check_induction_many([("def f(a):\n    return a", ("1", "2"), ("2", "4"))])
     assert program_rows[0].status is Status.WRONG  # ... but the comparison happens outside it
+
+
+def test_pool_restarts_a_dead_worker() -> None:
+    import os
+    import signal
+
+    with Executor(ExecutorConfig(timeout_s=1.0)) as executor:
+        first = executor.worker_pids[0]
+        os.kill(first, signal.SIGKILL)
+        rs = executor.run_many([(IDENTITY, str(i)) for i in range(20)])
+        assert all(r.ok or r.error_type == "SandboxError" for r in rs)
+        assert first not in executor.worker_pids
+        assert [r.value for r in executor.run_many([(IDENTITY, "5")] * 4)] == ["5"] * 4
