@@ -88,6 +88,18 @@ def test_one_update_changes_parameters_and_lowers_the_loss():
     assert sum(map(sum, new)) > sum(map(sum, old))  # positive advantages: replies became more likely
 
 
+def capture_grads(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Copies of the accumulated gradients, taken just before the optimizer steps (the trainer frees them)."""
+    grads: dict[str, torch.Tensor] = {}
+    named = list(trainer.model.named_parameters())
+
+    def hook(*_: object) -> None:
+        grads.update({k: p.grad.clone() for k, p in named if p.grad is not None})
+
+    trainer.optimizer.register_step_pre_hook(hook)
+    return grads
+
+
 def test_micro_batch_size_does_not_change_the_update():
     """Token-mean over the batch: 1, 2 or all sequences per micro-batch give the same gradient step."""
     batch = make_batch(seed=1, n=5)
@@ -95,8 +107,8 @@ def test_micro_batch_size_does_not_change_the_update():
     for mbs in (1, 2, 5):
         model, tok = tiny_model()
         trainer = Trainer(model, tok, dataclasses.replace(TRAIN, micro_batch_size=mbs), ALGO)
+        grads = capture_grads(trainer)
         m = trainer.step(batch)
-        grads = {k: p.grad.clone() for k, p in trainer.model.named_parameters()}
         results.append((grads, m))
     (g0, m0), *rest = results
     for g, m in rest:
@@ -159,9 +171,18 @@ def test_gradient_checkpointing_and_bf16_autocast():
     model, tok = tiny_model()
     bf16 = Trainer(model, tok, dataclasses.replace(TRAIN, bf16_autocast=True), ALGO)
     m = bf16.step(batch)
-    assert m["grad_norm_finite"] == 1.0 and m["grad_norm"] > 0
+    assert m["skipped"] == 0.0 and m["grad_norm"] > 0
     for a, b in zip(bf16.logprobs(batch), plain):
         assert len(a) == len(b)
+
+
+def test_non_finite_gradient_skips_the_update():
+    model, tok = tiny_model()
+    trainer = Trainer(model, tok, TRAIN, ALGO)
+    before = params(trainer.model)
+    m = trainer.step(make_batch(n=2, advantages=[float("nan"), 1.0]))
+    assert m["skipped"] == 1.0 and trainer.updates == 0
+    assert all(torch.equal(before[k], v) for k, v in params(trainer.model).items())
 
 
 def test_batch_validation():

@@ -218,57 +218,59 @@ class Trainer:
                 out[i] = chunk.tolist()
         return out
 
+    def _micro_loss(
+        self, mb: _Micro, batch: TrainBatch, n_tokens: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The PPO-clip loss of one micro-batch, normalised by the whole batch's reply-token count."""
+        algo = self.algorithm
+        logp, ent = self._token_stats(mb, with_entropy=algo.entropy_coef > 0)  # (n,)
+        if batch.old_logprobs is None:  # on-policy: ratio exactly 1, no second forward pass
+            old = logp.detach()
+        else:
+            flat = [x for i in mb.index for x in batch.old_logprobs[i]]
+            old = torch.tensor(flat, dtype=torch.float32, device=self.device)  # (n,)
+        adv = torch.tensor([batch.advantages[i] for i in mb.index], dtype=torch.float32, device=self.device)
+        return ppo_clip_loss(
+            self._pad(logp, mb),  # (b, T)
+            self._pad(old, mb),  # (b, T)
+            adv,  # (b,)
+            self._pad(torch.ones_like(logp), mb),  # (b, T) mask
+            clip_eps=algo.clip_eps,
+            clip_eps_high=algo.clip_eps_high or None,  # config: 0 = symmetric
+            entropy=None if ent is None else self._pad(ent, mb),
+            entropy_coef=algo.entropy_coef,
+            token_normalizer=float(n_tokens),
+        )
+
     def step(self, batch: TrainBatch) -> dict[str, float]:
         """One PPO-clip update on ``batch``; returns metrics (see :data:`METRICS`)."""
         start = time.perf_counter()
-        algo = self.algorithm
         n_tokens = sum(len(c) for c in batch.completion_ids)
         if n_tokens == 0:
             raise ValueError("the batch has no completion tokens to train on")
-        eps_high = algo.clip_eps_high or None
         sums = {"pg_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "entropy": 0.0, "loss": 0.0}
         padded = 0
         self.optimizer.zero_grad(set_to_none=True)
         for mb in self._micro_batches(batch):
             padded += mb.input_ids.numel()
-            logp, ent = self._token_stats(mb, with_entropy=algo.entropy_coef > 0)
-            if batch.old_logprobs is None:
-                old = logp.detach()
-            else:
-                old = torch.tensor(
-                    [x for i in mb.index for x in batch.old_logprobs[i]],
-                    dtype=torch.float32,
-                    device=self.device,
-                )
-            adv = torch.tensor(
-                [batch.advantages[i] for i in mb.index], dtype=torch.float32, device=self.device
-            )
-            mask = self._pad(torch.ones_like(logp), mb)  # (b, T)
-            loss, metrics = ppo_clip_loss(
-                self._pad(logp, mb),
-                self._pad(old, mb),
-                adv,
-                mask,
-                clip_eps=algo.clip_eps,
-                clip_eps_high=eps_high,
-                entropy=None if ent is None else self._pad(ent, mb),
-                entropy_coef=algo.entropy_coef,
-                token_normalizer=float(n_tokens),
-            )
+            loss, metrics = self._micro_loss(mb, batch, n_tokens)
             loss.backward()
             sums["loss"] += float(loss.detach())
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.training.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.updates += 1
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.training.grad_clip))
+        finite = math.isfinite(grad_norm)
+        if finite:  # a NaN/inf gradient would poison every weight: skip the update, report it
+            self.optimizer.step()
+            self.scheduler.step()
+            self.updates += 1
+        self.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - start
         real = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
         return {
             **sums,
-            "grad_norm": float(grad_norm),
-            "grad_norm_finite": float(math.isfinite(float(grad_norm))),
+            "grad_norm": grad_norm,
+            "skipped": float(not finite),
             "lr": float(self.scheduler.get_last_lr()[0]),
             "tokens": float(n_tokens),
             "sequences": float(len(batch)),
@@ -285,6 +287,7 @@ METRICS: dict[str, str] = {
     "approx_kl": "token-mean of old_logp - logp (0 on-policy)",
     "entropy": "token-mean policy entropy (only when entropy_coef > 0)",
     "grad_norm": "gradient norm before clipping",
+    "skipped": "1 when the gradient was not finite and the update was skipped",
     "lr": "learning rate after the step",
     "tokens": "reply tokens trained on",
     "padding_frac": "share of decoder positions that were padding",
