@@ -222,3 +222,21 @@ def test_subclasses_escape(attack: Executor) -> None:
 def test_timeout_inside_a_c_call(attack: Executor) -> None:
     program = "import re\ndef f(n):\n    return re.match(r'(a+)+b', 'a' * n)"
     assert attack.run(program, "64").status is Status.TIMEOUT
+
+
+def test_no_files_left_for_the_next_job(attack: Executor) -> None:
+    need(attack, "bwrap")
+    plant = (
+        "import os\ndef f(a):\n    planted = []\n    for d in ('/tmp', '/dev/shm', '/root', '/var/tmp', '..', '/tmp/..'):\n"
+        "        try:\n            open(os.path.join(d, 'planted'), 'w').write('x'); planted.append(d)\n"
+        "        except OSError:\n            pass\n"
+        "    for n in range(1, 200):\n        try:\n            os.mkdir(os.path.join('..', str(int(os.path.basename(os.getcwd())) + n)))\n"
+        "        except (OSError, ValueError):\n            pass\n    return planted"
+    )
+    look = (
+        "import os\ndef f(a):\n    found = []\n    for d in ('/tmp', '/dev/shm', '/root', '/var/tmp', '..'):\n"
+        "        found += [os.path.join(d, n) for n in os.listdir(d) if n == 'planted']\n"
+        "    return found + os.listdir('.')"
+    )
+    assert attack.run_many([(plant, "1")] * 4)[0].ok
+    assert [r.value for r in attack.run_many([(look, "1")] * 6)] == ["[]"] * 6

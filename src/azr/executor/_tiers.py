@@ -19,6 +19,7 @@ _WORKER_MODULES = ("_worker.py", "_seccomp.py", "_values.py")
 _PACKAGE = "azrsbx"
 _IN_SANDBOX_ROOT = "/tmp/.azr-pkg"
 _HIDDEN = ("/root", "/home", "/tmp", "/var/tmp", "/run", "/mnt", "/media", "/srv", "/work")
+_TMP_BYTES = 256 * 1024 * 1024
 _SECRET_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
 _SYSTEM_TOP = {
     "",
@@ -97,11 +98,23 @@ def _hidden_dirs() -> list[str]:
     return sorted(h for h in hidden if os.path.isdir(h) and h != "/")
 
 
+@functools.cache
+def _supports_size(bwrap: str) -> bool:
+    """Whether this bwrap (>= 0.7) can cap a tmpfs's size."""
+    try:
+        out = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in out.stdout + out.stderr
+
+
 def bwrap_prefix(bwrap: str, stage: str, hash_seed: int) -> list[str]:
     """The bwrap command line that wraps a worker: no network, read-only root, private /tmp, home hidden."""
     args = [bwrap, "--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL", "--clearenv"]
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    for d in _hidden_dirs():
+    sized = _supports_size(bwrap)
+    for d in _hidden_dirs():  # hidden behind small tmpfs; /tmp is the jobs' scratch space
+        args += ["--size", str(_TMP_BYTES if d == "/tmp" else 1 << 20)] if sized else []
         args += ["--tmpfs", d]
     for f in _SECRET_FILES:
         if os.path.exists(f):
@@ -120,6 +133,7 @@ def worker_command(tier: str, stage: str, cfg: dict, hash_seed: int) -> tuple[li
     boot = _BOOT.format(root=root, preload=_PRELOAD)
     wcfg = dict(cfg, tier=tier, seccomp=rank(tier) >= rank("seccomp"))
     wcfg["drop_uid"] = tier in ("rlimits", "seccomp") and os.geteuid() == 0
+    wcfg["scratch"] = _hidden_dirs()
     argv = [python_executable(), "-S", "-s", "-B", "-c", boot, json.dumps(wcfg)]
     if tier == "bwrap":
         bwrap = find_bwrap()

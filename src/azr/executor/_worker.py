@@ -198,7 +198,7 @@ class _Child:
         _seq += 1
         self.index, self.job, self.calls = index, job, calls
         self.workdir = f"{_cfg['base']}/{_seq}"
-        os.mkdir(self.workdir, 0o700)
+        _fresh_dir(self.workdir)
         if _cfg["drop_uid"]:
             os.chown(self.workdir, _NOBODY, _NOBODY)
         self.res_r, res_w = os.pipe()
@@ -300,6 +300,7 @@ def run_jobs(jobs: list[dict], parallel: int) -> list[list[list]]:
                 except KeyError:
                     pass
             rows, rest = c.finish()
+            _sweep()
             results[c.index] += rows
             if rest is not None:
                 pending.appendleft((c.index, rest))
@@ -320,6 +321,53 @@ def _death(why: str, wstatus: int) -> list:
         return ["error", None, "Killed", f"killed by signal {signal.Signals(sig).name}", 0.0]
     code = os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else -1
     return ["error", None, "SystemExit", f"process exited (status {code}) without a result", 0.0]
+
+
+def _fresh_dir(path: str) -> None:
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:  # planted by an earlier child: replace it
+        shutil.rmtree(path, ignore_errors=True)
+        os.mkdir(path, 0o700)
+
+
+_scratch: dict[str, tuple[int, set[str]]] = {}  # writable dir -> (mtime, entries) when the worker started
+
+
+def _snapshot_scratch(dirs: list[str]) -> None:
+    for d in dirs:
+        try:
+            _scratch[d] = (os.stat(d).st_mtime_ns, set(os.listdir(d)))
+        except OSError:
+            pass
+
+
+def _sweep() -> None:
+    """Remove whatever a child left outside its working directory in the sandbox's writable places (the private
+    /tmp, /dev/shm and the small tmpfs over hidden directories), so that no job can leave files for the next."""
+    busy = {os.path.basename(c.workdir) for c in _active.values()}
+    for name in os.listdir(_cfg["base"]):
+        if name not in busy:
+            _remove(os.path.join(_cfg["base"], name))
+    for d, (mtime, entries) in _scratch.items():
+        try:
+            if os.stat(d).st_mtime_ns == mtime:
+                continue
+            for name in set(os.listdir(d)) - entries:
+                _remove(os.path.join(d, name))
+            _scratch[d] = (os.stat(d).st_mtime_ns, entries)
+        except OSError:
+            pass
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def _warm_up() -> None:
@@ -346,6 +394,8 @@ def _prepare() -> None:
     base = _cfg.get("base") or f"{tmp}/azr-sandbox-{os.getpid()}"
     os.makedirs(base, mode=0o711, exist_ok=True)
     _cfg["base"] = base
+    if _cfg["tier"] == "bwrap":  # inside bwrap these are private to this worker, and writable by its children
+        _snapshot_scratch(["/tmp", "/dev/shm", "/var/tmp", *_cfg.get("scratch", [])])
     _warm_up()
     if _cfg["seccomp"]:
         _cfg["filter"] = _seccomp.Prepared()
