@@ -1,0 +1,13 @@
+"""Benchmark evaluation: CRUXEval-O/I, HumanEval+, MBPP+ and math sets, scored with the training sandbox.
+
+Public API: :func:`evaluate` (used by ``azr eval`` and the training loop), :class:`EvalReport`,
+:class:`OracleBackend`, :data:`BENCHMARKS` and :func:`pass_at_k`. Heavy dependencies (``datasets``,
+``math-verify``, the model) are imported only when a benchmark needs them.
+"""
+
+from azr.evaluation.benchmarks import BENCHMARKS
+from azr.evaluation.passk import pass_at_k
+from azr.evaluation.report import BenchResult, EvalReport, ItemRecord
+from azr.evaluation.runner import OracleBackend, evaluate
+
+__all__ = ["BENCHMARKS", "BenchResult", "EvalReport", "ItemRecord", "OracleBackend", "evaluate", "pass_at_k"]

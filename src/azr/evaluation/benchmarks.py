@@ -1,0 +1,309 @@
+"""The benchmark registry: for each name, where its rows live, how a row becomes a prompt, what the gold (and a
+wrong) reply looks like, and which scorer reads the replies.
+
+| name | family | gold | scored by |
+|---|---|---|---|
+| cruxeval-o | crux-o | ``output`` literal | ``literals_equal`` (training's deduction equality) |
+| cruxeval-i | crux-i | ``input`` argument text | ``f(pred) == output`` in the sandbox |
+| humaneval+, mbpp+ | code | canonical solution | evalplus-style, all inputs in one sandboxed child |
+| gsm8k, math500, aime24, aime25, amc23, minerva, olympiadbench | math | per-dataset answer | math-verify |
+| livecodebench | - | - | not scored yet: always skipped with a message |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from azr.evaluation import scoring_math as sm
+from azr.evaluation import templates as tpl
+from azr.evaluation.loaders import BenchmarkUnavailable, Source, load_rows
+from azr.evaluation.oracles import mbpp_inputs
+from azr.evaluation.scoring_code import (
+    CodeProblem,
+    ExecLike,
+    ExpectedOutputs,
+    score_input_predictions,
+    score_output_predictions,
+    score_programs,
+)
+from azr.types import Role, Task, TaskType
+
+WRONG = "'azr-wrong-answer'"
+"""The wrong output of ``--model oracle-wrong`` (a well-formed literal no CRUXEval item expects); its wrong
+CRUXEval-I input is ``None``, which makes nearly every program fail or return something else."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One benchmark question: its id, the gold answer as text, and the fields its family needs."""
+
+    id: str
+    gold: str
+    data: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One reply judged: right or not, what was read from it, and a short note."""
+
+    correct: bool
+    extracted: str | None
+    detail: str = ""
+
+
+@dataclass
+class ScoreContext:
+    """What the scorers share during one evaluation: the sandbox, the expected-output cache, the math judge."""
+
+    executor: ExecLike | None
+    expected_cache: Path | None = None
+    _expected: ExpectedOutputs | None = None
+    _judge: sm.MathJudge | None = None
+
+    def expected(self) -> ExpectedOutputs:
+        if self.executor is None:
+            raise ValueError("code benchmarks need an executor")
+        if self._expected is None:
+            self._expected = ExpectedOutputs(self.executor, self.expected_cache)
+        return self._expected
+
+    def judge(self) -> sm.MathJudge:
+        if self._judge is None:
+            self._judge = sm.MathJudge()
+        return self._judge
+
+    def close(self) -> None:
+        if self._judge is not None:
+            self._judge.close()
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A registry entry. ``prompt`` renders an item (chat-formatted with ``tokenizer``), ``oracle`` writes the gold
+    reply (or a wrong one), ``score`` judges replies aligned with items."""
+
+    name: str
+    family: str
+    source: Source
+    make_item: Callable[[dict[str, Any], int], Item]
+    prompt: Callable[[Item, Any], str]
+    oracle: Callable[[Item, bool], str]
+    score: Callable[[ScoreContext, list[Item], list[str]], list[Scored]]
+    max_new_tokens: int = 512
+    stop: tuple[str, ...] = ()
+
+    def load(self, data_dir: str | Path | None, limit: int | None) -> list[Item]:
+        """The first ``limit`` items; raises :class:`BenchmarkUnavailable` when the data cannot be had."""
+        return [self.make_item(row, i) for i, row in enumerate(load_rows(self.source, data_dir, limit))]
+
+
+# ---- CRUXEval: the training prompts and parsers -------------------------------------------------------------
+
+
+def _crux_item(row: dict[str, Any], i: int) -> Item:
+    return Item(
+        str(row.get("id", i)),
+        row["output"],
+        {"code": row["code"], "input": row["input"], "output": row["output"]},
+    )
+
+
+def _crux_task(item: Item, kind: TaskType) -> Task:
+    d = item.data
+    return Task(type=kind, program=d["code"], inputs=(d["input"],), outputs=(d["output"],), origin="imported")
+
+
+def _crux_reply(label: str, body: str) -> str:
+    return f"<think> </think>\n<answer>\n```{label}\n{body}\n```\n</answer>"
+
+
+def _parsed(kind: TaskType, reply: str) -> str | None:
+    from azr.tasks.parsing import parse_solution
+
+    result = parse_solution(kind, reply)
+    return result.answer if result.ok else None
+
+
+def _crux_prompt(kind: TaskType) -> Callable[[Item, Any], str]:
+    def build(item: Item, tokenizer: Any) -> str:
+        from azr.tasks.prompts import build_prompt
+
+        return build_prompt(kind, Role.SOLVE, tokenizer=tokenizer, task=_crux_task(item, kind))
+
+    return build
+
+
+def _score_crux_o(ctx: ScoreContext, items: list[Item], replies: list[str]) -> list[Scored]:
+    preds = [_parsed(TaskType.DEDUCTION, r) for r in replies]
+    verdicts = score_output_predictions(preds, [it.data["output"] for it in items])
+    return [Scored(v.correct, p, v.detail) for v, p in zip(verdicts, preds, strict=True)]
+
+
+def _score_crux_i(ctx: ScoreContext, items: list[Item], replies: list[str]) -> list[Scored]:
+    if ctx.executor is None:
+        raise ValueError("cruxeval-i needs an executor")
+    preds = [_parsed(TaskType.ABDUCTION, r) for r in replies]
+    programs = [it.data["code"] for it in items]
+    verdicts = score_input_predictions(ctx.executor, programs, preds, [it.data["output"] for it in items])
+    return [Scored(v.correct, p, v.detail) for v, p in zip(verdicts, preds, strict=True)]
+
+
+# ---- HumanEval+ / MBPP+ ---------------------------------------------------------------------------------------
+
+
+def _code_item(mbpp: bool) -> Callable[[dict[str, Any], int], Item]:
+    def make(row: dict[str, Any], i: int) -> Item:
+        tid, entry = row["task_id"], row["entry_point"]
+        raw = list(row["base_input"]) + list(row["plus_input"])
+        inputs = tuple(tuple(mbpp_inputs(tid, a) if mbpp else a) for a in raw)
+        reference = row["canonical_solution"] if mbpp else row["prompt"] + row["canonical_solution"]
+        problem = CodeProblem(tid, entry, reference, inputs, float(row.get("atol") or 0))
+        return Item(tid, reference, {"problem": problem, "prompt": row["prompt"], "mbpp": mbpp})
+
+    return make
+
+
+def _code_prompt(item: Item, tokenizer: Any) -> str:
+    d = item.data
+    msg = (
+        tpl.mbpp_message(d["prompt"], d["problem"].entry) if d["mbpp"] else tpl.humaneval_message(d["prompt"])
+    )
+    return tpl.render(tpl.CODE_SYSTEM, msg, tokenizer)
+
+
+def _code_oracle(item: Item, wrong: bool) -> str:
+    entry = item.data["problem"].entry
+    code = f"def {entry}(*args, **kwargs):\n    return {WRONG}\n" if wrong else item.gold
+    return f"```python\n{code}\n```"
+
+
+def _score_code(ctx: ScoreContext, items: list[Item], replies: list[str]) -> list[Scored]:
+    codes = []
+    for item, reply in zip(items, replies, strict=True):
+        d = item.data
+        mbpp, prompt, entry = d["mbpp"], d["prompt"], d["problem"].entry
+        codes.append(tpl.extract_code(reply) if mbpp else tpl.humaneval_program(prompt, entry, reply))
+    problems = [it.data["problem"] for it in items]
+    verdicts = score_programs(ctx.executor, ctx.expected(), problems, codes)  # type: ignore[arg-type]
+    return [Scored(v.correct, c, v.detail) for v, c in zip(verdicts, codes, strict=True)]
+
+
+# ---- math ------------------------------------------------------------------------------------------------------
+
+
+def _math_item(gold: Callable[[dict[str, Any]], str], question: str) -> Callable[[dict[str, Any], int], Item]:
+    def make(row: dict[str, Any], i: int) -> Item:
+        text = row.get(question) or row.get("problem") or row.get("question") or ""
+        rid = row.get("unique_id") or row.get("id") or row.get("idx")
+        return Item(str(rid if rid is not None else i), gold(row), {"problem": text})
+
+    return make
+
+
+def _math_prompt(item: Item, tokenizer: Any) -> str:
+    return tpl.render(tpl.MATH_SYSTEM, tpl.math_message(item.data["problem"]), tokenizer)
+
+
+def _math_oracle(item: Item, wrong: bool) -> str:
+    return f"The final answer is $\\boxed{{{'-7919' if wrong else item.gold}}}$."
+
+
+def _score_math(ctx: ScoreContext, items: list[Item], replies: list[str]) -> list[Scored]:
+    verdicts = ctx.judge().judge_many([(it.gold, r) for it, r in zip(items, replies, strict=True)])
+    return [Scored(v, sm.extract_answer(r)) for v, r in zip(verdicts, replies, strict=True)]
+
+
+# ---- the registry --------------------------------------------------------------------------------------------
+
+
+def _unavailable(item: Item, *_: Any) -> Any:
+    raise BenchmarkUnavailable("livecodebench scoring is not implemented yet")
+
+
+def _livecodebench() -> Benchmark:
+    def make(row: dict[str, Any], i: int) -> Item:
+        raise BenchmarkUnavailable(
+            "livecodebench: data loaded, but its stdin/stdout scorer is not implemented yet; skipped"
+        )
+
+    source = Source((), "livecodebench/code_generation_lite", "test")
+    return Benchmark("livecodebench", "code", source, make, _unavailable, _unavailable, _unavailable)
+
+
+def _crux(
+    name: str, kind: TaskType, score: Callable[..., list[Scored]], label: str, field_: str
+) -> Benchmark:
+    return Benchmark(
+        name,
+        name.replace("cruxeval", "crux"),
+        Source(("cruxeval*.jsonl*",), "cruxeval-org/cruxeval"),
+        _crux_item,
+        _crux_prompt(kind),
+        lambda item, wrong: _crux_reply(label, wrong_answer if wrong else item.data[field_]),
+        score,
+        max_new_tokens=384,
+        stop=("</answer>",),
+    )
+
+
+def _code(name: str, pattern: str, hub_id: str, mbpp: bool) -> Benchmark:
+    source = Source((pattern,), hub_id)
+    return Benchmark(name, "code", source, _code_item(mbpp), _code_prompt, _code_oracle, _score_code, 768)
+
+
+def _math(
+    name: str, pattern: str, hub: tuple[str, str, str | None], gold: Callable[..., str], q: str
+) -> Benchmark:
+    source = Source((pattern,), hub[0], hub[1], hub[2])
+    return Benchmark(name, "math", source, _math_item(gold, q), _math_prompt, _math_oracle, _score_math, 1024)
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        _crux("cruxeval-o", TaskType.DEDUCTION, _score_crux_o, "output", "output"),
+        _crux("cruxeval-i", TaskType.ABDUCTION, _score_crux_i, "input", "input"),
+        _code("humaneval+", "HumanEvalPlus*.jsonl*", "evalplus/humanevalplus", mbpp=False),
+        _code("mbpp+", "MbppPlus*.jsonl*", "evalplus/mbppplus", mbpp=True),
+        _math("gsm8k", "gsm8k*.jsonl*", ("openai/gsm8k", "test", "main"), sm.gold_gsm8k, "question"),
+        _math(
+            "math500", "math500*.jsonl*", ("HuggingFaceH4/MATH-500", "test", None), sm.gold_field, "problem"
+        ),
+        _math("aime24", "aime24*.jsonl*", ("math-ai/aime24", "test", None), sm.gold_field, "problem"),
+        _math("aime25", "aime25*.jsonl*", ("math-ai/aime25", "test", None), sm.gold_field, "problem"),
+        _math("amc23", "amc23*.jsonl*", ("math-ai/amc23", "test", None), sm.gold_field, "problem"),
+        _math(
+            "minerva", "minerva*.jsonl*", ("math-ai/minervamath", "test", None), sm.gold_minerva, "problem"
+        ),
+        _math(
+            "olympiadbench",
+            "olympiadbench*.jsonl*",
+            ("math-ai/olympiadbench", "test", None),
+            sm.gold_olympiad,
+            "question",
+        ),
+        _livecodebench(),
+    ]
+}
+
+ALIASES = {"humaneval": "humaneval+", "mbpp": "mbpp+", "minerva_math": "minerva", "lcb": "livecodebench"}
+
+
+def resolve(names: list[str]) -> list[Benchmark]:
+    """Benchmarks by name (aliases accepted); an unknown name raises ValueError listing the known ones."""
+    out = []
+    for raw in names:
+        name = ALIASES.get(raw.strip().lower(), raw.strip().lower())
+        if name not in BENCHMARKS:
+            raise ValueError(f"unknown benchmark {raw!r} (known: {', '.join(BENCHMARKS)})")
+        out.append(BENCHMARKS[name])
+    return out
+
+
+def with_tokens(bench: Benchmark, max_new_tokens: int | None) -> Benchmark:
+    """The same benchmark with another token budget (None keeps its own)."""
+    return bench if max_new_tokens is None else dataclasses.replace(bench, max_new_tokens=max_new_tokens)
