@@ -1,0 +1,95 @@
+"""``azr eval``: evaluate a model or checkpoint on code and math benchmarks with the training sandbox.
+
+Greedy pass@1 by default; ``--samples k`` samples k replies per item and adds the unbiased pass@k. ``--model
+oracle`` (or ``oracle-wrong``) answers with the gold (or wrong) answers to validate data and scorers for free.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Evaluate a model or checkpoint on code and math benchmarks."
+
+DEFAULT_BENCHES = "cruxeval-o,cruxeval-i,humaneval+,mbpp+"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="Alias, model/checkpoint directory or hub id; 'oracle' / 'oracle-wrong' answer with gold/wrong answers.",
+    )
+    parser.add_argument(
+        "--bench",
+        default=DEFAULT_BENCHES,
+        help="Comma-separated benchmarks: cruxeval-o, cruxeval-i, humaneval+, mbpp+, gsm8k, math500, aime24, "
+        f"aime25, amc23, minerva, olympiadbench, livecodebench (default: {DEFAULT_BENCHES}).",
+    )
+    parser.add_argument("--limit", type=int, help="Evaluate only the first N items of each benchmark.")
+    parser.add_argument("--samples", type=int, default=1, help="Replies per item (k of pass@k; 1 = greedy).")
+    parser.add_argument(
+        "--temperature", type=float, default=0.8, help="Sampling temperature when --samples > 1."
+    )
+    parser.add_argument("--max-new-tokens", type=int, help="Token budget per reply (default: per benchmark).")
+    parser.add_argument("--data-dir", help="Local directory with the benchmark files (default: the hub).")
+    parser.add_argument("--json", metavar="PATH", help="Write the summary and per-item records as JSON here.")
+    parser.add_argument("--backend", default="hf", help="Generation backend: hf (default) or vllm.")
+    parser.add_argument("--batch-size", type=int, default=16, help="Sequences decoded together.")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda.")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import sys
+    import time
+
+    from azr.config import ExecutorConfig, RolloutConfig
+    from azr.errors import AzrError
+    from azr.evaluation import OracleBackend, evaluate
+    from azr.evaluation.benchmarks import resolve
+    from azr.executor import Executor
+
+    benches = [b for b in args.bench.split(",") if b.strip()]
+    try:
+        resolve(benches)
+    except ValueError as e:
+        raise AzrError(str(e)) from None
+    if args.samples < 1 or (args.limit is not None and args.limit < 1):
+        raise AzrError("--samples and --limit must be >= 1")
+    t0 = time.perf_counter()
+    if args.model in ("oracle", "oracle-wrong"):
+        backend, tokenizer = OracleBackend(wrong=args.model == "oracle-wrong"), None
+    else:
+        backend, tokenizer = _load(args, RolloutConfig(generation_batch_size=args.batch_size))
+    # Benchmark programs and inputs are longer than self-play ones: only the size limits are raised.
+    cfg = dataclasses.replace(ExecutorConfig(), max_output_chars=1_000_000)
+
+    def progress(bench: str, done: int, total: int) -> None:
+        print(f"\r{bench}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    with Executor(cfg) as executor:
+        report = evaluate(
+            backend, tokenizer, executor, benches, limit=args.limit, data_dir=args.data_dir,
+            samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+            batch_size=max(args.batch_size, 1) * 2, progress=progress,
+        )  # fmt: skip
+    report.meta.update(model=args.model, seconds=round(time.perf_counter() - t0, 1), sandbox=executor.tier)
+    print(report.table())
+    print(f"total {report.meta['seconds']} s (model {args.model}, sandbox {executor.tier})")
+    if args.json:
+        print(f"wrote {report.write_json(args.json)}")
+    return 0 if report.results else 1
+
+
+def _load(args: argparse.Namespace, rollout_cfg: object) -> tuple[object, object]:
+    import torch
+
+    from azr.models import load_model
+    from azr.rollout import make_backend
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_model(args.model, device=device)
+    model.eval()
+    return make_backend(args.backend, model, tokenizer, rollout_cfg), tokenizer
