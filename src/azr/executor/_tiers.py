@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 TIERS: tuple[str, ...] = ("none", "rlimits", "seccomp", "bwrap")
-_WORKER_MODULES = ("_worker.py", "_seccomp.py", "_values.py")
+_WORKER_MODULES = ("_worker.py", "_seccomp.py", "_values.py", "_scratch.py")
 _PACKAGE = "azrsbx"
 _IN_SANDBOX_ROOT = "/tmp/.azr-pkg"
 _HIDDEN = ("/root", "/home", "/tmp", "/var/tmp", "/run", "/mnt", "/media", "/srv", "/work")

@@ -25,7 +25,7 @@ import time
 import traceback
 from collections import deque
 
-from . import _seccomp, _values
+from . import _scratch, _seccomp, _values
 
 _NOBODY = 65534
 _cfg: dict = {}
@@ -300,7 +300,7 @@ def run_jobs(jobs: list[dict], parallel: int) -> list[list[list]]:
                 except KeyError:
                     pass
             rows, rest = c.finish()
-            _sweep()
+            _scratch.sweep(_cfg["base"], {os.path.basename(c.workdir) for c in _active.values()})
             results[c.index] += rows
             if rest is not None:
                 pending.appendleft((c.index, rest))
@@ -331,45 +331,6 @@ def _fresh_dir(path: str) -> None:
         os.mkdir(path, 0o700)
 
 
-_scratch: dict[str, tuple[int, set[str]]] = {}  # writable dir -> (mtime, entries) when the worker started
-
-
-def _snapshot_scratch(dirs: list[str]) -> None:
-    for d in dirs:
-        try:
-            _scratch[d] = (os.stat(d).st_mtime_ns, set(os.listdir(d)))
-        except OSError:
-            pass
-
-
-def _sweep() -> None:
-    """Remove whatever a child left outside its working directory in the sandbox's writable places (the private
-    /tmp, /dev/shm and the small tmpfs over hidden directories), so that no job can leave files for the next."""
-    busy = {os.path.basename(c.workdir) for c in _active.values()}
-    for name in os.listdir(_cfg["base"]):
-        if name not in busy:
-            _remove(os.path.join(_cfg["base"], name))
-    for d, (mtime, entries) in _scratch.items():
-        try:
-            if os.stat(d).st_mtime_ns == mtime:
-                continue
-            for name in set(os.listdir(d)) - entries:
-                _remove(os.path.join(d, name))
-            _scratch[d] = (os.stat(d).st_mtime_ns, entries)
-        except OSError:
-            pass
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-
 def _warm_up() -> None:
     """Run the child's code path (minus the isolation) in the worker, so that the interpreter's adaptive caches
     are already specialised when a child starts: a child then writes to fewer shared pages (copy-on-write)."""
@@ -395,7 +356,7 @@ def _prepare() -> None:
     os.makedirs(base, mode=0o711, exist_ok=True)
     _cfg["base"] = base
     if _cfg["tier"] == "bwrap":  # inside bwrap these are private to this worker, and writable by its children
-        _snapshot_scratch(["/tmp", "/dev/shm", "/var/tmp", *_cfg.get("scratch", [])])
+        _scratch.snapshot(["/tmp", "/dev/shm", "/var/tmp", *_cfg.get("scratch", [])])
     _warm_up()
     if _cfg["seccomp"]:
         _cfg["filter"] = _seccomp.Prepared()
