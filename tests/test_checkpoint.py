@@ -145,3 +145,25 @@ def test_mismatched_trainer_and_bad_extra_state(tmp_path):
     with pytest.raises(TypeError):
         checkpoint.save(tmp_path, 2, trainer, {"x": object()}, {}, keep_last=1)
     assert checkpoint.latest(tmp_path) == path
+
+
+@pytest.mark.slow
+def test_default_model_checkpoint_round_trip(tmp_path):
+    """The real default model: one update, save, reload with from_pretrained, resume into a fresh trainer."""
+    from transformers import AutoModelForCausalLM
+
+    from azr.models import load_model
+
+    model, tok = load_model("smollm2-135m")
+    trainer = Trainer(model, tok, TRAIN, ALGO)
+    batch = TrainBatch([[1, 2, 3, 4]], [[5, 6, 7]], [1.0])
+    trainer.step(batch)
+    path = checkpoint.save(tmp_path, 1, trainer, {"store": "x"}, {}, keep_last=1)
+    loaded = AutoModelForCausalLM.from_pretrained(path / "model")
+    resumed = Trainer(*load_model("smollm2-135m"), TRAIN, ALGO)
+    assert checkpoint.load(path, resumed) == (1, {"store": "x"})
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        want = trainer.model(input_ids=ids).logits
+        torch.testing.assert_close(loaded(input_ids=ids).logits, want)
+        torch.testing.assert_close(resumed.model(input_ids=ids).logits, want)
