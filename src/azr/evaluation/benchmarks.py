@@ -237,6 +237,7 @@ def _livecodebench() -> Benchmark:
 def _crux(
     name: str, kind: TaskType, score: Callable[..., list[Scored]], label: str, field_: str
 ) -> Benchmark:
+    wrong_answer = WRONG if kind is TaskType.DEDUCTION else "None"
     return Benchmark(
         name,
         name.replace("cruxeval", "crux"),

@@ -1,0 +1,116 @@
+"""Pure parts of the evaluation: pass@k, value round-trips, evalplus oracles, math gold extraction, templates."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from azr.evaluation import scoring_math as sm
+from azr.evaluation import templates as tpl
+from azr.evaluation.loaders import BenchmarkUnavailable, Source, find_local, load_rows, read_jsonl
+from azr.evaluation.oracles import mbpp_inputs, outputs_match
+from azr.evaluation.passk import mean_pass_at_k, pass_at_k
+from azr.evaluation.values import call_args, parse_value, to_source
+
+
+def test_pass_at_k_hand_derived():
+    """n=4, c=1, k=2: 1 - C(3,2)/C(4,2) = 1 - 3/6 = 0.5; n=5, c=2, k=3: 1 - C(3,3)/C(5,3) = 1 - 1/10."""
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)
+    assert pass_at_k(5, 2, 3) == pytest.approx(0.9)
+    assert pass_at_k(10, 0, 5) == 0.0
+    assert pass_at_k(3, 2, 2) == 1.0  # fewer wrong samples than k: some draw always holds a right one
+    assert mean_pass_at_k([(4, 1), (4, 0)], 1) == pytest.approx(0.125)
+    with pytest.raises(ValueError):
+        pass_at_k(2, 3, 1)
+
+
+@given(st.integers(1, 40).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n), st.integers(1, n))))
+def test_pass_at_k_matches_the_binomial_formula(nck):
+    n, c, k = nck
+    exact = 1.0 - math.comb(n - c, k) / math.comb(n, k)
+    assert pass_at_k(n, c, k) == pytest.approx(exact, abs=1e-9)
+    assert pass_at_k(n, c, 1) == pytest.approx(c / n)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[1, (2,), {3: "a"}], {1, 2}, frozenset({1}), set(), (), float("inf"), -math.inf, 1 + 2j, None, b"x"],
+)
+def test_values_round_trip(value):
+    ok, back = parse_value(repr(value))
+    assert ok and back == value
+    assert parse_value(to_source(value)) == (True, value)
+
+
+def test_values_nan_and_rejects():
+    ok, back = parse_value("[nan]")
+    assert ok and math.isnan(back[0])
+    assert parse_value("__import__('os')")[0] is False
+    assert parse_value("<object at 0x1>")[0] is False
+    assert call_args([1, [2, 3], "a", float("nan")]) == "1, [2, 3], 'a', float('nan')"
+
+
+def test_evalplus_float_rule_and_special_oracles():
+    assert outputs_match("f", [], 0.1 + 0.2, 0.3, 0)  # float-shaped expected: atol 1e-6 applies
+    assert not outputs_match("f", [], 0.31, 0.3, 0)
+    assert not outputs_match("f", [], [1.0, 2.0], (1.0, 2.0), 1e-4)  # types must match under tolerance
+    assert outputs_match("f", [], 1, 1.0, 0)  # plain == as in evalplus
+    assert not outputs_match("f", [], [1, 2], [2, 1], 0)
+    assert outputs_match("similar_elements", [], (2, 1), (1, 2), 0)
+    assert outputs_match("check_str", [], "a match object", True, 0)
+    assert outputs_match("find_zero", [[-6, 11, -6, 1]], 1.0, 0.0, 1e-6)  # x=1 is a root of the cubic
+    assert not outputs_match("find_zero", [[-6, 11, -6, 1]], 1.5, 1.0, 1e-6)
+
+
+def test_mbpp_inputs_restore_tuples_and_complex():
+    assert mbpp_inputs("Mbpp/2", [[3, 4], [5]]) == [(3, 4), (5,)]
+    assert mbpp_inputs("Mbpp/124", ["1.5", "1+2j"]) == [1.5, 1 + 2j]
+    assert mbpp_inputs("Mbpp/580", [[1, [2, 3]]]) == [(1, (2, 3))]
+    assert mbpp_inputs("Mbpp/3", [[1, 2]]) == [[1, 2]]
+
+
+def test_math_gold_extraction_per_dataset():
+    assert sm.gold_gsm8k({"answer": "so 3 * 4 = 12\n#### 1,200"}) == "1200"
+    assert sm.gold_field({"answer": 27.0}) == "27"
+    assert sm.gold_field({"answer": "\\frac{1}{2}"}) == "\\frac{1}{2}"
+    assert sm.gold_minerva({"solution": "x = \\boxed{\\frac{a}{b}} and \\boxed{1.6} cm"}) == "1.6"
+    assert sm.gold_olympiad({"final_answer": ["$2$", "$3$"]}) == "2, 3"
+    assert sm.last_boxed("\\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+    assert sm.extract_answer("the answer is 1,234.") == "1234"
+
+
+def test_math_verify_judgement_in_a_worker():
+    pytest.importorskip("math_verify")
+    assert sm.verify_one("\\frac{1}{2}", "so $\\boxed{0.5}$")
+    assert sm.verify_one("\\text{east}", "\\boxed{\\text{ east }}")  # textual fallback
+    assert not sm.verify_one("3", "\\boxed{4}")
+    with sm.MathJudge(timeout_s=30) as judge:
+        assert judge.judge_many([("27", "\\boxed{27.0}"), ("27", "\\boxed{26}")]) == [True, False]
+
+
+def test_templates_build_runnable_humaneval_programs():
+    prompt = 'from typing import List\n\n\ndef g(xs: List[int]) -> int:\n    """Sum."""\n'
+    body = "```python\n    return sum(xs)\n```"
+    assert tpl.humaneval_program(prompt, "g", body) == prompt + "    return sum(xs)"
+    whole = "Sure:\n```python\ndef g(xs: List[int]) -> int:\n    return sum(xs)\n```\nDone."
+    program = tpl.humaneval_program(prompt, "g", whole)
+    assert program.startswith("from typing import List\ndef g(")
+    assert tpl.extract_code("no fences at all") == "no fences at all"
+    assert "Question?" in tpl.render("sys", tpl.math_message("Question?"), None)
+
+
+def test_loaders_find_files_by_pattern_and_parse_without_final_newline(tmp_path: Path):
+    path = tmp_path / "MbppPlus-v9.jsonl.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write(json.dumps({"a": 1}) + "\n\n" + json.dumps({"a": 2}))  # no final newline
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+    assert find_local(tmp_path, ("nothing*", "MbppPlus*.jsonl*")) == path
+    assert load_rows(Source(("MbppPlus*",), "x/y"), tmp_path, limit=1) == [{"a": 1}]
+    with pytest.raises(BenchmarkUnavailable, match="no file matching"):
+        find_local(tmp_path, ("gsm8k*",))
