@@ -1,0 +1,202 @@
+"""The rollout contract: the scripted fake, the stop detector, and the hf sampling loop on the tiny model.
+
+Stop and EOS logic is made deterministic by patching the sampler (``azr.rollout.hf.sample_next``) with one that
+replays a fixed token script; everything else runs the real loop on the random tiny Llama.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from azr.config import RolloutConfig
+from azr.errors import AzrError
+from azr.rollout import Backend, Completion, Sampling, ScriptedBackend, make_backend, truncate_at_stop
+from azr.rollout import hf as hf_mod
+from azr.rollout.hf import HFBackend, StopDetector, sample_next
+
+
+def chat(tok, text: str) -> str:
+    return tok.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+
+
+@pytest.fixture
+def prompts(tiny):
+    _, tok = tiny
+    return [chat(tok, "Hello world " * k) for k in (3, 1, 5, 2)]
+
+
+@pytest.fixture
+def backend(tiny):
+    model, tok = tiny
+    return HFBackend(model, tok, RolloutConfig(generation_batch_size=3))
+
+
+# --- scripted fake ------------------------------------------------------------------------------------------
+
+
+def test_scripted_list_cycles_and_applies_stop():
+    b = ScriptedBackend(["<answer>1</answer> extra", "no tag"])
+    out = b.generate(["p", "q"], Sampling(n=2))
+    assert [c.text for c in out] == ["<answer>1</answer>", "no tag", "<answer>1</answer>", "no tag"]
+    assert [c.finish_reason for c in out] == ["stop", "eos", "stop", "eos"]
+    assert out[0].token_ids == list(b"<answer>1</answer>") and out[0].logprobs == [0.0] * 18
+    assert b.calls == ["p", "q"] and isinstance(b, Backend)
+
+
+def test_scripted_callable_length_and_tokenizer(tiny):
+    _, tok = tiny
+    b = make_backend("scripted", None, tok, responder=lambda p: p.upper() * 50)
+    (c,) = b.generate(["hello world"], Sampling(max_new_tokens=5))
+    assert c.finish_reason == "length" and len(c.token_ids) == 5
+    assert c.prompt_ids == tok("hello world", add_special_tokens=False)["input_ids"]
+    seen = []
+    b.generate(["a", "b"], Sampling(), progress=seen.append)
+    assert sum(seen) == 2
+
+
+def test_make_backend_errors(tiny):
+    with pytest.raises(AzrError):
+        make_backend("nope", None, None)
+    with pytest.raises(AzrError):
+        make_backend("scripted", None, None)
+
+
+def test_vllm_missing_gives_install_hint(tiny, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
+    with pytest.raises(AzrError, match=r"pip install 'azr\[vllm\]'"):
+        make_backend("vllm", *tiny, RolloutConfig())
+
+
+def test_truncate_at_stop_earliest():
+    assert truncate_at_stop("a</b>c</answer>d", ("</answer>", "</b>")) == ("a</b>", True)
+    assert truncate_at_stop("abc", ("</answer>",)) == ("abc", False)
+
+
+# --- stop detector and sampler ------------------------------------------------------------------------------
+
+
+def test_stop_detector_candidates_and_tail(tiny):
+    _, tok = tiny
+    det = StopDetector(tok, ("</answer>",))
+    ids = tok("<think> x </think> <answer> 42 </answer>", add_special_tokens=False)["input_ids"]
+    hits = [k for k in range(1, len(ids) + 1) if det.may_end[ids[k - 1]] and det.hit(ids[:k])]
+    assert hits == [len(ids)]  # "</think>" ends in ">" too, but only the full "</answer>" is a hit
+    assert det.candidates(torch.tensor([ids[-1], ids[0]])) == [0] or det.may_end[ids[0]]
+
+
+def test_sample_next_greedy_top_p_and_logprobs():
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
+    tokens, lp = sample_next(logits, 0.0, 1.0, None)
+    assert tokens.tolist() == [1, 0]
+    assert torch.allclose(lp, torch.log_softmax(logits, -1)[[0, 1], [1, 0]])
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):  # top_p 0.5 keeps only the dominant token of each row
+        tokens, lp = sample_next(logits, 1.0, 0.5, gen)
+        assert tokens.tolist() == [1, 0] and (lp <= 0).all()
+
+
+# --- hf backend on the tiny model ---------------------------------------------------------------------------
+
+
+def test_shapes_grouping_and_logprobs(backend, prompts, tiny):
+    _, tok = tiny
+    out = backend.generate(prompts, Sampling(max_new_tokens=7, n=2, seed=0))
+    assert len(out) == 8 and all(isinstance(c, Completion) for c in out)
+    for i, c in enumerate(out):
+        assert c.prompt_ids == tok(prompts[i // 2], add_special_tokens=False)["input_ids"]
+        assert 1 <= len(c.token_ids) <= 7 and len(c.logprobs) == len(c.token_ids)
+        assert all(math.isfinite(x) and x <= 0 for x in c.logprobs)
+        assert c.finish_reason in ("length", "eos", "stop")
+        assert (c.finish_reason == "length") == (
+            len(c.token_ids) == 7 and c.token_ids[-1] != tok.eos_token_id
+        )
+    assert backend.last_stats["tokens"] == sum(len(c.token_ids) for c in out)
+    assert backend.last_stats["seconds"] > 0
+
+
+def test_deterministic_under_seed(backend, prompts):
+    s = Sampling(max_new_tokens=6, n=2, seed=123)
+    a, b = backend.generate(prompts, s), backend.generate(prompts, s)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    c = backend.generate(prompts, Sampling(max_new_tokens=6, n=2, seed=124))
+    assert [x.token_ids for x in a] != [x.token_ids for x in c]
+
+
+def test_greedy_matches_unpadded_single_prompt_decoding(tiny, prompts):
+    """Length sorting + left padding + batch shrinking give each prompt the same greedy text as decoding it alone."""
+    model, tok = tiny
+    batched = HFBackend(model, tok, RolloutConfig(generation_batch_size=4))
+    single = HFBackend(model, tok, RolloutConfig(generation_batch_size=1))
+    s = Sampling(temperature=0.0, max_new_tokens=8, stop=())
+    assert [c.token_ids for c in batched.generate(prompts, s)] == [
+        c.token_ids for c in single.generate(prompts, s)
+    ]
+    for p, c in zip(prompts, single.generate(prompts, s)):
+        enc = tok(p, return_tensors="pt", add_special_tokens=False)
+        ref = model.generate(**enc, do_sample=False, max_new_tokens=8, pad_token_id=tok.pad_token_id)
+        assert c.token_ids == ref[0, enc.input_ids.shape[1] :].tolist()[: len(c.token_ids)]
+
+
+def test_stop_string_and_eos(tiny, monkeypatch):
+    """Three identical prompts (one shared prefill) finish by stop string, EOS and length at different steps."""
+    model, tok = tiny
+    answer = tok("<think> x </think> <answer> 1 </answer>", add_special_tokens=False)["input_ids"]
+    filler = tok("Hello", add_special_tokens=False)["input_ids"][0]
+    eos = tok.eos_token_id
+    scripts = [answer + [filler] * 5, [filler, filler, eos, filler], [filler] * 99]
+    state = {"step": 0}
+    orig_record = HFBackend._record
+
+    def fake_sample(logits, temperature, top_p, generator):  # any token goes back into the model
+        state["step"] += 1
+        return torch.full((logits.shape[0],), filler), torch.full((logits.shape[0],), -0.25)
+
+    def record(self, st, tokens, logps, detector, eos_t, last):  # the scripted token of each live row
+        i = state["step"] - 1
+        tokens = torch.tensor([scripts[r][min(i, len(scripts[r]) - 1)] for r in st.alive])
+        return orig_record(self, st, tokens, logps[: len(st.alive)], detector, eos_t, last)
+
+    monkeypatch.setattr(hf_mod, "sample_next", fake_sample)
+    monkeypatch.setattr(HFBackend, "_record", record)
+    b = HFBackend(model, tok, RolloutConfig(generation_batch_size=3))
+    p = chat(tok, "Hello world")
+    seen = []
+    budget = len(answer) + 3
+    out = b.generate([p, p, p], Sampling(max_new_tokens=budget), progress=seen.append)
+    assert [c.finish_reason for c in out] == ["stop", "eos", "length"]
+    assert out[0].text.endswith("</answer>") and out[0].token_ids == answer
+    assert out[1].token_ids == [filler, filler, eos] and out[1].text == tok.decode([filler, filler])
+    assert len(out[2].token_ids) == budget and out[2].logprobs == [-0.25] * budget
+    assert sum(seen) == 3
+
+
+def test_update_weights_refreshes_bf16_copy(tiny, prompts):
+    model, tok = tiny
+    model = __import__("copy").deepcopy(model)
+    b = HFBackend(model, tok, RolloutConfig(), decode_dtype=torch.bfloat16)
+    assert b.decoder is not model and next(b.decoder.parameters()).dtype == torch.bfloat16
+    s = Sampling(temperature=0.0, max_new_tokens=5, stop=())
+    before = [c.logprobs for c in b.generate(prompts, s)]
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.add_(
+            torch.randn_like(model.model.layers[0].mlp.down_proj.weight)
+        )
+    assert [c.logprobs for c in b.generate(prompts, s)] == before  # stale copy until update_weights
+    b.update_weights(model)
+    assert [c.logprobs for c in b.generate(prompts, s)] != before
+
+
+def test_fp32_backend_shares_the_model(tiny):
+    model, tok = tiny
+    b = make_backend("hf", model, tok, RolloutConfig(bf16=False))
+    assert b.decoder is model
+    model.train()
+    b.generate([chat(tok, "hi")], Sampling(max_new_tokens=2))
+    assert model.training  # the training flag is restored
