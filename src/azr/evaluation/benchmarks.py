@@ -98,7 +98,13 @@ class Benchmark:
 
     def load(self, data_dir: str | Path | None, limit: int | None) -> list[Item]:
         """The first ``limit`` items; raises :class:`BenchmarkUnavailable` when the data cannot be had."""
-        return [self.make_item(row, i) for i, row in enumerate(load_rows(self.source, data_dir, limit))]
+        rows = load_rows(self.source, data_dir, limit)
+        try:
+            return [self.make_item(row, i) for i, row in enumerate(rows)]
+        except KeyError as e:
+            raise BenchmarkUnavailable(
+                f"{self.name}: the rows have no field {e} (use the upstream release files with --data-dir)"
+            ) from None
 
 
 # ---- CRUXEval: the training prompts and parsers -------------------------------------------------------------

@@ -5,8 +5,8 @@
 - CRUXEval-I (abduction): ``f(predicted_input)`` runs in the sandbox and must equal the gold output.
 - HumanEval+/MBPP+: the canonical solution runs once on every base and plus input to get the expected outputs,
   which are cached on disk (``$AZR_CACHE/eval/expected``); a candidate then runs on all inputs of its problem in
-  one sandboxed child (``Executor.run_calls``) and passes when every output matches (:mod:`.oracles`). Inputs on
-  which the canonical solution itself fails are left out and counted in the record.
+  one sandboxed child (one ``Executor.run_jobs`` job) and passes when every output matches (:mod:`.oracles`).
+  Inputs on which the canonical solution itself fails are left out and counted in the record.
 """
 
 from __future__ import annotations
