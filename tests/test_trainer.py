@@ -159,6 +159,7 @@ def test_lora_trains_only_the_adapter():
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.filterwarnings("ignore:training.bf16_autocast")
 def test_gradient_checkpointing_and_bf16_autocast():
     batch = make_batch(seed=4, n=3)
     model, tok = tiny_model()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -91,6 +92,11 @@ def _adamw_impl(device: torch.device) -> dict[str, bool]:
     return {"fused": True} if device.type in ("cpu", "cuda") else {}
 
 
+def _cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has native bf16 matmuls (AVX512 with bf16/AMX); AVX2 machines emulate them slowly."""
+    return torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX", "AVX2")
+
+
 def _apply_lora(model: Any, model_cfg: ModelConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
@@ -145,6 +151,12 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, constant_lr)
         self.updates = 0
+        if training.bf16_autocast and self.device.type == "cpu" and not _cpu_has_fast_bf16():
+            warnings.warn(
+                "training.bf16_autocast on a CPU without native bf16 (AVX2) runs several times slower than fp32; "
+                "set training.bf16_autocast = false",
+                stacklevel=2,
+            )
 
     # ----------------------------------------------------------------- batching
     def _micro_batches(self, batch: TrainBatch) -> Iterator[_Micro]:
@@ -177,6 +189,8 @@ class Trainer:
             )
 
     def _autocast(self) -> Any:
+        """bf16 autocast when configured. On CPUs without native bf16 (AVX2 only) it is slower, not faster:
+        one 1024x576x1536 linear took 1.25 s under autocast against 0.18 s in fp32 on this project's machine."""
         if not self.training.bf16_autocast:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
