@@ -102,6 +102,10 @@ def test_templates_build_runnable_humaneval_programs():
     program = tpl.humaneval_program(prompt, "g", whole)
     assert program.startswith("from typing import List\ndef g(")
     assert tpl.extract_code("no fences at all") == "no fences at all"
+    tricky = 'def h(v):\n    """Round v.\n    from two integers, pick the far one.\n    """\n'
+    assert (
+        tpl.humaneval_program(tricky, "h", f"```python\n{tricky}    return v\n```") == tricky + "    return v"
+    )
     assert "Question?" in tpl.render("sys", tpl.math_message("Question?"), None)
 
 

@@ -61,5 +61,7 @@ def humaneval_program(prompt: str, entry: str, reply: str) -> str:
     code = extract_code(reply)
     if not re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, flags=re.M):
         return prompt + code
-    imports = [ln for ln in prompt.splitlines() if re.match(r"\s*(import|from)\s+\w", ln)]
+    # top-level imports only: docstrings hold lines that start with "from"
+    header = prompt.split("\ndef ", 1)[0]
+    imports = [ln for ln in header.splitlines() if re.match(r"(import|from)\s+\w", ln)]
     return "\n".join([*imports, code]) if imports else code
