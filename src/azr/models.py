@@ -141,6 +141,9 @@ def load_model(name: str, dtype: torch.dtype | None = None, device: str = "cpu")
     """Load ``name`` as a trainable causal LM and its tokenizer (with a pad token and a chat template)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # azr draws its own progress; per-tensor bars only add noise
 
     spec = resolve(name)
     path = convert_alias(name) if spec.kind == "alias" else spec.path
