@@ -7,6 +7,9 @@ string and EOS ignored so every sequence runs to ``--new-tokens`` (the same work
 runs in this same process one after the other, so the ratios (not the absolute numbers) are what to compare on a
 shared machine. Results go to ``bench/results/rollout.json``.
 
+Threads: on a 2-core box shared with other jobs (load 9-13), ``--threads 2`` made every torch engine 5-8x slower
+than ``--threads 1`` (OpenMP workers wait for a descheduled sibling); on a quiet machine use ``--threads 2``.
+
 Engines:
 
 - ``hf`` — ``HFBackend`` (fp32, preallocated KV cache) — the default configuration.

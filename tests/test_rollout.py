@@ -200,3 +200,20 @@ def test_fp32_backend_shares_the_model(tiny):
     model.train()
     b.generate([chat(tok, "hi")], Sampling(max_new_tokens=2))
     assert model.training  # the training flag is restored
+
+
+@pytest.mark.slow
+def test_real_model_generates_and_stops():
+    """SmolLM2-135M-Instruct: replies are real text; with a greedy answer prompt the loop stops at </answer>."""
+    from azr.models import load_model
+
+    model, tok = load_model("smollm2-135m")
+    b = make_backend("hf", model, tok, RolloutConfig())
+    p = chat(tok, "Reply with exactly: <answer>7</answer>")
+    out = b.generate([p, chat(tok, "Say hello.")], Sampling(temperature=0.0, max_new_tokens=40, n=1))
+    assert all(c.token_ids and all(x <= 0 for x in c.logprobs) for c in out)
+    assert any(c.text.strip() for c in out)
+    for c in out:
+        if c.finish_reason == "stop":
+            assert c.text.endswith("</answer>") and tok.decode(c.token_ids).count("</answer>") == 1
+    assert b.last_stats["tokens"] > 0
