@@ -85,7 +85,7 @@ def build(cfg: Config, run_dir: Path, console: Console, backend_factory: Backend
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
     set_seeds(cfg.training.seed)
-    executor = Executor(cfg.executor).__enter__()  # before the model: forking a big process is slow
+    executor = Executor(cfg.executor)  # before the model: its workers must not be forks of a big process
     console.print(f"sandbox: tier [bold]{executor.tier}[/bold], {cfg.executor.workers} workers")
     t0 = time.perf_counter()
     model, tokenizer = load_model(cfg.model.name, device=_device(cfg))
@@ -138,13 +138,14 @@ def train(
     try:
         if resume:
             restore(run, console)
-        with _progress(cfg, console) as progress:
+        with progress_bars(cfg, console) as progress:
             report = _seed(run, progress)
             console.print(report.summary)
             with MetricsLogger(run_dir, cfg.logging, run_dir.name, to_dict(cfg)) as log:
                 return _steps(run, log, progress, console)
     finally:
-        run.executor.__exit__(None, None, None)
+        run.executor.close()
+        run.store.close()
 
 
 def _seed(run: Run, progress: Any) -> Any:
@@ -276,7 +277,7 @@ class _Progress:
 
 
 @contextmanager
-def _progress(cfg: Config, console: Console) -> Iterator[_Progress]:
+def progress_bars(cfg: Config, console: Console) -> Iterator[_Progress]:
     p = _Progress(cfg.logging.progress and console.is_terminal, console)
     if p.bars is None:
         yield p

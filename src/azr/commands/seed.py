@@ -1,0 +1,47 @@
+"""``azr seed``: run the seeding stage alone (fill a run's empty buffers), with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Run the seeding stage alone (fill the task buffers)."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "run_dir", help="Run directory to create or fill (its tasks.sqlite holds the buffers)."
+    )
+    parser.add_argument("--config", help="TOML run file (default: built-in defaults).")
+    parser.add_argument("--model", help="Shortcut for --model.name=NAME.")
+    parser.add_argument(
+        "--seed-file", help="Import seed triplets from a JSONL file in the reference's format."
+    )
+    parser.epilog = "Any config key can be overridden: --section.field=value (e.g. --selfplay.n_seed=32)."
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from azr.commands.train import split_overrides
+    from azr.config import load
+    from azr.loop import CONFIG_FILE, build, progress_bars
+    from azr.seeding import seed_buffers
+
+    run_dir = Path(args.run_dir)
+    overrides = split_overrides(args)
+    if args.seed_file:
+        overrides.append(f'selfplay.seed_file="{args.seed_file}"')
+    saved = run_dir / CONFIG_FILE
+    cfg = load(saved if saved.is_file() else args.config, overrides)
+    console = Console()
+    run = build(cfg, run_dir, console)
+    try:
+        with progress_bars(cfg, console) as progress:
+            report = seed_buffers(run.selfplay, progress=progress.callback)
+    finally:
+        run.executor.close()
+        run.store.close()
+    console.print(report.summary)
+    return 0
