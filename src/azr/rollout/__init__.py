@@ -33,7 +33,9 @@ __all__ = [
 BACKENDS = ("hf", "vllm", "scripted")
 
 
-def make_backend(name: str, model: Any, tokenizer: Any, cfg: RolloutConfig | None = None, **kw: Any) -> Backend:
+def make_backend(
+    name: str, model: Any, tokenizer: Any, cfg: RolloutConfig | None = None, **kw: Any
+) -> Backend:
     """Build a backend by name. Extra keywords go to its constructor (``responder=`` for ``scripted``)."""
     cfg = cfg or RolloutConfig()
     if name == "hf":
