@@ -6,7 +6,8 @@ Setting: ``--seqs`` sequences of ``--tokens`` tokens each (``--prompt`` prompt t
 token ids, one full update per timed step (forward, backward, optimizer step). With ``--varied`` the reply lengths
 spread evenly around the same mean, so padding matters. The engines start from the same weights and take turns
 (round-robin, one step each per round) in this process, so load changes on a shared machine hit them alike;
-compare the ratios, not the absolute numbers. tokens/s counts
+compare the ratios, not the absolute numbers. Besides wall time the table shows process CPU seconds per step,
+which stay meaningful when other jobs share the cores (use ``--threads 1`` there). tokens/s counts
 real (prompt + reply) tokens, never padding. Results go to ``bench/results/train_step.json``.
 
 Engines:
@@ -114,26 +115,44 @@ def main() -> None:
     real_tokens = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
     steps = build_engines(base, tokenizer, batch, args)
     times: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}  # process CPU seconds: steadier when shared
     for round_ in range(args.warmup + args.repeats):  # round-robin, so load changes hit every engine alike
         for name, step in steps.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step()
             if round_ >= args.warmup:
                 times[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
         print(f"round {round_}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items() if v), flush=True)
     rows = []
     for name, ts in times.items():
         median = statistics.median(ts)
-        rows.append({"engine": name, "seconds": median, "times": ts, "tokens_per_s": real_tokens / median})
+        cpu_s = statistics.median(cpu[name])
+        rows.append(
+            {
+                "engine": name,
+                "seconds": median,
+                "times": ts,
+                "cpu_seconds": cpu_s,
+                "tokens_per_s": real_tokens / median,
+            }
+        )
 
     naive = next((r for r in rows if r["engine"] == "naive"), None)
     print(f"\n{args.seqs} seqs x {args.tokens} tokens ({'varied' if args.varied else 'fixed'} lengths), "
           f"{args.threads} threads, median of {args.repeats}")  # fmt: skip
-    print("| engine | s/step | tokens/s | vs naive |\n|---|---|---|---|")
+    print(
+        "| engine | s/step | tokens/s | vs naive | CPU s/step | vs naive (CPU) |\n|---|---|---|---|---|---|"
+    )
     for r in rows:
         r["speedup"] = naive["seconds"] / r["seconds"] if naive else None
+        r["cpu_speedup"] = naive["cpu_seconds"] / r["cpu_seconds"] if naive else None
         ratio = f"{r['speedup']:.2f}x" if naive else "-"
-        print(f"| {r['engine']} | {r['seconds']:.2f} | {r['tokens_per_s']:.1f} | {ratio} |")
+        cpu_ratio = f"{r['cpu_speedup']:.2f}x" if naive else "-"
+        print(
+            f"| {r['engine']} | {r['seconds']:.2f} | {r['tokens_per_s']:.1f} | {ratio} "
+            f"| {r['cpu_seconds']:.1f} | {cpu_ratio} |"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
