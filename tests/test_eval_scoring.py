@@ -118,3 +118,28 @@ def test_loaders_find_files_by_pattern_and_parse_without_final_newline(tmp_path:
     assert load_rows(Source(("MbppPlus*",), "x/y"), tmp_path, limit=1) == [{"a": 1}]
     with pytest.raises(BenchmarkUnavailable, match="no file matching"):
         find_local(tmp_path, ("gsm8k*",))
+
+
+def test_expected_outputs_are_cached_except_after_a_timeout(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from azr.evaluation.scoring_code import CodeProblem, ExpectedOutputs
+
+    class Jobs:
+        def __init__(self, status: str) -> None:
+            self.status, self.calls = status, 0
+
+        def run_jobs(self, jobs):
+            self.calls += 1
+            ok = self.status == "ok"
+            row = SimpleNamespace(
+                ok=ok, value="2" if ok else None, status=self.status, error_type=None, message=""
+            )
+            return [[row for _ in job["calls"]] for job in jobs]
+
+    problem = CodeProblem("T/1", "g", "def g(x):\n    return x + 1\n", ((1,),), 0.0)
+    for status, runs in (("timeout", 2), ("ok", 1)):
+        ex = Jobs(status)
+        cache = ExpectedOutputs(ex, tmp_path / status)  # type: ignore[arg-type]
+        first = cache.get_many([problem])
+        assert cache.get_many([problem]) == first and ex.calls == runs

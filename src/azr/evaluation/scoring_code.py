@@ -91,8 +91,7 @@ def score_input_predictions(
 
 
 def _describe(result: Any) -> str:
-    status = getattr(result, "status", "")
-    status = getattr(status, "value", status)
+    status = _status(result)
     return f"{status}: {result.error_type or ''} {result.message or ''}".strip()[:200]
 
 
@@ -105,14 +104,22 @@ class ExpectedOutputs:
 
     def get_many(self, problems: list[CodeProblem]) -> list[list[tuple[bool, str]]]:
         """``(ok, repr)`` of the canonical output for each input of each problem (``ok`` False: the reference
-        failed on that input); missing ones are computed in one batch and cached."""
+        failed on that input); missing ones are computed in one batch and cached, unless a run timed out (a
+        busy machine should not leave a permanent gap in the tests)."""
         paths = [self.cache_dir / f"{_problem_key(p)}.json" for p in problems]
-        todo = [k for k, path in enumerate(paths) if not path.is_file()]
+        out = [json.loads(p.read_text()) if p.is_file() else None for p in paths]
+        todo = [k for k, cached in enumerate(out) if cached is None]
         fresh = run_all_inputs(self.executor, [(problems[k].reference, problems[k]) for k in todo])
         for k, results in zip(todo, fresh, strict=True):
-            outputs = [(bool(r.ok), r.value if r.ok else _describe(r)) for r in results]
-            _write_json(paths[k], outputs)
-        return [[(bool(ok), text) for ok, text in json.loads(path.read_text())] for path in paths]
+            out[k] = [(bool(r.ok), r.value if r.ok else _describe(r)) for r in results]
+            if not any(_status(r) == "timeout" for r in results):
+                _write_json(paths[k], out[k])
+        return [[(bool(ok), text) for ok, text in rows] for rows in out]  # type: ignore[union-attr]
+
+
+def _status(result: Any) -> str:
+    status = getattr(result, "status", "")
+    return str(getattr(status, "value", status))
 
 
 def _write_json(path: Path, data: Any) -> None:
