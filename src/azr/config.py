@@ -50,6 +50,7 @@ class RolloutConfig:
     max_prompt_tokens: int = _f(1536, "Prompts longer than this are rebuilt with fewer reference tasks.")
     generation_batch_size: int = _f(16, "Sequences decoded together in one forward pass (hf backend).")
     bf16: bool = _f(True, "Decode in bfloat16 where the device supports it (hf backend).")
+    num_threads: int = _f(0, "CPU threads for decoding (hf backend); 0 keeps torch's default.")
     vllm_gpu_memory_utilization: float = _f(0.5, "Fraction of GPU memory vLLM may take (vllm backend).")
 
 
@@ -58,6 +59,9 @@ class SelfPlayConfig:
     batch_size: int = _f(4, "B: prompts per (task type x role) group per step (paper: 64).")
     n_references: int = _f(
         6, "K: reference triplets shown in a deduction/abduction proposal prompt (paper: 6)."
+    )
+    n_shots: int = _f(
+        0, "Worked demonstrations from the buffer before each prompt (0 = paper; helps small models)."
     )
     n_mc_rollouts: int = _f(
         8, "n: Monte-Carlo solves per valid proposal for the learnability reward (paper: 8)."

@@ -95,7 +95,8 @@ def build(cfg: Config, run_dir: Path, console: Console, backend_factory: Backend
     if backend_factory is not None:
         backend = backend_factory(trainer.model, tokenizer)
     else:
-        backend = make_backend(cfg.rollout.backend, trainer.model, tokenizer, cfg.rollout)
+        kw = {"num_threads": cfg.rollout.num_threads or None} if cfg.rollout.backend == "hf" else {}
+        backend = make_backend(cfg.rollout.backend, trainer.model, tokenizer, cfg.rollout, **kw)
     store = TaskStore(run_dir / STORE_FILE)
     sp = SelfPlay(cfg, backend, executor, store, tokenizer, seed=cfg.training.seed)
     return Run(cfg, run_dir, sp, trainer, backend, executor, store)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
+from azr.errors import AzrError
 from azr.selfplay import Progress, SelfPlay
 from azr.tasks.seeds import identity_seed, import_seeds
 from azr.types import TaskType
@@ -27,7 +29,9 @@ class SeedReport:
     @property
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {v}" for k, v in self.counts.items())
-        return f"seeding: {self.rounds} rounds, {self.accepted}/{self.proposed} proposals valid; buffers: {sizes}"
+        imported = f"{self.imported} imported, " if self.imported else ""
+        rounds = f"{self.rounds} rounds, {self.accepted}/{self.proposed} proposals valid"
+        return f"seeding: {imported}{rounds}; buffers: {sizes}"
 
 
 def seed_buffers(sp: SelfPlay, progress: Progress | None = None) -> SeedReport:
@@ -37,6 +41,10 @@ def seed_buffers(sp: SelfPlay, progress: Progress | None = None) -> SeedReport:
     if store.count() == 0:
         store.add_tasks(identity_seed(sp.executor), 0)
         if cfg.seed_file:
+            if not Path(cfg.seed_file).is_file():
+                raise AzrError(
+                    f"seed file not found: {cfg.seed_file} (paths are relative to the working directory)"
+                )
             report.imported = import_seeds(sp.executor, store, cfg.seed_file, sp.cfg).accepted
     while store.count(TaskType.DEDUCTION) < cfg.n_seed and report.rounds < cfg.max_seed_rounds:
         report.rounds += 1

@@ -97,8 +97,17 @@ class SelfPlay:
             n_inputs=sp.induction_inputs,
             n_visible=sp.induction_visible,
             max_tokens=self.cfg.rollout.max_prompt_tokens,
+            shots=self._shots(kind, kw.get("task")),
             **kw,
         )
+
+    def _shots(self, kind: TaskType, task: Task | None) -> list[Task]:
+        """Buffer tasks of the same type shown as worked demonstrations (``selfplay.n_shots``, 0 = none)."""
+        n = self.cfg.selfplay.n_shots
+        if not n:
+            return []
+        pool = self.store.sample_references(kind, n + 1, self.rng)
+        return [t for t in pool if task is None or t.program != task.program][:n]
 
     # -- the step ----------------------------------------------------------------------------------
     def step(self, step: int, progress: Progress | None = None) -> StepResult:

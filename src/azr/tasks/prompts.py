@@ -17,7 +17,7 @@ from typing import Any
 
 from azr.types import Role, Task, TaskType
 
-__all__ = ["SYSTEM_PROMPT", "build_prompt", "count_tokens", "split_induction"]
+__all__ = ["SYSTEM_PROMPT", "build_prompt", "count_tokens", "demo_reply", "split_induction"]
 
 SYSTEM_PROMPT = (
     "You are a careful Python programmer. First reason step by step inside <think> and </think>. "
@@ -157,6 +157,29 @@ def _solve_induction(task: Task, n_visible: int) -> str:
     )
 
 
+_DEMO_THINK = "<think> I read the task, reason it through step by step and check the answer. </think>"
+
+
+def demo_reply(kind: TaskType, role: Role, task: Task, n_inputs: int = 10) -> str:
+    """The ideal reply for ``task`` in the (kind, role) prompt: a worked demonstration built from a buffer task.
+
+    Deduction/abduction proposals answer with the task's program and input; an induction proposal (``task`` is an
+    induction task) with its inputs and message; solvers with the gold answer (output, input or program).
+    """
+    kind, role = TaskType(kind), Role(role)
+    if role is Role.PROPOSE and kind is TaskType.INDUCTION:
+        blocks = [_block("input", i) for i in task.inputs[:n_inputs]] + [_block("message", task.message)]
+    elif role is Role.PROPOSE:
+        blocks = [_block("python", task.program), _block("input", task.input)]
+    elif kind is TaskType.DEDUCTION:
+        blocks = [_block("output", task.output)]
+    elif kind is TaskType.ABDUCTION:
+        blocks = [_block("input", task.input)]
+    else:
+        blocks = [_block("python", task.program)]
+    return _DEMO_THINK + "\n<answer>\n" + "\n".join(blocks) + "\n</answer>"
+
+
 def _user_message(
     kind: TaskType, role: Role, references: Sequence[Task], task: Task | None, n_inputs: int, n_visible: int
 ) -> str:
@@ -176,11 +199,30 @@ def _user_message(
     return _solve_induction(task, n_visible)
 
 
-def _render(user: str, tokenizer: Any) -> str:
+def _render(user: str, tokenizer: Any, shots: Sequence[tuple[str, str]] = ()) -> str:
+    """System message, optional demonstration turns (user, assistant), then the task."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+        for question, answer in shots:
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        messages.append({"role": "user", "content": user})
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return f"{SYSTEM_PROMPT}\n\n### Task\n{user}\n\n### Reply\n"
+    demos = "".join(f"### Task\n{q}\n\n### Reply\n{a}\n\n" for q, a in shots)
+    return f"{SYSTEM_PROMPT}\n\n{demos}### Task\n{user}\n\n### Reply\n"
+
+
+def _shot_turns(
+    kind: TaskType, role: Role, shots: Sequence[Task], refs: Sequence[Task], n_inputs: int, n_visible: int
+) -> list[tuple[str, str]]:
+    turns = []
+    for shot in shots:
+        if role is Role.PROPOSE and kind is not TaskType.INDUCTION:
+            others = [r for r in refs if r.program != shot.program]
+            question = _user_message(kind, role, others, None, n_inputs, n_visible)
+        else:
+            question = _user_message(kind, role, (), shot, n_inputs, n_visible)
+        turns.append((question, demo_reply(kind, role, shot, n_inputs)))
+    return turns
 
 
 def count_tokens(text: str, tokenizer: Any = None) -> int:
@@ -200,19 +242,26 @@ def build_prompt(
     n_inputs: int = 10,
     n_visible: int = 5,
     max_tokens: int | None = None,
+    shots: Sequence[Task] = (),
 ) -> str:
     """The final prompt string for one (task type x role) kind, ready to feed the model.
 
     Deduction/abduction proposals show ``references`` (K triplets); an induction proposal shows one program
     (``task``, or else ``references[0]``) and asks for ``n_inputs`` inputs and a message; solve prompts show
-    ``task``. If ``max_tokens`` is given and the prompt is longer, references are dropped from the end until it
-    fits (down to none); other prompts are returned as they are.
+    ``task``. ``shots`` are buffer tasks turned into worked demonstrations (a user turn and the ideal reply,
+    see :func:`demo_reply`) placed before the task: small models learn the reply format from them (an induction
+    proposal's shots must be induction tasks). If ``max_tokens`` is given and the prompt is longer, shots and
+    then references are dropped from the end until it fits (down to none).
     """
     kind, role = TaskType(kind), Role(role)
-    refs = list(references)
+    refs, demos = list(references), list(shots)
     while True:
-        prompt = _render(_user_message(kind, role, refs, task, n_inputs, n_visible), tokenizer)
-        shrinkable = role is Role.PROPOSE and kind is not TaskType.INDUCTION and refs
+        turns = _shot_turns(kind, role, demos, refs, n_inputs, n_visible)
+        prompt = _render(_user_message(kind, role, refs, task, n_inputs, n_visible), tokenizer, turns)
+        shrinkable = demos or (role is Role.PROPOSE and kind is not TaskType.INDUCTION and refs)
         if max_tokens is None or not shrinkable or count_tokens(prompt, tokenizer) <= max_tokens:
             return prompt
-        refs.pop()
+        if demos:
+            demos.pop()
+        else:
+            refs.pop()
