@@ -115,7 +115,9 @@ class TrainingConfig:
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     grad_clip: float = _f(1.0, "Gradient norm clip.")
     micro_batch_size: int = _f(4, "Sequences per forward/backward pass; gradients accumulate over the batch.")
-    bf16_autocast: bool = _f(True, "Run forward/backward under bfloat16 autocast.")
+    bf16_autocast: bool = _f(
+        False, "bfloat16 autocast for forward/backward; on only where bf16 is native (GPU, AMX)."
+    )
     save_every: int = _f(5, "Save a checkpoint every this many steps (and at the end).")
     keep_last: int = _f(2, "Checkpoints kept in the run directory.")
     device: str = _f("auto", "auto, cpu or cuda.")
