@@ -127,9 +127,19 @@ def test_help_config_lists_keys(capsys):
     assert "micro_batch_size" in capsys.readouterr().out
 
 
-def test_resolved_config_is_saved(tmp_path, model_dir):
+def test_resolved_config_is_saved_and_eval_is_logged(tmp_path, model_dir, shared_data):
     run_dir = tmp_path / "cfg"
-    assert run(cfg_for(model_dir, 1), run_dir)[0] == 0
+    cfg = cfg_for(model_dir, 1)
+    logging = {
+        "eval_every": 1,
+        "eval_limit": 2,
+        "eval_data_dir": str(shared_data / "benchmarks"),
+        "progress": False,
+    }
+    cfg = from_dict({"logging": logging}, cfg)
+    assert run(cfg, run_dir)[0] == 0
+    row = read_metrics(run_dir)[-1]
+    assert row["eval/cruxeval-o"] == 0.0 and "eval/cruxeval-i" in row  # scripted replies answer other tasks
     text = (run_dir / "config.toml").read_text()
     assert str(model_dir) in text
     state = json.loads((latest(run_dir) / "state.json").read_text())

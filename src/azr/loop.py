@@ -173,8 +173,9 @@ def _steps(run: Run, log: MetricsLogger, progress: Any, console: Console) -> int
                 )
                 return 130
             metrics = {**result.metrics, **train_metrics, "perf/seconds/step": time.perf_counter() - t0}
+            metrics.update(_maybe_evaluate(run, console))
             log.log(run.step, metrics)
-            console.print(format_step_line(run.step, total, metrics))
+            console.print(format_step_line(run.step, total, metrics), soft_wrap=True)
             _maybe_show_samples(run, result, console)
             if run.step % run.cfg.training.save_every == 0 or run.step == total or guard.stop_requested:
                 save(run)
@@ -204,6 +205,31 @@ def _update(run: Run, result: StepResult, progress: Any) -> dict[str, float]:
     metrics = {f"train/{k}": float(v) for k, v in out.items() if isinstance(v, int | float)}
     metrics["perf/seconds/update"] = time.perf_counter() - t0
     return metrics
+
+
+def _maybe_evaluate(run: Run, console: Console) -> dict[str, float]:
+    """Every ``logging.eval_every`` steps, a small CRUXEval-O/I check with the run's own backend and sandbox."""
+    lc = run.cfg.logging
+    if not lc.eval_every or run.step % lc.eval_every:
+        return {}
+    from azr.evaluation import evaluate
+
+    try:
+        report = evaluate(
+            run.backend,
+            run.selfplay.tokenizer,
+            run.executor,
+            ["cruxeval-o", "cruxeval-i"],
+            limit=lc.eval_limit,
+            data_dir=lc.eval_data_dir or None,
+            max_new_tokens=run.cfg.rollout.max_new_tokens_solve,
+        )
+    except Exception as e:  # an evaluation problem must never stop training
+        console.print(f"[yellow]evaluation skipped at step {run.step}: {e}[/yellow]")
+        return {}
+    for name, reason in report.skipped.items():
+        console.print(f"[yellow]eval {name} skipped: {reason}[/yellow]")
+    return {k: float(v) for k, v in report.metrics().items()}
 
 
 def _maybe_show_samples(run: Run, result: StepResult, console: Console) -> None:

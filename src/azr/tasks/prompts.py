@@ -211,18 +211,28 @@ def _render(user: str, tokenizer: Any, shots: Sequence[tuple[str, str]] = ()) ->
     return f"{SYSTEM_PROMPT}\n\n{demos}### Task\n{user}\n\n### Reply\n"
 
 
+def _shot_question(kind: TaskType, role: Role, shot: Task, n_inputs: int, n_visible: int) -> str:
+    """A demonstration's question: only the task's data, so demonstrations stay short (instructions come once)."""
+    if role is Role.PROPOSE:
+        if kind is TaskType.INDUCTION:
+            return f"Write {n_inputs} inputs and a message for:\n" + _block("python", shot.program)
+        return f"Invent a new {kind.value} task: a program and one input."
+    if kind is TaskType.DEDUCTION:
+        return "\n".join(["What does f return?", _block("python", shot.program), _block("input", shot.input)])
+    if kind is TaskType.ABDUCTION:
+        return "\n".join(["Find an input.", _block("python", shot.program), _block("output", shot.output)])
+    visible, _ = split_induction(shot, n_visible)
+    cases = "\n".join(f"{_block('input', i)}\n{_block('output', o)}" for i, o in visible)
+    return "\n".join(["Write f.", cases, _block("message", shot.message or "(no hint)")])
+
+
 def _shot_turns(
-    kind: TaskType, role: Role, shots: Sequence[Task], refs: Sequence[Task], n_inputs: int, n_visible: int
+    kind: TaskType, role: Role, shots: Sequence[Task], n_inputs: int, n_visible: int
 ) -> list[tuple[str, str]]:
-    turns = []
-    for shot in shots:
-        if role is Role.PROPOSE and kind is not TaskType.INDUCTION:
-            others = [r for r in refs if r.program != shot.program]
-            question = _user_message(kind, role, others, None, n_inputs, n_visible)
-        else:
-            question = _user_message(kind, role, (), shot, n_inputs, n_visible)
-        turns.append((question, demo_reply(kind, role, shot, n_inputs)))
-    return turns
+    return [
+        (_shot_question(kind, role, shot, n_inputs, n_visible), demo_reply(kind, role, shot, n_inputs))
+        for shot in shots
+    ]
 
 
 def count_tokens(text: str, tokenizer: Any = None) -> int:
@@ -256,7 +266,7 @@ def build_prompt(
     kind, role = TaskType(kind), Role(role)
     refs, demos = list(references), list(shots)
     while True:
-        turns = _shot_turns(kind, role, demos, refs, n_inputs, n_visible)
+        turns = _shot_turns(kind, role, demos, n_inputs, n_visible)
         prompt = _render(_user_message(kind, role, refs, task, n_inputs, n_visible), tokenizer, turns)
         shrinkable = demos or (role is Role.PROPOSE and kind is not TaskType.INDUCTION and refs)
         if max_tokens is None or not shrinkable or count_tokens(prompt, tokenizer) <= max_tokens:
