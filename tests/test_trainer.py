@@ -17,12 +17,8 @@ ALGO = AlgorithmConfig(entropy_coef=0.0)
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
+def _one_thread(one_torch_thread):
     """Tiny models run faster on one thread, and the test machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_batch(seed: int = 0, n: int = 5, advantages: list[float] | None = None) -> TrainBatch:
