@@ -40,3 +40,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def executor():
+    """A real sandbox pool with the default executor config (skips where no tier can start)."""
+    from azr.config import Config
+
+    try:
+        from azr.executor import Executor
+
+        ex = Executor(Config().executor)
+    except Exception as e:  # pragma: no cover - depends on the machine
+        pytest.skip(f"real executor unavailable: {e}")
+    yield ex
+    ex.close()

@@ -19,18 +19,6 @@ D, A, IND = TaskType.DEDUCTION, TaskType.ABDUCTION, TaskType.INDUCTION
 PROG = "def f(xs, k):\n    return sorted(xs)[:k]"
 
 
-@pytest.fixture(scope="module")
-def executor():
-    try:
-        from azr.executor import Executor
-
-        ex = Executor(Config().executor)
-    except Exception as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"real executor unavailable: {e}")
-    yield ex
-    ex.close()
-
-
 def _answer(*blocks: tuple[str, str]) -> str:
     return "<think>ok</think>\n<answer>\n" + "\n".join(
         f"```{a}\n{b}\n```" for a, b in blocks

@@ -16,18 +16,6 @@ from test_tasks_fakes import FakeExecutor
 D, A, IND = TaskType.DEDUCTION, TaskType.ABDUCTION, TaskType.INDUCTION
 
 
-@pytest.fixture(scope="module")
-def executor():
-    try:
-        from azr.executor import Executor
-
-        ex = Executor(Config().executor)
-    except Exception as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"real executor unavailable: {e}")
-    yield ex
-    ex.close()
-
-
 def test_identity_seed_without_executor():
     d, a, i = identity_seed()
     assert (d.type, a.type, i.type) == (D, A, IND)

@@ -61,18 +61,35 @@ def ppo_clip_loss(
     clipped = -adv * ratio.clamp(1.0 - clip_eps, 1.0 + eps_high)  # (B, T)
     pg = torch.maximum(unclipped, clipped)  # (B, T)
     pg_loss = (pg * mask).sum() / denom
-    loss = pg_loss
     with torch.no_grad():
         metrics = {
             "pg_loss": float(pg_loss),
             "clip_frac": float(((clipped > unclipped).to(mask.dtype) * mask).sum() / denom),
             "approx_kl": float(((-log_ratio) * mask).sum() / denom),
         }
+    loss = pg_loss + _regularisers(
+        logprobs, mask, denom, entropy, entropy_coef, ref_logprobs, kl_coef, metrics
+    )
+    return loss, metrics
+
+
+def _regularisers(
+    logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    denom: float | torch.Tensor,
+    entropy: torch.Tensor | None,
+    entropy_coef: float,
+    ref_logprobs: torch.Tensor | None,
+    kl_coef: float,
+    metrics: dict[str, float],
+) -> torch.Tensor | float:
+    """The entropy bonus and the KL penalty (token means), logging each one that is given into ``metrics``."""
+    extra: torch.Tensor | float = 0.0
     if entropy is not None:
         ent = (entropy * mask).sum() / denom
         metrics["entropy"] = float(ent.detach())
         if entropy_coef:
-            loss = loss - entropy_coef * ent
+            extra = extra - entropy_coef * ent
     elif entropy_coef:
         raise ValueError("entropy_coef > 0 needs the per-token entropy")
     if ref_logprobs is not None:
@@ -80,10 +97,10 @@ def ppo_clip_loss(
         kl = ((torch.exp(d) - d - 1.0) * mask).sum() / denom  # k3: unbiased, always >= 0
         metrics["kl"] = float(kl.detach())
         if kl_coef:
-            loss = loss + kl_coef * kl
+            extra = extra + kl_coef * kl
     elif kl_coef:
         raise ValueError("kl_coef > 0 needs reference log-probs")
-    return loss, metrics
+    return extra
 
 
 class _LogprobEntropy(torch.autograd.Function):
