@@ -154,6 +154,36 @@ def test_greedy_matches_unpadded_single_prompt_decoding(tiny, prompts):
         assert c.token_ids == ref[0, enc.input_ids.shape[1] :].tolist()[: len(c.token_ids)]
 
 
+def test_shared_prompt_heads_decode_like_whole_prompts(tiny):
+    """Prompts with long common heads (two kinds plus loners, some repeated): prefilling each head once gives the
+    same greedy tokens and log-probs as prefilling whole prompts, with or without a preallocated cache."""
+    model, tok = tiny
+    head_a = (
+        "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
+    )
+    head_b = "Invent a program that maps inputs to outputs in an interesting way, then give one input. Task: "
+    prompts = [
+        head_a + "1+2",
+        head_b + "lists",
+        head_a + "7*6 and a longer tail",
+        "hi",
+        head_b + "x",
+        head_a + "1+2",
+    ]
+    s = Sampling(temperature=0.0, max_new_tokens=6, stop=(), n=2)
+    whole = HFBackend(model, tok, RolloutConfig(share_prefix=False)).generate(prompts, s)
+    for prealloc in (True, False):
+        backend = HFBackend(model, tok, RolloutConfig(share_prefix=True), prealloc_cache=prealloc)
+        shared = backend.generate(prompts, s)
+        assert [c.token_ids for c in shared] == [c.token_ids for c in whole]
+        for a, b in zip(shared, whole):
+            torch.testing.assert_close(
+                torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4
+            )
+    plan = backend._prefix_plan([tok(p, add_special_tokens=False)["input_ids"] for p in prompts[:5]])
+    assert plan is not None and sorted(len(g.members) for g in plan if g.prefix_len) == [2, 2]
+
+
 def test_stop_string_and_eos(tiny, monkeypatch):
     """Three identical prompts (one shared prefill) finish by stop string, EOS and length at different steps."""
     model, tok = tiny

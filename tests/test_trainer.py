@@ -114,6 +114,37 @@ def test_micro_batch_size_does_not_change_the_update():
         assert m["loss"] == pytest.approx(m0["loss"], abs=1e-6)
 
 
+def shared_head_batch(seed: int = 3) -> TrainBatch:
+    """Two groups of prompts with a long common head each, plus one loner: what AZR prompts look like."""
+    g = torch.Generator().manual_seed(seed)
+    heads = [torch.randint(3, 300, (20,), generator=g).tolist() for _ in range(2)]
+    prompts = [heads[i % 2] + torch.randint(3, 300, (3 + i,), generator=g).tolist() for i in range(6)]
+    prompts.append(torch.randint(3, 300, (9,), generator=g).tolist())
+    replies = [torch.randint(3, 300, (2 + i % 4,), generator=g).tolist() for i in range(7)]
+    return TrainBatch(prompts, replies, torch.randn(7, generator=g).tolist())
+
+
+def test_shared_prompt_head_gives_the_same_logprobs_and_gradients():
+    """The head runs once per micro-batch, yet log-probs and the gradient equal those of full sequences."""
+    batch = shared_head_batch()
+    runs = []
+    for share in (False, True):
+        model, tok = tiny_model()
+        trainer = Trainer(
+            model, tok, dataclasses.replace(TRAIN, micro_batch_size=3, share_prefix=share), ALGO
+        )
+        logp = trainer.logprobs(batch)
+        grads = capture_grads(trainer)
+        runs.append((logp, grads, trainer.step(batch)))
+    (lp0, g0, m0), (lp1, g1, m1) = runs
+    for a, b in zip(lp0, lp1):
+        torch.testing.assert_close(torch.tensor(b), torch.tensor(a), atol=1e-5, rtol=1e-5)
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
+    assert m0["shared_frac"] == 0.0
+    assert m1["shared_frac"] > 0.3  # 2 heads of 20 tokens run twice each instead of 6 times
+
+
 def test_gradient_matches_naive_reinforce():
     """On-policy step = REINFORCE on the token-mean: compare with a per-sequence naive backward."""
     batch = make_batch(seed=2, n=4)

@@ -51,6 +51,7 @@ class RolloutConfig:
     generation_batch_size: int = _f(16, "Sequences decoded together in one forward pass (hf backend).")
     bf16: bool = _f(True, "Decode in bfloat16 where the device supports it (hf backend).")
     num_threads: int = _f(0, "CPU threads for decoding (hf backend); 0 keeps torch's default.")
+    share_prefix: bool = _f(True, "Prefill a prompt head shared by several prompts once (hf backend; exact).")
     vllm_gpu_memory_utilization: float = _f(0.5, "Fraction of GPU memory vLLM may take (vllm backend).")
 
 
@@ -115,6 +116,9 @@ class TrainingConfig:
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     grad_clip: float = _f(1.0, "Gradient norm clip.")
     micro_batch_size: int = _f(4, "Sequences per forward/backward pass; gradients accumulate over the batch.")
+    share_prefix: bool = _f(
+        True, "Run a prompt head shared by a micro-batch once and attend all members to it (exact)."
+    )
     bf16_autocast: bool = _f(
         False, "bfloat16 autocast for forward/backward; on only where bf16 is native (GPU, AMX)."
     )

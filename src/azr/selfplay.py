@@ -79,6 +79,7 @@ class SelfPlay:
         self.tokenizer = tokenizer
         self.rng = random.Random(seed)
         self.seed = seed
+        self._phase_shots: dict[tuple[TaskType, Role], list[Task]] = {}
 
     # -- sampling settings -------------------------------------------------------------------------
     def sampling(self, role: Role, step: int, phase: int) -> Sampling:
@@ -97,16 +98,23 @@ class SelfPlay:
             n_inputs=sp.induction_inputs,
             n_visible=sp.induction_visible,
             max_tokens=self.cfg.rollout.max_prompt_tokens,
-            shots=self._shots(kind, kw.get("task")),
+            shots=self._shots(kind, role, kw.get("task")),
             **kw,
         )
 
-    def _shots(self, kind: TaskType, task: Task | None) -> list[Task]:
-        """Buffer tasks of the same type shown as worked demonstrations (``selfplay.n_shots``, 0 = none)."""
+    def _shots(self, kind: TaskType, role: Role, task: Task | None) -> list[Task]:
+        """Buffer tasks of the same type shown as worked demonstrations (``selfplay.n_shots``, 0 = none).
+
+        Drawn once per generation phase for each (type, role), so the prompts of a group start with the same
+        tokens and the backend and trainer compute that head once (:mod:`azr.prefix`). A task never serves as
+        its own demonstration: one spare is drawn for that case.
+        """
         n = self.cfg.selfplay.n_shots
         if not n:
             return []
-        pool = self.store.sample_references(kind, n + 1, self.rng)
+        if (kind, role) not in self._phase_shots:
+            self._phase_shots[kind, role] = self.store.sample_references(kind, n + 1, self.rng)
+        pool = self._phase_shots[kind, role]
         return [t for t in pool if task is None or t.program != task.program][:n]
 
     # -- the step ----------------------------------------------------------------------------------
@@ -139,6 +147,7 @@ class SelfPlay:
         from the deduction and abduction buffers.
         """
         B, K = self.cfg.selfplay.batch_size, self.cfg.selfplay.n_references
+        self._phase_shots.clear()
         counts = counts if counts is not None else dict.fromkeys(TASK_TYPES, B)
         prompts: list[tuple[TaskType, str, Task | None]] = []
         for kind in TASK_TYPES:

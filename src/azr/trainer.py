@@ -6,8 +6,12 @@ checkpoint files (``azr.selfplay``, ``azr.algo``, ``azr.rollout``, ``azr.checkpo
 
 How a step runs:
 
-1. Sequences are sorted by length and cut into micro-batches of ``training.micro_batch_size``, each right-padded
-   only to its own longest member, so little compute goes to padding.
+1. Sequences are grouped by a shared prompt head (:mod:`azr.prefix`; AZR prompts of one task type and role share
+   the system message and the demonstrations), sorted by length within a group and cut into micro-batches of
+   ``training.micro_batch_size``, each right-padded only to its own longest member. A micro-batch with a shared
+   head runs it once (batch 1, with gradients), repeats its keys/values for the members and runs only their
+   remaining tokens against it: the same log-probs and gradients as running every full sequence, for fewer
+   tokens (``training.share_prefix``; off under gradient checkpointing, which cannot keep a cache).
 2. The decoder runs on the whole (prompt + reply) sequence, but the LM head only on the hidden states that predict
    reply tokens, packed into one (N_tokens, H) matrix: no full-vocabulary logits for prompt or padding positions.
    Log-probs are ``gather(logits) - logsumexp(logits)``; the entropy is computed only when ``entropy_coef > 0``.
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from azr.algo.loss import ppo_clip_loss, token_logprobs
+from azr.prefix import PrefixGroup, prefix_groups
 
 if TYPE_CHECKING:
     from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
@@ -67,12 +72,13 @@ class _Micro:
     """A padded micro-batch: decoder inputs plus the packed positions of its reply tokens."""
 
     index: list[int]  # positions of these sequences in the TrainBatch
-    input_ids: torch.Tensor  # (b, L)
+    input_ids: torch.Tensor  # (b, L): the tokens after the shared prefix
     attention_mask: torch.Tensor  # (b, L)
     rows: torch.Tensor  # (n,) sequence row of each reply token
-    cols: torch.Tensor  # (n,) position whose hidden state predicts that token
+    cols: torch.Tensor  # (n,) position in input_ids whose hidden state predicts that token
     targets: torch.Tensor  # (n,) the reply token ids
     lengths: list[int]  # reply length per sequence
+    prefix_ids: torch.Tensor | None = None  # (1, P) the head every member shares, run once
 
 
 def constant_lr(_: int) -> float:
@@ -141,6 +147,8 @@ class Trainer:
             if self.is_lora:
                 model.enable_input_require_grads()
         model.config.use_cache = False
+        checkpointing = bool(model_cfg and model_cfg.gradient_checkpointing)
+        self.share_prefix = training.share_prefix and not checkpointing
         self.model = model.to(self.device)
         self.model.train()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -159,34 +167,52 @@ class Trainer:
             )
 
     # ----------------------------------------------------------------- batching
+    def _plan(self, batch: TrainBatch) -> list[PrefixGroup]:
+        """Groups of sequences sharing a prompt head; sequences with none share one group with prefix 0."""
+        everyone = PrefixGroup(0, tuple(range(len(batch))))
+        if not self.share_prefix or len(batch) < 2:
+            return [everyone]
+        groups = prefix_groups(batch.prompt_ids, keep=1)
+        alone = tuple(i for g in groups if not g.prefix_len for i in g.members)
+        shared = [g for g in groups if g.prefix_len]
+        return shared + ([PrefixGroup(0, alone)] if alone else [])
+
     def _micro_batches(self, batch: TrainBatch) -> Iterator[_Micro]:
-        """Length-sorted, right-padded micro-batches with packed reply-token coordinates."""
+        """Length-sorted, right-padded micro-batches (per shared-head group) with packed reply coordinates."""
         total = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
-        order = sorted(range(len(batch)), key=lambda i: -total[i])
         size = self.training.micro_batch_size
-        for start in range(0, len(order), size):
-            index = order[start : start + size]
-            width = max(total[i] for i in index)
-            ids = torch.full((len(index), width), self.pad_id, dtype=torch.long)  # (b, L)
-            att = torch.zeros((len(index), width), dtype=torch.long)  # (b, L)
-            rows, cols, targets, lengths = [], [], [], []
-            for row, i in enumerate(index):
-                p, c = batch.prompt_ids[i], batch.completion_ids[i]
-                ids[row, : total[i]] = torch.tensor(p + c, dtype=torch.long)
-                att[row, : total[i]] = 1
-                rows += [row] * len(c)
-                cols += range(len(p) - 1, len(p) + len(c) - 1)
-                targets += c
-                lengths.append(len(c))
-            yield _Micro(
-                index=index,
-                input_ids=ids.to(self.device),
-                attention_mask=att.to(self.device),
-                rows=torch.tensor(rows, dtype=torch.long, device=self.device),
-                cols=torch.tensor(cols, dtype=torch.long, device=self.device),
-                targets=torch.tensor(targets, dtype=torch.long, device=self.device),
-                lengths=lengths,
-            )
+        for group in self._plan(batch):
+            order = sorted(group.members, key=lambda i: -total[i])
+            for start in range(0, len(order), size):
+                index = order[start : start + size]
+                yield self._micro(batch, index, group.prefix_len if len(index) > 1 else 0)
+
+    def _micro(self, batch: TrainBatch, index: list[int], skip: int) -> _Micro:
+        """One micro-batch of ``index``; the first ``skip`` tokens (shared by all) become ``prefix_ids``."""
+        seqs = [batch.prompt_ids[i] + batch.completion_ids[i] for i in index]
+        width = max(len(s) for s in seqs) - skip
+        ids = torch.full((len(index), width), self.pad_id, dtype=torch.long)  # (b, L)
+        att = torch.zeros((len(index), width), dtype=torch.long)  # (b, L)
+        rows, cols, targets, lengths = [], [], [], []
+        for row, (i, seq) in enumerate(zip(index, seqs)):
+            p, c = len(batch.prompt_ids[i]), batch.completion_ids[i]
+            ids[row, : len(seq) - skip] = torch.tensor(seq[skip:], dtype=torch.long)
+            att[row, : len(seq) - skip] = 1
+            rows += [row] * len(c)
+            cols += range(p - 1 - skip, p + len(c) - 1 - skip)
+            targets += c
+            lengths.append(len(c))
+        prefix = torch.tensor([seqs[0][:skip]], dtype=torch.long, device=self.device) if skip else None
+        return _Micro(
+            index=index,
+            input_ids=ids.to(self.device),
+            attention_mask=att.to(self.device),
+            rows=torch.tensor(rows, dtype=torch.long, device=self.device),
+            cols=torch.tensor(cols, dtype=torch.long, device=self.device),
+            targets=torch.tensor(targets, dtype=torch.long, device=self.device),
+            lengths=lengths,
+            prefix_ids=prefix,
+        )
 
     def _autocast(self) -> Any:
         """bf16 autocast when configured. On CPUs without native bf16 (AVX2 only) it is slower, not faster:
@@ -203,11 +229,29 @@ class Trainer:
         """Log-probs (n,) of the reply tokens, and their entropies (n,) when asked, in fp32."""
         decoder, head = self._decoder_and_head()
         with self._autocast():
-            hidden = decoder(
-                input_ids=mb.input_ids, attention_mask=mb.attention_mask
-            ).last_hidden_state  # (b, L, H)
+            hidden = self._hidden(decoder, mb)  # (b, L, H)
             logits = head(hidden[mb.rows, mb.cols])  # (n, V)
         return token_logprobs(logits.float(), mb.targets, with_entropy)
+
+    @staticmethod
+    def _hidden(decoder: Any, mb: _Micro) -> torch.Tensor:
+        """Last hidden states (b, L, H) of ``mb.input_ids``, after the shared head when there is one."""
+        if mb.prefix_ids is None:
+            return decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
+        b, width = mb.input_ids.shape
+        skip = mb.prefix_ids.shape[1]
+        head = decoder(input_ids=mb.prefix_ids, use_cache=True)  # keys/values keep their autograd graph
+        cache = head.past_key_values
+        cache.batch_repeat_interleave(b)
+        ones = mb.attention_mask.new_ones((b, skip))
+        positions = torch.arange(skip, skip + width, device=mb.input_ids.device).expand(b, width)  # (b, L)
+        return decoder(
+            input_ids=mb.input_ids,
+            attention_mask=torch.cat([ones, mb.attention_mask], dim=1),  # (b, P + L)
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
 
     @staticmethod
     def _pad(flat: torch.Tensor, mb: _Micro) -> torch.Tensor:
@@ -263,10 +307,11 @@ class Trainer:
         if n_tokens == 0:
             raise ValueError("the batch has no completion tokens to train on")
         sums = {"pg_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "entropy": 0.0, "loss": 0.0}
-        padded = 0
+        computed = padding = 0
         self.optimizer.zero_grad(set_to_none=True)
         for mb in self._micro_batches(batch):
-            padded += mb.input_ids.numel()
+            computed += mb.input_ids.numel() + (0 if mb.prefix_ids is None else mb.prefix_ids.shape[1])
+            padding += int((mb.attention_mask == 0).sum())
             loss, metrics = self._micro_loss(mb, batch, n_tokens)
             loss.backward()
             sums["loss"] += float(loss.detach())
@@ -288,7 +333,8 @@ class Trainer:
             "lr": float(self.scheduler.get_last_lr()[0]),
             "tokens": float(n_tokens),
             "sequences": float(len(batch)),
-            "padding_frac": 1.0 - real / max(padded, 1),
+            "padding_frac": padding / max(computed, 1),
+            "shared_frac": 1.0 - (computed - padding) / max(real, 1),
             "seconds": seconds,
             "tokens_per_s": real / max(seconds, 1e-9),
         }
@@ -305,7 +351,8 @@ METRICS: dict[str, str] = {
     "lr": "learning rate after the step",
     "tokens": "reply tokens trained on",
     "padding_frac": "share of decoder positions that were padding",
+    "shared_frac": "share of the batch's tokens not recomputed because their prompt head was shared",
     "seconds": "wall time of the update",
-    "tokens_per_s": "(prompt + reply) tokens processed per second",
+    "tokens_per_s": "(prompt + reply) tokens of the batch per second (a shared head counts for every member)",
 }
 """The metrics ``Trainer.step`` returns (no namespace; the loop prefixes them with ``train/``)."""

@@ -8,7 +8,9 @@ How one ``generate`` call runs:
 1. All ``len(prompts) * n`` rows are sorted by prompt length (stable, so the n copies of a prompt stay together) and
    cut into chunks of ``cfg.generation_batch_size``; results go back to input order at the end.
 2. Per chunk: the distinct prompts are left-padded and prefilled once (only the last position's logits are
-   computed), then the KV cache rows are repeated for the n samples of a prompt (no duplicate prefill).
+   computed), then the KV cache rows are repeated for the n samples of a prompt (no duplicate prefill). Prompts
+   that share a long head (the system message and demonstrations of one task type and role) run it once
+   (``cfg.share_prefix``, see :meth:`HFBackend._prefill`).
 3. Decode one token per step with a preallocated KV cache (:class:`_PreallocLayer`: writes in place instead of the
    ``torch.cat`` per step of ``DynamicCache``). A row stops at EOS, at a stop string or at ``max_new_tokens``;
    finished rows leave the batch (the cache rows are dropped), so the batch shrinks.
@@ -35,6 +37,7 @@ from typing import Any
 import torch
 
 from azr.config import RolloutConfig
+from azr.prefix import PrefixGroup, prefix_groups
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
 
 try:  # transformers >= 4.56 layered caches
@@ -282,34 +285,138 @@ class HFBackend:
         return next(self.decoder.parameters()).device
 
     def _prefill(self, prompts: list[list[int]], max_new: int) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
-        """Prefill the distinct prompts once and repeat their cache rows; return (logits, mask, positions, cache)."""
+        """Prefill the distinct prompts once and repeat their cache rows; return (logits, mask, positions, cache).
+
+        Layout: prompts are left-padded to a common width and followed by ``max_new`` decode slots. With
+        ``share_prefix`` the distinct prompts are grouped by shared head (:mod:`azr.prefix`): a group runs its
+        head once, then its members' remaining tokens against it, and the keys/values are laid into the common
+        layout, so decoding cannot tell the difference (same positions, same masked pads).
+        """
         uniq: dict[tuple[int, ...], int] = {}
         row_of = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
-        width = max(len(p) for p in uniq)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(uniq), width), pad, dtype=torch.long)  # (U, P), left padded
-        mask = torch.zeros((len(uniq), width + max_new), dtype=torch.long)  # (U, P + N), grows to the right
-        for u, p in enumerate(uniq):
-            ids[u, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[u, width - len(p) : width] = 1
+        distinct = [list(p) for p in uniq]
+        width = max(len(p) for p in distinct)
         device = self._device()
-        ids, mask = ids.to(device), mask.to(device)
+        mask = torch.zeros(
+            (len(distinct), width + max_new), dtype=torch.long
+        )  # (U, P + N), grows to the right
+        for u, p in enumerate(distinct):
+            mask[u, width - len(p) : width] = 1
+        mask = mask.to(device)
         positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)  # (U, P)
         cache = _new_cache(self.decoder, width + max_new, self.prealloc_cache)
-        out = self.decoder(
-            input_ids=ids,
-            attention_mask=mask[:, :width],
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1]  # (U, V)
+        plan = self._prefix_plan(distinct)
+        if plan is None:
+            logits = self._forward_padded(distinct, width, mask[:, :width], positions, cache)
+        else:
+            logits = self._prefill_shared(distinct, plan, width, cache)
         if row_of != list(range(len(uniq))):
             index = torch.tensor(row_of, device=device)
             cache.batch_select_indices(index)
             logits, mask, positions = logits[index], mask[index], positions[index]
         return logits, mask, positions[:, -1], cache
+
+    def _left_padded(self, prompts: list[list[int]], width: int) -> torch.Tensor:
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)  # (U, P)
+        for u, p in enumerate(prompts):
+            if p:
+                ids[u, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        return ids.to(self._device())
+
+    def _forward_padded(
+        self, prompts: list[list[int]], width: int, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
+        """One left-padded forward over whole prompts; logits (U, V) of each last position."""
+        out = self.decoder(
+            input_ids=self._left_padded(prompts, width),
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1]
+
+    def _prefix_plan(self, prompts: list[list[int]]) -> list[PrefixGroup] | None:
+        """Shared-head groups worth using (loners pooled into one group with no head), or None to skip sharing."""
+        if not self.cfg.share_prefix or len(prompts) < 2 or not self._plain_cache():
+            return None
+        groups = prefix_groups(prompts, keep=1)
+        shared = [g for g in groups if g.prefix_len]
+        if not shared:
+            return None
+        alone = tuple(i for g in groups if not g.prefix_len for i in g.members)
+        return shared + ([PrefixGroup(0, alone)] if alone else [])
+
+    def _plain_cache(self) -> bool:
+        """Sharing lays keys/values out by hand: only for models whose layers all use full attention."""
+        if DynamicCache is None:
+            return False
+        return all(type(layer) is DynamicLayer for layer in DynamicCache(config=self.decoder.config).layers)
+
+    def _prefill_shared(
+        self, prompts: list[list[int]], plan: list[PrefixGroup], width: int, cache: Any
+    ) -> torch.Tensor:
+        """Prefill group by group (head once, then the rest), then fill ``cache`` in the common layout."""
+        logits: list[torch.Tensor | None] = [None] * len(prompts)
+        keys: list[torch.Tensor] | None = None
+        values: list[torch.Tensor] | None = None
+        for group in plan:
+            g_logits, g_cache = self._prefill_group([prompts[i] for i in group.members], group.prefix_len)
+            layers = g_cache.layers
+            if keys is None:
+                keys = [
+                    layer.keys.new_zeros((len(prompts), *layer.keys.shape[1:2], width, layer.keys.shape[3]))
+                    for layer in layers
+                ]
+                values = [
+                    layer.values.new_zeros(
+                        (len(prompts), *layer.values.shape[1:2], width, layer.values.shape[3])
+                    )
+                    for layer in layers
+                ]
+            span = layers[0].keys.shape[2]  # head + padded rest
+            for row, u in enumerate(group.members):
+                n, head = len(prompts[u]), group.prefix_len
+                logits[u] = g_logits[row]
+                for li, layer in enumerate(layers):
+                    for dst, src in ((keys[li], layer.keys), (values[li], layer.values)):
+                        dst[u, :, width - n : width - n + head] = src[row, :, :head]
+                        dst[u, :, width - (n - head) : width] = src[row, :, span - (n - head) :]
+        for layer, k, v in zip(cache.layers, keys or [], values or []):
+            layer.update(k, v)
+        return torch.stack(logits)  # (U, V)
+
+    def _prefill_group(self, prompts: list[list[int]], head: int) -> tuple[torch.Tensor, Any]:
+        """Run the shared first ``head`` tokens once, then every prompt's rest (left-padded) against them."""
+        group_cache = DynamicCache(config=self.decoder.config)
+        device = self._device()
+        if head:
+            self.decoder(
+                input_ids=torch.tensor([prompts[0][:head]], device=device),
+                past_key_values=group_cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            group_cache.batch_repeat_interleave(len(prompts))
+        rest = [p[head:] for p in prompts]
+        w = max(len(r) for r in rest)
+        mask = torch.zeros((len(rest), head + w), dtype=torch.long)  # (g, head + w)
+        mask[:, :head] = 1
+        for row, r in enumerate(rest):
+            mask[row, head + w - len(r) :] = 1
+        mask = mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]  # (g, w)
+        out = self.decoder(
+            input_ids=self._left_padded(rest, w),
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=group_cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1], group_cache
 
     @torch.inference_mode()
     def _decode_chunk(
