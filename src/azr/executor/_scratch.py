@@ -6,7 +6,6 @@ worker started, and every working directory but those of running children.
 """
 
 import os
-import shutil
 
 _dirs: dict[str, tuple[int, set[str]]] = {}  # writable dir -> (mtime, entries) when the worker started
 
@@ -25,20 +24,23 @@ def sweep(base: str, busy: set[str]) -> None:
     /tmp, /dev/shm and the small tmpfs over hidden directories), so that no job can leave files for the next."""
     for name in os.listdir(base):
         if name not in busy:
-            _remove(os.path.join(base, name))
+            remove(os.path.join(base, name))
     for d, (mtime, entries) in _dirs.items():
         try:
             if os.stat(d).st_mtime_ns == mtime:
                 continue
             for name in set(os.listdir(d)) - entries:
-                _remove(os.path.join(d, name))
+                remove(os.path.join(d, name))
             _dirs[d] = (os.stat(d).st_mtime_ns, entries)
         except OSError:
             pass
 
 
-def _remove(path: str) -> None:
+def remove(path: str) -> None:
+    """Remove a file or a directory tree, ignoring errors."""
     if os.path.isdir(path) and not os.path.islink(path):
+        import shutil  # only when a child left something: shutil pulls in bz2, lzma, zlib (a larger zygote)
+
         shutil.rmtree(path, ignore_errors=True)
     else:
         try:
