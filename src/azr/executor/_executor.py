@@ -67,7 +67,7 @@ class Executor:
             "memory_mb": int(self.cfg.memory_mb),
             "max_out": int(self.cfg.max_output_chars),
             "max_file_bytes": 4 * 1024 * 1024,
-            "parallel": 3,
+            "parallel": 8,  # children per worker; forked in batches of half that (see _worker.run_jobs)
         }
         self._pool = Pool(self.tier, n, wcfg)
         log.info("sandbox started: tier=%s workers=%d", self.tier, n)

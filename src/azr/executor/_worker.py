@@ -239,25 +239,32 @@ def _parse_rows(buf: bytes) -> tuple[list[list], bytes]:
 class _Child:
     """Book-keeping for one running child: its pipes, what it has said so far, and its deadline."""
 
-    def __init__(self, index: int, job: dict, calls: list) -> None:
+    def __init__(self, index: int, calls: list, jobs: list[dict]) -> None:
         global _seq
         _seq += 1
-        self.index, self.job, self.calls = index, job, calls
+        self.index, self.job, self.calls = index, jobs[index], calls
         self.workdir = f"{_cfg['base']}/{_seq}"
         _fresh_dir(self.workdir)
         if _cfg["drop_uid"]:
             os.chown(self.workdir, _NOBODY, _NOBODY)
-        self.res_r, res_w = os.pipe()
-        self.out_r, out_w = os.pipe()
-        _cfg["parent_fds"] = _held_fds()
+        self.res_r, self.res_w = os.pipe()
+        self.out_r, self.out_w = os.pipe()
+        self.buf, self.out, self.lines = b"", bytearray(), []
+        self.why = ""
+        self.pid = 0
+
+    def start(self) -> None:
+        """Fork; the child never returns from here. ``_cfg["parent_fds"]`` must hold every descriptor the child
+        has to close (other children's pipes included)."""
         self.pid = os.fork()
         if self.pid == 0:
-            _child(job, calls, self.workdir, out_w, res_w)
-        os.close(res_w)
-        os.close(out_w)
-        self.buf, self.out, self.lines = b"", bytearray(), []
+            _child(self.job, self.calls, self.workdir, self.out_w, self.res_w)
+
+    def started(self) -> None:
+        """In the worker, after the fork: drop the child's ends of the pipes and start its clock."""
+        os.close(self.res_w)
+        os.close(self.out_w)
         self.deadline = time.monotonic() + _cfg["timeout_s"]
-        self.why = ""
 
     def on_output(self, chunk: bytes) -> None:
         self.out += chunk
@@ -324,13 +331,24 @@ def run_jobs(jobs: list[dict], parallel: int) -> list[list[list]]:
     _cfg["inputs"] = inputs
     pending = deque((i, [tuple(c) for c in job.get("calls") or ()]) for i, job in enumerate(jobs))
     poller = select.poll()
+    parallel = max(1, min(parallel, 12))  # 4 descriptors per child at fork time; the worker may hold 64
+    refill = max(1, parallel // 2)
     while pending or _active:
-        while pending and len(_active) < parallel:
-            i, calls = pending.popleft()
-            c = _Child(i, jobs[i], calls)
-            _active[c.res_r] = _active[c.out_r] = c
-            poller.register(c.res_r, select.POLLIN)
-            poller.register(c.out_r, select.POLLIN)
+        free = parallel - len(_active) // 2
+        if pending and free >= min(refill, len(pending)):
+            # Fork several children back to back: after each fork every page the worker writes is copied
+            # (copy-on-write), so the book-keeping below is paid once per batch of forks, not once per child.
+            batch = [_Child(*pending.popleft(), jobs=jobs) for _ in range(min(free, len(pending)))]
+            _cfg["parent_fds"] = _held_fds() | {
+                fd for c in batch for fd in (c.res_r, c.out_r, c.res_w, c.out_w)
+            }
+            for c in batch:
+                c.start()
+            for c in batch:
+                c.started()
+                _active[c.res_r] = _active[c.out_r] = c
+                poller.register(c.res_r, select.POLLIN)
+                poller.register(c.out_r, select.POLLIN)
         now = time.monotonic()
         wait = max(0.0, min(c.deadline for c in _active.values()) - now)
         for fd, _ in poller.poll(wait * 1000):
@@ -345,7 +363,8 @@ def run_jobs(jobs: list[dict], parallel: int) -> list[list[list]]:
             else:
                 (c.on_output if fd == c.out_r else c.on_result)(chunk)
         now = time.monotonic()
-        for c in {c for c in _active.values() if c.why or c.deadline <= now}:
+        ended = {c for c in _active.values() if c.why or c.deadline <= now}
+        for c in ended:
             c.why = c.why or "timeout"
             for fd in (c.res_r, c.out_r):
                 _active.pop(fd, None)
@@ -354,10 +373,11 @@ def run_jobs(jobs: list[dict], parallel: int) -> list[list[list]]:
                 except KeyError:
                     pass
             rows, rest = c.finish()
-            _scratch.sweep(_cfg["base"], {os.path.basename(c.workdir) for c in _active.values()})
             results[c.index] += rows
             if rest is not None:
                 pending.appendleft((c.index, rest))
+        if ended:  # before the next fork: no job finds what an ended one left behind
+            _scratch.sweep(_cfg["base"], {os.path.basename(c.workdir) for c in _active.values()})
     return results
 
 
@@ -434,5 +454,5 @@ def main() -> None:
             request = json.loads(_read_exact(0, n))
         except EOFError:
             break
-        _send(1, run_jobs(request["jobs"], int(_cfg.get("parallel", 3))))
+        _send(1, run_jobs(request["jobs"], int(_cfg.get("parallel", 8))))
     _scratch.remove(_cfg["base"])
