@@ -20,6 +20,14 @@ clone for threads); everything else is allowed. Denied:
   ``request_key``, ``userfaultfd``, ``io_uring_*``, modules, kexec, reboot, swap, clock setting, ``iopl``/``ioperm``,
   handle-based open, ``fanotify_init``, ``acct``;
 - any x32-ABI syscall, and any syscall from a non-x86-64 architecture (the process is killed).
+
+In the sandbox the policy is installed as two stacked filters (the kernel applies every filter of a process and
+the strictest answer wins, so a child is held to exactly the list above): the *worker filter*, installed once in
+the fork-server worker and inherited by every child, denies everything the worker itself never needs (sockets,
+exec, ptrace, mounts and namespaces, pidfds, ``tkill``, the kernel attack surface, foreign architectures); the
+*child filter*, installed by each child before it runs the program, adds the rest (process creation, signals to
+other processes, ``setpgid``/``setsid``, identity changes). Installing a filter costs the kernel a run of the filter
+for every syscall number (its action cache) with interrupts off, so the per-child filter is kept short.
 """
 
 from __future__ import annotations
@@ -63,6 +71,9 @@ _DENIED = (
     175, 176, 313, 246, 320, 169, 167, 168,  # modules, kexec, reboot, swap
     159, 164, 227, 170, 171, 172, 173, 303, 304, 300, 163,  # clocks, hostname, io ports, handles, acct
 )  # fmt: skip
+# Denied by the child filter only: the worker forks, signals its children and (as root outside bwrap) lets a child
+# drop to nobody before that child installs its filter.
+_CHILD_ONLY = (57, 58, 109, 112, 105, 106, 113, 114, 116, 117, 119, 122, 123, 126)
 
 
 _LIBC: ctypes.CDLL | None = None
@@ -77,21 +88,32 @@ def supported() -> bool:
     return platform.machine() in ("x86_64", "AMD64")
 
 
-def build_filter(own_pid: int) -> bytes:
-    """Assemble the BPF program for a process whose pid is ``own_pid`` (signals only to itself)."""
+def build_filter(own_pid: int, part: str = "all") -> bytes:
+    """Assemble the BPF program for a process whose pid is ``own_pid`` (signals only to itself). ``part`` is
+    ``"all"`` (the whole policy in one filter), ``"worker"`` or ``"child"`` (the two stacked halves)."""
+    if part not in ("all", "worker", "child"):
+        raise ValueError(f"unknown filter part {part!r}")
+    denied = {
+        "all": _DENIED,
+        "worker": [nr for nr in _DENIED if nr not in _CHILD_ONLY],
+        "child": _CHILD_ONLY,
+    }[part]
     prog: list[tuple[int, str | None, str | None, int]] = [
         (_LD_ABS_W, None, None, 4),  # seccomp_data.arch
         (_JEQ, None, "killproc", _AUDIT_ARCH_X86_64),
         (_LD_ABS_W, None, None, 0),  # seccomp_data.nr
         (_JGE, "deny", None, 0x40000000),  # x32 ABI
-        (_JEQ, "clone", None, _NR["clone"]),
-        (_JEQ, "nosys", None, _NR["clone3"]),
-        (_JEQ, "kill", None, _NR["kill"]),
-        (_JEQ, "self", None, _NR["tgkill"]),
-        (_JEQ, "self", None, _NR["rt_sigqueueinfo"]),
-        (_JEQ, "self", None, _NR["rt_tgsigqueueinfo"]),
     ]
-    prog += [(_JEQ, "deny", None, nr) for nr in _DENIED]
+    if part != "worker":
+        prog += [
+            (_JEQ, "clone", None, _NR["clone"]),
+            (_JEQ, "nosys", None, _NR["clone3"]),
+            (_JEQ, "kill", None, _NR["kill"]),
+            (_JEQ, "self", None, _NR["tgkill"]),
+            (_JEQ, "self", None, _NR["rt_sigqueueinfo"]),
+            (_JEQ, "self", None, _NR["rt_tgsigqueueinfo"]),
+        ]
+    prog += [(_JEQ, "deny", None, nr) for nr in denied]
     prog += [(_RET, None, None, _RET_ALLOW)]
     labels = {
         "clone": [(_LD_ABS_W, None, None, 16), (_JSET, "allow", "deny", _CLONE_THREAD)],
@@ -133,11 +155,12 @@ _PID_MARK = 0x7EADBEEF
 
 class Prepared:
     """A filter assembled once in the worker; :meth:`install` in each child only patches its pid in and calls
-    prctl once (no_new_privs is set here and inherited), keeping the per-child cost to a few microseconds."""
+    prctl once (no_new_privs is set here and inherited). ``part`` as in :func:`build_filter`: the worker installs
+    the ``"worker"`` part on itself (:func:`install_worker`) and prepares the short ``"child"`` part."""
 
-    def __init__(self) -> None:
-        code = build_filter(_PID_MARK)
-        self._offset = code.index(struct.pack("=I", _PID_MARK))
+    def __init__(self, part: str = "all") -> None:
+        code = build_filter(_PID_MARK, part)
+        self._offset = code.find(struct.pack("=I", _PID_MARK))
         self._buf = ctypes.create_string_buffer(code, len(code))
         self._prog = _Sockfprog(len(code) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
         self._ref = ctypes.byref(self._prog)
@@ -146,11 +169,17 @@ class Prepared:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
     def install(self, own_pid: int) -> None:
-        struct.pack_into("=I", self._buf, self._offset, own_pid)
+        if self._offset >= 0:
+            struct.pack_into("=I", self._buf, self._offset, own_pid)
         if self._prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, self._ref, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
 
 
 def install(own_pid: int) -> None:
-    """Set no_new_privs and install the filter on the calling process; raises OSError on failure."""
+    """Set no_new_privs and install the whole policy on the calling process; raises OSError on failure."""
     Prepared().install(own_pid)
+
+
+def install_worker() -> None:
+    """Install the worker half of the policy on the calling process (the fork-server worker)."""
+    Prepared("worker").install(0)

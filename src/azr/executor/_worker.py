@@ -438,7 +438,8 @@ def _prepare() -> None:
         _scratch.snapshot(["/tmp", "/dev/shm", "/var/tmp", *_cfg.get("scratch", [])])
     _warm_up()
     if _cfg["seccomp"]:
-        _cfg["filter"] = _seccomp.Prepared()
+        _cfg["filter"] = _seccomp.Prepared("child")
+        _seccomp.install_worker()  # inherited by every child, which then adds the short child filter
     gc.collect()
     gc.freeze()  # children's collections then skip the zygote's objects (fewer copy-on-write faults)
 
