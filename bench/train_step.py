@@ -4,7 +4,9 @@
 
 Setting: ``--seqs`` sequences of ``--tokens`` tokens each (``--prompt`` prompt tokens + the rest reply), random
 token ids, one full update per timed step (forward, backward, optimizer step). With ``--varied`` the reply lengths
-spread evenly around the same mean, so padding matters. The engines start from the same weights and take turns
+spread evenly around the same mean, so padding matters. With ``--shared-head N`` each group of ``--micro-batch``
+sequences starts with the same N prompt tokens, as AZR's prompts of one task type and role do (the naive step
+cannot use that; azr's trainer runs the head once per micro-batch). The engines start from the same weights and take turns
 (round-robin, one step each per round) in this process, so load changes on a shared machine hit them alike;
 compare the ratios, not the absolute numbers. Besides wall time the table shows process CPU seconds per step,
 which stay meaningful when other jobs share the cores (use ``--threads 1`` there). tokens/s counts
@@ -15,7 +17,7 @@ Engines:
 - ``naive`` — what a plain HF script does: the whole padded batch in one fp32 forward with ``labels`` (prompt and
   padding set to -100, full-vocabulary cross-entropy on every position), ``loss.backward()``, grad clipping and
   ``torch.optim.AdamW`` with its defaults.
-- ``azr-fp32`` — ``Trainer.step`` (length-sorted micro-batches, LM head only on reply positions, PPO-clip with the
+- ``azr-fp32`` — ``Trainer.step`` (length-sorted micro-batches, shared prompt heads run once, LM head only on reply positions, PPO-clip with the
   paper's entropy bonus through a fused log-prob/entropy kernel, fused AdamW), no autocast.
 - ``azr-bf16`` — the same under CPU bfloat16 autocast (``training.bf16_autocast = true``).
 """
@@ -40,7 +42,18 @@ from azr.models import load_model
 from azr.trainer import TrainBatch, Trainer
 
 
-def make_batch(vocab: int, seqs: int, tokens: int, prompt: int, varied: bool, seed: int = 0) -> TrainBatch:
+def make_batch(
+    vocab: int,
+    seqs: int,
+    tokens: int,
+    prompt: int,
+    varied: bool,
+    shared: int = 0,
+    group: int = 4,
+    seed: int = 0,
+) -> TrainBatch:
+    """Random token ids; with ``shared`` > 0 each run of ``group`` sequences starts with the same ``shared``
+    prompt tokens, as AZR prompts of one task type and role do (system message, demonstrations)."""
     g = torch.Generator().manual_seed(seed)
     reply = tokens - prompt
     if varied:  # evenly spread around the same mean: reply +- 75%
@@ -48,6 +61,9 @@ def make_batch(vocab: int, seqs: int, tokens: int, prompt: int, varied: bool, se
     else:
         spread = [reply] * seqs
     prompts = [torch.randint(100, vocab, (prompt,), generator=g).tolist() for _ in range(seqs)]
+    if shared:
+        heads = [torch.randint(100, vocab, (shared,), generator=g).tolist() for _ in range(0, seqs, group)]
+        prompts = [heads[i // group] + p[shared:] for i, p in enumerate(prompts)]
     replies = [torch.randint(100, vocab, (n,), generator=g).tolist() for n in spread]
     advantages = torch.randn(seqs, generator=g).tolist()
     return TrainBatch(prompts, replies, advantages)
@@ -100,6 +116,12 @@ def main() -> None:
     ap.add_argument("--seqs", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=384, help="tokens per sequence (prompt + reply), the mean")
     ap.add_argument("--prompt", type=int, default=128, help="prompt tokens per sequence")
+    ap.add_argument(
+        "--shared-head",
+        type=int,
+        default=0,
+        help="prompt tokens shared by each group of --micro-batch sequences",
+    )
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
@@ -111,7 +133,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     base, tokenizer = load_model(args.model)
-    batch = make_batch(len(tokenizer), args.seqs, args.tokens, args.prompt, args.varied)
+    batch = make_batch(
+        len(tokenizer), args.seqs, args.tokens, args.prompt, args.varied, args.shared_head, args.micro_batch
+    )
     real_tokens = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
     steps = build_engines(base, tokenizer, batch, args)
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -139,8 +163,8 @@ def main() -> None:
         )
 
     naive = next((r for r in rows if r["engine"] == "naive"), None)
-    print(f"\n{args.seqs} seqs x {args.tokens} tokens ({'varied' if args.varied else 'fixed'} lengths), "
-          f"{args.threads} threads, median of {args.repeats}")  # fmt: skip
+    print(f"\n{args.seqs} seqs x {args.tokens} tokens ({'varied' if args.varied else 'fixed'} lengths, "
+          f"{args.shared_head} shared head tokens), {args.threads} threads, median of {args.repeats}")  # fmt: skip
     print(
         "| engine | s/step | tokens/s | vs naive | CPU s/step | vs naive (CPU) |\n|---|---|---|---|---|---|"
     )

@@ -105,17 +105,26 @@ class SelfPlay:
     def _shots(self, kind: TaskType, role: Role, task: Task | None) -> list[Task]:
         """Buffer tasks of the same type shown as worked demonstrations (``selfplay.n_shots``, 0 = none).
 
-        Drawn once per generation phase for each (type, role), so the prompts of a group start with the same
-        tokens and the backend and trainer compute that head once (:mod:`azr.prefix`). A task never serves as
-        its own demonstration: one spare is drawn for that case.
+        Drawn once per generation phase for each (type, role) (see :meth:`_draw_shots`), so the prompts of a
+        group start with the same tokens and the backend and trainer compute that head once (:mod:`azr.prefix`).
+        A task never serves as its own demonstration.
         """
         n = self.cfg.selfplay.n_shots
         if not n:
             return []
         if (kind, role) not in self._phase_shots:
-            self._phase_shots[kind, role] = self.store.sample_references(kind, n + 1, self.rng)
+            self._draw_shots(kind, role, ())
         pool = self._phase_shots[kind, role]
         return [t for t in pool if task is None or t.program != task.program][:n]
+
+    def _draw_shots(self, kind: TaskType, role: Role, avoid: Sequence[Task | None]) -> None:
+        """This phase's demonstrations for (kind, role), none of them a task of the phase (``avoid``) when the
+        buffer has enough others: then every prompt of the group gets the same ones."""
+        n = self.cfg.selfplay.n_shots
+        programs = {t.program for t in avoid if t is not None}
+        pool = self.store.sample_references(kind, n + len(programs) + 1, self.rng)
+        fresh = [t for t in pool if t.program not in programs]
+        self._phase_shots[kind, role] = fresh[:n] + [t for t in pool if t.program in programs]
 
     # -- the step ----------------------------------------------------------------------------------
     def step(self, step: int, progress: Progress | None = None) -> StepResult:
@@ -150,10 +159,16 @@ class SelfPlay:
         self._phase_shots.clear()
         counts = counts if counts is not None else dict.fromkeys(TASK_TYPES, B)
         prompts: list[tuple[TaskType, str, Task | None]] = []
+        n_ind = counts.get(TaskType.INDUCTION, 0)
+        ind_refs = [
+            induction_refs[i] if induction_refs else self._induction_reference() for i in range(n_ind)
+        ]
+        if self.cfg.selfplay.n_shots:
+            self._draw_shots(TaskType.INDUCTION, Role.PROPOSE, ind_refs)
         for kind in TASK_TYPES:
             for i in range(counts.get(kind, 0)):
                 if kind is TaskType.INDUCTION:
-                    ref = induction_refs[i] if induction_refs else self._induction_reference()
+                    ref = ind_refs[i]
                     prompts.append((kind, self._prompt(kind, Role.PROPOSE, task=ref), ref))
                 else:
                     refs = self.store.sample_references(kind, K, self.rng, recency=self._recency())
@@ -199,6 +214,9 @@ class SelfPlay:
             real += [(kind, t) for t in tasks]
         mc_owners = [i for i, s in enumerate(proposals) if s.success]
         jobs = real + [(proposals[i].task_type, proposals[i].task) for i in mc_owners for _ in range(n)]
+        if self.cfg.selfplay.n_shots:
+            for kind in TASK_TYPES:
+                self._draw_shots(kind, Role.SOLVE, [task for k, task in jobs if k is kind])
         prompts = [self._prompt(kind, Role.SOLVE, task=task) for kind, task in jobs]
         completions = self._generate(prompts, Role.SOLVE, step, 1, timings, progress)
         parsed = [parse_solution(kind, c.text) for (kind, _), c in zip(jobs, completions, strict=True)]
