@@ -145,6 +145,11 @@ def _libc() -> ctypes.CDLL:
     return _LIBC
 
 
+def libc_prctl():  # type: ignore[no-untyped-def]
+    """libc's prctl as a ctypes function: ``f(option, arg2, arg3, arg4, arg5)``."""
+    return _libc().prctl
+
+
 def prctl(option: int, arg: int) -> int:
     """Call prctl(option, arg, 0, 0, 0) through libc; returns its result."""
     return int(_libc().prctl(option, arg, 0, 0, 0))

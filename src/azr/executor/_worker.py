@@ -24,7 +24,7 @@ import sys
 import time
 from collections import deque
 
-from . import _scratch, _seccomp, _values
+from . import _scratch, _seccomp
 
 _NOBODY = 65534
 # The child's code after the program ran uses these, not the builtins, which the program may have replaced.
@@ -77,10 +77,9 @@ def _isolate(workdir: str, out_w: int, res_w: int, n_calls: int) -> None:
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
     os.dup2(res_w, 3)
-    for fd in {out_w, res_w, _cfg["devnull"], *_cfg["parent_fds"]} - {0, 1, 2, 3}:
-        os.close(fd)  # the worker holds no other descriptors (it closed all others at start-up)
+    os.closerange(4, _cfg["maxfd"])  # every other descriptor: the worker's, its other children's pipes
     os.chdir(workdir)
-    _seccomp.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the worker
+    _cfg["prctl"](1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the worker
     if _cfg["tier"] == "none":
         return
     _child_limits(n_calls)
@@ -119,6 +118,8 @@ def _one_call(g: dict, entry: str, code: object, expect: str | None) -> list:
     if _len(text) > _cfg["max_out"]:
         return ["output_too_large", None, None, f"result repr has {_len(text)} characters", dt]
     if expect is not None and text != expect.strip():
+        from . import _values  # imported here, not in the worker: its ast import makes every fork dearer
+
         ok, gold = _values.parse_literal(expect)
         if not (ok and _values.values_equal(value, gold)):
             return ["wrong", text, None, f"expected {expect[:200]}", dt]
@@ -254,8 +255,7 @@ class _Child:
         self.pid = 0
 
     def start(self) -> None:
-        """Fork; the child never returns from here. ``_cfg["parent_fds"]`` must hold every descriptor the child
-        has to close (other children's pipes included)."""
+        """Fork; the child never returns from here."""
         self.pid = os.fork()
         if self.pid == 0:
             _child(self.job, self.calls, self.workdir, self.out_w, self.res_w)
@@ -314,10 +314,6 @@ class _Child:
 _active: dict[int, _Child] = {}  # read fd -> child
 
 
-def _held_fds() -> set[int]:
-    return set(_active) | {c.out_r for c in _active.values()} | {c.res_r for c in _active.values()}
-
-
 def run_jobs(jobs: list[dict], parallel: int) -> list[list[list]]:
     """Answer all jobs, with up to ``parallel`` children running at once; a child that dies mid-way is replaced by
     a fresh one for the calls after the one it died on."""
@@ -339,9 +335,6 @@ def run_jobs(jobs: list[dict], parallel: int) -> list[list[list]]:
             # Fork several children back to back: after each fork every page the worker writes is copied
             # (copy-on-write), so the book-keeping below is paid once per batch of forks, not once per child.
             batch = [_Child(*pending.popleft(), jobs=jobs) for _ in range(min(free, len(pending)))]
-            _cfg["parent_fds"] = _held_fds() | {
-                fd for c in batch for fd in (c.res_r, c.out_r, c.res_w, c.out_w)
-            }
             for c in batch:
                 c.start()
             for c in batch:
@@ -412,9 +405,8 @@ def _warm_up() -> None:
     exec(compile("def f(a):\n    return a", "<program>", "exec"), g)
     code = _compile("__azr_args__([1, 'a']\n)", "<input>", "eval")
     for _ in range(64):
-        line = _one_call(g, "f", code, "[1, 'a']")
+        line = _one_call(g, "f", code, None)
         _parse_rows(_encode(line) + _encode(["error", None, "ValueError", _tb(ValueError("x")), 0.5]))
-        _values.parse_literal("[1, (2, 'a')]")
 
 
 def _prepare() -> None:
@@ -428,8 +420,11 @@ def _prepare() -> None:
         setattr(sys, name, io.TextIOWrapper(raw, old.encoding, old.errors, write_through=True))
     if _cfg["tier"] != "none":
         _worker_limits()
-    os.closerange(3, 1 << 16)  # once here, so that a child only has to close the few it knows about
+    os.closerange(3, 1 << 16)
     _cfg["devnull"] = os.open(os.devnull, os.O_RDONLY)
+    # a child closes every descriptor from 4 up to the worker's limit (64 in the sandboxed tiers)
+    _cfg["maxfd"] = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16)
+    _cfg["prctl"] = _seccomp.libc_prctl()
     tmp = "/dev/shm" if os.access("/dev/shm", os.W_OK) and _cfg["tier"] != "bwrap" else "/tmp"
     base = _cfg.get("base") or f"{tmp}/azr-sandbox-{os.getpid()}"
     os.makedirs(base, mode=0o711, exist_ok=True)
