@@ -145,8 +145,8 @@ def test_oversized_printed_output_is_rejected(ex: Executor) -> None:
 def test_induction_outputs_never_enter_the_sandbox(ex: Executor) -> None:
     """Code in the child can forge its own result lines (first half), so the checks compare the hidden outputs
     outside the sandbox, where a forged line cannot know them (second half)."""
-    forger = (  # result rows are "status seconds len(value) len(error_type) len(message)\n" + the texts
-        "import os\nfor _ in range(2):\n    os.write(3, b'ok 0.0 3 -1 0\\n999')\ndef f(a):\n    return a"
+    forger = (  # rows: "status ns len(value) len(error_type) len(message) len(body)\n" + the texts
+        "import os\nfor _ in range(2):\n    os.write(3, b'ok 0 3 -1 0 3\\n999')\ndef f(a):\n    return a"
     )
     rs = ex.run_jobs([{"code": forger, "calls": [["1", None], ["2", None]], "entry": "f"}])[0]
     assert [r.value for r in rs] == ["999", "999"]  # forging is possible from inside the child ...

@@ -28,7 +28,7 @@ from . import _scratch, _seccomp
 
 _NOBODY = 65534
 # The child's code after the program ran uses these, not the builtins, which the program may have replaced.
-_len, _float, _type, _list, _callable, _repr, _str = len, float, type, list, callable, repr, str
+_len, _int, _type, _list, _callable, _repr, _str = len, int, type, list, callable, repr, str
 _cfg: dict = {}
 _seq = 0
 
@@ -180,18 +180,16 @@ def _child(job: dict, calls: list, workdir: str, out_w: int, res_w: int) -> None
 
 
 def _encode(line: list) -> bytes:
-    """One result row as ``status dt len(value)|-1 len(etype)|-1 len(msg)\n`` then the three byte strings
-    (cheaper in the child than JSON: fewer objects and pages touched)."""
+    """One result row: ``status nanoseconds len(value)|-1 len(error_type)|-1 len(message) body_bytes\n`` then
+    the three texts as one UTF-8 body (lengths in characters). Cheaper in the child than JSON: it writes to
+    fewer pages (each one it writes is a copy-on-write fault)."""
     status, value, etype, msg, dt = line
-    parts = [b"" if x is None else x.encode("utf-8", "surrogatepass") for x in (value, etype, msg)]
-    head = b"%s %r %d %d %d\n" % (
-        status.encode(),
-        _float(dt),
-        -1 if value is None else _len(parts[0]),
-        -1 if etype is None else _len(parts[1]),
-        _len(parts[2]),
-    )
-    return head + b"".join(parts)
+    v = "" if value is None else value
+    e = "" if etype is None else etype
+    body = (v + e + msg).encode("utf-8", "surrogatepass")
+    nv = -1 if value is None else _len(v)
+    ne = -1 if etype is None else _len(e)
+    return f"{status} {_int(dt * 1e9)} {nv} {ne} {_len(msg)} {_len(body)}\n".encode() + body
 
 
 def _write_line(line: list) -> None:
@@ -204,7 +202,7 @@ _STATUSES = {"ok", "error", "timeout", "memory", "output_too_large", "wrong"}
 _MALFORMED = ["error", None, "SandboxError", "malformed result line from the child", 0.0]
 
 
-def _parse_rows(buf: bytes) -> tuple[list[list], bytes]:
+def _parse_rows(buf: bytes) -> tuple[list[list], bytes | None]:
     """Complete result rows at the start of ``buf`` and the unparsed rest; a malformed row ends the stream with
     a SandboxError row (and ``None`` for the rest). The child runs untrusted code and may write anything."""
     rows: list[list] = []
@@ -212,28 +210,31 @@ def _parse_rows(buf: bytes) -> tuple[list[list], bytes]:
         nl = buf.find(b"\n", 0, 128)
         if nl < 0:
             if len(buf) >= 128:
-                return [*rows, list(_MALFORMED)], None  # type: ignore[return-value]
+                return [*rows, list(_MALFORMED)], None
             return rows, buf
         try:
-            status, dt, nv, ne, nm = buf[:nl].split(b" ")
-            status_s, sizes = status.decode(), (int(nv), int(ne), int(nm))
-            if status_s not in _STATUSES or min(sizes) < -1 or sizes[2] < 0:
+            status, ns, nv, ne, nm, nb = buf[:nl].split(b" ")
+            status_s = status.decode()
+            sizes, nbytes, dt = (int(nv), int(ne), int(nm)), int(nb), int(ns) / 1e9
+            if status_s not in _STATUSES or min(sizes) < -1 or sizes[2] < 0 or nbytes < 0:
                 raise ValueError
-            dtf = float(dt)
         except (ValueError, UnicodeDecodeError):
-            return [*rows, list(_MALFORMED)], None  # type: ignore[return-value]
-        end = nl + 1 + sum(max(0, n) for n in sizes)
+            return [*rows, list(_MALFORMED)], None
+        end = nl + 1 + nbytes
         if len(buf) < end:
             return rows, buf
-        fields: list[str | None] = []
-        at = nl + 1
         try:
-            for n in sizes:
-                fields.append(None if n < 0 else buf[at : at + n].decode("utf-8", "surrogatepass"))
-                at += max(0, n)
+            body = buf[nl + 1 : end].decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:
-            return [*rows, list(_MALFORMED)], None  # type: ignore[return-value]
-        rows.append([status_s, fields[0], fields[1], fields[2], dtf])
+            return [*rows, list(_MALFORMED)], None
+        if len(body) != sum(max(0, n) for n in sizes):
+            return [*rows, list(_MALFORMED)], None
+        fields: list[str | None] = []
+        at = 0
+        for n in sizes:
+            fields.append(None if n < 0 else body[at : at + n])
+            at += max(0, n)
+        rows.append([status_s, fields[0], fields[1], fields[2], dt])
         buf = buf[end:]
 
 
