@@ -165,11 +165,17 @@ def static_check(program: str, max_chars: int = 4_000, entry: str | None = "f") 
         isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == entry for n in tree.body
     ):
         return f"no top-level function {entry!r}"
+    banned_read = False
     for node in ast.walk(tree):
-        reason = _check_node(node)
-        if reason:
-            return reason
-    return _check_names(tree.body, [], [])
+        kind = type(node)
+        if kind is ast.Name:
+            banned_read = banned_read or node.id in BANNED_NAMES  # type: ignore[attr-defined]
+        elif kind in _CHECKED_NODES:
+            reason = _check_node(node)
+            if reason:
+                return reason
+    # the scope analysis only matters when a banned name is read at all (rare): skip it otherwise
+    return _check_names(tree.body, [], []) if banned_read else None
 
 
 def _bound_names(body: list[ast.AST], args: ast.arguments | None) -> set[str]:
@@ -224,6 +230,9 @@ def _outer_parts(node: ast.AST) -> list[ast.AST]:
     if isinstance(node, ast.ClassDef):
         parts += [*node.bases, *(k.value for k in node.keywords)]
     return parts
+
+
+_CHECKED_NODES = (ast.Import, ast.ImportFrom, ast.Attribute, ast.Call)  # the node types _check_node looks at
 
 
 def _check_node(node: ast.AST) -> str | None:
