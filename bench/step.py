@@ -1,10 +1,11 @@
 """Seconds per self-play step of the default CPU config, broken down by phase.
 
     AZR_CACHE=/tmp/azrcache .venv/bin/python bench/step.py [--steps 3] [--config configs/cpu-smollm2.toml]
+        [--run-dir DIR] [--section.field=value ...]
 
 Runs the real loop (real model, sandbox and updates) into a temporary run directory and reads the per-phase
 timings every step logs (``perf/seconds/*`` in ``metrics.jsonl``): generation, sandbox execution, the policy
-update and the store. Prints a table, the mean against the 90 s/step goal, and writes ``bench/results/step.json``.
+update and the store. ``--run-dir`` keeps the run (for ``azr report``); otherwise a temporary one is used. Prints a table, the mean against the 90 s/step goal, and writes ``bench/results/step.json``.
 """
 
 from __future__ import annotations
@@ -31,12 +32,17 @@ def main() -> None:
     parser.add_argument("--config", default="configs/cpu-smollm2.toml")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", default="bench/results/step.json")
+    parser.add_argument("--run-dir", default="", help="keep the run here instead of a temporary directory")
     args, overrides = parser.parse_known_args()
     cfg = with_steps(load(args.config, overrides), args.steps)
     console = Console()
-    with tempfile.TemporaryDirectory(prefix="azr-step-bench-") as tmp:
-        train(cfg, Path(tmp) / "run", console=console)
-        rows = read_metrics(Path(tmp) / "run")
+    if args.run_dir:
+        train(cfg, Path(args.run_dir), console=console)
+        rows = read_metrics(Path(args.run_dir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="azr-step-bench-") as tmp:
+            train(cfg, Path(tmp) / "run", console=console)
+            rows = read_metrics(Path(tmp) / "run")
     table = Table(title=f"seconds per self-play step ({args.config})")
     for column in ("step", *PHASES, "tok/s"):
         table.add_column(column, justify="right")
