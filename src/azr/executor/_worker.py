@@ -336,6 +336,7 @@ def run_jobs(jobs: list[dict], parallel: int) -> list[list[list]]:
             # Fork several children back to back: after each fork every page the worker writes is copied
             # (copy-on-write), so the book-keeping below is paid once per batch of forks, not once per child.
             batch = [_Child(*pending.popleft(), jobs=jobs) for _ in range(min(free, len(pending)))]
+            gc.freeze()  # the worker's young objects too: a child's collections must not walk (and copy) them
             for c in batch:
                 c.start()
             for c in batch:
@@ -445,6 +446,7 @@ def main() -> None:
     _cfg.update(json.loads(sys.argv[1]))
     _prepare()
     _send(1, {"ready": os.getpid()})
+    served = 0
     while True:
         try:
             (n,) = struct.unpack(">I", _read_exact(0, 4))
@@ -452,4 +454,11 @@ def main() -> None:
         except EOFError:
             break
         _send(1, run_jobs(request["jobs"], int(_cfg.get("parallel", 8))))
+        served += 1
+        if (
+            served % 256 == 0
+        ):  # run_jobs freezes what the worker allocated; collect its cyclic garbage now and then
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
     _scratch.remove(_cfg["base"])
