@@ -165,3 +165,24 @@ def test_pool_restarts_a_dead_worker() -> None:
         assert all(r.ok or r.error_type == "SandboxError" for r in rs)
         assert first not in executor.worker_pids
         assert [r.value for r in executor.run_many([(IDENTITY, "5")] * 4)] == ["5"] * 4
+
+
+def test_result_rows_round_trip_and_malformed_rows_are_refused() -> None:
+    from azr.executor._worker import _encode, _parse_rows
+
+    rows = [
+        ["ok", "'h\u00e9\ud800'", None, "", 1.5e-05],
+        ["error", None, "ValueError", "ValueError: \u4e2d", 0.25],
+    ]
+    data = b"".join(_encode(r) for r in rows)
+    assert _parse_rows(data) == (rows, b"")
+    assert _parse_rows(data[:-2]) == (rows[:1], data[len(_encode(rows[0])) : -2])  # waits for the rest
+    for bad in (
+        b"ok 0 3 -1 0 4\n9999",
+        b"ok x 3 -1 0 3\n999",
+        b"\xff 0 3 -1 0 3\n999",
+        b"bogus 0 0 -1 0 0\n",
+    ):
+        parsed, rest = _parse_rows(bad)
+        assert rest is None and parsed[-1][2] == "SandboxError"
+    assert _parse_rows(b"ok " + b"9" * 200)[1] is None  # no header within 128 bytes

@@ -227,7 +227,7 @@ def _parse_rows(buf: bytes) -> tuple[list[list], bytes | None]:
             sizes, nbytes, dt = (int(nv), int(ne), int(nm)), int(nb), int(ns) / 1e9
             if status_s not in _STATUSES or min(sizes) < -1 or sizes[2] < 0 or nbytes < 0:
                 raise ValueError
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, OverflowError):
             return [*rows, list(_MALFORMED)], None
         end = nl + 1 + nbytes
         if len(buf) < end:
