@@ -70,16 +70,21 @@ def _worker_limits() -> None:
         resource.setrlimit(which, (value, value))
 
 
-def _child_limits(n_calls: int) -> None:
+def _cpu_limit(n_calls: int) -> tuple[int, int]:
+    """The child's RLIMIT_CPU (computed in the worker: a child that allocates less copies fewer pages)."""
     cpu = int(_cfg["timeout_s"] * max(1, n_calls)) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    return cpu, cpu
+
+
+def _child_limits(cpu: tuple[int, int]) -> None:
+    resource.setrlimit(resource.RLIMIT_CPU, cpu)
     if not _cfg["seccomp"]:
         resource.setrlimit(
             resource.RLIMIT_NPROC, (64, 64)
         )  # the seccomp filter stops forks in stronger tiers
 
 
-def _isolate(workdir: str, out_w: int, res_w: int, n_calls: int) -> None:
+def _isolate(workdir: bytes, out_w: int, res_w: int, cpu: tuple[int, int]) -> None:
     """Everything the child does to itself before it touches the program."""
     os.setpgid(0, 0)
     os.dup2(_cfg["devnull"], 0)
@@ -91,7 +96,7 @@ def _isolate(workdir: str, out_w: int, res_w: int, n_calls: int) -> None:
     _cfg["prctl"](1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the worker
     if _cfg["tier"] == "none":
         return
-    _child_limits(n_calls)
+    _child_limits(cpu)
     if _cfg["drop_uid"]:
         os.setgroups([])
         os.setresgid(_NOBODY, _NOBODY, _NOBODY)
@@ -156,12 +161,12 @@ def _compile(text: str, name: str, mode: str) -> object:
         return ["error", None, _type(e).__name__, _tb(e), 0.0]
 
 
-def _child(job: dict, calls: list, workdir: str, out_w: int, res_w: int) -> None:
+def _child(job: dict, calls: list, workdir: bytes, out_w: int, res_w: int, cpu: tuple[int, int]) -> None:
     """Runs in the forked child; never returns. ``job["_code"]`` is the program compiled by the worker, and each
     call's input is compiled there too (once for all the children of a request), so that the child only runs."""
     try:
         try:
-            _isolate(workdir, out_w, res_w, _len(calls))
+            _isolate(workdir, out_w, res_w, cpu)
         except BaseException as e:
             os.write(res_w, _encode(["error", None, "SandboxError", f"isolation failed: {e!r}", 0.0]))
             raise
@@ -258,6 +263,7 @@ class _Child:
         _fresh_dir(self.workdir)
         if _cfg["drop_uid"]:
             os.chown(self.workdir, _NOBODY, _NOBODY)
+        self.workdir_b, self.cpu = os.fsencode(self.workdir), _cpu_limit(len(calls))
         self.res_r, self.res_w = os.pipe()
         self.out_r, self.out_w = os.pipe()
         self.buf, self.out, self.lines = b"", bytearray(), []
@@ -268,7 +274,7 @@ class _Child:
         """Fork; the child never returns from here."""
         self.pid = os.fork()
         if self.pid == 0:
-            _child(self.job, self.calls, self.workdir, self.out_w, self.res_w)
+            _child(self.job, self.calls, self.workdir_b, self.out_w, self.res_w, self.cpu)
 
     def started(self) -> None:
         """In the worker, after the fork: drop the child's ends of the pipes and start its clock."""
