@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import subprocess
 import sys
 import time
@@ -150,7 +151,10 @@ def main() -> None:
     print(
         f"(b) python -c per execution:       {b_rate:8.1f} validations/s  ({b_ok}/{len(b_rows)} correct, subset)"
     )
-    print(f"ratios: c/a = {c_rate / a_rate:.2f}   c/b = {c_rate / b_rate:.1f}")
+    loadavg = os.getloadavg()
+    print(
+        f"ratios: c/a = {c_rate / a_rate:.2f}   c/b = {c_rate / b_rate:.1f}   (load average {loadavg[0]:.2f})"
+    )
     for line in bad[:10]:
         print("  not validated:", line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +169,8 @@ def main() -> None:
         "c_over_b": c_rate / b_rate,
         "correct": {"a": a_ok, "b": b_ok, "c": c_ok},
         "not_validated_c": bad,
+        "load_average_1m_at_end": loadavg[0],
+        "cpus": os.cpu_count(),
     }
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
