@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import platform
+import os
 import struct
 
 _AUDIT_ARCH_X86_64 = 0xC000003E
@@ -85,7 +85,7 @@ class _Sockfprog(ctypes.Structure):
 
 def supported() -> bool:
     """Whether this machine's architecture is one the filter is written for."""
-    return platform.machine() in ("x86_64", "AMD64")
+    return os.uname().machine in ("x86_64", "AMD64")
 
 
 def build_filter(own_pid: int, part: str = "all") -> bytes:
