@@ -19,17 +19,27 @@ Engines:
 - ``llama.cpp`` — ``llama-cpp-python`` on the same Q4_1 GGUF through its high-level API, which decodes one sequence
   at a time (``create_completion`` per prompt, EOS banned by a logit bias). Skipped with a message when the package
   is not installed (it is an optional, never a core, dependency).
+- ``llama.cpp-batched`` — the same GGUF through llama.cpp's own batch API (``llama-cpp-python``'s low-level
+  bindings): one sequence id per prompt, every prompt prefilled once in one ``llama_decode``, then one
+  ``llama_decode`` per step carrying one token per sequence, like the ``hf`` backend decodes its whole batch.
+  Sampling is numpy over ``llama_get_logits_ith`` (softmax at temperature 1.0, seeded, EOS banned as above).
+  The KV cache is split per sequence (``kv_unified`` off, llama.cpp's default): ``n_ctx`` is
+  batch x (longest prompt + new tokens, rounded up to 256 as llama.cpp does). ``n_threads`` and ``n_threads_batch`` are both ``--threads``. Timed
+  from the prefill to the last sampled token (model loading, context creation and tokenizing excluded). Skipped
+  like ``llama.cpp`` when the package is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from azr.config import RolloutConfig
@@ -93,6 +103,127 @@ def run_llamacpp(model: Any, tok: Any, prompts: list[str], n: int, threads: int)
     return tokens, time.perf_counter() - start
 
 
+def _llama_tokenize(vocab: Any, text: str) -> list[int]:
+    """Tokenize like ``create_completion`` does: no BOS added, special tokens (the chat markers) parsed."""
+    import llama_cpp
+
+    data = text.encode()
+    buf = (llama_cpp.llama_token * (len(data) + 8))()
+    k = llama_cpp.llama_tokenize(vocab, data, len(data), buf, len(buf), False, True)
+    if k < 0:
+        raise RuntimeError(f"llama_tokenize needs {-k} tokens")
+    return list(buf[:k])
+
+
+def _llama_load() -> Any:
+    """Load the Q4_1 GGUF through the low-level API (quiet, like ``Llama(verbose=False)``)."""
+    import llama_cpp
+
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    llama_cpp.llama_backend_init()
+    path = str(gguf_path(ALIASES["smollm2-135m"])).encode()
+    model = llama_cpp.llama_model_load_from_file(path, llama_cpp.llama_model_default_params())
+    if not model:
+        raise RuntimeError(f"llama.cpp could not load {path!r}")
+    return model
+
+
+def _llama_context(model: Any, n_seq: int, seq_len: int, n_prefill: int, threads: int) -> Any:
+    """A context holding ``n_seq`` sequences of up to ``seq_len`` tokens, taking the whole prefill in one call."""
+    import llama_cpp
+
+    cp = llama_cpp.llama_context_default_params()
+    cp.n_seq_max = n_seq
+    seq_len = -(-seq_len // 256) * 256  # llama.cpp pads each sequence's share to 256 cells anyway
+    cp.n_ctx = n_seq * seq_len  # kv_unified off (default): each sequence gets n_ctx / n_seq_max cells
+    cp.n_batch = cp.n_ubatch = max(n_prefill, n_seq)
+    cp.n_threads = cp.n_threads_batch = threads
+    ctx = llama_cpp.llama_init_from_model(model, cp)
+    if not ctx:
+        raise RuntimeError("llama.cpp could not create the context")
+    got = llama_cpp.llama_n_ctx_seq(ctx)
+    if got < seq_len:
+        llama_cpp.llama_free(ctx)
+        raise RuntimeError(f"llama.cpp gave {got} KV cells per sequence, {seq_len} needed")
+    return ctx
+
+
+def _llama_fill(batch: Any, items: list[tuple[int, int, int, bool]]) -> None:
+    """Write ``(token, position, sequence id, wants logits)`` rows into a ``llama_batch``."""
+    for i, (token, pos, seq, out) in enumerate(items):
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq
+        batch.logits[i] = out
+    batch.n_tokens = len(items)
+
+
+def _llama_decode(ctx: Any, batch: Any) -> None:
+    import llama_cpp
+
+    rc = llama_cpp.llama_decode(ctx, batch)
+    if rc != 0:
+        raise RuntimeError(f"llama_decode returned {rc}")
+
+
+def _llama_sample(ctx: Any, rows: list[int], n_vocab: int, eos: int, rng: np.random.Generator) -> list[int]:
+    """One token per batch row in ``rows``, drawn from softmax(logits) (temperature 1.0, top_p 1.0), EOS banned."""
+    import llama_cpp
+
+    logits = np.stack(
+        [np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(n_vocab,)) for i in rows]
+    ).astype(np.float64)
+    logits[:, eos] = -np.inf
+    cdf = np.cumsum(np.exp(logits - logits.max(axis=1, keepdims=True)), axis=1)
+    u = rng.random(len(rows)) * cdf[:, -1]
+    return np.minimum((cdf <= u[:, None]).sum(axis=1), n_vocab - 1).tolist()
+
+
+def _llama_batched_generate(
+    ctx: Any, batch: Any, prompts: list[list[int]], n: int, eos: int
+) -> list[list[int]]:
+    """Prefill every prompt once (sequence id = prompt index), then ``n - 1`` steps of one token per sequence."""
+    import llama_cpp
+
+    n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llama_cpp.llama_get_model(ctx)))
+    rng = np.random.default_rng(0)
+    items = [(t, pos, s, pos == len(p) - 1) for s, p in enumerate(prompts) for pos, t in enumerate(p)]
+    _llama_fill(batch, items)
+    _llama_decode(ctx, batch)
+    last_rows = [i for i, item in enumerate(items) if item[3]]
+    out = [[t] for t in _llama_sample(ctx, last_rows, n_vocab, eos, rng)]
+    rows = list(range(len(prompts)))
+    for step in range(n - 1):
+        _llama_fill(batch, [(o[-1], len(p) + step, s, True) for s, (p, o) in enumerate(zip(prompts, out))])
+        _llama_decode(ctx, batch)
+        for o, t in zip(out, _llama_sample(ctx, rows, n_vocab, eos, rng)):
+            o.append(t)
+    return out
+
+
+def run_llamacpp_batched(model: Any, tok: Any, prompts: list[str], n: int, threads: int) -> tuple[int, float]:
+    import llama_cpp
+
+    lmodel = _llama_load()
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(lmodel)
+        ids = [_llama_tokenize(vocab, p) for p in prompts]
+        n_prefill = sum(map(len, ids))
+        ctx = _llama_context(lmodel, len(ids), max(map(len, ids)) + n, n_prefill, threads)
+        batch = llama_cpp.llama_batch_init(max(n_prefill, len(ids)), 0, 1)
+        try:
+            start = time.perf_counter()
+            out = _llama_batched_generate(ctx, batch, ids, n, llama_cpp.llama_vocab_eos(vocab))
+            seconds = time.perf_counter() - start
+        finally:
+            llama_cpp.llama_batch_free(batch)
+            llama_cpp.llama_free(ctx)
+    finally:
+        llama_cpp.llama_model_free(lmodel)
+    return sum(map(len, out)), seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=16)
@@ -110,6 +241,7 @@ def main() -> None:
         "hf-bf16": lambda: run_hf(model, tok, prompts, n, th, decode_dtype=torch.bfloat16),
         "generate": lambda: run_generate(model, tok, prompts, n, th),
         "llama.cpp": lambda: run_llamacpp(model, tok, prompts, n, th),
+        "llama.cpp-batched": lambda: run_llamacpp_batched(model, tok, prompts, n, th),
     }
     wanted = [e for e in args.only.split(",") if e] or list(engines)
     rows: dict[str, dict[str, float]] = {}
