@@ -23,10 +23,10 @@ Engines:
   bindings): one sequence id per prompt, every prompt prefilled once in one ``llama_decode``, then one
   ``llama_decode`` per step carrying one token per sequence, like the ``hf`` backend decodes its whole batch.
   Sampling is numpy over ``llama_get_logits_ith`` (softmax at temperature 1.0, seeded, EOS banned as above).
-  The KV cache is split per sequence (``kv_unified`` off, llama.cpp's default): ``n_ctx`` is
-  batch x (longest prompt + new tokens, rounded up to 256 as llama.cpp does). ``n_threads`` and ``n_threads_batch`` are both ``--threads``. Timed
-  from the prefill to the last sampled token (model loading, context creation and tokenizing excluded). Skipped
-  like ``llama.cpp`` when the package is not installed.
+  The KV cache is split per sequence (``kv_unified`` off, llama.cpp's default): ``n_ctx`` is batch x (longest
+  prompt + new tokens, rounded up to 256 as llama.cpp does). ``n_threads`` and ``n_threads_batch`` are both
+  ``--threads``. Timed from the prefill to the last sampled token (model loading, context creation and tokenizing
+  excluded). Skipped like ``llama.cpp`` when the package is not installed.
 """
 
 from __future__ import annotations
