@@ -168,7 +168,13 @@ def _child(job: dict, calls: list, workdir: bytes, out_w: int, res_w: int, cpu: 
         try:
             _isolate(workdir, out_w, res_w, cpu)
         except BaseException as e:
-            os.write(res_w, _encode(["error", None, "SandboxError", f"isolation failed: {e!r}", 0.0]))
+            row = _encode(["error", None, "SandboxError", f"isolation failed: {e!r}", 0.0])
+            for fd in (3, res_w):  # fd 3 once the result pipe is moved there (res_w is then closed)
+                try:
+                    os.write(fd, row)
+                    break
+                except OSError:
+                    pass
             raise
         code = job["_code"]
         if _type(code) is _list:  # the program did not compile: that error answers every call
