@@ -15,7 +15,7 @@ from azr.config import RolloutConfig
 from azr.errors import AzrError
 from azr.rollout import Backend, Completion, Sampling, ScriptedBackend, make_backend, truncate_at_stop
 from azr.rollout import hf as hf_mod
-from azr.rollout.hf import HFBackend, StopDetector, sample_next
+from azr.rollout.hf import HFBackend, StopDetector, sample_next, small_batch_linears
 
 
 def chat(tok, text: str) -> str:
@@ -257,3 +257,16 @@ def test_real_model_generates_and_stops():
         if c.finish_reason == "stop":
             assert c.text.endswith("</answer>") and tok.decode(c.token_ids).count("</answer>") == 1
     assert b.last_stats["tokens"] > 0
+
+
+def test_small_batch_linears_match_and_are_removed_afterwards(tiny):
+    """The decode-time linear layers compute the same values and leave the shared model as it was."""
+    model, _ = tiny
+    layer = next(m for m in model.modules() if type(m) is torch.nn.Linear)
+    for shape in ((3, layer.in_features), (2, 5, layer.in_features), (100, layer.in_features)):
+        x = torch.randn(*shape)
+        want = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        with small_batch_linears(model):
+            assert "forward" in vars(layer)
+            torch.testing.assert_close(layer(x), want, atol=1e-5, rtol=1e-5)
+        assert "forward" not in vars(layer)

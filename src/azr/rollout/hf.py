@@ -31,10 +31,13 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+import types
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from azr.config import RolloutConfig
 from azr.prefix import PrefixGroup, prefix_groups
@@ -176,6 +179,39 @@ def pick_decode_dtype(model: Any, want_bf16: bool) -> torch.dtype:
     return param.dtype
 
 
+SMALL_BATCH_ROWS = 64
+
+
+def _linear_small_batch(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``nn.Linear.forward`` computing ``(W @ x^T)^T`` when ``x`` holds few rows (a decode step). MKL's fp32 GEMM is
+    25-40% faster in that orientation for 16-48 rows on the 2-core AVX2 box (the LM head: 15.9 ms against 22.8 ms
+    for 16 rows); for many rows (prefill) the usual orientation is faster and is kept."""
+    rows = x.numel() // x.shape[-1]
+    if rows > SMALL_BATCH_ROWS:
+        return F.linear(x, self.weight, self.bias)
+    out = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t().contiguous()  # (rows, out)
+    if self.bias is not None:
+        out += self.bias
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+@contextmanager
+def small_batch_linears(model: Any, enabled: bool = True) -> Iterator[None]:
+    """While active, the plain fp32 CPU ``nn.Linear`` layers of ``model`` use :func:`_linear_small_batch`."""
+    patched = []
+    if enabled:
+        for module in model.modules():
+            w = getattr(module, "weight", None)
+            if type(module) is torch.nn.Linear and w.device.type == "cpu" and w.dtype == torch.float32:
+                module.forward = types.MethodType(_linear_small_batch, module)
+                patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
 class _Chunk:
     """Per-row decoding state of one chunk; ``alive`` maps batch positions to row numbers of the chunk."""
 
@@ -191,7 +227,8 @@ class HFBackend:
 
     ``decode_dtype`` overrides the automatic choice (:func:`pick_decode_dtype`); ``num_threads`` sets torch's CPU
     threads during ``generate`` (restored afterwards); ``ignore_eos`` decodes past EOS (benchmarks only);
-    ``prealloc_cache=False`` falls back to transformers' ``DynamicCache``. After each call ``last_stats`` holds
+    ``prealloc_cache=False`` falls back to transformers' ``DynamicCache``; ``small_batch_gemm=False`` keeps the
+    library's linear layers during decoding (see :func:`small_batch_linears`). After each call ``last_stats`` holds
     ``tokens``, ``seconds``, ``tokens_per_s``, ``prefill_seconds`` and ``sequences``.
     """
 
@@ -205,8 +242,10 @@ class HFBackend:
         num_threads: int | None = None,
         ignore_eos: bool = False,
         prealloc_cache: bool = True,
+        small_batch_gemm: bool = True,
     ) -> None:
         self.cfg = cfg or RolloutConfig()
+        self.small_batch_gemm = small_batch_gemm
         self.tokenizer = tokenizer
         self.num_threads = num_threads
         self.ignore_eos = ignore_eos
@@ -268,11 +307,14 @@ class HFBackend:
                 torch.set_num_threads(self.num_threads)
             model.eval()
             bs = self.cfg.generation_batch_size
-            for lo in range(0, len(order), bs):
-                chunk = order[lo : lo + bs]
-                done = self._decode_chunk([encoded[rows[r]] for r in chunk], sampling, gen, progress, stats)
-                for r, completion in zip(chunk, done):
-                    results[r] = completion
+            with small_batch_linears(model, self.small_batch_gemm):
+                for lo in range(0, len(order), bs):
+                    chunk = order[lo : lo + bs]
+                    done = self._decode_chunk(
+                        [encoded[rows[r]] for r in chunk], sampling, gen, progress, stats
+                    )
+                    for r, completion in zip(chunk, done):
+                        results[r] = completion
         finally:
             model.train(was_training)
             torch.set_num_threads(old_threads)
