@@ -10,6 +10,10 @@ update and the store. ``--run-dir`` keeps the run (for ``azr report``); otherwis
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the azr command does, before torch is imported
+
 import argparse
 import json
 import statistics
