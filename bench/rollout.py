@@ -7,8 +7,9 @@ string and EOS ignored so every sequence runs to ``--new-tokens`` (the same work
 runs in this same process one after the other, so the ratios (not the absolute numbers) are what to compare on a
 shared machine. Results go to ``bench/results/rollout.json``.
 
-Threads: on a 2-core box shared with other jobs (load 9-13), ``--threads 2`` made every torch engine 5-8x slower
-than ``--threads 1`` (OpenMP workers wait for a descheduled sibling); on a quiet machine use ``--threads 2``.
+Threads: like the ``azr`` command, this script makes OpenMP threads sleep rather than spin while waiting
+(``OMP_WAIT_POLICY=PASSIVE`` unless set): with spinning threads, a 2-core box shared with other jobs made every
+torch engine 5-10x slower at ``--threads 2``. On a quiet machine use ``--threads 2``.
 
 Engines:
 
@@ -30,6 +31,10 @@ Engines:
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the azr command does, before torch is imported
 
 import argparse
 import json
