@@ -270,3 +270,12 @@ def test_small_batch_linears_match_and_are_removed_afterwards(tiny):
             assert "forward" in vars(layer)
             torch.testing.assert_close(layer(x), want, atol=1e-5, rtol=1e-5)
         assert "forward" not in vars(layer)
+
+
+def test_inverse_cdf_draws_follow_the_weights():
+    """The sampler's draw has the weights' distribution and never picks a zero-weight token."""
+    weights = torch.tensor([[0.5, 0.0, 0.3, 0.2]]).repeat(40_000, 1)
+    picks = hf_mod._draw(weights, torch.Generator().manual_seed(0))
+    freq = torch.bincount(picks, minlength=4).float() / len(picks)
+    assert freq[1] == 0
+    torch.testing.assert_close(freq, torch.tensor([0.5, 0.0, 0.3, 0.2]), atol=0.01, rtol=0)

