@@ -51,7 +51,9 @@ class RolloutConfig:
     generation_batch_size: int = _f(16, "Sequences decoded together in one forward pass (hf backend).")
     bf16: bool = _f(True, "Decode in bfloat16 where the device supports it (hf backend).")
     num_threads: int = _f(0, "CPU threads for decoding (hf backend); 0 keeps torch's default.")
-    share_prefix: bool = _f(True, "Prefill a prompt head shared by several prompts once (hf backend; exact).")
+    share_prefix: bool = _f(
+        True, "Prefill a prompt head shared by several prompts once (hf: exact; vllm: its prefix cache)."
+    )
     vllm_gpu_memory_utilization: float = _f(0.5, "Fraction of GPU memory vLLM may take (vllm backend).")
 
 

@@ -66,7 +66,10 @@ class VLLMBackend:
 
     def _engine(self) -> Any:
         return self._vllm.LLM(
-            model=self.path, gpu_memory_utilization=self.cfg.vllm_gpu_memory_utilization, dtype="auto"
+            model=self.path,
+            gpu_memory_utilization=self.cfg.vllm_gpu_memory_utilization,
+            dtype="auto",
+            enable_prefix_caching=self.cfg.share_prefix,  # vLLM's own form of the shared prompt heads
         )
 
     def _params(self, sampling: Sampling) -> Any:
