@@ -41,6 +41,12 @@ def test_overrides_parse_typed_values():
     assert cfg.model.name == "./my-model" and cfg.training.steps == 3
 
 
+def test_bf16_autocast_is_auto_true_or_false():
+    assert C.Config().training.bf16_autocast == "auto"
+    for raw, value in (("auto", "auto"), ("true", True), ("false", False)):
+        assert C.load(None, [f"training.bf16_autocast={raw}"]).training.bf16_autocast == value
+
+
 def test_int_is_accepted_for_float():
     assert C.load(None, ["executor.timeout_s=3"]).executor.timeout_s == 3.0
 
@@ -52,6 +58,7 @@ def test_int_is_accepted_for_float():
         ("trainer.lr=1", "[trainer]"),
         ("training.steps=many", "training.steps"),
         ("model.lora=3", "model.lora"),
+        ("training.bf16_autocast=maybe", "training.bf16_autocast"),
         ("algorithm.advantage=grpo", "algorithm.advantage"),
         ("selfplay.batch_size=0", "selfplay.batch_size"),
         ("training.steps", "--section.field=value"),

@@ -221,3 +221,15 @@ def test_batch_validation():
     model, tok = tiny_model()
     with pytest.raises(ValueError, match="no completion tokens"):
         Trainer(model, tok, TRAIN, ALGO).step(TrainBatch([[1]], [[]], [1.0]))
+
+
+def test_bf16_autocast_auto_follows_the_hardware(monkeypatch):
+    from azr import precision
+
+    model, tok = tiny_model()
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2"}))
+    assert Trainer(model, tok, dataclasses.replace(TRAIN, bf16_autocast="auto"), ALGO).bf16 is False
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"amx_bf16"}))
+    trainer = Trainer(model, tok, dataclasses.replace(TRAIN, bf16_autocast="auto"), ALGO)
+    assert trainer.bf16 is True
+    assert trainer.step(make_batch(n=2))["grad_norm"] > 0

@@ -121,8 +121,10 @@ class TrainingConfig:
     share_prefix: bool = _f(
         True, "Run a prompt head shared by a micro-batch once and attend all members to it (exact)."
     )
-    bf16_autocast: bool = _f(
-        False, "bfloat16 autocast for forward/backward; on only where bf16 is native (GPU, AMX)."
+    bf16_autocast: bool | str = _f(
+        "auto",
+        "bfloat16 autocast for forward/backward: auto (where bf16 is native: CUDA, CPUs with AMX or "
+        "AVX512-BF16), true or false.",
     )
     save_every: int = _f(5, "Save a checkpoint every this many steps (and at the end).")
     keep_last: int = _f(2, "Checkpoints kept in the run directory.")
@@ -271,6 +273,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("selfplay.induction_min_valid cannot exceed selfplay.induction_inputs")
     if cfg.executor.determinism_runs < 2:
         raise ConfigError("executor.determinism_runs must be >= 2 (determinism needs two separate runs)")
+    if isinstance(cfg.training.bf16_autocast, str) and cfg.training.bf16_autocast != "auto":
+        raise ConfigError(
+            f"training.bf16_autocast: {cfg.training.bf16_autocast!r} is not auto, true or false"
+        )
     if not 0 < cfg.rollout.top_p <= 1 or cfg.rollout.temperature < 0:
         raise ConfigError("rollout.top_p must be in (0, 1] and rollout.temperature >= 0")
 

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from azr.algo.loss import ppo_clip_loss, token_logprobs
+from azr.hfcompat import with_cache
+from azr.precision import native_bf16, use_bf16
 from azr.prefix import PrefixGroup, prefix_groups
 
 if TYPE_CHECKING:
@@ -98,11 +100,6 @@ def _adamw_impl(device: torch.device) -> dict[str, bool]:
     return {"fused": True} if device.type in ("cpu", "cuda") else {}
 
 
-def _cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has native bf16 matmuls (AVX512 with bf16/AMX); AVX2 machines emulate them slowly."""
-    return torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX", "AVX2")
-
-
 def _apply_lora(model: Any, model_cfg: ModelConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
@@ -159,10 +156,11 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, constant_lr)
         self.updates = 0
-        if training.bf16_autocast and self.device.type == "cpu" and not _cpu_has_fast_bf16():
+        self.bf16 = use_bf16(training.bf16_autocast, self.device)
+        if training.bf16_autocast is True and not native_bf16(self.device):
             warnings.warn(
-                "training.bf16_autocast on a CPU without native bf16 (AVX2) runs several times slower than fp32; "
-                "set training.bf16_autocast = false",
+                f"training.bf16_autocast = true on a {self.device.type} without native bf16 runs several times "
+                'slower than fp32; set it to "auto" or false',
                 stacklevel=2,
             )
 
@@ -215,9 +213,8 @@ class Trainer:
         )
 
     def _autocast(self) -> Any:
-        """bf16 autocast when configured. On CPUs without native bf16 (AVX2 only) it is slower, not faster:
-        one 1024x576x1536 linear took 1.25 s under autocast against 0.18 s in fp32 on this project's machine."""
-        if not self.training.bf16_autocast:
+        """bf16 autocast when ``training.bf16_autocast`` resolves to on (:mod:`azr.precision`)."""
+        if not self.bf16:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
@@ -240,8 +237,12 @@ class Trainer:
             return decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
         b, width = mb.input_ids.shape
         skip = mb.prefix_ids.shape[1]
-        head = decoder(input_ids=mb.prefix_ids, use_cache=True)  # keys/values keep their autograd graph
-        cache = head.past_key_values
+        from transformers.cache_utils import DynamicCache
+
+        cache = DynamicCache(config=decoder.config)
+        decoder(
+            input_ids=mb.prefix_ids, **with_cache(decoder, cache)
+        )  # keys/values keep their autograd graph
         cache.batch_repeat_interleave(b)
         ones = mb.attention_mask.new_ones((b, skip))
         positions = torch.arange(skip, skip + width, device=mb.input_ids.device).expand(b, width)  # (b, L)
@@ -249,8 +250,7 @@ class Trainer:
             input_ids=mb.input_ids,
             attention_mask=torch.cat([ones, mb.attention_mask], dim=1),  # (b, P + L)
             position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
+            **with_cache(decoder, cache),
         ).last_hidden_state
 
     @staticmethod

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from azr.config import RolloutConfig
+from azr.hfcompat import with_cache
+from azr.precision import native_bf16
 from azr.prefix import PrefixGroup, prefix_groups
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
 
@@ -165,15 +167,6 @@ def _new_cache(model: Any, capacity: int, prealloc: bool) -> Any:
     return cache
 
 
-def _cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def pick_decode_dtype(model: Any, want_bf16: bool) -> torch.dtype:
     """bf16 on a GPU that supports it or a CPU with native bf16 (AVX512-BF16/AMX); else the model's own dtype.
 
@@ -183,11 +176,7 @@ def pick_decode_dtype(model: Any, want_bf16: bool) -> torch.dtype:
     param = next(model.parameters())
     if not want_bf16 or param.dtype == torch.bfloat16:
         return param.dtype
-    if param.device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else param.dtype
-    if param.device.type == "cpu" and _cpu_has_native_bf16():
-        return torch.bfloat16
-    return param.dtype
+    return torch.bfloat16 if native_bf16(param.device) else param.dtype
 
 
 SMALL_BATCH_ROWS = 64
@@ -385,8 +374,7 @@ class HFBackend:
             input_ids=self._left_padded(prompts, width),
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
+            **with_cache(self.decoder, cache),
             logits_to_keep=1,
         )
         return out.logits[:, -1]
@@ -448,8 +436,7 @@ class HFBackend:
         if head:
             self.decoder(
                 input_ids=torch.tensor([prompts[0][:head]], device=device),
-                past_key_values=group_cache,
-                use_cache=True,
+                **with_cache(self.decoder, group_cache),
                 logits_to_keep=1,
             )
             group_cache.batch_repeat_interleave(len(prompts))
@@ -465,8 +452,7 @@ class HFBackend:
             input_ids=self._left_padded(rest, w),
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=group_cache,
-            use_cache=True,
+            **with_cache(self.decoder, group_cache),
             logits_to_keep=1,
         )
         return out.logits[:, -1], group_cache
@@ -510,8 +496,7 @@ class HFBackend:
                 input_ids=tokens[:, None],
                 attention_mask=mask[:, : width + step + 1],
                 position_ids=pos[:, None],
-                past_key_values=cache,
-                use_cache=True,
+                **with_cache(self.decoder, cache),
             )
             logits = out.logits[:, -1]  # (A, V)
         stats["tokens"] += sum(len(t) for t in state.tokens)
