@@ -3,7 +3,11 @@
 (a) the reference's design: one persistent, warm worker process that execs each program with no isolation and
     calls ``f`` twice in the same process;
 (b) a fresh ``python -c`` subprocess per execution (two per program), on a subset;
-(c) azr's pool at its strongest available tier (``Executor.validate_many`` + output comparison).
+(c) azr's pool at its strongest available tier (``Executor.validate_many`` + output comparison);
+(d) the floor of any design that runs each determinism run in a fresh forked process, as azr must: two lean
+    interpreters (``python -S``, one per core) that fork one child per run with no isolation at all (no rlimits,
+    seccomp, namespaces, working directory or output capture); the child execs the program, calls ``f`` twice and
+    writes the repr to a pipe. Whatever azr adds on top of (d) is the price of its isolation and book-keeping.
 
 Usage: ``python bench/executor.py [--data PATH] [--subset-b 100] [--tier TIER]``; writes bench/results/executor.json.
 """
@@ -39,6 +43,43 @@ for line in sys.stdin:
             outs.append("error: " + type(e).__name__)
     sys.stdout.write(json.dumps(outs) + "\n")
     sys.stdout.flush()
+"""
+# Baseline (d): one lean interpreter per core, each forking a bare child per run (see the module docstring).
+_FORK_FLOOR = r"""
+import builtins, json, os, sys, time
+jobs = [(compile(c, "<p>", "exec"), compile("(lambda *a: a)(" + i + "\n)", "<i>", "eval"))
+        for c, i in json.loads(sys.stdin.readline())]
+def child(code, args, w):
+    g = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        exec(code, g)
+        out = [repr(g["f"](*eval(args, g))) for _ in range(2)]
+        msg = out[0] if out[0] == out[1] else "nondeterministic"
+    except BaseException as e:
+        msg = "error: " + type(e).__name__
+    os.write(w, msg.encode())
+    os._exit(0)
+results, running = [], []
+print("ready", flush=True)
+sys.stdin.readline()
+t0 = time.perf_counter()
+for k, (code, args) in enumerate(jobs):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        child(code, args, w)
+    os.close(w)
+    running.append((k, r, pid))
+    if len(running) >= 8 or k == len(jobs) - 1:
+        for k2, r2, pid2 in running:
+            chunks = []
+            while chunk := os.read(r2, 65536):
+                chunks.append(chunk)
+            os.close(r2)
+            os.waitpid(pid2, 0)
+            results.append(b"".join(chunks).decode())
+        running = []
+print(json.dumps({"seconds": time.perf_counter() - t0, "results": results}), flush=True)
 """
 _ONE_SHOT = "import sys\nexec(sys.argv[1], g := {})\nprint(repr(eval('f(' + sys.argv[2] + ')', g)))"
 
@@ -103,6 +144,37 @@ def bench_azr(rows: list[dict], tier: str | None) -> tuple[float, int, str, list
         return len(rows) / dt, sum(ok), ex.tier, bad
 
 
+def bench_fork_floor(rows: list[dict]) -> tuple[float, int]:
+    """Design (d): every program runs once in a fresh child of each of two lean interpreters (one per core)."""
+    payload = json.dumps([[r["code"], r["input"]] for r in rows]) + "\n"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-S", "-s", "-B", "-c", _FORK_FLOOR],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:  # send the programs, wait until both compiled them
+        p.stdin.write(payload)  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+    t0 = time.perf_counter()
+    for p in procs:  # start both at once
+        p.stdin.write("go\n")  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
+    outs = [json.loads(p.stdout.readline()) for p in procs]  # type: ignore[union-attr]
+    seconds = time.perf_counter() - t0
+    for p in procs:
+        p.stdin.close()  # type: ignore[union-attr]
+        p.wait()
+    a, b = (o["results"] for o in outs)
+    correct = sum(x == y and literals_equal(x, row["output"]) for x, y, row in zip(a, b, rows))
+    return len(rows) / seconds, correct
+
+
 def check_seeds(path: Path, tier: str | None) -> dict[str, object]:
     """Run an AZR seed corpus (fields snippet, input, output) through the validator; count what it rejects."""
     from collections import Counter
@@ -146,6 +218,8 @@ def main() -> None:
     print(f"(a) reference design, no isolation: {a_rate:8.1f} validations/s  ({a_ok}/{len(rows)} correct)")
     c_rate, c_ok, tier, bad = bench_azr(rows, args.tier)
     print(f"(c) azr pool, tier={tier}:          {c_rate:8.1f} validations/s  ({c_ok}/{len(rows)} correct)")
+    d_rate, d_ok = bench_fork_floor(rows)
+    print(f"(d) bare fork per run, no isolation: {d_rate:8.1f} validations/s  ({d_ok}/{len(rows)} correct)")
     b_rows = rows[: args.subset_b]
     b_rate, b_ok = bench_subprocess(b_rows)
     print(
@@ -153,7 +227,8 @@ def main() -> None:
     )
     loadavg = os.getloadavg()
     print(
-        f"ratios: c/a = {c_rate / a_rate:.2f}   c/b = {c_rate / b_rate:.1f}   (load average {loadavg[0]:.2f})"
+        f"ratios: c/a = {c_rate / a_rate:.2f}   c/b = {c_rate / b_rate:.1f}   d/a = {d_rate / a_rate:.2f}   "
+        f"c/d = {c_rate / d_rate:.2f}   (load average {loadavg[0]:.2f})"
     )
     for line in bad[:10]:
         print("  not validated:", line)
@@ -167,7 +242,10 @@ def main() -> None:
         "c_tier": tier,
         "c_over_a": c_rate / a_rate,
         "c_over_b": c_rate / b_rate,
-        "correct": {"a": a_ok, "b": b_ok, "c": c_ok},
+        "d_fork_floor_per_s": d_rate,
+        "d_over_a": d_rate / a_rate,
+        "c_over_d": c_rate / d_rate,
+        "correct": {"a": a_ok, "b": b_ok, "c": c_ok, "d": d_ok},
         "not_validated_c": bad,
         "load_average_1m_at_end": loadavg[0],
         "cpus": os.cpu_count(),

@@ -13,9 +13,10 @@ torch engine 5-10x slower at ``--threads 2``. On a quiet machine use ``--threads
 
 Engines:
 
-- ``hf`` — ``HFBackend`` (fp32, preallocated KV cache) — the default configuration.
+- ``hf`` — ``HFBackend`` as configured by default: preallocated KV cache, bf16 weights where bf16 is native
+  (AMX/AVX512-BF16 CPUs, :mod:`azr.precision`), else fp32.
 - ``hf-dynamic-cache`` — the same loop with transformers' ``DynamicCache`` (torch.cat per step).
-- ``hf-bf16`` — the same loop decoding a bf16 copy of the weights.
+- ``hf-bf16`` — the same loop forced to decode a bf16 copy of the weights (slow where bf16 is emulated).
 - ``generate`` — ``model.generate(do_sample=True, min_new_tokens=N, max_new_tokens=N)``, library defaults otherwise.
 - ``llama.cpp`` — ``llama-cpp-python`` on the same Q4_1 GGUF through its high-level API, which decodes one sequence
   at a time (``create_completion`` per prompt, EOS banned by a logit bias). Skipped with a message when the package
@@ -28,6 +29,13 @@ Engines:
   prompt + new tokens, rounded up to 256 as llama.cpp does). ``n_threads`` and ``n_threads_batch`` are both
   ``--threads``. Timed from the prefill to the last sampled token (model loading, context creation and tokenizing
   excluded). Skipped like ``llama.cpp`` when the package is not installed.
+
+Building llama.cpp: on a CPU with AMX, ``pip install llama-cpp-python`` (``-march=native``) builds ggml's AMX
+matmul, which crashed (SIGSEGV in ``ggml_backend_amx_mul_mat``) on every batch of more than one token with
+llama-cpp-python 0.3.36 on this project's Sapphire Rapids VM. Build it without AMX, keeping AVX512:
+``CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON
+-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" pip install --no-deps llama-cpp-python`` (~4 min).
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from azr.config import RolloutConfig
 from azr.models import ALIASES, gguf_path, load_model
 from azr.rollout import Sampling
 from azr.rollout.hf import HFBackend
+from azr.runtime import configure_process
 
 TOPICS = [
     "reverse a list",
@@ -230,6 +239,7 @@ def run_llamacpp_batched(model: Any, tok: Any, prompts: list[str], n: int, threa
 
 
 def main() -> None:
+    configure_process()  # as the azr command does (azr.runtime)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=256)

@@ -26,12 +26,14 @@ from rich.table import Table
 from azr.config import load
 from azr.loop import train, with_steps
 from azr.metrics import read_metrics
+from azr.runtime import configure_process
 
 PHASES = ("generate", "execute", "update", "store", "step")
 GOAL_S = 90.0
 
 
 def main() -> None:
+    configure_process()  # as the azr command does (azr.runtime)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/cpu-smollm2.toml")
     parser.add_argument("--steps", type=int, default=3)

@@ -17,12 +17,18 @@ Engines:
 - ``naive`` — what a plain HF script does: the whole padded batch in one fp32 forward with ``labels`` (prompt and
   padding set to -100, full-vocabulary cross-entropy on every position), ``loss.backward()``, grad clipping and
   ``torch.optim.AdamW`` with its defaults.
+- ``naive-bf16`` — the same plain step under CPU bfloat16 autocast (what the plain script gets from one
+  ``torch.autocast`` line), so that azr's gain at equal precision shows too.
 - ``azr-fp32`` — ``Trainer.step`` (length-sorted micro-batches, shared prompt heads run once, LM head only on reply positions, PPO-clip with the
   paper's entropy bonus through a fused log-prob/entropy kernel, fused AdamW), no autocast.
 - ``azr-bf16`` — the same under CPU bfloat16 autocast (``training.bf16_autocast = true``).
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the azr command does, before torch is imported
 
 import argparse
 import copy
@@ -39,6 +45,7 @@ import torch
 
 from azr.config import AlgorithmConfig, TrainingConfig
 from azr.models import load_model
+from azr.runtime import configure_process
 from azr.trainer import TrainBatch, Trainer
 
 
@@ -69,8 +76,10 @@ def make_batch(
     return TrainBatch(prompts, replies, advantages)
 
 
-def naive_step_fn(model: Any, tokenizer: Any, batch: TrainBatch, lr: float) -> Callable[[], None]:
-    """A plain padded fp32 forward/backward with labels, then AdamW (library defaults)."""
+def naive_step_fn(
+    model: Any, tokenizer: Any, batch: TrainBatch, lr: float, bf16: bool = False
+) -> Callable[[], None]:
+    """A plain padded forward/backward with labels (fp32, or under bf16 autocast), then AdamW (library defaults)."""
     pad = tokenizer.pad_token_id
     width = max(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
     ids = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, L)
@@ -85,7 +94,8 @@ def naive_step_fn(model: Any, tokenizer: Any, batch: TrainBatch, lr: float) -> C
 
     def step() -> None:
         optimizer.zero_grad()
-        loss = model(input_ids=ids, attention_mask=att, labels=labels).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, attention_mask=att, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -97,10 +107,12 @@ def build_engines(base: Any, tokenizer: Any, batch: TrainBatch, args: Any) -> di
     """One step function per engine; the naive engine and the azr engines each get their own weight copy."""
     steps: dict[str, Callable[[], Any]] = {}
     names = args.engines.split(",")
-    azr_model = copy.deepcopy(base) if "naive" in names else base
+    naive = [n for n in names if n.startswith("naive")]
+    models = {n: base if i == 0 else copy.deepcopy(base) for i, n in enumerate(naive)}
+    azr_model = copy.deepcopy(base) if naive else base
     for name in names:
-        if name == "naive":
-            steps[name] = naive_step_fn(base, tokenizer, batch, lr=1e-6)
+        if name in models:
+            steps[name] = naive_step_fn(models[name], tokenizer, batch, lr=1e-6, bf16=name == "naive-bf16")
             continue
         training = TrainingConfig(
             lr=1e-6, micro_batch_size=args.micro_batch, bf16_autocast=name == "azr-bf16", device="cpu"
@@ -111,6 +123,7 @@ def build_engines(base: Any, tokenizer: Any, batch: TrainBatch, args: Any) -> di
 
 
 def main() -> None:
+    configure_process()  # as the azr command does (azr.runtime)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--seqs", type=int, default=8)
@@ -127,7 +140,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--varied", action="store_true", help="spread reply lengths around the mean")
-    ap.add_argument("--engines", default="naive,azr-fp32,azr-bf16")
+    ap.add_argument("--engines", default="naive,naive-bf16,azr-fp32,azr-bf16")
     ap.add_argument("--out", default="bench/results/train_step.json")
     args = ap.parse_args()
 
@@ -162,20 +175,26 @@ def main() -> None:
             }
         )
 
-    naive = next((r for r in rows if r["engine"] == "naive"), None)
+    by_name = {r["engine"]: r for r in rows}
+    naive = by_name.get("naive")
     print(f"\n{args.seqs} seqs x {args.tokens} tokens ({'varied' if args.varied else 'fixed'} lengths, "
           f"{args.shared_head} shared head tokens), {args.threads} threads, median of {args.repeats}")  # fmt: skip
     print(
-        "| engine | s/step | tokens/s | vs naive | CPU s/step | vs naive (CPU) |\n|---|---|---|---|---|---|"
+        "| engine | s/step | tokens/s | vs naive | vs naive, same precision | CPU s/step | vs naive (CPU) |\n"
+        "|---|---|---|---|---|---|---|"
     )
     for r in rows:
+        peer = by_name.get("naive-bf16" if r["engine"].endswith("bf16") else "naive")
         r["speedup"] = naive["seconds"] / r["seconds"] if naive else None
+        r["speedup_same_precision"] = peer["seconds"] / r["seconds"] if peer else None
         r["cpu_speedup"] = naive["cpu_seconds"] / r["cpu_seconds"] if naive else None
-        ratio = f"{r['speedup']:.2f}x" if naive else "-"
-        cpu_ratio = f"{r['cpu_speedup']:.2f}x" if naive else "-"
+        cells = [
+            f"{x:.2f}x" if x is not None else "-"
+            for x in (r["speedup"], r["speedup_same_precision"], r["cpu_speedup"])
+        ]
         print(
-            f"| {r['engine']} | {r['seconds']:.2f} | {r['tokens_per_s']:.1f} | {ratio} "
-            f"| {r['cpu_seconds']:.1f} | {cpu_ratio} |"
+            f"| {r['engine']} | {r['seconds']:.2f} | {r['tokens_per_s']:.1f} | {cells[0]} | {cells[1]} "
+            f"| {r['cpu_seconds']:.1f} | {cells[2]} |"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

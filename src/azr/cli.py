@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 
-# Before anything imports torch: OpenMP threads that sleep instead of spinning while they wait. On a 2-core machine
-# with any other busy process, spinning threads made decoding 10x slower (3.5 s instead of 0.33 s per step at load
-# 3.6, measured 2026-11-22); on an idle machine the cost is small. Set OMP_WAIT_POLICY yourself to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before anything imports torch (see azr.runtime)
 
 import argparse
 import importlib
@@ -16,6 +13,7 @@ import sys
 from azr import __version__
 from azr.config import ConfigError
 from azr.errors import AzrError
+from azr.runtime import configure_process
 
 COMMANDS: dict[str, str] = {
     "train": "Run self-play: seed the buffers, then propose, solve and update.",
@@ -51,6 +49,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()
     parser, modules = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = [a for a in extra if a.startswith("--") and "." in a.split("=")[0]]
