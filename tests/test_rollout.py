@@ -13,7 +13,15 @@ import torch
 
 from azr.config import RolloutConfig
 from azr.errors import AzrError
-from azr.rollout import Backend, Completion, Sampling, ScriptedBackend, make_backend, truncate_at_stop
+from azr.rollout import (
+    Backend,
+    Completion,
+    Sampling,
+    ScriptedBackend,
+    make_backend,
+    sampling,
+    truncate_at_stop,
+)
 from azr.rollout import hf as hf_mod
 from azr.rollout.hf import HFBackend, StopDetector, sample_next, small_batch_linears
 
@@ -275,7 +283,7 @@ def test_small_batch_linears_match_and_are_removed_afterwards(tiny):
 def test_inverse_cdf_draws_follow_the_weights():
     """The sampler's draw has the weights' distribution and never picks a zero-weight token."""
     weights = torch.tensor([[0.5, 0.0, 0.3, 0.2]]).repeat(40_000, 1)
-    picks = hf_mod._draw(weights, torch.Generator().manual_seed(0))
+    picks = sampling._draw(weights, torch.Generator().manual_seed(0))
     freq = torch.bincount(picks, minlength=4).float() / len(picks)
     assert freq[1] == 0
     torch.testing.assert_close(freq, torch.tensor([0.5, 0.0, 0.3, 0.2]), atol=0.01, rtol=0)

@@ -11,7 +11,7 @@ How one ``generate`` call runs:
    computed), then the KV cache rows are repeated for the n samples of a prompt (no duplicate prefill). Prompts
    that share a long head (the system message and demonstrations of one task type and role) run it once
    (``cfg.share_prefix``, see :meth:`HFBackend._prefill`).
-3. Decode one token per step with a preallocated KV cache (:class:`_PreallocLayer`: writes in place instead of the
+3. Decode one token per step with a preallocated KV cache (:class:`PreallocLayer`: writes in place instead of the
    ``torch.cat`` per step of ``DynamicCache``). A row stops at EOS, at a stop string or at ``max_new_tokens``;
    finished rows leave the batch (the cache rows are dropped), so the batch shrinks.
 4. Stop strings are checked cheaply: a token can only complete ``</answer>`` if its text holds ``>``, so only rows
@@ -44,127 +44,8 @@ from azr.hfcompat import with_cache
 from azr.precision import native_bf16
 from azr.prefix import PrefixGroup, prefix_groups
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
-
-try:  # transformers >= 4.56 layered caches
-    from transformers.cache_utils import DynamicCache, DynamicLayer
-except ImportError:  # pragma: no cover - older transformers
-    DynamicCache = DynamicLayer = None  # type: ignore[assignment,misc]
-
-
-def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One index per row of ``weights`` (A, V), drawn with probability proportional to the row (inverse CDF).
-
-    Same distribution as ``torch.multinomial(weights, 1)``, about 7x cheaper over a 49k vocabulary (one uniform
-    draw per row instead of one exponential per entry: 3 ms instead of 21 ms for 16 rows). The CDF is summed in
-    float64 so no tail token is lost to rounding; zero-weight entries are never drawn (``right=True``).
-    """
-    cdf = weights.double().cumsum(dim=-1)  # (A, V)
-    u = torch.rand((weights.shape[0], 1), generator=generator, dtype=torch.float64) * cdf[:, -1:]  # (A, 1)
-    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=weights.shape[-1] - 1)
-
-
-def sample_next(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one token per row of ``logits`` (A, V); return ``(tokens (A,), logprobs (A,))`` (see module doc)."""
-    logits = logits.float()
-    if temperature == 0:
-        logp = torch.log_softmax(logits, dim=-1)  # (A, V)
-        tokens = logp.argmax(dim=-1)
-        return tokens, logp.gather(1, tokens[:, None])[:, 0]
-    logp = torch.log_softmax(logits / temperature, dim=-1)  # (A, V)
-    if top_p >= 1.0:
-        tokens = _draw(logp.exp(), generator)
-    else:
-        sorted_logp, order = logp.sort(dim=-1, descending=True)  # (A, V)
-        sorted_p = sorted_logp.exp()
-        drop = sorted_p.cumsum(dim=-1) - sorted_p >= top_p  # mass before this token already reaches top_p
-        kept = sorted_p.masked_fill(drop, 0.0)  # the first token is never dropped
-        tokens = order.gather(1, _draw(kept, generator)[:, None])[:, 0]
-    return tokens, logp.gather(1, tokens[:, None])[:, 0]
-
-
-class StopDetector:
-    """Finds stop strings at the end of growing token sequences without decoding whole sequences each step.
-
-    ``may_end[t]`` says whether token ``t``'s text contains the last character of some stop string; only such a
-    token can complete a stop string, so only those rows get a tail decode of ``window`` tokens.
-    """
-
-    def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
-        self.tokenizer = tokenizer
-        self.stops = tuple(stops)
-        self.window = max((len(s) for s in self.stops), default=0) + 1  # every token adds >= 1 char
-        self.may_end: torch.Tensor | None = None  # (V,) bool, built on first use
-        if self.stops:
-            self.may_end = self._build_may_end()
-
-    def _build_may_end(self) -> torch.Tensor:
-        size = len(self.tokenizer)
-        last_chars = {s[-1] for s in self.stops}
-        if any(not c.isascii() for c in last_chars):  # a byte-split character: check every token
-            return torch.ones(size, dtype=torch.bool)
-        texts = self.tokenizer.batch_decode([[i] for i in range(size)])
-        return torch.tensor([any(c in t for c in last_chars) for t in texts], dtype=torch.bool)
-
-    def candidates(self, tokens: torch.Tensor) -> list[int]:
-        """Row indices whose new token (``tokens`` (A,)) could complete a stop string."""
-        if self.may_end is None:
-            return []
-        in_vocab = tokens.clamp(max=self.may_end.numel() - 1)
-        return torch.nonzero(self.may_end[in_vocab] | (tokens >= self.may_end.numel())).flatten().tolist()
-
-    def hit(self, token_ids: Sequence[int]) -> bool:
-        """Whether the decoded tail of ``token_ids`` contains a stop string (call after every candidate token)."""
-        tail = self.tokenizer.decode(list(token_ids[-self.window :]), skip_special_tokens=False)
-        return any(s in tail for s in self.stops)
-
-
-class _PreallocLayer(DynamicLayer if DynamicLayer is not None else object):  # type: ignore[misc]
-    """A KV cache layer with room for ``capacity`` positions: writes in place, returns views (no cat per step)."""
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = capacity
-        self.length = 0
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        b, h, _, d = key_states.shape
-        self.dtype, self.device = key_states.dtype, key_states.device
-        self.k_buf = key_states.new_empty(b, h, self.capacity, d)  # (B, H, C, D)
-        self.v_buf = value_states.new_empty(b, value_states.shape[1], self.capacity, value_states.shape[3])
-        self.keys, self.values = self.k_buf[:, :, :0], self.v_buf[:, :, :0]
-        self.is_initialized = True
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        end = self.length + key_states.shape[-2]
-        if end > self.capacity:
-            raise RuntimeError(f"KV cache capacity {self.capacity} exceeded")
-        self.k_buf[:, :, self.length : end] = key_states
-        self.v_buf[:, :, self.length : end] = value_states
-        self.length = end
-        self.keys, self.values = self.k_buf[:, :, :end], self.v_buf[:, :, :end]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
-            self.k_buf, self.v_buf = self.k_buf[indices], self.v_buf[indices]
-            self.keys, self.values = self.k_buf[:, :, : self.length], self.v_buf[:, :, : self.length]
-
-
-def _new_cache(model: Any, capacity: int, prealloc: bool) -> Any:
-    """A DynamicCache whose plain full-attention layers are swapped for preallocated ones."""
-    cache = DynamicCache(config=model.config)
-    if prealloc:
-        for i, layer in enumerate(cache.layers):
-            if type(layer) is DynamicLayer:
-                cache.layers[i] = _PreallocLayer(capacity)
-    return cache
+from azr.rollout.kvcache import DynamicCache, DynamicLayer, new_cache
+from azr.rollout.sampling import StopDetector, sample_next
 
 
 def pick_decode_dtype(model: Any, want_bf16: bool) -> torch.dtype:
@@ -346,7 +227,7 @@ class HFBackend:
             mask[u, width - len(p) : width] = 1
         mask = mask.to(device)
         positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)  # (U, P)
-        cache = _new_cache(self.decoder, width + max_new, self.prealloc_cache)
+        cache = new_cache(self.decoder, width + max_new, self.prealloc_cache)
         plan = self._prefix_plan(distinct)
         if plan is None:
             logits = self._forward_padded(distinct, width, mask[:, :width], positions, cache)

@@ -1,0 +1,81 @@
+"""Token sampling and stop-string detection for the ``hf`` backend (see :mod:`azr.rollout.hf`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One index per row of ``weights`` (A, V), drawn with probability proportional to the row (inverse CDF).
+
+    Same distribution as ``torch.multinomial(weights, 1)``, about 7x cheaper over a 49k vocabulary (one uniform
+    draw per row instead of one exponential per entry: 3 ms instead of 21 ms for 16 rows). The CDF is summed in
+    float64 so no tail token is lost to rounding; zero-weight entries are never drawn (``right=True``).
+    """
+    cdf = weights.double().cumsum(dim=-1)  # (A, V)
+    u = torch.rand((weights.shape[0], 1), generator=generator, dtype=torch.float64) * cdf[:, -1:]  # (A, 1)
+    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=weights.shape[-1] - 1)
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row of ``logits`` (A, V); return ``(tokens (A,), logprobs (A,))``.
+
+    The log-prob is that of the sampled token under the tempered distribution ``softmax(logits / T)`` before top-p
+    truncation (what the trainer recomputes at the same temperature); with ``temperature == 0`` (greedy), the
+    untempered ``log_softmax(logits)``."""
+    logits = logits.float()
+    if temperature == 0:
+        logp = torch.log_softmax(logits, dim=-1)  # (A, V)
+        tokens = logp.argmax(dim=-1)
+        return tokens, logp.gather(1, tokens[:, None])[:, 0]
+    logp = torch.log_softmax(logits / temperature, dim=-1)  # (A, V)
+    if top_p >= 1.0:
+        tokens = _draw(logp.exp(), generator)
+    else:
+        sorted_logp, order = logp.sort(dim=-1, descending=True)  # (A, V)
+        sorted_p = sorted_logp.exp()
+        drop = sorted_p.cumsum(dim=-1) - sorted_p >= top_p  # mass before this token already reaches top_p
+        kept = sorted_p.masked_fill(drop, 0.0)  # the first token is never dropped
+        tokens = order.gather(1, _draw(kept, generator)[:, None])[:, 0]
+    return tokens, logp.gather(1, tokens[:, None])[:, 0]
+
+
+class StopDetector:
+    """Finds stop strings at the end of growing token sequences without decoding whole sequences each step.
+
+    ``may_end[t]`` says whether token ``t``'s text contains the last character of some stop string; only such a
+    token can complete a stop string, so only those rows get a tail decode of ``window`` tokens.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.stops = tuple(stops)
+        self.window = max((len(s) for s in self.stops), default=0) + 1  # every token adds >= 1 char
+        self.may_end: torch.Tensor | None = None  # (V,) bool, built on first use
+        if self.stops:
+            self.may_end = self._build_may_end()
+
+    def _build_may_end(self) -> torch.Tensor:
+        size = len(self.tokenizer)
+        last_chars = {s[-1] for s in self.stops}
+        if any(not c.isascii() for c in last_chars):  # a byte-split character: check every token
+            return torch.ones(size, dtype=torch.bool)
+        texts = self.tokenizer.batch_decode([[i] for i in range(size)])
+        return torch.tensor([any(c in t for c in last_chars) for t in texts], dtype=torch.bool)
+
+    def candidates(self, tokens: torch.Tensor) -> list[int]:
+        """Row indices whose new token (``tokens`` (A,)) could complete a stop string."""
+        if self.may_end is None:
+            return []
+        in_vocab = tokens.clamp(max=self.may_end.numel() - 1)
+        return torch.nonzero(self.may_end[in_vocab] | (tokens >= self.may_end.numel())).flatten().tolist()
+
+    def hit(self, token_ids: Sequence[int]) -> bool:
+        """Whether the decoded tail of ``token_ids`` contains a stop string (call after every candidate token)."""
+        tail = self.tokenizer.decode(list(token_ids[-self.window :]), skip_special_tokens=False)
+        return any(s in tail for s in self.stops)
