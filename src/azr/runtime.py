@@ -2,7 +2,9 @@
 
 - **OpenMP threads sleep instead of spinning** while they wait (``OMP_WAIT_POLICY=PASSIVE`` unless set). On a 2-core
   machine with any other busy process, spinning threads made decoding 10x slower (3.5 s instead of 0.33 s per step
-  at load 3.6, measured 2026-11-22); on an idle machine the cost is small.
+  at load 3.6, measured 2026-11-22), and 2x slower with one other busy process (82 against 150 tok/s,
+  ``bench/rollout.py``, 2026-12-01). On an idle machine spinning is faster: 250 against 166 tok/s in that benchmark,
+  and 7% off a whole self-play step; set ``OMP_WAIT_POLICY=ACTIVE`` yourself on a machine that runs nothing else.
 - **glibc keeps freed memory for reuse** instead of handing it back to the kernel after every tensor: a fixed
   mmap threshold (32 MiB) and 1 GiB of retained top pad. By default glibc returns big freed blocks at once, so every
   training step faulted its activations in again: 0.5-1.9 million page faults and 2-8 s of system time per policy
