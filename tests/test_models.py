@@ -83,3 +83,14 @@ def test_real_default_model_loads_fast_from_cache_and_generates():
         out = model.generate(**enc, max_new_tokens=8, do_sample=False)
     assert tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
     assert all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_selfcheck_reports_versions_tier_and_bf16(capsys, monkeypatch):
+    from azr import precision
+
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2"}))
+    assert main(["selfcheck"]) == 0
+    out = capsys.readouterr().out
+    for key in ("torch", "sandbox tier", "native bf16", "model smollm2-135m"):
+        assert key in out
+    assert "no on the CPU" in out

@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     from azr import __version__
     from azr.models import list_models
+    from azr.precision import native_bf16
 
     rows = [
         ("azr", __version__),
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         ("transformers", transformers.__version__),
         ("cpus", str(os.cpu_count())),
+        ("native bf16", _bf16_line(native_bf16(torch.device("cpu")))),
         ("sandbox tier", _sandbox_tier()),
     ]
     rows += [(f"model {m['alias']}", f"wheel {m['wheel']}; cached: {m['cached']}") for m in list_models()]
@@ -43,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
 
         return _generate("smollm2-135m", "Say hello.", 12)
     return 0
+
+
+def _bf16_line(native: bool) -> str:
+    if native:
+        return "yes on the CPU (AMX/AVX512-BF16): bf16 autocast and decoding are on by default"
+    return "no on the CPU: training and decoding stay fp32 by default (bf16 would be emulated, slower)"
 
 
 def _sandbox_tier() -> str:
