@@ -239,10 +239,8 @@ class Trainer:
         skip = mb.prefix_ids.shape[1]
         from transformers.cache_utils import DynamicCache
 
-        cache = DynamicCache(config=decoder.config)
-        decoder(
-            input_ids=mb.prefix_ids, **with_cache(decoder, cache)
-        )  # keys/values keep their autograd graph
+        cache = DynamicCache(config=decoder.config)  # filled by the head pass; keeps its autograd graph
+        decoder(input_ids=mb.prefix_ids, **with_cache(decoder, cache))
         cache.batch_repeat_interleave(b)
         ones = mb.attention_mask.new_ones((b, skip))
         positions = torch.arange(skip, skip + width, device=mb.input_ids.device).expand(b, width)  # (b, L)

@@ -355,6 +355,7 @@ class HFBackend:
         stats["prefill_seconds"] += time.perf_counter() - t0
         state, detector = _Chunk(len(prompts)), self._detector(sampling.stop)
         eos = self.eos_ids.to(logits.device)
+        cache_kw = with_cache(self.decoder, cache)  # the same cache object for every step of the chunk
         for step in range(sampling.max_new_tokens):
             tokens, logps = sample_next(logits, sampling.temperature, sampling.top_p, gen)  # (A,), (A,)
             finished = self._record(
@@ -377,7 +378,7 @@ class HFBackend:
                 input_ids=tokens[:, None],
                 attention_mask=mask[:, : width + step + 1],
                 position_ids=pos[:, None],
-                **with_cache(self.decoder, cache),
+                **cache_kw,
             )
             logits = out.logits[:, -1]  # (A, V)
         stats["tokens"] += sum(len(t) for t in state.tokens)
