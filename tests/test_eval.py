@@ -1,17 +1,25 @@
 """``evaluate`` end to end: every benchmark's scoring path with a scripted backend and the real sandbox, the
-gold/wrong oracles, pass@k with samples, the report, and the ``azr eval`` command. Benchmark files come from
-../shared/data/benchmarks (never copied into the repository)."""
+gold/wrong oracles, pass@k with samples, the report, and the ``azr eval`` command; the demonstrations (shots),
+CRUXEval-I by execution and the probe. Benchmark files come from ../shared/data/benchmarks (never copied into the
+repository); the probe runs on tests/fixtures/probe-fixture.jsonl."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from azr.evaluation import BENCHMARKS, OracleBackend, evaluate
-from azr.evaluation.benchmarks import Item, resolve
+from azr.evaluation import BENCHMARKS, EvalReport, OracleBackend, evaluate, probe
+from azr.evaluation import templates as tpl
+from azr.evaluation.benchmarks import Item, ScoreContext, crux_input_answer, resolve
+from azr.evaluation.demos import DEMO_FILE, first_demos, load_demos
+from azr.evaluation.scoring_code import score_input_predictions
 from azr.rollout import ScriptedBackend
+from azr.tasks.prompts import build_prompt
+from azr.types import Role, Task, TaskType
 
 LOCAL = ["cruxeval-o", "cruxeval-i", "humaneval+", "mbpp+", "gsm8k", "math500", "aime24", "aime25", "amc23",
          "minerva", "olympiadbench"]  # fmt: skip
@@ -62,7 +70,9 @@ def _scripted(bench: str, items: list[Item]) -> ScriptedBackend:
 def test_scripted_backend_scores_every_benchmark(bench, executor, cache, data_dir):
     items = BENCHMARKS[bench].load(data_dir, 3)
     backend = _scripted(bench, items)
-    report = evaluate(backend, None, executor, [bench], limit=3, data_dir=data_dir, expected_cache=cache)
+    # without a tokenizer the scripted backend counts UTF-8 bytes as tokens: give room for the longest reply
+    kw = {"data_dir": data_dir, "expected_cache": cache, "max_new_tokens": 4096}
+    report = evaluate(backend, None, executor, [bench], limit=3, **kw)
     records = [r for r in report.records if r.bench == bench]
     assert [r.correct for r in records] == [[True], [False], [False]], [r.details for r in records]
     assert report.summary() == {bench: {"score": pytest.approx(1 / 3), "n": 3}}
@@ -110,3 +120,200 @@ def test_eval_command_with_the_oracle_writes_json(tmp_path, data_dir, capsys, mo
     assert data["summary"] == {b: {"score": 1.0, "n": 2} for b in ("cruxeval-o", "mbpp+", "amc23")}
     assert len(data["records"]) == 6 and "cruxeval-o" in capsys.readouterr().out
     assert main(["eval", "--model", "oracle", "--bench", "bogus"]) == 2
+
+
+# ---- demonstrations (shots) -----------------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden"
+FIXTURES = Path(__file__).parent / "fixtures"
+CRUX_ROW = {  # written for this test in the CRUXEval row format (no benchmark item is copied here)
+    "id": "sample_x",
+    "code": "def f(names):\n    seen = []\n    for n in names:\n        if n.lower() not in seen:\n"
+    "            seen.append(n.lower())\n    return seen",
+    "input": "['Ann', 'bob', 'ANN', 'Cy']",
+    "output": "['ann', 'bob', 'cy']",
+}
+
+
+def _golden(name: str, text: str) -> None:
+    """Compare with tests/golden/<name>; ``AZR_UPDATE_GOLDEN=1`` rewrites it (review the diff)."""
+    path = GOLDEN / name
+    if os.environ.get("AZR_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.is_file(), f"missing golden file {path}; run with AZR_UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"prompt differs from {path}"
+
+
+def test_every_demo_output_is_what_the_sandbox_computes(executor):
+    """Each demonstration runs (static check, determinism runs) and returns exactly its recorded output."""
+    demos = load_demos()
+    runs = [(d, inp, out) for d in demos for inp, out in zip(d.inputs, d.outputs, strict=True)]
+    results = [executor.validate_many([(d.program, inp)], entry=d.entry)[0] for d, inp, _ in runs]
+    bad = [(d.id, inp, r.status, r.value) for (d, inp, out), r in zip(runs, results) if r.value != out]
+    assert bad == []
+    by_type = {t: [d for d in demos if d.type == t] for t in ("deduction", "abduction", "induction", "code")}
+    assert len(by_type["deduction"]) >= 4 and len(by_type["abduction"]) >= 4 and len(by_type["code"]) >= 3
+    assert len(by_type["induction"]) >= 3
+    assert all(len(d.inputs) == 8 and d.message for d in by_type["induction"])
+    assert all(d.message and d.program.startswith(f"def {d.entry}(") for d in by_type["code"])
+    assert len({d.id for d in demos}) == len(demos)
+
+
+def test_cruxeval_o_prompt_with_two_shots_golden():
+    """shots=2 is the training solve prompt with the first two deduction demos; shots=0 is the prompt as it was
+    before demonstrations existed (the shots0 golden was rendered by the code without them)."""
+    bench = BENCHMARKS["cruxeval-o"]
+    item = bench.make_item(CRUX_ROW, 0)
+    two = bench.prompt(item, None, 2)
+    _golden("eval_cruxeval-o_shots2.plain.txt", two)
+    _golden("eval_cruxeval-o_shots0.plain.txt", bench.prompt(item, None))
+    task = Task(TaskType.DEDUCTION, CRUX_ROW["code"], (CRUX_ROW["input"],), (CRUX_ROW["output"],))
+    demos = [d.task() for d in first_demos("deduction", 2)]
+    assert two == build_prompt(TaskType.DEDUCTION, Role.SOLVE, task=task, shots=demos)
+    assert two.count("### Task") == 3 and "'PaNcAkE'" in two and CRUX_ROW["output"] not in two
+
+
+def test_code_prompts_take_demos_as_earlier_turns(data_dir, tiny):
+    _, tok = tiny
+    for name in ("humaneval+", "mbpp+"):
+        bench = BENCHMARKS[name]
+        item = bench.load(data_dir, 1)[0]
+        d = item.data
+        message = (
+            tpl.mbpp_message(d["prompt"], d["problem"].entry)
+            if d["mbpp"]
+            else tpl.humaneval_message(d["prompt"])
+        )
+        assert bench.prompt(item, None) == f"{tpl.CODE_SYSTEM}\n\n{message}\n\n"  # as before shots existed
+        plain = bench.prompt(item, None, 2)
+        assert plain.startswith(f"{tpl.CODE_SYSTEM}\n\n") and plain.endswith(f"\n\n{message}\n\n")
+        assert "def count_capitalised(text):" in plain and "def running_max(nums):" in plain
+        assert "merge_counts" not in plain
+        chat = bench.prompt(item, tok, 2)
+        assert chat.count("<|im_start|>user") == 3 and chat.count("<|im_start|>assistant") == 3
+
+
+def test_shots_reach_the_backend_and_the_meta(executor, cache, data_dir):
+    items = BENCHMARKS["cruxeval-o"].load(data_dir, 2)
+    backend = ScriptedBackend(lambda p: "<answer>\n```output\n0\n```\n</answer>")
+    benches = ["cruxeval-o", "mbpp+", "probe", "gsm8k"]
+    report = evaluate(
+        backend, None, executor, benches, limit=2, data_dir=data_dir, expected_cache=cache, shots=2
+    )
+    assert backend.calls[:2] == [BENCHMARKS["cruxeval-o"].prompt(it, None, 2) for it in items]
+    meta = report.meta
+    assert meta["shots"] == 2 and meta["demo_file"] == "demos.jsonl"
+    assert meta["demo_sha256"] == hashlib.sha256(DEMO_FILE.read_bytes()).hexdigest()
+    assert meta["demo_ids"]["cruxeval-o"] == ["demo-deduction-1", "demo-deduction-2"]
+    assert meta["demo_ids"]["mbpp+"] == ["demo-code-1", "demo-code-2"]
+    assert len(meta["demo_ids"]["probe"]) == 6 and meta["demo_ids"]["gsm8k"] == []
+    assert meta["max_new_tokens"]["cruxeval-o"] == 96
+    with pytest.raises(ValueError, match="has only 4 deduction"):
+        evaluate(backend, None, executor, ["cruxeval-o"], data_dir=data_dir, shots=5)
+
+
+def test_eval_command_rejects_more_shots_than_demos(capsys):
+    from azr.cli import main
+
+    assert main(["eval", "--model", "oracle", "--bench", "cruxeval-i", "--shots", "7"]) == 2
+    assert "use 4 or fewer" in capsys.readouterr().err
+
+
+# ---- CRUXEval-I by execution ----------------------------------------------------------------------------------
+
+EXPRESSIONS = [  # (program, expression answer, gold output)
+    ("def f(s):\n    return s[::-1]", "'ab' * 2", "'baba'"),
+    ("def f(xs):\n    return sum(xs)", "[1] * 3", "3"),
+    ("def f(a, b):\n    return a - b", "*[5, 2]", "3"),
+    ("def f(d):\n    return sorted(d)", "dict(b=1, a=2)", "['a', 'b']"),
+]
+
+
+def test_expression_inputs_count_for_the_benchmark_only(executor):
+    """The benchmark harness runs ``f(<answer>)``, so expressions are answers there; self-play keeps literals."""
+    bench = executor.check_abduction_many(EXPRESSIONS, literals_only=False)
+    assert [r.status.value for r in bench] == ["ok"] * 4
+    guarded = executor.check_abduction_many(EXPRESSIONS)
+    assert [r.status.value for r in guarded] == ["rejected"] * 4
+    wrong = executor.check_abduction_many(
+        [("def f(s):\n    return s", "'ab' * 3", "'abab'")], literals_only=False
+    )
+    assert wrong[0].status.value == "wrong"
+    programs, answers, golds = zip(*EXPRESSIONS)
+    verdicts = score_input_predictions(executor, list(programs), list(answers), list(golds))
+    assert [v.correct for v in verdicts] == [True] * 4
+    replies = [f"<answer>\n```input\nf({a})\n```\n</answer>" for a in answers]
+    assert [crux_input_answer(r) for r in replies] == list(answers)
+
+
+def test_crux_input_answer_reading():
+    assert crux_input_answer("<think>x</think><answer>\n```input\n\n```\n</answer>") == ""  # the call f()
+    assert crux_input_answer("<answer> 'a', 2 </answer>") == "'a', 2"
+    assert crux_input_answer("<answer>\n```output\n1\n```\n</answer>") is None
+    assert crux_input_answer("no tags at all") is None
+    assert crux_input_answer("<answer>\n```input\nf(g(1))\n```") == "g(1)"
+    assert crux_input_answer("<answer>\n```input\nf(1) + f(2)\n```") == "f(1) + f(2)"
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_cruxeval_i_oracle_on_all_800(wrong, executor, data_dir):
+    """Every gold input scores, the 13 expression inputs included (``''.join(['A'] * 20)``, ``dict(e=1)``,
+    the program's own globals, the empty call); the wrong oracle's ``None`` almost never does."""
+    report = evaluate(OracleBackend(wrong), None, executor, ["cruxeval-i"], data_dir=data_dir)
+    result = report.results["cruxeval-i"]
+    assert result.n_items == 800
+    if wrong:
+        assert result.score < 0.01
+    else:
+        assert result.score == 1.0, [r.details for r in report.records if not r.correct[0]][:5]
+
+
+# ---- the probe ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_probe_oracle_scores_all_or_nothing_per_type(wrong, executor):
+    report = evaluate(OracleBackend(wrong), None, executor, ["probe"], data_dir=FIXTURES, shots=2)
+    expected = 0.0 if wrong else 1.0
+    assert list(report.results) == ["probe", "probe/deduction", "probe/abduction", "probe/induction"]
+    assert {b: r.score for b, r in report.results.items()} == dict.fromkeys(report.results, expected)
+    assert report.results["probe"].n_items == 6
+    assert [(r.bench, r.id) for r in report.records[:2]] == [
+        ("probe/deduction", "probe-deduction-0001"),
+        ("probe/deduction", "probe-deduction-0002"),
+    ]
+
+
+def test_probe_prompts_and_scorer_are_the_training_ones(executor):
+    """Same prompt as a training solve (visible pairs from the record), and the training scorer: an abduction
+    answer that is an expression scores False here although ``f`` of it gives the output."""
+    bench = BENCHMARKS["probe"]
+    items = bench.load(FIXTURES, 1)
+    assert [it.id for it in items] == ["probe-deduction-0001", "probe-abduction-0001", "probe-induction-0001"]
+    induction = items[2]
+    task = induction.data["task"]
+    demos = [d.task() for d in first_demos("induction", 1)]
+    expected = build_prompt(TaskType.INDUCTION, Role.SOLVE, task=task, n_visible=4, n_inputs=6, shots=demos)
+    prompt = bench.prompt(induction, None, 1)
+    assert prompt == expected and prompt.count("Case 4:") == 2 and "Case 5:" not in prompt
+    abduction = items[1]  # f(a, b) = a * 2 + b, output 10
+    replies = ["<answer>\n```input\n3, 4\n```\n</answer>", "<answer>\n```input\n3, 2 * 2\n```\n</answer>"]
+    scored = bench.score(ScoreContext(executor), [abduction, abduction], replies)
+    assert [s.correct for s in scored] == [True, False]
+    assert scored[1].detail.startswith("parse:")
+
+
+def test_probe_without_its_file_is_skipped_with_a_reason(executor, tmp_path, monkeypatch):
+    monkeypatch.setattr(probe, "PROBE_FILE", tmp_path / "absent.jsonl")
+    report = evaluate(OracleBackend(), None, executor, ["probe"], data_dir=tmp_path)
+    assert not report.results and "scripts/make_probe.py" in report.skipped["probe"]
+
+
+def test_write_json_replaces_the_file_whole(tmp_path):
+    report = EvalReport(meta={"shots": 2})
+    path = tmp_path / "out" / "run.json"
+    path.parent.mkdir()
+    path.write_text("old")
+    assert report.write_json(path) == path
+    assert json.loads(path.read_text())["meta"] == {"shots": 2}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]  # no temporary file left behind

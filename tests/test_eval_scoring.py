@@ -143,3 +143,26 @@ def test_expected_outputs_are_cached_except_after_a_timeout(tmp_path: Path):
         cache = ExpectedOutputs(ex, tmp_path / status)  # type: ignore[arg-type]
         first = cache.get_many([problem])
         assert cache.get_many([problem]) == first and ex.calls == runs
+
+
+def test_render_puts_demonstrations_before_the_question():
+    assert tpl.render("sys", "Q", None) == "sys\n\nQ\n\n"  # unchanged without shots
+    assert (
+        tpl.render("sys", "Q", None, [("q1", "a1"), ("q2", "a2")]) == "sys\n\nq1\n\na1\n\nq2\n\na2\n\nQ\n\n"
+    )
+
+
+def test_code_demos_in_the_humaneval_and_mbpp_shapes():
+    from azr.evaluation.demos import code_reply, first_demos, humaneval_prompt, mbpp_prompt
+
+    demo = first_demos("code", 1)[0]
+    assert humaneval_prompt(demo) == (
+        "def count_capitalised(text):\n"
+        '    """Count the words of a sentence that start with an uppercase letter.\n'
+        "    >>> count_capitalised('The Cat sat on Mat')\n"
+        "    3\n"
+        '    """\n'
+    )
+    assert mbpp_prompt(demo).splitlines()[2] == "assert count_capitalised('The Cat sat on Mat') == 3"
+    assert code_reply(demo) == f"```python\n{demo.program}\n```"
+    assert tpl.extract_code(code_reply(demo)) == demo.program

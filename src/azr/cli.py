@@ -18,6 +18,7 @@ from azr.runtime import configure_process
 COMMANDS: dict[str, str] = {
     "train": "Run self-play: seed the buffers, then propose, solve and update.",
     "eval": "Evaluate a model or checkpoint on code and math benchmarks.",
+    "compare": "Compare two eval reports item by item (gained, lost, McNemar p-value).",
     "report": "Write an HTML report of a run directory.",
     "models": "List, fetch and convert models.",
     "seed": "Run the seeding stage alone (fill the task buffers).",

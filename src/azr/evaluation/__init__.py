@@ -1,8 +1,10 @@
-"""Benchmark evaluation: CRUXEval-O/I, HumanEval+, MBPP+ and math sets, scored with the training sandbox.
+"""Benchmark evaluation: CRUXEval-O/I, the self-play probe, HumanEval+, MBPP+ and math sets, scored with the
+training sandbox.
 
 Public API: :func:`evaluate` (used by ``azr eval`` and the training loop), :class:`EvalReport`,
-:class:`OracleBackend`, :data:`BENCHMARKS` and :func:`pass_at_k`. Heavy dependencies (``datasets``,
-``math-verify``, the model) are imported only when a benchmark needs them.
+:class:`OracleBackend`, :data:`BENCHMARKS` and :func:`pass_at_k`; :mod:`.demos` holds the fixed worked
+demonstrations (``shots``) and :mod:`.compare` the paired McNemar comparison of two reports (``azr compare``).
+Heavy dependencies (``datasets``, ``math-verify``, the model) are imported only when a benchmark needs them.
 """
 
 from azr.evaluation.benchmarks import BENCHMARKS

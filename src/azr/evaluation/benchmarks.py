@@ -1,110 +1,48 @@
 """The benchmark registry: for each name, where its rows live, how a row becomes a prompt, what the gold (and a
 wrong) reply looks like, and which scorer reads the replies.
 
-| name | family | gold | scored by |
-|---|---|---|---|
-| cruxeval-o | crux-o | ``output`` literal | ``literals_equal`` (training's deduction equality) |
-| cruxeval-i | crux-i | ``input`` argument text | ``f(pred) == output`` in the sandbox |
-| humaneval+, mbpp+ | code | canonical solution | evalplus-style, all inputs in one sandboxed child |
-| gsm8k, math500, aime24, aime25, amc23, minerva, olympiadbench | math | per-dataset answer | math-verify |
-| livecodebench | - | - | not scored yet: always skipped with a message |
+| name | family | gold | scored by | new tokens |
+|---|---|---|---|---|
+| cruxeval-o | crux-o | ``output`` literal | ``literals_equal`` (training's deduction equality) | 96 |
+| cruxeval-i | crux-i | ``input`` argument text | ``f(pred) == output`` in the sandbox (expressions too) | 96 |
+| probe | selfplay | training gold answer | the training scorer (:mod:`.probe`) | 256 |
+| humaneval+, mbpp+ | code | canonical solution | evalplus-style, all inputs in one sandboxed child | 768 |
+| gsm8k, math500, aime24, aime25, amc23, minerva, olympiadbench | math | per-dataset answer | math-verify | 1024 |
+| livecodebench | - | - | not scored yet: always skipped with a message | - |
+
+Demonstrations (``shots=K``): CRUXEval-O/-I and the probe put the first K ``demos.jsonl`` tasks of the matching
+type before each item as the training prompts' shot turns, so the prompt equals a training solve prompt with K
+demonstrations; HumanEval+/MBPP+ put K ``code`` demonstrations as earlier chat turns; math takes none.
+
+Speed: CRUXEval replies get 96 new tokens (the CPU training budget ``rollout.max_new_tokens_solve``), so that
+all 800 CRUXEval-O items with 2 shots decode in well under 10 minutes on 2 cores (about 5.5 minutes, measured
+with SmolLM2-135M, in batches of 32: ``azr eval`` decodes ``2 * --batch-size`` = 32 sequences together). A
+reply that needs more is cut and counts as wrong; ``--max-new-tokens`` raises the budget.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from azr.evaluation import scoring_math as sm
 from azr.evaluation import templates as tpl
-from azr.evaluation.loaders import BenchmarkUnavailable, Source, load_rows
+from azr.evaluation.demos import Demo, code_reply, first_demos, humaneval_prompt, mbpp_prompt
+from azr.evaluation.loaders import BenchmarkUnavailable, Source
 from azr.evaluation.oracles import mbpp_inputs
+from azr.evaluation.probe import probe_benchmark
 from azr.evaluation.scoring_code import (
     CodeProblem,
-    ExecLike,
-    ExpectedOutputs,
     score_input_predictions,
     score_output_predictions,
     score_programs,
 )
+from azr.evaluation.spec import WRONG, Benchmark, Item, PromptFn, ScoreContext, Scored
 from azr.types import Role, Task, TaskType
 
-WRONG = "'azr-wrong-answer'"
-"""The wrong output of ``--model oracle-wrong`` (a well-formed literal no CRUXEval item expects); its wrong
-CRUXEval-I input is ``None``, which makes nearly every program fail or return something else."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """One benchmark question: its id, the gold answer as text, and the fields its family needs."""
-
-    id: str
-    gold: str
-    data: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One reply judged: right or not, what was read from it, and a short note."""
-
-    correct: bool
-    extracted: str | None
-    detail: str = ""
-
-
-@dataclass
-class ScoreContext:
-    """What the scorers share during one evaluation: the sandbox, the expected-output cache, the math judge."""
-
-    executor: ExecLike | None
-    expected_cache: Path | None = None
-    _expected: ExpectedOutputs | None = None
-    _judge: sm.MathJudge | None = None
-
-    def expected(self) -> ExpectedOutputs:
-        if self.executor is None:
-            raise ValueError("code benchmarks need an executor")
-        if self._expected is None:
-            self._expected = ExpectedOutputs(self.executor, self.expected_cache)
-        return self._expected
-
-    def judge(self) -> sm.MathJudge:
-        if self._judge is None:
-            self._judge = sm.MathJudge()
-        return self._judge
-
-    def close(self) -> None:
-        if self._judge is not None:
-            self._judge.close()
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """A registry entry. ``prompt`` renders an item (chat-formatted with ``tokenizer``), ``oracle`` writes the gold
-    reply (or a wrong one), ``score`` judges replies aligned with items."""
-
-    name: str
-    family: str
-    source: Source
-    make_item: Callable[[dict[str, Any], int], Item]
-    prompt: Callable[[Item, Any], str]
-    oracle: Callable[[Item, bool], str]
-    score: Callable[[ScoreContext, list[Item], list[str]], list[Scored]]
-    max_new_tokens: int = 512
-    stop: tuple[str, ...] = ()
-
-    def load(self, data_dir: str | Path | None, limit: int | None) -> list[Item]:
-        """The first ``limit`` items; raises :class:`BenchmarkUnavailable` when the data cannot be had."""
-        rows = load_rows(self.source, data_dir, limit)
-        try:
-            return [self.make_item(row, i) for i, row in enumerate(rows)]
-        except KeyError as e:
-            raise BenchmarkUnavailable(
-                f"{self.name}: the rows have no field {e} (use the upstream release files with --data-dir)"
-            ) from None
+__all__ = ["ALIASES", "BENCHMARKS", "Benchmark", "Item", "ScoreContext", "Scored", "resolve", "with_tokens"]
 
 
 # ---- CRUXEval: the training prompts and parsers -------------------------------------------------------------
@@ -134,13 +72,43 @@ def _parsed(kind: TaskType, reply: str) -> str | None:
     return result.answer if result.ok else None
 
 
-def _crux_prompt(kind: TaskType) -> Callable[[Item, Any], str]:
-    def build(item: Item, tokenizer: Any) -> str:
+def _crux_prompt(kind: TaskType) -> PromptFn:
+    def build(item: Item, tokenizer: Any, shots: int = 0) -> str:
         from azr.tasks.prompts import build_prompt
 
-        return build_prompt(kind, Role.SOLVE, tokenizer=tokenizer, task=_crux_task(item, kind))
+        demos = [d.task() for d in first_demos(kind.value, shots)]
+        return build_prompt(kind, Role.SOLVE, tokenizer=tokenizer, task=_crux_task(item, kind), shots=demos)
 
     return build
+
+
+def crux_input_answer(reply: str) -> str | None:
+    """The argument text of a CRUXEval-I reply, read like the training parser (first ``input`` block, or the
+    bare answer when it has no blocks; a whole call ``f(...)`` unwrapped) but with no literal check: expressions
+    are scored by running them. An empty ``input`` block is the call ``f()``; None means no answer."""
+    from azr.tasks.parsing import extract_answer, fenced_blocks
+
+    answer = extract_answer(reply)
+    if answer is None or not answer.strip():
+        return None
+    blocks = fenced_blocks(answer)
+    chosen = [body for label, body in blocks if label == "input"]
+    if not chosen and blocks:
+        return None
+    return _unwrap_call((chosen[0] if chosen else answer).strip())
+
+
+def _unwrap_call(text: str) -> str:
+    """``f(<args>)`` -> ``<args>``; any other text unchanged."""
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except (SyntaxError, ValueError):
+        return text
+    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "f"):
+        return text
+    if ast.get_source_segment(text, tree) != text:  # "(f(1))": the call is not the whole text
+        return text
+    return text[text.index("(") + 1 : text.rindex(")")].strip()
 
 
 def _score_crux_o(ctx: ScoreContext, items: list[Item], replies: list[str]) -> list[Scored]:
@@ -152,7 +120,7 @@ def _score_crux_o(ctx: ScoreContext, items: list[Item], replies: list[str]) -> l
 def _score_crux_i(ctx: ScoreContext, items: list[Item], replies: list[str]) -> list[Scored]:
     if ctx.executor is None:
         raise ValueError("cruxeval-i needs an executor")
-    preds = [_parsed(TaskType.ABDUCTION, r) for r in replies]
+    preds = [crux_input_answer(r) for r in replies]
     programs = [it.data["code"] for it in items]
     verdicts = score_input_predictions(ctx.executor, programs, preds, [it.data["output"] for it in items])
     return [Scored(v.correct, p, v.detail) for v, p in zip(verdicts, preds, strict=True)]
@@ -173,12 +141,22 @@ def _code_item(mbpp: bool) -> Callable[[dict[str, Any], int], Item]:
     return make
 
 
-def _code_prompt(item: Item, tokenizer: Any) -> str:
+def _code_message(prompt: str, entry: str, mbpp: bool) -> str:
+    return tpl.mbpp_message(prompt, entry) if mbpp else tpl.humaneval_message(prompt)
+
+
+def _code_turn(demo: Demo, mbpp: bool) -> tuple[str, str]:
+    """A code demonstration as one (user, assistant) turn in the benchmark's own template."""
+    prompt = mbpp_prompt(demo) if mbpp else humaneval_prompt(demo)
+    return _code_message(prompt, demo.entry, mbpp), code_reply(demo)
+
+
+def _code_prompt(item: Item, tokenizer: Any, shots: int = 0) -> str:
+    """The item's message after ``shots`` code demonstrations in the same template (prompt -> fenced code)."""
     d = item.data
-    msg = (
-        tpl.mbpp_message(d["prompt"], d["problem"].entry) if d["mbpp"] else tpl.humaneval_message(d["prompt"])
-    )
-    return tpl.render(tpl.CODE_SYSTEM, msg, tokenizer)
+    turns = [_code_turn(demo, d["mbpp"]) for demo in first_demos("code", shots)]
+    message = _code_message(d["prompt"], d["problem"].entry, d["mbpp"])
+    return tpl.render(tpl.CODE_SYSTEM, message, tokenizer, turns)
 
 
 def _code_oracle(item: Item, wrong: bool) -> str:
@@ -210,7 +188,7 @@ def _math_item(gold: Callable[[dict[str, Any]], str], question: str) -> Callable
     return make
 
 
-def _math_prompt(item: Item, tokenizer: Any) -> str:
+def _math_prompt(item: Item, tokenizer: Any, shots: int = 0) -> str:
     return tpl.render(tpl.MATH_SYSTEM, tpl.math_message(item.data["problem"]), tokenizer)
 
 
@@ -252,14 +230,25 @@ def _crux(
         _crux_prompt(kind),
         lambda item, wrong: _crux_reply(label, wrong_answer if wrong else item.data[field_]),
         score,
-        max_new_tokens=384,
+        max_new_tokens=96,
         stop=("</answer>",),
+        demo_types=(kind.value,),
     )
 
 
 def _code(name: str, pattern: str, hub_id: str, mbpp: bool) -> Benchmark:
     source = Source((pattern,), hub_id)
-    return Benchmark(name, "code", source, _code_item(mbpp), _code_prompt, _code_oracle, _score_code, 768)
+    return Benchmark(
+        name,
+        "code",
+        source,
+        _code_item(mbpp),
+        _code_prompt,
+        _code_oracle,
+        _score_code,
+        768,
+        demo_types=("code",),
+    )
 
 
 def _math(
@@ -274,6 +263,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     for b in [
         _crux("cruxeval-o", TaskType.DEDUCTION, _score_crux_o, "output", "output"),
         _crux("cruxeval-i", TaskType.ABDUCTION, _score_crux_i, "input", "input"),
+        probe_benchmark(),
         _code("humaneval+", "HumanEvalPlus*.jsonl*", "evalplus/humanevalplus", mbpp=False),
         _code("mbpp+", "MbppPlus*.jsonl*", "evalplus/mbppplus", mbpp=True),
         _math("gsm8k", "gsm8k*.jsonl*", ("openai/gsm8k", "test", "main"), sm.gold_gsm8k, "question"),

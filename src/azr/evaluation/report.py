@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from azr.fsutil import atomic_write_text
+
 
 @dataclass(frozen=True)
 class ItemRecord:
@@ -23,7 +25,9 @@ class ItemRecord:
 
 @dataclass(frozen=True)
 class BenchResult:
-    """``score`` is greedy/mean pass@1 over items; ``pass_at`` maps k to the unbiased pass@k."""
+    """``score`` is greedy/mean pass@1 over items; ``pass_at`` maps k to the unbiased pass@k. A benchmark with
+    parts (``probe``) has one result for the whole and one per part (``probe/deduction``, ...); the item
+    records carry the part's name as ``bench``."""
 
     bench: str
     score: float
@@ -76,8 +80,6 @@ class EvalReport:
         }
 
     def write_json(self, path: str | Path) -> Path:
-        """Write the whole report (summary, results, skipped, meta, per-item records) as JSON."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
-        return path
+        """Write the whole report (summary, results, skipped, meta, per-item records) as JSON, atomically: a
+        reader (``azr compare``, a dashboard) sees the old file or the complete new one."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, ensure_ascii=False))

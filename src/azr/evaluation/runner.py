@@ -5,16 +5,22 @@ tokenizer (for chat formatting; None gives plain-text prompts) and the executor.
 (temperature 0) and reports pass@1; ``samples=k`` draws k replies per item at ``temperature`` and reports the mean
 pass@1 and the unbiased pass@k. :class:`OracleBackend` answers with the gold (or a wrong) reply of each item,
 which checks data and scorers without a model.
+
+``shots=K`` puts K fixed worked demonstrations (:mod:`.demos`) before every item; 2 is what the project reports
+(the CPU training prompts carry 2). The report's ``meta`` records what makes two runs comparable: ``shots``, the
+demonstration file's name and sha256, the demonstration ids each benchmark used and its token budget.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from azr.evaluation.benchmarks import Benchmark, Item, ScoreContext, Scored, resolve, with_tokens
+from azr.evaluation.demos import DEMO_FILE, demo_sha256, first_demos
 from azr.evaluation.loaders import BenchmarkUnavailable
 from azr.evaluation.passk import mean_pass_at_k
 from azr.evaluation.report import BenchResult, EvalReport, ItemRecord
@@ -46,28 +52,49 @@ def evaluate(
     batch_size: int = 32,
     expected_cache: Path | None = None,
     progress: Progress | None = None,
+    shots: int = 0,
 ) -> EvalReport:
     """Evaluate ``backend`` on ``benches`` (names, see ``BENCHMARKS``); unavailable benchmarks are skipped with
-    their reason in ``report.skipped``. ``limit`` takes the first N items of each benchmark."""
-    if samples < 1:
-        raise ValueError("samples must be >= 1")
-    report = EvalReport(meta={"limit": limit, "samples": samples, "data_dir": str(data_dir or "hub")})
+    their reason in ``report.skipped``. ``limit`` takes the first N items of each benchmark; ``shots`` worked
+    demonstrations go before each item (ValueError when ``demos.jsonl`` has fewer of a needed type)."""
+    if samples < 1 or shots < 0:
+        raise ValueError("samples must be >= 1 and shots >= 0")
+    specs = [with_tokens(b, max_new_tokens) for b in resolve(benches)]
+    report = EvalReport(meta=_meta(specs, limit, samples, data_dir, shots))
     ctx = ScoreContext(executor, expected_cache)
     try:
-        for bench in resolve(benches):
-            bench = with_tokens(bench, max_new_tokens)
+        for bench in specs:
             try:
                 items = bench.load(data_dir, limit)
             except BenchmarkUnavailable as e:
                 report.skipped[bench.name] = str(e)
                 continue
             t0 = time.perf_counter()
-            replies = _generate(backend, tokenizer, bench, items, samples, temperature, batch_size, progress)
+            replies = _generate(
+                backend, tokenizer, bench, items, samples, temperature, batch_size, progress, shots
+            )
             scored = bench.score(ctx, [it for it in items for _ in range(samples)], replies)
-            _record(report, bench.name, items, replies, scored, samples, time.perf_counter() - t0)
+            _record(report, bench, items, replies, scored, samples, time.perf_counter() - t0)
     finally:
         ctx.close()
     return report
+
+
+def _meta(
+    specs: list[Benchmark], limit: int | None, samples: int, data_dir: str | Path | None, shots: int
+) -> dict[str, Any]:
+    """The settings of a run, with the demonstration ids per benchmark (this also checks that there are enough
+    demonstrations before anything is generated)."""
+    return {
+        "limit": limit,
+        "samples": samples,
+        "data_dir": str(data_dir or "hub"),
+        "shots": shots,
+        "demo_file": DEMO_FILE.name,
+        "demo_sha256": demo_sha256(),
+        "demo_ids": {b.name: [d.id for t in b.demo_types for d in first_demos(t, shots)] for b in specs},
+        "max_new_tokens": {b.name: b.max_new_tokens for b in specs},
+    }
 
 
 def _generate(
@@ -79,6 +106,7 @@ def _generate(
     temperature: float,
     batch_size: int,
     progress: Progress | None,
+    shots: int = 0,
 ) -> list[str]:
     """Replies in item order, ``samples`` consecutive replies per item."""
     if isinstance(backend, OracleBackend):
@@ -92,7 +120,7 @@ def _generate(
         stop=bench.stop,
         n=1,
     )
-    prompts = [bench.prompt(it, tokenizer) for it in items for _ in range(samples)]
+    prompts = [bench.prompt(it, tokenizer, shots) for it in items for _ in range(samples)]
     replies: list[str] = []
     for start in range(0, len(prompts), batch_size):
         completions = backend.generate(prompts[start : start + batch_size], sampling)
@@ -104,15 +132,18 @@ def _generate(
 
 def _record(
     report: EvalReport,
-    name: str,
+    bench: Benchmark,
     items: list[Item],
     replies: list[str],
     scored: list[Scored],
     samples: int,
     seconds: float,
 ) -> None:
-    counts = []
+    """One record per item (under its part's name when the benchmark has parts) and the pass@k results: for the
+    whole benchmark and, with parts, for each part (each part shows the whole run's ``seconds``)."""
+    counts: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for i, item in enumerate(items):
+        name = bench.part(item) if bench.part else bench.name
         part = scored[i * samples : (i + 1) * samples]
         report.records.append(
             ItemRecord(
@@ -125,7 +156,15 @@ def _record(
                 details=[s.detail for s in part],
             )
         )
-        counts.append((samples, sum(s.correct for s in part)))
-    ks = sorted({1, samples})
-    pass_at = {k: mean_pass_at_k(counts, k) for k in ks}
-    report.results[name] = BenchResult(name, pass_at[1], len(items), samples, pass_at, seconds)
+        counts[name].append((samples, sum(s.correct for s in part)))
+    report.results[bench.name] = _result(
+        bench.name, [c for cs in counts.values() for c in cs], samples, seconds
+    )
+    if bench.part:
+        for name, part_counts in counts.items():
+            report.results[name] = _result(name, part_counts, samples, seconds)
+
+
+def _result(name: str, counts: list[tuple[int, int]], samples: int, seconds: float) -> BenchResult:
+    pass_at = {k: mean_pass_at_k(counts, k) for k in sorted({1, samples})}
+    return BenchResult(name, pass_at[1], len(counts), samples, pass_at, seconds)

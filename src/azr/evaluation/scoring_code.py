@@ -2,7 +2,10 @@
 
 - CRUXEval-O (deduction): the predicted output must equal the gold output under ``literals_equal``, the equality
   that training uses for deduction rewards. Nothing runs.
-- CRUXEval-I (abduction): ``f(predicted_input)`` runs in the sandbox and must equal the gold output.
+- CRUXEval-I (abduction): ``f(predicted_input)`` runs in the sandbox and must equal the gold output. As in the
+  benchmark's own harness the predicted input may be any argument expression (``'ab' * 2``, ``*[1, 2]``,
+  ``dict(a=1)``; 13 of the 800 gold inputs are such expressions), evaluated in the sandboxed child; self-play
+  abduction accepts literals only. An empty answer block means the call ``f()``.
 - HumanEval+/MBPP+: the canonical solution runs once on every base and plus input to get the expected outputs,
   which are cached on disk (``$AZR_CACHE/eval/expected``); a candidate then runs on all inputs of its problem in
   one sandboxed child (one ``Executor.run_jobs`` job) and passes when every output matches (:mod:`.oracles`).
@@ -27,7 +30,9 @@ class ExecLike(Protocol):
 
     def run_jobs(self, jobs: list[dict[str, Any]]) -> list[list[Any]]: ...
 
-    def check_abduction_many(self, items: list[tuple[str, str, str]]) -> list[Any]: ...
+    def check_abduction_many(
+        self, items: list[tuple[str, str, str]], entry: str = "f", *, literals_only: bool = True
+    ) -> list[Any]: ...
 
 
 PRELUDE = "import sys as _azr_sys\n_azr_sys.set_int_max_str_digits(0)\n"
@@ -81,9 +86,12 @@ def score_output_predictions(preds: list[str | None], golds: list[str]) -> list[
 def score_input_predictions(
     executor: ExecLike, programs: list[str], preds: list[str | None], golds: list[str]
 ) -> list[Verdict]:
-    """CRUXEval-I: run ``f(pred)`` in the sandbox for every answered item and compare with the gold output."""
-    todo = [(i, (prog, p, g)) for i, (prog, p, g) in enumerate(zip(programs, preds, golds, strict=True)) if p]
-    results = executor.check_abduction_many([job for _, job in todo]) if todo else []
+    """CRUXEval-I: run ``f(pred)`` in the sandbox for every answered item (``pred`` None: no answer) and compare
+    with the gold output outside it; ``pred`` may be any argument expression (``literals_only=False``)."""
+    triples = zip(programs, preds, golds, strict=True)
+    todo = [(i, (prog, p, g)) for i, (prog, p, g) in enumerate(triples) if p is not None]
+    jobs = [job for _, job in todo]
+    results = executor.check_abduction_many(jobs, literals_only=False) if todo else []
     verdicts = [Verdict(False, "no answer")] * len(programs)
     for (i, _), r in zip(todo, results, strict=True):
         verdicts[i] = Verdict(bool(r.ok), "" if r.ok else _describe(r))

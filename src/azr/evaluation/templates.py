@@ -9,11 +9,15 @@ message each, rendered with the tokenizer's chat template when it has one:
   function itself, and the prompt's import lines prepended in any case.
 - MBPP+: the task text with its example assertion, asking for a ``python`` fence with the function.
 - Math: the problem, asking for step-by-step reasoning and the final answer in ``\\boxed{}``.
+
+With ``shots`` (HumanEval+/MBPP+), worked demonstrations come first as earlier user/assistant turns: the same
+message template applied to a demonstration problem, answered by its solution in a ``python`` fence.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 CODE_SYSTEM = "You are a careful Python programmer."
@@ -41,12 +45,17 @@ def math_message(problem: str) -> str:
     return f"{problem.strip()}\n\nReason step by step, then put the final answer inside \\boxed{{}}."
 
 
-def render(system: str, user: str, tokenizer: Any) -> str:
-    """One chat-formatted prompt (plain text when the tokenizer has no chat template)."""
+def render(system: str, user: str, tokenizer: Any, shots: Sequence[tuple[str, str]] = ()) -> str:
+    """One chat-formatted prompt (plain text when the tokenizer has no chat template); ``shots`` are worked
+    demonstrations, (user, assistant) turns placed between the system message and the question."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        messages = [{"role": "system", "content": system}]
+        for question, answer in shots:
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        messages.append({"role": "user", "content": user})
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return f"{system}\n\n{user}\n\n"
+    demos = "".join(f"{question}\n\n{answer}\n\n" for question, answer in shots)
+    return f"{system}\n\n{demos}{user}\n\n"
 
 
 def extract_code(reply: str) -> str:

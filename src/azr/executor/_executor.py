@@ -156,15 +156,20 @@ class Executor:
         return out  # type: ignore[return-value]
 
     def check_abduction_many(
-        self, items: Sequence[tuple[str, str, str]], entry: str = "f"
+        self, items: Sequence[tuple[str, str, str]], entry: str = "f", *, literals_only: bool = True
     ) -> list[ExecResult]:
-        """``entry(candidate) == gold`` under :func:`literals_equal`; OK, WRONG, or the run's failure. The
-        candidate must be a list of literal arguments (REJECTED otherwise), so an answer cannot smuggle code or
-        objects with a rigged ``__eq__``."""
+        """``entry(candidate) == gold`` under :func:`literals_equal`; OK, WRONG, or the run's failure.
+
+        By default (self-play) the candidate must be a list of literal arguments (REJECTED otherwise), so an
+        answer cannot smuggle code or objects with a rigged ``__repr__``. ``literals_only=False`` is for
+        benchmarks whose gold inputs are expressions (CRUXEval-I: ``''.join(['A'] * 20)``, ``dict(e=1)``): the
+        candidate is then evaluated as call arguments inside the sandboxed child, as the benchmark's own harness
+        does, and only the comparison with ``gold`` stays outside. Such an answer can run code in the child, so
+        never use it where the verdict is a reward."""
         out: list[ExecResult | None] = []
         for program, candidate, _gold in items:
             bad = self._too_big(program, [candidate])
-            if bad is None and not parse_arguments(candidate)[0]:
+            if bad is None and literals_only and not parse_arguments(candidate)[0]:
                 bad = rejected("the answer is not a list of literal arguments")
             out.append(bad)
         todo = [k for k, r in enumerate(out) if r is None]

@@ -1,0 +1,39 @@
+"""``azr compare A.json B.json``: pair two ``azr eval --json`` reports item by item and test the difference.
+
+For every benchmark in both reports: items paired by id (greedy verdict), the scores before (A) and after (B),
+the items gained and lost, and the exact two-sided McNemar p-value (:mod:`azr.evaluation.compare`). Warnings go
+to stderr when items are unpaired or the runs differ in shots, demonstrations, samples or token budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Compare two eval reports item by item (gained, lost, McNemar p-value)."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "before", metavar="A.json", help="The first report (azr eval --json), e.g. the base model."
+    )
+    parser.add_argument("after", metavar="B.json", help="The second report, e.g. the trained checkpoint.")
+    parser.add_argument(
+        "--json", metavar="PATH", help="Also write the comparison (with every flipped id) here."
+    )
+    parser.add_argument("--ids", type=int, default=10, help="Flipped ids printed per benchmark (default 10).")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from azr.evaluation.compare import compare_reports, load_report
+    from azr.fsutil import atomic_write_json
+
+    result = compare_reports(load_report(args.before), load_report(args.after))
+    for warning in result.warnings:
+        print(f"azr compare: warning: {warning}", file=sys.stderr)
+    print(result.table(max_ids=max(args.ids, 0)))
+    if args.json:
+        payload = {"a": str(args.before), "b": str(args.after), **result.to_dict()}
+        print(f"wrote {atomic_write_json(args.json, payload)}")
+    return 0

@@ -1,0 +1,99 @@
+"""The fixed worked demonstrations (``shots``) that evaluation puts before each benchmark item.
+
+They live in ``demos.jsonl`` next to this module (package data), written for this project: short deterministic
+Python programs in the CRUXEval style, never benchmark items. One record per line::
+
+    {"id": "demo-deduction-1", "type": "deduction", "program": "def f(...): ...",
+     "inputs": ["<argument text>", ...], "outputs": ["<repr of the result>", ...], "message": ""}
+
+``type`` is ``deduction`` / ``abduction`` (one input), ``induction`` (8 inputs and a hint ``message``) or ``code``
+(HumanEval+/MBPP+: ``program`` is a solution whose first line is its ``def``, ``message`` the problem statement,
+and the input/output pairs double as its examples). A benchmark with ``shots=K`` uses the first K records of its
+type, in file order, for every item and every model, so two evaluations with the same K see the same
+demonstrations; the file's sha256 goes into the report so that runs with different files are not compared.
+``tests/test_eval.py`` runs every record through the sandbox, so a wrong output cannot creep in.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from azr.types import Task, TaskType
+
+DEMO_FILE = Path(__file__).with_name("demos.jsonl")
+DEMO_TYPES = ("deduction", "abduction", "induction", "code")
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One worked demonstration as stored in ``demos.jsonl``."""
+
+    id: str
+    type: str
+    program: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    message: str = ""
+
+    @property
+    def entry(self) -> str:
+        """The name of the function the program defines first (``f`` for the self-play types)."""
+        match = re.match(r"def\s+(\w+)\s*\(", self.program)
+        if match is None:
+            raise ValueError(f"demo {self.id}: the program must start with its def line")
+        return match.group(1)
+
+    def task(self) -> Task:
+        """The demonstration as a self-play task, the form the training prompts take as ``shots``."""
+        return Task(TaskType(self.type), self.program, self.inputs, self.outputs, self.message, origin="seed")
+
+
+@functools.cache
+def load_demos(path: Path = DEMO_FILE) -> tuple[Demo, ...]:
+    """All demonstrations in file order (read once per path)."""
+    demos = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            row["inputs"], row["outputs"] = tuple(row["inputs"]), tuple(row["outputs"])
+            demos.append(Demo(**row))
+    if bad := [d.id for d in demos if d.type not in DEMO_TYPES or len(d.inputs) != len(d.outputs)]:
+        raise ValueError(f"{path}: malformed demonstrations {bad}")
+    return tuple(demos)
+
+
+def first_demos(kind: str, k: int, path: Path = DEMO_FILE) -> list[Demo]:
+    """The first ``k`` demonstrations of type ``kind``; ValueError when the file has fewer."""
+    pool = [d for d in load_demos(path) if d.type == kind]
+    if k > len(pool):
+        raise ValueError(
+            f"shots={k} but {path.name} has only {len(pool)} {kind} demonstrations: use {len(pool)} or fewer"
+        )
+    return pool[:k]
+
+
+def demo_sha256(path: Path = DEMO_FILE) -> str:
+    """The file's sha256, recorded in every report that used demonstrations."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def humaneval_prompt(demo: Demo) -> str:
+    """A HumanEval-style prompt for a code demonstration: its def line and a docstring with one example."""
+    signature = demo.program.splitlines()[0]
+    example = f">>> {demo.entry}({demo.inputs[0]})\n    {demo.outputs[0]}"
+    return f'{signature}\n    """{demo.message}\n    {example}\n    """\n'
+
+
+def mbpp_prompt(demo: Demo) -> str:
+    """An MBPP-style prompt for a code demonstration: the statement and one example assertion."""
+    return f'"""\n{demo.message}\nassert {demo.entry}({demo.inputs[0]}) == {demo.outputs[0]}\n"""\n'
+
+
+def code_reply(demo: Demo) -> str:
+    """The ideal reply to a code demonstration: the whole solution in one python fence."""
+    return f"```python\n{demo.program}\n```"

@@ -1,0 +1,149 @@
+"""The ``probe`` benchmark: held-out self-play tasks, asked and scored exactly as in training.
+
+The tasks ship in the package (``src/azr/data/probe.jsonl``, built by ``scripts/make_probe.py`` from base-model
+proposals that the sandbox validated, none of them a training seed). One record per line::
+
+    {"id": "probe-induction-0003", "type": "induction", "program": "def f(...): ...",
+     "inputs": ["<argument text>", ...], "outputs": ["<repr>", ...], "message": "<hint>", "visible": 4}
+
+``visible`` is the number of induction pairs shown; the rest are the hidden tests. A ``probe*.jsonl`` file in
+``--data-dir`` takes the place of the shipped one (tests use a small one). ``limit=N`` keeps the first N tasks
+of each type, so a short run still covers all three.
+
+Prompts are the training solve prompts (:func:`azr.tasks.prompts.build_prompt`, with ``shots`` demonstrations
+from ``demos.jsonl`` of the task's type) and replies go through the training parser and scorer
+(:func:`azr.tasks.parsing.parse_solution`, :func:`azr.tasks.validate.score_solutions`: literal-only abduction,
+hidden-pair induction). Results are reported for ``probe`` and for each ``probe/<type>``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from azr.evaluation.demos import first_demos
+from azr.evaluation.loaders import BenchmarkUnavailable, Source, find_local, read_jsonl
+from azr.evaluation.spec import WRONG, Benchmark, Item, ScoreContext, Scored
+from azr.types import TASK_TYPES, Role, Task, TaskType
+
+PROBE_FILE = Path(__file__).resolve().parents[1] / "data" / "probe.jsonl"
+PATTERNS = ("probe*.jsonl*",)
+WRONG_PROGRAM = f"def f(*args):\n    return {WRONG}"
+
+
+def probe_path(data_dir: str | Path | None) -> Path:
+    """``data_dir``'s ``probe*.jsonl`` when it has one, else the shipped file."""
+    if data_dir:
+        try:
+            return find_local(data_dir, PATTERNS)
+        except BenchmarkUnavailable:
+            pass
+    if PROBE_FILE.is_file():
+        return PROBE_FILE
+    raise BenchmarkUnavailable(
+        f"probe: the held-out task file {PROBE_FILE} is not in this install; build it with "
+        "`python scripts/make_probe.py` or put a probe*.jsonl in --data-dir"
+    )
+
+
+def load_probe_rows(data_dir: str | Path | None, limit: int | None) -> list[dict[str, Any]]:
+    """The probe records in file order, the first ``limit`` of each task type when ``limit`` is given."""
+    path = probe_path(data_dir)
+    rows = read_jsonl(path)
+    ids = [row.get("id") for row in rows]
+    if len(set(ids)) != len(ids) or None in ids:
+        raise BenchmarkUnavailable(f"probe: {path} has missing or duplicate ids")
+    if limit is None:
+        return rows
+    taken: dict[str, int] = defaultdict(int)
+    out = []
+    for row in rows:
+        if taken[row.get("type", "")] < limit:
+            taken[row.get("type", "")] += 1
+            out.append(row)
+    return out
+
+
+def _item(row: dict[str, Any], i: int) -> Item:
+    kind = TaskType(row["type"])
+    task = Task(
+        kind, row["program"], tuple(row["inputs"]), tuple(row["outputs"]), row["message"], origin="imported"
+    )
+    if not task.inputs or len(task.inputs) != len(task.outputs):
+        raise BenchmarkUnavailable(
+            f"probe: record {row['id']} needs as many outputs as inputs (at least one)"
+        )
+    gold = {TaskType.DEDUCTION: task.output, TaskType.ABDUCTION: task.input}.get(kind, task.program)
+    return Item(str(row["id"]), gold, {"task": task, "visible": int(row["visible"])})
+
+
+def _prompt(item: Item, tokenizer: Any, shots: int = 0) -> str:
+    from azr.tasks.prompts import build_prompt
+
+    task: Task = item.data["task"]
+    demos = [d.task() for d in first_demos(task.type.value, shots)]
+    return build_prompt(
+        task.type,
+        Role.SOLVE,
+        tokenizer=tokenizer,
+        task=task,
+        n_inputs=len(task.inputs),
+        n_visible=item.data["visible"],
+        shots=demos,
+    )
+
+
+def _oracle(item: Item, wrong: bool) -> str:
+    """The ideal training reply, or a well-formed wrong one (a literal no probe task expects, ``None`` as the
+    input, a program that returns that literal)."""
+    from azr.tasks.prompts import demo_reply
+
+    task: Task = item.data["task"]
+    if wrong:
+        body = {TaskType.DEDUCTION: WRONG, TaskType.ABDUCTION: "None"}.get(task.type, WRONG_PROGRAM)
+        task = Task(task.type, body, (body,), (body,))
+    return demo_reply(task.type, Role.SOLVE, task)
+
+
+def _score(ctx: ScoreContext, items: list[Item], replies: list[str]) -> list[Scored]:
+    """The training scorer, one ``score_solutions`` call per (task type, visible pairs) group."""
+    from azr.tasks.parsing import ParsedSolution, parse_solution
+    from azr.tasks.validate import score_solutions
+
+    groups: dict[tuple[TaskType, int], list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        groups[item.data["task"].type, item.data["visible"]].append(i)
+    out: list[Scored | None] = [None] * len(items)
+    for (kind, visible), idx in groups.items():
+        parsed = [parse_solution(kind, replies[i]) for i in idx]
+        tasks = [items[i].data["task"] for i in idx]
+        verdicts = score_solutions(ctx.executor, kind, tasks, parsed, n_visible=visible)
+        for i, p, ok in zip(idx, parsed, verdicts, strict=True):
+            if isinstance(p, ParsedSolution):
+                out[i] = Scored(ok, p.answer, "" if ok else "wrong")
+            else:
+                out[i] = Scored(False, None, f"parse: {p.reason.value}")
+    return out  # type: ignore[return-value]
+
+
+def _part(item: Item) -> str:
+    return f"probe/{item.data['task'].type.value}"
+
+
+def probe_benchmark() -> Benchmark:
+    """The registry entry; 256 new tokens, the default ``rollout.max_new_tokens_solve``."""
+    return Benchmark(
+        "probe",
+        "selfplay",
+        Source(PATTERNS, ""),
+        _item,
+        _prompt,
+        _oracle,
+        _score,
+        max_new_tokens=256,
+        stop=("</answer>",),
+        demo_types=tuple(t.value for t in TASK_TYPES),
+        rows=load_probe_rows,
+        part=_part,
+    )

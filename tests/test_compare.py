@@ -1,0 +1,146 @@
+"""``azr compare``: the exact McNemar test (hand-derived values), pairing of two eval reports by item id, the
+command end to end, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from azr.cli import main
+from azr.errors import AzrError
+from azr.evaluation.compare import compare_reports, mcnemar, mcnemar_p
+from azr.evaluation.report import BenchResult, EvalReport, ItemRecord
+
+
+def test_mcnemar_hand_derived():
+    """p = min(1, 2 * sum_{k <= min(b, c)} C(b + c, k) / 2^(b + c)):
+
+    - b=1, c=6: 2 * (C(7,0) + C(7,1)) / 2^7 = 2 * 8 / 128 = 0.125
+    - b=0, c=5: 2 * C(5,0) / 2^5 = 2 / 32 = 0.0625
+    - b=2, c=8: 2 * (1 + 10 + 45) / 2^10 = 112 / 1024 = 0.109375
+    - b=3, c=3: 2 * (1 + 6 + 15 + 20) / 64 = 84 / 64, capped at 1
+    - b=c=0: no discordant pair, p = 1
+    """
+    assert mcnemar_p(1, 6) == 0.125
+    assert mcnemar_p(0, 5) == 0.0625
+    assert mcnemar_p(2, 8) == 0.109375
+    assert mcnemar_p(3, 3) == 1.0
+    assert mcnemar_p(0, 0) == 1.0
+
+
+def test_mcnemar_counts_from_verdict_lists():
+    """10 items: 2 right in both, 1 lost (index 2), 6 gained (indices 3-8), 1 wrong in both."""
+    before = [True, True, True] + [False] * 7
+    after = [True, True, False] + [True] * 6 + [False]
+    assert mcnemar(before, after).__dict__ == {
+        "n": 10, "before": 3, "after": 8, "gained": 6, "lost": 1, "p_value": 0.125,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="3 verdicts before but 2 after"):
+        mcnemar([True] * 3, [True] * 2)
+
+
+@given(st.integers(0, 60), st.integers(0, 60))
+def test_mcnemar_p_is_symmetric_and_a_probability(b, c):
+    p = mcnemar_p(b, c)
+    assert p == mcnemar_p(c, b) and 0.0 < p <= 1.0
+    if b != c:  # one more discordant pair on the larger side never makes the difference less significant
+        big, small = max(b, c), min(b, c)
+        assert mcnemar_p(big + 1, small) <= p
+    assert math.isclose(
+        mcnemar_p(b, c), min(1.0, 2 * sum(math.comb(b + c, k) for k in range(min(b, c) + 1)) / 2 ** (b + c))
+    )
+
+
+def _report(bench: str, verdicts: dict[str, bool], **meta: object) -> EvalReport:
+    """A report as ``azr eval`` builds it: one record per item, one result per benchmark."""
+    report = EvalReport(meta={"shots": 2, "demo_sha256": "abc", "samples": 1, "max_new_tokens": {bench: 96}})
+    report.meta.update(meta)
+    for item, ok in verdicts.items():
+        report.records.append(ItemRecord(bench, item, "g", ["r"], ["x"], [ok], [""]))
+    score = sum(verdicts.values()) / len(verdicts)
+    report.results[bench] = BenchResult(bench, score, len(verdicts), 1, {1: score}, 0.0)
+    return report
+
+
+def _write(tmp_path: Path, name: str, report: EvalReport) -> str:
+    return str(report.write_json(tmp_path / name))
+
+
+def test_compare_pairs_by_id_and_reports_flips(tmp_path, capsys):
+    """A: items 0-1 right; B: item 0 lost, items 2-7 gained. Records in a different order still pair by id."""
+    a = _report("cruxeval-o", {f"s{i}": i < 2 for i in range(8)})
+    b = _report("cruxeval-o", {f"s{i}": i != 0 for i in reversed(range(8))})
+    out = tmp_path / "cmp" / "result.json"
+    argv = ["compare", _write(tmp_path, "a.json", a), _write(tmp_path, "b.json", b), "--json", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert "cruxeval-o" in printed.out and "0.125" in printed.out and printed.err == ""
+    row = json.loads(out.read_text())["benches"]["cruxeval-o"]
+    assert (row["n"], row["before"], row["after"], row["gained"], row["lost"]) == (8, 2, 7, 6, 1)
+    assert row["p_value"] == 0.125 and row["lost_ids"] == ["s0"]
+    assert row["gained_ids"] == [f"s{i}" for i in range(2, 8)] and row["dropped"] == 0
+
+
+def test_a_benchmark_with_parts_pairs_the_records_of_its_parts():
+    """``probe`` records are stored under ``probe/<type>``; the whole pairs all of them."""
+    a, b = EvalReport(), EvalReport()
+    for report, right in ((a, {"d1"}), (b, {"d1", "a1", "a2"})):
+        for part, item in (("deduction", "d1"), ("abduction", "a1"), ("abduction", "a2")):
+            report.records.append(ItemRecord(f"probe/{part}", item, "g", ["r"], ["x"], [item in right], [""]))
+        for name in ("probe", "probe/abduction"):
+            report.results[name] = BenchResult(name, 0.0, 0, 1, {1: 0.0}, 0.0)
+    result = compare_reports(a.to_dict(), b.to_dict())
+    assert [(c.bench, c.stats.n, c.stats.gained) for c in result.benches] == [
+        ("probe", 3, 2),
+        ("probe/abduction", 2, 2),
+    ]
+
+
+def test_unpaired_items_are_dropped_with_a_warning(tmp_path, capsys):
+    a = _report("mbpp+", {"m1": True, "m2": False, "m3": True})
+    b = _report("mbpp+", {"m2": True, "m3": True, "m4": False}, shots=0, max_new_tokens={"mbpp+": 768})
+    assert main(["compare", _write(tmp_path, "a.json", a), _write(tmp_path, "b.json", b)]) == 0
+    err = capsys.readouterr().err
+    assert "mbpp+: 2 items are in only one report and were dropped (2 paired)" in err
+    assert "differ in shots (2 vs 0)" in err and "differ in max_new_tokens (96 vs 768)" in err
+    result = compare_reports(a.to_dict(), b.to_dict())
+    assert result.benches[0].gained_ids == ["m2"] and result.benches[0].stats.n == 2
+
+
+def test_compare_real_eval_reports(tmp_path, shared_data, capsys):
+    """``azr eval --json`` of the gold and the wrong oracle: all 3 items lost, p = 2 / 2^3 = 0.25."""
+    paths = []
+    for model in ("oracle", "oracle-wrong"):
+        paths.append(str(tmp_path / f"{model}.json"))
+        argv = ["eval", "--model", model, "--bench", "cruxeval-o", "--limit", "3", "--shots", "2"]
+        assert main([*argv, "--data-dir", str(shared_data / "benchmarks"), "--json", paths[-1]]) == 0
+    capsys.readouterr()
+    assert main(["compare", *paths, "--json", str(tmp_path / "cmp.json")]) == 0
+    row = json.loads((tmp_path / "cmp.json").read_text())["benches"]["cruxeval-o"]
+    assert (row["before"], row["after"], row["lost"], row["p_value"]) == (3, 0, 3, 0.25)
+    assert capsys.readouterr().err == ""  # same shots, demonstrations and budget: nothing to warn about
+
+
+def test_compare_errors_are_one_line(tmp_path, capsys):
+    good = _write(tmp_path, "a.json", _report("cruxeval-o", {"s1": True}))
+    other = _write(tmp_path, "o.json", _report("gsm8k", {"g1": True}))
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    cases = [
+        ([good, str(tmp_path / "missing.json")], "no such file"),
+        ([good, str(tmp_path / "bad.json")], "not valid JSON"),
+        ([good, str(tmp_path / "list.json")], "not an eval report"),
+        ([good, other], "share no benchmark"),
+    ]
+    for paths, message in cases:
+        assert main(["compare", *paths]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("azr compare: error:") and err.count("\n") == 1
+    disjoint = _report("cruxeval-o", {"s9": True})
+    with pytest.raises(AzrError, match="no benchmark has items in both reports"):
+        compare_reports(json.loads(Path(good).read_text()), disjoint.to_dict())
