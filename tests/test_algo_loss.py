@@ -52,6 +52,17 @@ def test_clipping_stops_gradient_beyond_the_range():
     assert torch.autograd.grad(loss, logits)[0].abs().sum() > 0
 
 
+def test_only_clipped_tokens_lose_their_gradient():
+    """Tokens 0-1 have ratio e^0.5 (outside [0.8, 1.2], positive advantage: clipped), tokens 2-4 ratio 1: the
+    clipped ones get exactly zero gradient, the others -A / N each, and clip_frac counts 2 of 5."""
+    logp = torch.randn(1, 5, generator=torch.Generator().manual_seed(9)).requires_grad_()  # (B, T)
+    old = logp.detach() - torch.tensor([[0.5, 0.5, 0.0, 0.0, 0.0]])
+    loss, metrics = ppo_clip_loss(logp, old, torch.tensor([2.0]), torch.ones(1, 5))
+    (grad,) = torch.autograd.grad(loss, logp)
+    torch.testing.assert_close(grad, torch.tensor([[0.0, 0.0, -0.4, -0.4, -0.4]]))
+    assert metrics["clip_frac"] == pytest.approx(2 / 5)
+
+
 def test_asymmetric_clip_uses_the_upper_bound():
     logits, tokens, mask = _policy(b=1)
     logp = _logp(logits, tokens)

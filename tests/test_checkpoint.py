@@ -36,9 +36,13 @@ def random_batch() -> TrainBatch:
     return TrainBatch(prompts, replies, torch.randn(n).tolist())
 
 
-def build(model_cfg: ModelConfig | None = None, seed: int = 0) -> Trainer:
+PPO_KL = AlgorithmConfig(entropy_coef=0.001, kl_coef=0.1, ppo_mini_batches=2)
+"""Several optimizer steps per batch and a KL term: more state that resume must get right."""
+
+
+def build(model_cfg: ModelConfig | None = None, seed: int = 0, algo: AlgorithmConfig = ALGO) -> Trainer:
     model, tok = tiny_model(seed=seed)
-    return Trainer(model, tok, TRAIN, ALGO, model_cfg)
+    return Trainer(model, tok, TRAIN, algo, model_cfg)
 
 
 def run_steps(trainer: Trainer, n: int) -> None:
@@ -59,27 +63,52 @@ def assert_same_state(a: Trainer, b: Trainer) -> None:
     assert a.scheduler.state_dict() == b.scheduler.state_dict()
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_resume_is_exact(tmp_path, lora):
+@pytest.mark.parametrize(
+    ("lora", "algo"), [(False, ALGO), (True, ALGO), (False, PPO_KL)], ids=["full", "lora", "full-ppo-kl"]
+)
+def test_resume_is_exact(tmp_path, lora, algo):
     cfg = ModelConfig(lora=lora, lora_rank=4, lora_alpha=8)
     seed_all(123)
-    straight = build(cfg)
+    straight = build(cfg, algo=algo)
     run_steps(straight, 4)
     probe = torch.randn(3)  # the RNG stream after 4 steps
 
     seed_all(123)
-    first = build(cfg)
+    first = build(cfg, algo=algo)
     run_steps(first, 2)
     path = checkpoint.save(tmp_path, 2, first, {"store_step": 2}, {"training": {"lr": 0.01}}, keep_last=2)
     del first
     seed_all(999)  # a fresh process: different RNG state, different initial weights
-    resumed = build(cfg, seed=0 if lora else 7)  # a LoRA run reloads the same base model
+    # A LoRA run reloads the same base model; a KL run the same initial model (its reference).
+    resumed = build(cfg, seed=0 if lora or algo.kl_coef else 7, algo=algo)
     step, extra = checkpoint.load(path, resumed)
     assert (step, extra) == (2, {"store_step": 2})
     run_steps(resumed, 2)
     assert_same_state(straight, resumed)
-    assert resumed.updates == straight.updates == 4
+    steps_per_batch = algo.ppo_mini_batches * algo.ppo_epochs
+    assert resumed.updates == straight.updates == 4 * steps_per_batch
     torch.testing.assert_close(torch.randn(3), probe, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_resumed_run_keeps_the_initial_model_as_kl_reference(tmp_path, lora):
+    """The reference is not saved: a trainer rebuilt from the run's initial model and loaded from a checkpoint
+    gives the same reference log-probs as the trainer that saved it, and a different initial model is refused."""
+    cfg = ModelConfig(lora=lora, lora_rank=4, lora_alpha=8)
+    seed_all(5)
+    trainer = build(cfg, algo=PPO_KL)
+    run_steps(trainer, 2)
+    probe = random_batch()
+    path = checkpoint.save(tmp_path, 2, trainer, {}, {}, keep_last=1)
+    resumed = build(cfg, algo=PPO_KL)
+    checkpoint.load(path, resumed)
+    for a, b in zip(resumed.reference_logprobs(probe), trainer.reference_logprobs(probe)):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=0, rtol=0)
+    for a, b in zip(resumed.logprobs(probe), trainer.logprobs(probe)):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-6, rtol=0)
+    if not lora:
+        with pytest.raises(RuntimeError, match="KL reference"):
+            checkpoint.load(path, build(cfg, seed=7, algo=PPO_KL))
 
 
 def test_layout_latest_and_pruning(tmp_path):

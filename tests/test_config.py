@@ -28,6 +28,15 @@ def test_paper_config_has_paper_hyperparameters():
     assert (cfg.training.lr, cfg.algorithm.clip_eps, cfg.algorithm.entropy_coef) == (1e-6, 0.2, 0.001)
 
 
+def test_update_defaults_are_the_papers_single_step():
+    """One optimizer step per batch, no KL, unbounded buffers, unless a run asks for more."""
+    for cfg in (C.Config(), C.load(ROOT / "configs" / "paper-7b.toml")):
+        a = cfg.algorithm
+        assert (a.ppo_mini_batches, a.ppo_epochs, a.kl_coef, cfg.selfplay.buffer_cap) == (1, 1, 0.0, 0)
+    cfg = C.load(None, ["algorithm.ppo_mini_batches=3", "algorithm.ppo_epochs=2", "selfplay.buffer_cap=16"])
+    assert (cfg.algorithm.ppo_mini_batches, cfg.algorithm.ppo_epochs, cfg.selfplay.buffer_cap) == (3, 2, 16)
+
+
 def test_toml_round_trip(tmp_path):
     cfg = C.from_dict({"training": {"lr": 3e-5, "steps": 7}, "model": {"lora": True}})
     path = tmp_path / "run.toml"
@@ -61,6 +70,10 @@ def test_int_is_accepted_for_float():
         ("training.bf16_autocast=maybe", "training.bf16_autocast"),
         ("algorithm.advantage=grpo", "algorithm.advantage"),
         ("selfplay.batch_size=0", "selfplay.batch_size"),
+        ("algorithm.ppo_mini_batches=0", "algorithm.ppo_mini_batches"),
+        ("algorithm.ppo_epochs=0", "algorithm.ppo_epochs"),
+        ("algorithm.kl_coef=-0.1", "algorithm.kl_coef"),
+        ("selfplay.buffer_cap=3", "selfplay.buffer_cap"),  # below n_seed (16): seeding could never finish
         ("training.steps", "--section.field=value"),
     ],
 )

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from azr.checkpoint import latest, list_checkpoints
 from azr.cli import main
 from azr.config import from_dict
-from azr.loop import train, with_steps
+from azr.loop import _update, train, with_steps
 from azr.metrics import read_metrics
 from azr.rollout import ScriptedBackend
 from azr.store import TaskStore
@@ -75,9 +75,22 @@ def weights(run_dir):
     return load_file(str(latest(run_dir) / "model" / "model.safetensors"))
 
 
+def ppo_cfg(model_dir, steps: int):
+    """Several PPO steps per batch, a KL term and a buffer cap: all of them must survive a resume."""
+    extra = {"algorithm": {"ppo_mini_batches": 2, "kl_coef": 0.05}, "selfplay": {"buffer_cap": 3}}
+    return from_dict(extra, cfg_for(model_dir, steps))
+
+
+def live_hashes(run_dir):
+    """The live tasks' hashes, the live counts per type and how many tasks the cap evicted."""
+    with TaskStore(run_dir / "tasks.sqlite") as store:
+        evicted = store._db.execute("SELECT COUNT(*) FROM tasks WHERE evicted_at IS NOT NULL").fetchone()[0]
+        return [t.extra["hash"] for t in store.iter_tasks()], store.counts(), evicted
+
+
 def test_train_resume_matches_uninterrupted_run(tmp_path, model_dir):
     straight = tmp_path / "straight"
-    code, out = run(cfg_for(model_dir, 3), straight)
+    code, out = run(ppo_cfg(model_dir, 3), straight)
     assert code == 0, out
     assert [r["step"] for r in read_metrics(straight)] == [1, 2, 3]
     assert "step 3/3" in out
@@ -85,31 +98,67 @@ def test_train_resume_matches_uninterrupted_run(tmp_path, model_dir):
     final = weights(straight)
     assert any(not torch.equal(initial[k], final[k]) for k in final), "parameters did not change"
 
+    row = read_metrics(straight)[-1]
+    assert row["train/optimizer_steps"] == 2 and row["train/kl"] > 0
+
     split = tmp_path / "split"
-    assert run(cfg_for(model_dir, 2), split)[0] == 0
-    assert run(with_steps(cfg_for(model_dir, 2), 3), split, resume=True)[0] == 0
+    assert run(ppo_cfg(model_dir, 2), split)[0] == 0
+    assert run(with_steps(ppo_cfg(model_dir, 2), 3), split, resume=True)[0] == 0
     assert [r["step"] for r in read_metrics(split)] == [1, 2, 3]
     resumed = weights(split)
     for k in final:
         assert torch.allclose(final[k], resumed[k], atol=1e-6), k
+    hashes, counts, evicted = live_hashes(straight)
+    assert live_hashes(split) == (hashes, counts, evicted)
+    assert max(counts.values()) <= 3 and evicted > 0
+
+
+def test_update_scores_each_sample_at_its_sampling_temperature():
+    """The loop hands the trainer one temperature per sequence, the one its sample was drawn at."""
+    from types import SimpleNamespace
+
+    from azr.rollout import Completion
+    from azr.selfplay import Sample, StepResult
+    from azr.types import Role, TaskType
+
+    def sample(role, tokens, temperature):
+        completion = Completion("r", [1, 2], tokens, [0.0] * len(tokens), "eos")
+        return Sample(
+            TaskType.DEDUCTION, role, "p", completion, None, True, advantage=0.5, temperature=temperature
+        )
+
+    seen = []
+    trainer = SimpleNamespace(model=None, step=lambda batch: seen.append(batch) or {"loss": 0.1})
+    backend = ScriptedBackend(["x"])
+    fake_run = SimpleNamespace(trainer=trainer, backend=backend)
+    samples = [sample(Role.PROPOSE, [3, 4], 0.7), sample(Role.SOLVE, [], 0.7), sample(Role.SOLVE, [5], 0.0)]
+    metrics = _update(fake_run, StepResult(1, samples, []), SimpleNamespace(callback=lambda *a: None))
+    (batch,) = seen
+    assert batch.temperatures == [0.7, 0.0] and batch.completion_ids == [[3, 4], [5]]  # empty replies dropped
+    assert metrics["train/loss"] == 0.1 and backend.weight_updates == 1
 
 
 def test_crash_rewinds_store_and_metrics(tmp_path, model_dir):
     run_dir = tmp_path / "run"
-    assert run(cfg_for(model_dir, 3, save_every=2), run_dir)[0] == 0
+    capped = from_dict({"selfplay": {"buffer_cap": 3}}, cfg_for(model_dir, 3, save_every=2))
+    assert run(capped, run_dir)[0] == 0
     assert [s for s, _ in list_checkpoints(run_dir)] == [2, 3]
     # A crash after step 3 was logged but before its checkpoint: the newest checkpoint is step 2.
     shutil.rmtree(latest(run_dir))
     store = TaskStore(run_dir / "tasks.sqlite")
     assert store.max_step() == 3
+    lost = [(r.prompt, r.reply, r.reward) for r in store.rollouts(3)]
     store.close()
-    code, out = run(with_steps(cfg_for(model_dir, 3), 4), run_dir, resume=True)
+    code, out = run(with_steps(capped, 4), run_dir, resume=True)
     assert code == 0, out
     assert "resumed at step 2" in out
     assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3, 4]
     store = TaskStore(run_dir / "tasks.sqlite")
     steps = [r.step for r in store.rollouts()]
     assert sorted(set(steps)) == [1, 2, 3, 4] and steps.count(3) == steps.count(1)
+    assert max(store.counts().values()) <= 3
+    # The replayed step drew its tasks from the rewound (un-evicted) buffers: the same prompts and replies.
+    assert [(r.prompt, r.reply, r.reward) for r in store.rollouts(3)] == lost
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

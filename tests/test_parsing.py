@@ -172,6 +172,23 @@ def test_extract_answer_edges():
     assert extract_answer(None) is None  # type: ignore[arg-type]
 
 
+def test_a_parser_exception_is_a_parser_error_not_a_format_failure(monkeypatch):
+    """A bug inside a parser comes back as PARSER_ERROR (never raised, never disguised as a bad format); a
+    non-string reply is UNREADABLE."""
+    from azr.tasks import parsing
+
+    def boom(*args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(parsing, "_parse_proposal", boom)
+    monkeypatch.setattr(parsing, "_parse_solution", boom)
+    good = reply(("python", PROG), ("input", "[3, 1, 2]"))
+    for got in (parse_proposal(D, good), parse_solution(IND, good)):
+        assert isinstance(got, ParseFailure) and got.reason is ParseReason.PARSER_ERROR
+        assert got.detail.startswith("internal: KeyError")
+    assert parse_solution(D, b"bytes").reason is ParseReason.UNREADABLE  # type: ignore[arg-type]
+
+
 def test_canonical_forms_ignore_formatting():
     assert canonical_input("[1,2] , 'a',") == canonical_input('[1, 2], "a"')
     assert canonical_program("def f(a):  # c\n  return a") == canonical_program("def f(a):\n    return a")

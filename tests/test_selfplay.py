@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from azr.executor import Executor
 from azr.rollout import ScriptedBackend, make_backend
 from azr.selfplay import SelfPlay
 from azr.store import TaskStore
-from azr.types import GROUPS, Role, TaskType
+from azr.types import GROUPS, Role, TaskType, group_name
 
 B, N_MC = 3, 4
 
@@ -81,6 +82,7 @@ def test_two_scripted_steps(tmp_path, executor, tiny):
         assert all(len(v) == B for v in groups.values()), {g: len(v) for g, v in groups.items()}
         check_rewards(result.samples, cfg)
         check_advantages(result.samples)
+        check_reward_std(result)
     assert store.count() > before
     assert store.count(TaskType.DEDUCTION) > 1 and store.count(TaskType.INDUCTION) > 1
     assert len(store.rollouts(2)) == 6 * B
@@ -109,6 +111,45 @@ def check_advantages(samples):
         assert abs(float(adv.mean())) < 1e-5
         if float(rewards.std()) == 0:
             assert torch.all(adv == 0)
+
+
+def check_reward_std(result):
+    """reward_std is the Bessel-corrected spread of the rewards; advantage_std that of the advantages."""
+    for g in GROUPS:
+        rewards = [s.reward for s in result.samples if s.group == g]
+        advantages = torch.tensor([s.advantage for s in result.samples if s.group == g])
+        name = group_name(*g)
+        assert result.metrics[f"reward_std/{name}"] == pytest.approx(statistics.stdev(rewards), abs=1e-9)
+        assert result.metrics[f"advantage_std/{name}"] == pytest.approx(float(advantages.std(unbiased=False)))
+
+
+def test_parser_errors_are_counted_apart_and_left_out(tmp_path, executor, tiny, monkeypatch):
+    """A parser that raises on the deduction solves: those replies get no reward and no update, count under
+    solve/parser_error_rate/deduction and not in the format rate; every sample keeps its sampling temperature."""
+    from azr.tasks import parsing
+
+    real = parsing._parse_solution
+
+    def buggy(kind, text):
+        if "compute" in text:  # the scripted deduction solver's reply
+            raise IndexError("a parser bug")
+        return real(kind, text)
+
+    monkeypatch.setattr(parsing, "_parse_solution", buggy)
+    _, tokenizer = tiny
+    counter = [0]
+    backend = ScriptedBackend(lambda p: scripted_reply(p, counter), tokenizer=tokenizer)
+    cfg = make_cfg(rollout={"temperature": 0.7})
+    sp = SelfPlay(cfg, backend, executor, seeded_store(tmp_path, executor), tokenizer, seed=0)
+    result = sp.step(1)
+    m = result.metrics
+    assert not [s for s in result.samples if s.group == (TaskType.DEDUCTION, Role.SOLVE)]
+    assert m["solve/parser_error_rate/deduction"] == 1.0 and m["count/deduction/solve"] == 0
+    assert "solve/format_rate/deduction" not in m and "reward/deduction/solve" not in m
+    assert m["solve/parser_error_rate/abduction"] == 0.0 and m["propose/parser_error_rate/deduction"] == 0.0
+    logged = [r for r in sp.store.rollouts(1) if r.parse_status == "parser_error"]
+    assert len(logged) == B and all(r.reward is None and r.advantage is None for r in logged)
+    assert {s.temperature for s in result.samples} == {0.7}
 
 
 def test_step_with_tiny_random_model(tmp_path, executor, tiny):

@@ -1,4 +1,5 @@
-"""The SQLite task store: dedup, sampling, eviction, rewind, rollout log, and crash consistency under SIGKILL."""
+"""The SQLite task store: dedup, sampling, the buffer cap and its rewind, rollout log, crash consistency under
+SIGKILL."""
 
 from __future__ import annotations
 
@@ -103,13 +104,74 @@ def test_solve_stats_accumulate(store):
     assert store.get(2).extra["n_solved"] == 4
 
 
-def test_evict_oldest_but_never_newest(store):
-    for step in range(5):
-        store.add_tasks([tri(step * 10 + i) for i in range(3)], step)
-    assert store.evict(6, D) == 9
-    assert sorted({t.step for t in store.iter_tasks(D)}) == [3, 4]
-    assert store.evict(1) == 3 and {t.step for t in store.iter_tasks(D)} == {4}  # newest step kept whole
-    assert store.evict(0) == 0
+def live(store: TaskStore, kind: TaskType = D) -> list[int]:
+    return [t.id for t in store.iter_tasks(kind)]
+
+
+def test_cap_keeps_the_newest_tasks_per_type(tmp_path):
+    """cap 4: after each addition a type holds its 4 newest tasks (by step, then id); seeds get no exemption."""
+    with TaskStore(tmp_path, cap=4) as store:
+        store.add_tasks([tri(i, origin="seed") for i in range(3)], 0)  # ids 1-3
+        store.add_tasks([tri(i) for i in range(10, 13)], 1)  # ids 4-6
+        assert live(store) == [3, 4, 5, 6] and store.count(D) == 4
+        assert store.add_tasks([tri(i) for i in range(20, 26)], 2) == 6  # ids 7-12: more than the cap
+        assert live(store) == [9, 10, 11, 12] and store.counts()["deduction"] == 4
+        assert store.add_tasks([tri(1, A)], 2) == 1 and store.count(A) == 1  # per type
+        assert {t.id for t in store.sample_references(D, 50, random.Random(0))} == {9, 10, 11, 12}
+        assert {t.id for t in store.sample_for_solving(D, 8, 3, random.Random(0))} == {9, 10, 11, 12}
+        assert (store.get(1).extra["evicted_at"], store.get(3).extra["evicted_at"]) == (1, 2)
+        assert "evicted_at" not in store.get(9).extra
+        assert (
+            store.contains(tri(0)) and store.add_tasks([tri(0)], 3) == 0
+        )  # an evicted task stays a duplicate
+        assert store.count() == 5
+
+
+def test_rewind_restores_the_buffers_of_that_step(tmp_path):
+    """Evicted rows are marked, not deleted: rewinding to step s gives back exactly the live set of step s."""
+    with TaskStore(tmp_path, cap=3) as store:
+        snapshots = {}
+        for step in range(1, 6):
+            store.add_tasks([tri(step * 10 + i) for i in range(2)], step)
+            snapshots[step] = live(store)
+        store.rewind(3)
+        assert live(store) == snapshots[3] and store.max_step() == 3
+        store.add_tasks([tri(99)], 4)  # the run goes on from step 3 and evicts again (ids are never reused)
+        assert live(store) == [*snapshots[3][1:], 11]
+        store.rewind(2)
+        assert live(store) == snapshots[2]
+        store.rewind(0)
+        assert live(store) == []
+
+
+def test_explicit_evict_marks_at_the_given_step(store):
+    store.add_tasks([tri(i) for i in range(5)], 0)
+    assert store.evict(2, step=7, type=D) == 3
+    assert live(store) == [4, 5] and store.get(1).extra["evicted_at"] == 7
+    assert store.evict(0, step=8) == 0 and store.evict(5, step=8) == 0
+    store.rewind(6)
+    assert live(store) == [1, 2, 3, 4, 5]
+
+
+def test_a_version_1_database_is_migrated(tmp_path):
+    """A store written before eviction existed (no evicted_at column) opens with every task live."""
+    db = sqlite3.connect(str(tmp_path / DB_NAME))
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        "CREATE TABLE tasks (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, program TEXT NOT NULL,"
+        " inputs TEXT NOT NULL, outputs TEXT NOT NULL, message TEXT NOT NULL DEFAULT '', hash TEXT NOT NULL,"
+        " step INTEGER NOT NULL, origin TEXT NOT NULL, n_solve_attempts INTEGER NOT NULL DEFAULT 0,"
+        " n_solved INTEGER NOT NULL DEFAULT 0, UNIQUE (type, hash));"
+        "INSERT INTO tasks (type, program, inputs, outputs, hash, step, origin)"
+        " VALUES ('deduction', 'def f(x):\n    return x', '[\"1\"]', '[\"1\"]', 'h', 0, 'seed');"
+    )
+    db.close()
+    with TaskStore(tmp_path, cap=2) as store:
+        assert store.count(D) == 1 and store.get(1).program == "def f(x):\n    return x"
+        assert store._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        store.add_tasks([tri(1), tri(2)], 1)
+        assert live(store) == [2, 3]
 
 
 def test_rollouts_rewind_and_max_step(store):

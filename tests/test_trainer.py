@@ -1,4 +1,5 @@
-"""The policy trainer on the tiny in-memory model: it learns, micro-batching is exact, LoRA and options work."""
+"""The policy trainer on the tiny in-memory model: it learns, micro-batching is exact, the sampling temperature,
+PPO mini-batches and the KL term act as documented, LoRA and options work."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch
 
 from azr.algo import ppo_clip_loss
 from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
+from azr.metrics import METRICS as RUN_METRICS
 from azr.models import tiny_model
+from azr.trainer import METRICS as TRAINER_METRICS
 from azr.trainer import TrainBatch, Trainer
 
 TRAIN = TrainingConfig(lr=1e-2, bf16_autocast=False, micro_batch_size=2, device="cpu")
@@ -214,6 +217,10 @@ def test_non_finite_gradient_skips_the_update():
 
 
 def test_batch_validation():
+    with pytest.raises(ValueError, match="temperatures"):
+        TrainBatch([[1]], [[2]], [1.0], temperatures=[-0.5])
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        TrainBatch([[1]], [[2, 3]], [1.0], ref_logprobs=[[0.0]])
     with pytest.raises(ValueError, match="one entry per sequence"):
         TrainBatch([[1]], [[2], [3]], [1.0])
     with pytest.raises(ValueError, match="one value per completion token"):
@@ -233,3 +240,169 @@ def test_bf16_autocast_auto_follows_the_hardware(monkeypatch):
     trainer = Trainer(model, tok, dataclasses.replace(TRAIN, bf16_autocast="auto"), ALGO)
     assert trainer.bf16 is True
     assert trainer.step(make_batch(n=2))["grad_norm"] > 0
+
+
+# --- sampling temperature ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [0.7, 0.0], ids=["tempered", "greedy"])
+def test_logprobs_equal_the_hf_samplers_at_its_temperature(temperature):
+    """The trainer scores a sample under the distribution the hf sampler drew it from: softmax(logits / T)
+    (untempered for greedy). The sampler runs a KV cache and the trainer whole sequences, both in fp32."""
+    from azr.config import RolloutConfig
+    from azr.rollout import Sampling
+    from azr.rollout.hf import HFBackend
+
+    model, tok = tiny_model()
+    trainer = Trainer(model, tok, TRAIN, ALGO)
+    backend = HFBackend(trainer.model, tok, RolloutConfig(bf16=False, generation_batch_size=4))
+    prompts = [f"Count to {k}:" for k in (3, 5, 8)]
+    out = backend.generate(prompts, Sampling(temperature=temperature, top_p=1.0, max_new_tokens=10, seed=1))
+    batch = TrainBatch(
+        [c.prompt_ids for c in out],
+        [c.token_ids for c in out],
+        [0.0] * len(out),
+        temperatures=[temperature] * 3,
+    )
+    for got, c in zip(trainer.logprobs(batch), out):
+        torch.testing.assert_close(torch.tensor(got), torch.tensor(c.logprobs), atol=1e-4, rtol=1e-4)
+    if temperature:  # the untempered scores differ: the comparison above tells the two apart
+        untempered = trainer.logprobs(dataclasses.replace(batch, temperatures=None))
+        assert max(abs(a - b) for u, c in zip(untempered, out) for a, b in zip(u, c.logprobs)) > 1e-2
+
+
+@pytest.mark.parametrize("entropy_coef", [0.0, 0.01])
+def test_gradient_is_that_of_the_tempered_policy(entropy_coef):
+    """Per-sequence temperatures divide the logits before the log-softmax: the gradient is REINFORCE on the
+    tempered policy (the in-place division must not disturb autograd, with or without the entropy term)."""
+    temps = [0.5, 0.5, 2.0, 1.0]
+    batch = dataclasses.replace(make_batch(seed=2, n=4), temperatures=temps)
+    algo = AlgorithmConfig(entropy_coef=entropy_coef)
+    model, tok = tiny_model()
+    trainer = Trainer(model, tok, dataclasses.replace(TRAIN, grad_clip=1e9), algo)
+    ref_model, _ = tiny_model()
+    n = sum(len(c) for c in batch.completion_ids)
+    loss = 0.0
+    for i, (a, c) in enumerate(zip(batch.advantages, batch.completion_ids)):
+        one = batch.subset([i])
+        logits = ref_model(input_ids=torch.tensor([one.prompt_ids[0] + c])).logits[0].float() / temps[i]
+        logp = torch.log_softmax(logits, -1)[len(one.prompt_ids[0]) - 1 : -1]  # (T, V)
+        loss = loss - a * logp.gather(1, torch.tensor(c)[:, None]).sum() / n
+        loss = loss - entropy_coef * (-(logp.exp() * logp).sum(-1)).sum() / n
+    loss.backward()
+    ref_norm = torch.nn.utils.clip_grad_norm_(ref_model.parameters(), 1e9)
+    assert trainer.step(batch)["grad_norm"] == pytest.approx(float(ref_norm), rel=1e-4)
+
+
+# --- PPO mini-batches and epochs --------------------------------------------------------------------------
+
+
+def test_one_mini_batch_one_epoch_is_a_single_on_policy_step(monkeypatch):
+    """The paper's update: one optimizer step, ratio exactly 1, and no no-grad pass for old log-probs."""
+    model, tok = tiny_model()
+    trainer = Trainer(model, tok, TRAIN, AlgorithmConfig(entropy_coef=0.0, ppo_mini_batches=1, ppo_epochs=1))
+    passes = []
+    monkeypatch.setattr(trainer, "logprobs", lambda b: passes.append(b) or [])
+    m = trainer.step(make_batch(n=4))
+    assert passes == [] and m["logprob_seconds"] < 0.05
+    assert (m["optimizer_steps"], m["clip_frac"], m["approx_kl"], trainer.updates) == (1.0, 0.0, 0.0, 1)
+    assert len(trainer.last_steps) == 1
+
+
+@pytest.mark.parametrize(("mini", "epochs"), [(2, 1), (1, 2), (2, 2)])
+def test_later_optimizer_steps_see_the_ratio_to_the_sampling_policy(mini, epochs):
+    """Old log-probs are recorded before the first step: the first step is on-policy (ratio 1 up to float
+    noise), every later one is not, and each mini-batch is one optimizer step."""
+    model, tok = tiny_model()
+    trainer = Trainer(
+        model, tok, TRAIN, AlgorithmConfig(entropy_coef=0.0, ppo_mini_batches=mini, ppo_epochs=epochs)
+    )
+    m = trainer.step(make_batch(seed=5, n=6, advantages=[1.0, -1.0, 2.0, 0.5, -0.5, 1.5]))
+    steps = trainer.last_steps
+    assert len(steps) == mini * epochs == m["optimizer_steps"] == trainer.updates
+    assert abs(steps[0]["approx_kl"]) < 1e-5
+    assert all(abs(s["approx_kl"]) > 1e-4 for s in steps[1:])
+    assert m["approx_kl"] == pytest.approx(sum(s["approx_kl"] for s in steps) / len(steps))
+    assert m["logprob_seconds"] > 0
+
+
+def test_each_mini_batch_is_token_mean_normalised_on_its_own():
+    """The first of two strided mini-batches (sequences 0, 2, 4) gets the gradient a lone step on them would."""
+    batch = make_batch(seed=6, n=5)
+    model, tok = tiny_model()
+    two = Trainer(model, tok, TRAIN, AlgorithmConfig(entropy_coef=0.0, ppo_mini_batches=2))
+    grads: list[dict[str, torch.Tensor]] = []
+    named = list(two.model.named_parameters())
+    two.optimizer.register_step_pre_hook(lambda *_: grads.append({k: p.grad.clone() for k, p in named}))
+    two.step(batch)
+    model, tok = tiny_model()
+    one = Trainer(model, tok, TRAIN, ALGO)
+    want = capture_grads(one)
+    one.step(batch.subset([0, 2, 4]))
+    for k in want:
+        torch.testing.assert_close(grads[0][k], want[k], atol=1e-6, rtol=1e-4)
+
+
+def test_clipping_acts_on_a_crafted_batch():
+    """Old log-probs 1 nat below the current ones (ratio e = 2.7 > 1.2) and positive advantages: every token is
+    clipped, so no gradient flows and (no weight decay) AdamW leaves the weights alone."""
+    batch = make_batch(seed=7, n=3, advantages=[1.0, 0.5, 2.0])
+    model, tok = tiny_model()
+    trainer = Trainer(model, tok, dataclasses.replace(TRAIN, weight_decay=0.0), ALGO)
+    old = [[x - 1.0 for x in lp] for lp in trainer.logprobs(batch)]
+    before = params(trainer.model)
+    m = trainer.step(dataclasses.replace(batch, old_logprobs=old))
+    assert m["clip_frac"] == pytest.approx(1.0) and m["approx_kl"] == pytest.approx(-1.0, abs=1e-4)
+    assert m["grad_norm"] == 0.0
+    assert all(torch.equal(before[k], v) for k, v in params(trainer.model).items())
+
+
+def test_ppo_split_is_strided_and_disjoint():
+    from azr.batching import ppo_split
+
+    assert ppo_split([0, 1, 2, 3, 4], 2) == [[0, 2, 4], [1, 3]]
+    assert ppo_split([3, 5], 4) == [[3], [5]]  # never an empty mini-batch
+    assert ppo_split(list(range(7)), 1) == [list(range(7))]
+
+
+# --- KL to the initial policy -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_kl_to_the_initial_policy(lora):
+    """kl == 0 while the policy is the reference, > 0 after an update, and the loss carries kl_coef * kl."""
+    model, tok = tiny_model()
+    algo = AlgorithmConfig(entropy_coef=0.0, kl_coef=0.5)
+    trainer = Trainer(model, tok, TRAIN, algo, ModelConfig(lora=lora, lora_rank=4, lora_alpha=8))
+    assert (trainer.ref_model is None) == lora
+    batch = make_batch(seed=8, n=4, advantages=[1.0, 1.0, -1.0, 2.0])
+    first = trainer.step(batch)
+    assert first["kl"] == pytest.approx(0.0, abs=1e-9)
+    second = trainer.step(batch)
+    assert second["kl"] > 1e-6
+    assert second["loss"] == pytest.approx(second["pg_loss"] + 0.5 * second["kl"], rel=1e-5)
+    ref = trainer.reference_logprobs(batch)
+    fresh, _ = tiny_model()
+    for got, want in zip(ref, naive_logprobs(fresh, batch)):  # the reference is still the initial model
+        torch.testing.assert_close(torch.tensor(got), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:training.bf16_autocast")
+def test_full_reference_is_frozen_and_stored_in_bf16_under_autocast():
+    model, tok = tiny_model()
+    trainer = Trainer(
+        model, tok, dataclasses.replace(TRAIN, bf16_autocast=True), AlgorithmConfig(kl_coef=0.1)
+    )
+    ref = list(trainer.ref_model.parameters())
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in ref)
+    assert not trainer.ref_model.training
+    assert Trainer(*tiny_model(), TRAIN, ALGO).ref_model is None  # no copy without a KL term
+
+
+def test_every_returned_metric_is_documented():
+    """Every key step() returns is in the trainer's METRICS, and the loop's train/ names are in docs/metrics.md."""
+    model, tok = tiny_model()
+    trainer = Trainer(model, tok, TRAIN, AlgorithmConfig(entropy_coef=0.01, kl_coef=0.1, ppo_mini_batches=2))
+    out = trainer.step(make_batch(n=4))
+    assert set(out) <= set(TRAINER_METRICS)
+    assert all(f"train/{k}" in RUN_METRICS for k in TRAINER_METRICS)

@@ -9,16 +9,24 @@ Layout of ``RUN_DIR/checkpoints/step-000010/``::
     rng.pt            torch CPU (and CUDA) generator states
     rng.json          Python ``random`` and NumPy global generator states
     run_config.json   the resolved run config (``config_dict``)
-    state.json        step, number of updates, ``extra_state`` (e.g. the task store's state reference)
+    state.json        step, number of updates, the reference policy's checksum, ``extra_state`` (e.g. the task
+                      store's state reference)
 
 A checkpoint is assembled in a hidden temp directory next to its final place and renamed into place in one step,
 so a crash leaves either the previous checkpoints or the complete new one, never a half-written directory.
 Not in scope: the task store itself (the loop keeps it in SQLite and puts a reference in ``extra_state``).
+
+The KL reference policy (``algorithm.kl_coef > 0``) is not saved: it is the run's initial model, and a resumed
+trainer is built from that model again before :func:`load` (LoRA: the base model; full fine-tuning: the trainer
+copies the weights it is built with). ``state.json`` keeps the checksum of those initial weights
+(:meth:`Trainer.reference_checksum`) and :func:`load` refuses a trainer whose reference differs, e.g. because the
+model directory changed since the run started.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -104,6 +112,7 @@ def _write(tmp: Path, step: int, trainer: Trainer, extra_state: dict, config_dic
         "step": step,
         "updates": trainer.updates,
         "lora": trainer.is_lora,
+        "reference_checksum": trainer.reference_checksum(),
         "extra_state": extra_state,
     }
     _write_json(tmp / "state.json", state)  # written last: its presence marks a complete checkpoint
@@ -169,6 +178,21 @@ def _load_model_weights(model_dir: Path, trainer: Trainer) -> None:
         raise RuntimeError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
 
 
+def _check_reference(path: Path, saved: float | None, current: float | None) -> None:
+    """Refuse to resume a KL-regularised run against a reference that is not the run's initial model.
+
+    Nothing to compare when either side has no full-fine-tuning reference (kl_coef was 0, or LoRA). The tolerance
+    only absorbs float64 summation order (another device); a different model changes the sum far more.
+    """
+    if saved is None or current is None:
+        return
+    if not math.isclose(saved, current, rel_tol=1e-9, abs_tol=1e-6):
+        raise RuntimeError(
+            f"{path}: the KL reference (the run's initial model) differs from the one the run started with "
+            f"(weights checksum {current!r}, saved {saved!r}); resume from the same model.name"
+        )
+
+
 def load(path: str | Path, trainer: Trainer) -> tuple[int, dict]:
     """Restore model (or adapter), optimizer, schedule and RNG states into ``trainer``; return (step, extra_state).
 
@@ -183,6 +207,7 @@ def load(path: str | Path, trainer: Trainer) -> tuple[int, dict]:
         raise RuntimeError(
             f"{path}: saved with lora={state['lora']}, but the trainer has lora={trainer.is_lora}"
         )
+    _check_reference(path, state.get("reference_checksum"), trainer.reference_checksum())
     with torch.no_grad():
         _load_model_weights(path / "model", trainer)
     device = trainer.device

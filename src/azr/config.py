@@ -79,7 +79,11 @@ class SelfPlayConfig:
         5, "Input/output pairs shown to the induction solver; the rest are hidden tests."
     )
     reference_sampling: str = _f("uniform", "How reference tasks are drawn: uniform or recency.")
-    buffer_cap: int = _f(0, "Maximum tasks per type in the buffer (0 = unbounded); the oldest are evicted.")
+    buffer_cap: int = _f(
+        0,
+        "Maximum live tasks per type (0 = unbounded, the paper): after each addition the oldest (by step, then "
+        "id; seeds included) are evicted, kept on disk so a resume can restore them. 0 or >= n_seed.",
+    )
     max_seed_rounds: int = _f(50, "Give up seeding after this many proposal rounds.")
 
 
@@ -94,7 +98,17 @@ class AlgorithmConfig:
     clip_eps: float = _f(0.2, "PPO clip range (lower side).")
     clip_eps_high: float = _f(0.0, "PPO clip range on the upper side; 0 = same as clip_eps.")
     entropy_coef: float = _f(0.001, "Entropy bonus coefficient (paper: 0.001).")
-    kl_coef: float = _f(0.0, "KL penalty to the initial model (paper: 0, no reference model).")
+    kl_coef: float = _f(
+        0.0,
+        "KL penalty (k3) to the initial model (paper: 0, no reference model). LoRA: the base model with the "
+        "adapter off; full fine-tuning: a frozen copy of the initial weights (one more model in memory).",
+    )
+    ppo_mini_batches: int = _f(
+        1,
+        "Optimizer steps per batch per epoch: the batch is split (strided) into this many PPO mini-batches. "
+        "Paper: 1 (one update per batch); the reference (veRL) uses 3 (384 sequences, ppo_mini_batch_size=128).",
+    )
+    ppo_epochs: int = _f(1, "Passes over the batch's mini-batches (paper and reference: 1).")
     std_eps: float = _f(1e-6, "Added to the group std before dividing.")
 
 
@@ -261,6 +275,7 @@ def validate(cfg: Config) -> None:
         "rollout.max_new_tokens_propose", "rollout.max_new_tokens_solve", "rollout.generation_batch_size",
         "executor.workers", "executor.timeout_s", "executor.memory_mb", "executor.determinism_runs",
         "training.micro_batch_size", "training.save_every", "training.keep_last", "training.lr",
+        "algorithm.ppo_mini_batches", "algorithm.ppo_epochs",
     ]  # fmt: skip
     for key in positive:
         section, name = key.split(".")
@@ -271,6 +286,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("selfplay.induction_visible must be between 1 and selfplay.induction_inputs - 1")
     if sp.induction_min_valid > sp.induction_inputs:
         raise ConfigError("selfplay.induction_min_valid cannot exceed selfplay.induction_inputs")
+    if sp.buffer_cap < 0 or 0 < sp.buffer_cap < sp.n_seed:
+        raise ConfigError("selfplay.buffer_cap must be 0 (unbounded) or >= selfplay.n_seed")
+    if cfg.algorithm.kl_coef < 0:
+        raise ConfigError("algorithm.kl_coef must be >= 0")
     if cfg.executor.determinism_runs < 2:
         raise ConfigError("executor.determinism_runs must be >= 2 (determinism needs two separate runs)")
     if isinstance(cfg.training.bf16_autocast, str) and cfg.training.bf16_autocast != "auto":

@@ -97,7 +97,7 @@ def build(cfg: Config, run_dir: Path, console: Console, backend_factory: Backend
     else:
         kw = {"num_threads": cfg.rollout.num_threads or None} if cfg.rollout.backend == "hf" else {}
         backend = make_backend(cfg.rollout.backend, trainer.model, tokenizer, cfg.rollout, **kw)
-    store = TaskStore(run_dir / STORE_FILE)
+    store = TaskStore(run_dir / STORE_FILE, cap=cfg.selfplay.buffer_cap)
     sp = SelfPlay(cfg, backend, executor, store, tokenizer, seed=cfg.training.seed)
     return Run(cfg, run_dir, sp, trainer, backend, executor, store)
 
@@ -189,6 +189,7 @@ def _steps(run: Run, log: MetricsLogger, progress: Any, console: Console) -> int
 
 
 def _update(run: Run, result: StepResult, progress: Any) -> dict[str, float]:
+    """The policy update on the step's samples, each scored at the temperature it was sampled at."""
     from azr.trainer import TrainBatch
 
     samples = [s for s in result.samples if s.completion.token_ids]
@@ -196,6 +197,7 @@ def _update(run: Run, result: StepResult, progress: Any) -> dict[str, float]:
         prompt_ids=[s.completion.prompt_ids for s in samples],
         completion_ids=[s.completion.token_ids for s in samples],
         advantages=[s.advantage for s in samples],
+        temperatures=[s.temperature for s in samples],
     )
     progress.callback("update", 0, 1)
     t0 = time.perf_counter()

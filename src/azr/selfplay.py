@@ -11,8 +11,9 @@ Read top to bottom, :meth:`SelfPlay.step` is the paper's step (Algorithm 1 of ar
    (type x role) groups.
 5. Store the new tasks (solvable from the next step on) and the rollout log.
 
-The Monte-Carlo solves are not trained on. The result is a typed :class:`StepResult`; the caller turns it into a
-policy update.
+The Monte-Carlo solves are not trained on, nor are replies the parser crashed on (an azr bug, logged and counted
+in ``<role>/parser_error_rate/<type>``). Every sample keeps the temperature it was sampled at, which the update
+scores it under. The result is a typed :class:`StepResult`; the caller turns it into a policy update.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from azr.algo import composite, compute_advantages, learnability
 from azr.config import Config
 from azr.rollout import Backend, Completion, Sampling
 from azr.store import TaskStore
-from azr.tasks.parsing import parse_proposal, parse_solution
+from azr.tasks.parsing import ParseReason, parse_proposal, parse_solution
 from azr.tasks.prompts import build_prompt
 from azr.tasks.validate import score_solutions, validate_proposals
 from azr.types import GROUPS, TASK_TYPES, Role, Task, TaskType, group_name
@@ -52,10 +53,16 @@ class Sample:
     reward: float = 0.0
     advantage: float = 0.0
     task: Task | None = None
+    temperature: float = 1.0  # what the reply was sampled at; the update scores it at the same temperature
 
     @property
     def group(self) -> tuple[TaskType, Role]:
         return (self.task_type, self.role)
+
+    @property
+    def parser_error(self) -> bool:
+        """The parser itself failed on this reply (a bug in azr, not a format failure of the model)."""
+        return getattr(self.parsed, "reason", None) == ParseReason.PARSER_ERROR
 
 
 @dataclass
@@ -83,6 +90,8 @@ class SelfPlay:
 
     # -- sampling settings -------------------------------------------------------------------------
     def sampling(self, role: Role, step: int, phase: int) -> Sampling:
+        """How the replies of ``role`` are sampled at ``step``; each sample keeps its temperature, which the
+        policy update scores it at (so a per-role temperature set here flows into the update as well)."""
         r = self.cfg.rollout
         budget = r.max_new_tokens_propose if role is Role.PROPOSE else r.max_new_tokens_solve
         # Seeded per (run seed, step, phase): a resumed run draws the same samples as an uninterrupted one.
@@ -134,13 +143,16 @@ class SelfPlay:
         solves, mc = self.solve(step, proposals, timings, progress)
         self.score_proposals(proposals, mc)
         samples = proposals + solves
-        self.assign_advantages(samples)
+        # A reply the parser crashed on says nothing about the model: it is neither rewarded nor penalised,
+        # stays out of the group statistics and the update, and is counted in <role>/parser_error_rate/<type>.
+        trained = [s for s in samples if not s.parser_error]
+        self.assign_advantages(trained)
         t0 = time.perf_counter()
         self.store.add_tasks(new_tasks, step)
         self.store.log_rollouts([rollout_row(step, s) for s in samples])
         timings["store"] = timings.get("store", 0.0) + time.perf_counter() - t0
         metrics = step_metrics(samples, self.store, timings)
-        return StepResult(step, samples, new_tasks, metrics)
+        return StepResult(step, trained, new_tasks, metrics)
 
     def propose(
         self,
@@ -173,13 +185,14 @@ class SelfPlay:
                 else:
                     refs = self.store.sample_references(kind, K, self.rng, recency=self._recency())
                     prompts.append((kind, self._prompt(kind, Role.PROPOSE, references=refs), None))
-        completions = self._generate([p for _, p, _ in prompts], Role.PROPOSE, step, 0, timings, progress)
+        sampling = self.sampling(Role.PROPOSE, step, 0)
+        completions = self._generate([p for _, p, _ in prompts], sampling, Role.PROPOSE, timings, progress)
         samples = []
         for (kind, prompt, ref), completion in zip(prompts, completions, strict=True):
             parsed = parse_proposal(kind, completion.text)
-            samples.append(
-                Sample(kind, Role.PROPOSE, prompt, completion, parsed, format_ok=_ok(parsed), task=ref)
-            )
+            s = Sample(kind, Role.PROPOSE, prompt, completion, parsed, _ok(parsed), task=ref,
+                       temperature=sampling.temperature)  # fmt: skip
+            samples.append(s)
         return samples
 
     def validate(self, proposals: list[Sample], step: int, timings: dict[str, float]) -> list[Task]:
@@ -218,12 +231,14 @@ class SelfPlay:
             for kind in TASK_TYPES:
                 self._draw_shots(kind, Role.SOLVE, [task for k, task in jobs if k is kind])
         prompts = [self._prompt(kind, Role.SOLVE, task=task) for kind, task in jobs]
-        completions = self._generate(prompts, Role.SOLVE, step, 1, timings, progress)
+        sampling = self.sampling(Role.SOLVE, step, 1)
+        completions = self._generate(prompts, sampling, Role.SOLVE, timings, progress)
         parsed = [parse_solution(kind, c.text) for (kind, _), c in zip(jobs, completions, strict=True)]
         correct = self._score(jobs, parsed, timings)
         samples = []
         for j, (kind, task) in enumerate(real):
-            s = Sample(kind, Role.SOLVE, prompts[j], completions[j], parsed[j], _ok(parsed[j]), task=task)
+            s = Sample(kind, Role.SOLVE, prompts[j], completions[j], parsed[j], _ok(parsed[j]), task=task,
+                       temperature=sampling.temperature)  # fmt: skip
             s.success = s.role_reward = correct[j]
             samples.append(s)
         mc: dict[int, list[bool]] = {}
@@ -274,9 +289,8 @@ class SelfPlay:
     def _generate(
         self,
         prompts: list[str],
+        sampling: Sampling,
         role: Role,
-        step: int,
-        phase: int,
         timings: dict[str, float],
         progress: Progress | None,
     ) -> list[Completion]:
@@ -291,7 +305,7 @@ class SelfPlay:
                 progress(label, finished[0], len(prompts))
 
         t0 = time.perf_counter()
-        out = self.backend.generate(prompts, self.sampling(role, step, phase), progress=cb)
+        out = self.backend.generate(prompts, sampling, progress=cb)
         timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t0
         timings["tokens"] = timings.get("tokens", 0) + sum(len(c.token_ids) for c in out)
         return out
@@ -338,24 +352,33 @@ def rollout_row(step: int, s: Sample) -> dict[str, Any]:
         "prompt": s.prompt,
         "reply": s.completion.text,
         "parse_status": "ok" if s.format_ok else str(getattr(s.parsed, "reason", "error")),
-        "reward": s.reward,
-        "advantage": s.advantage,
+        "reward": None if s.parser_error else s.reward,
+        "advantage": None if s.parser_error else s.advantage,
         "task_id": s.task.id if s.task is not None else None,
     }
 
 
 def step_metrics(samples: list[Sample], store: TaskStore, timings: dict[str, float]) -> dict[str, float]:
-    """Per-group means and rates in the documented metric namespace (docs/metrics.md)."""
+    """Per-group means and rates in the documented metric namespace (docs/metrics.md).
+
+    ``samples`` are all the step's replies; replies the parser crashed on count only in ``parser_error_rate``,
+    every other per-group metric is over the replies that enter the update.
+    """
     m: dict[str, float] = {}
     for kind, role in GROUPS:
-        group = [s for s in samples if s.task_type is kind and s.role is role]
+        everyone = [s for s in samples if s.task_type is kind and s.role is role]
+        group = [s for s in everyone if not s.parser_error]
         name = group_name(kind, role)
+        prefix = "propose" if role is Role.PROPOSE else "solve"
         m[f"count/{name}"] = len(group)
+        if everyone:
+            m[f"{prefix}/parser_error_rate/{kind.value}"] = 1.0 - len(group) / len(everyone)
         if not group:
             continue
-        m[f"reward/{name}"] = _mean([s.reward for s in group])
+        rewards = torch.tensor([s.reward for s in group], dtype=torch.float64)  # (n,)
+        m[f"reward/{name}"] = float(rewards.mean())
+        m[f"reward_std/{name}"] = float(rewards.std()) if len(group) > 1 else 0.0  # Bessel, as TRR++
         m[f"advantage_std/{name}"] = float(torch.tensor([s.advantage for s in group]).std(unbiased=False))
-        prefix = "propose" if role is Role.PROPOSE else "solve"
         m[f"{prefix}/format_rate/{kind.value}"] = _mean([float(s.format_ok) for s in group])
         key = "valid_rate" if role is Role.PROPOSE else "accuracy"
         m[f"{prefix}/{key}/{kind.value}"] = _mean([float(s.success) for s in group])

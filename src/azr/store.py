@@ -6,12 +6,20 @@ Tables:
   the step it was added, its origin (seed, proposal, imported) and the solve statistics seen so far. A task is a
   duplicate when its type and the hash of its normalised program (``ast.unparse``) and normalised inputs match a
   stored row; duplicates are skipped, never stored twice.
+- ``evicted_at`` (in ``tasks``): NULL for a live task, else the step at which the buffer cap evicted it.
 - ``rollouts``: one row per generated reply: step, role, type, prompt, reply, parse status, reward, advantage and
   timings (JSON).
 
 Every write runs in one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a crash, even SIGKILL in the middle of
 a batch, leaves either the whole batch or none of it. Sampling takes a ``random.Random`` and is deterministic given
 its state: candidate ids are read in id order and drawn with the rng.
+
+Buffer cap (``TaskStore(path, cap=N)``, the run's ``selfplay.buffer_cap``): after every :meth:`TaskStore.add_tasks`
+each type keeps at most ``N`` live tasks; the oldest (lowest step, then lowest id; seeds are the oldest and get no
+exemption) are evicted in the same transaction as the insert. Only live tasks are counted, sampled, iterated and
+exported. Evicted rows are marked, never deleted, so :meth:`TaskStore.rewind` to step ``s`` restores the buffers
+exactly as they were at ``s`` (it un-evicts what was evicted after ``s``), and an evicted task still counts as a
+duplicate: the buffer does not grow back with tasks it already dropped.
 
 Not in scope: concurrent writers from several processes beyond what SQLite's locking gives (one run = one writer).
 """
@@ -41,7 +49,7 @@ __all__ = [
 ]
 
 DB_NAME = "tasks.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: tasks.evicted_at
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +65,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     origin TEXT NOT NULL,
     n_solve_attempts INTEGER NOT NULL DEFAULT 0,
     n_solved INTEGER NOT NULL DEFAULT 0,
+    evicted_at INTEGER,
     UNIQUE (type, hash)
 );
 CREATE INDEX IF NOT EXISTS tasks_type_step ON tasks (type, step);
@@ -76,7 +85,10 @@ CREATE TABLE IF NOT EXISTS rollouts (
 CREATE INDEX IF NOT EXISTS rollouts_step ON rollouts (step);
 """
 
-_COLUMNS = "id, type, program, inputs, outputs, message, step, origin, n_solve_attempts, n_solved, hash"
+_COLUMNS = (
+    "id, type, program, inputs, outputs, message, step, origin, n_solve_attempts, n_solved, hash, evicted_at"
+)
+_LIVE = "evicted_at IS NULL"
 
 
 def store_path(run_dir_or_db: str | Path) -> Path:
@@ -108,10 +120,14 @@ class RolloutRow:
 
 
 class TaskStore:
-    """The task buffers and rollout log of one run. Use as a context manager or call :meth:`close`."""
+    """The task buffers and rollout log of one run. Use as a context manager or call :meth:`close`.
 
-    def __init__(self, path: str | Path) -> None:
+    ``cap`` > 0 bounds the live tasks per type (see the module docstring); 0 keeps every task.
+    """
+
+    def __init__(self, path: str | Path, cap: int = 0) -> None:
         self.path = store_path(path)
+        self.cap = int(cap)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -123,6 +139,16 @@ class TaskStore:
             + "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', "
             f"'{SCHEMA_VERSION}'); COMMIT;"
         )
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a version-1 database (no ``evicted_at``) up to date: every existing task stays live."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        if "evicted_at" in columns:
+            return
+        with self._tx() as db:
+            db.execute("ALTER TABLE tasks ADD COLUMN evicted_at INTEGER")
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self._db.close()
@@ -146,7 +172,8 @@ class TaskStore:
     # -- tasks ---------------------------------------------------------------------------------------------
 
     def add_tasks(self, tasks: Iterable[Task], step: int) -> int:
-        """Insert tasks at ``step`` in one transaction, skipping duplicates; return how many were added."""
+        """Insert tasks at ``step`` in one transaction, skipping duplicates (evicted tasks included), and enforce
+        the buffer cap in the same transaction; return how many were added."""
         rows = [
             (
                 str(TaskType(t.type)),
@@ -169,32 +196,38 @@ class TaskStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type, hash) DO NOTHING",
                 rows,
             )
-            return db.total_changes - before
+            added = db.total_changes - before
+            if self.cap > 0:
+                _evict(db, self.cap, int(step), {r[0] for r in rows})
+            return added
 
     def contains(self, task: Task) -> bool:
-        """Whether a task with the same type, normalised program and inputs is stored."""
+        """Whether a task with the same type, normalised program and inputs is stored (live or evicted)."""
         h = content_hash(task.type, task.program, task.inputs)
         row = self._db.execute("SELECT 1 FROM tasks WHERE type = ? AND hash = ?", (str(task.type), h))
         return row.fetchone() is not None
 
     def count(self, type: TaskType | str | None = None) -> int:
+        """Live tasks (of one type, or all)."""
         if type is None:
-            return self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM tasks WHERE type = ?", (str(type),)).fetchone()[0]
+            return self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE {_LIVE}").fetchone()[0]
+        sql = f"SELECT COUNT(*) FROM tasks WHERE type = ? AND {_LIVE}"
+        return self._db.execute(sql, (str(type),)).fetchone()[0]
 
     def counts(self) -> dict[str, int]:
-        """Tasks per type, every type present (zero when empty)."""
+        """Live tasks per type, every type present (zero when empty)."""
         out = {str(t): 0 for t in TASK_TYPES}
-        for t, n in self._db.execute("SELECT type, COUNT(*) FROM tasks GROUP BY type"):
+        for t, n in self._db.execute(f"SELECT type, COUNT(*) FROM tasks WHERE {_LIVE} GROUP BY type"):
             out[t] = n
         return out
 
     def get(self, task_id: int) -> Task | None:
+        """The task with this id, live or evicted (``extra["evicted_at"]`` says when), or None."""
         row = self._db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (int(task_id),)).fetchone()
         return None if row is None else _task(row)
 
     def _ids(self, type: TaskType | str, where: str = "", args: tuple = ()) -> list[int]:
-        sql = f"SELECT id FROM tasks WHERE type = ? {where} ORDER BY id"
+        sql = f"SELECT id FROM tasks WHERE type = ? AND {_LIVE} {where} ORDER BY id"
         return [r[0] for r in self._db.execute(sql, (str(type), *args))]
 
     def _fetch(self, ids: Sequence[int]) -> list[Task]:
@@ -252,27 +285,15 @@ class TaskStore:
                 rows,
             )
 
-    def evict(self, cap: int, type: TaskType | str | None = None) -> int:
-        """Keep at most ``cap`` tasks per type by deleting the oldest (lowest step, then id); tasks of the newest
-        step of a type are never deleted, so a type may stay above ``cap``. Returns how many rows were deleted.
-        ``cap <= 0`` means unbounded.
+    def evict(self, cap: int, step: int, type: TaskType | str | None = None) -> int:
+        """Evict the oldest live tasks (lowest step, then id) beyond ``cap`` per type, marking them as evicted at
+        ``step``; returns how many. ``cap <= 0`` means unbounded. :meth:`add_tasks` calls this with the store's cap.
         """
         if cap <= 0:
             return 0
-        types = [str(type)] if type is not None else [str(t) for t in TASK_TYPES]
-        deleted = 0
+        types = {str(type)} if type is not None else {str(t) for t in TASK_TYPES}
         with self._tx() as db:
-            for t in types:
-                (n,) = db.execute("SELECT COUNT(*) FROM tasks WHERE type = ?", (t,)).fetchone()
-                if n <= cap:
-                    continue
-                cur = db.execute(
-                    "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE type = ?1 AND step <"
-                    " (SELECT MAX(step) FROM tasks WHERE type = ?1) ORDER BY step, id LIMIT ?2)",
-                    (t, n - cap),
-                )
-                deleted += cur.rowcount
-        return deleted
+            return _evict(db, cap, int(step), types)
 
     # -- rollouts, resume, export --------------------------------------------------------------------------
 
@@ -310,7 +331,8 @@ class TaskStore:
         return [RolloutRow(*r[:8], json.loads(r[8]), r[9]) for r in cur]
 
     def rewind(self, step: int) -> tuple[int, int]:
-        """Delete tasks and rollouts added after ``step``; return (tasks, rollouts) deleted.
+        """Put the buffers back as they were at ``step``: delete tasks and rollouts added after it and make live
+        again the tasks evicted after it; return (tasks, rollouts) deleted.
 
         Used on resume: the checkpoint of ``step`` is the truth and anything written after it is replayed.
         Solve statistics recorded after ``step`` on older tasks are not undone.
@@ -318,6 +340,7 @@ class TaskStore:
         with self._tx() as db:
             t = db.execute("DELETE FROM tasks WHERE step > ?", (int(step),)).rowcount
             r = db.execute("DELETE FROM rollouts WHERE step > ?", (int(step),)).rowcount
+            db.execute("UPDATE tasks SET evicted_at = NULL WHERE evicted_at > ?", (int(step),))
         return t, r
 
     def max_step(self) -> int | None:
@@ -328,8 +351,10 @@ class TaskStore:
         return row[0]
 
     def iter_tasks(self, type: TaskType | str | None = None) -> Iterator[Task]:
-        """Every task (of one type or all), in id order."""
-        where, args = ("WHERE type = ?", (str(type),)) if type is not None else ("", ())
+        """Every live task (of one type or all), in id order."""
+        where, args = (
+            (f"WHERE type = ? AND {_LIVE}", (str(type),)) if type is not None else (f"WHERE {_LIVE}", ())
+        )
         for row in self._db.execute(f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY id", args):
             yield _task(row)
 
@@ -375,9 +400,24 @@ def task_to_reference(task: Task) -> dict[str, object]:
     return {"snippet": task.program, "input": task.input, "output": task.output, "imports": []}
 
 
+def _evict(db: sqlite3.Connection, cap: int, step: int, types: Iterable[str]) -> int:
+    """Inside a transaction: mark the oldest live tasks of each type beyond ``cap`` as evicted at ``step``."""
+    evicted = 0
+    for t in sorted(types):
+        cur = db.execute(
+            f"UPDATE tasks SET evicted_at = ?1 WHERE id IN (SELECT id FROM tasks WHERE type = ?2 AND {_LIVE}"
+            " ORDER BY step DESC, id DESC LIMIT -1 OFFSET ?3)",
+            (step, t, cap),
+        )
+        evicted += cur.rowcount
+    return evicted
+
+
 def _task(row: Sequence) -> Task:
-    tid, typ, program, inputs, outputs, message, step, origin, attempts, solved, h = row
-    extra = {"n_solve_attempts": attempts, "n_solved": solved, "hash": h}
+    tid, typ, program, inputs, outputs, message, step, origin, attempts, solved, h, evicted_at = row
+    extra: dict[str, object] = {"n_solve_attempts": attempts, "n_solved": solved, "hash": h}
+    if evicted_at is not None:
+        extra["evicted_at"] = evicted_at
     return Task(
         TaskType(typ),
         program,

@@ -1,8 +1,9 @@
 """The policy update: token log-probs of (prompt, reply) batches, the PPO-clip loss, AdamW.
 
-Scope: holds the policy, its optimizer and a constant LR schedule; turns a :class:`TrainBatch` (token ids plus one
-advantage per sequence) into one optimizer step. Not in scope: task types, rewards, advantages, generation and
-checkpoint files (``azr.selfplay``, ``azr.algo``, ``azr.rollout``, ``azr.checkpoint``).
+Scope: holds the policy, its optimizer, a constant LR schedule and (when ``algorithm.kl_coef > 0``) the reference
+policy; turns a :class:`TrainBatch` (token ids, one advantage and one sampling temperature per sequence) into one
+or more optimizer steps. Not in scope: task types, rewards, advantages, generation and checkpoint files
+(``azr.selfplay``, ``azr.algo``, ``azr.rollout``, ``azr.checkpoint``).
 
 How a step runs:
 
@@ -14,73 +15,46 @@ How a step runs:
    tokens (``training.share_prefix``; off under gradient checkpointing, which cannot keep a cache).
 2. The decoder runs on the whole (prompt + reply) sequence, but the LM head only on the hidden states that predict
    reply tokens, packed into one (N_tokens, H) matrix: no full-vocabulary logits for prompt or padding positions.
-   Log-probs are ``gather(logits) - logsumexp(logits)``; the entropy is computed only when ``entropy_coef > 0``.
-3. Each micro-batch's loss is divided by the batch's total reply-token count, so the accumulated gradient is that
-   of the true token-mean loss; then grad clipping and one AdamW step.
+   The logits of each token are divided by the temperature its sequence was sampled at, so log-probs and entropy
+   are those of ``softmax(logits / T)``: the policy that produced the sample. Log-probs are
+   ``gather(z) - logsumexp(z)``; the entropy is computed only when ``entropy_coef > 0``.
+3. PPO mini-batches (``algorithm.ppo_mini_batches``, ``algorithm.ppo_epochs``): each epoch splits the batch into
+   that many disjoint mini-batches, strided (sequence ``i`` goes to mini-batch ``i % k``, the same split every
+   epoch: deterministic and nothing to checkpoint; the loop orders samples by group, so striding gives every
+   mini-batch a share of every task-type x role group). Each mini-batch is one AdamW step after grad clipping,
+   its micro-batch losses divided by the mini-batch's reply-token count so the accumulated gradient is that of
+   its true token-mean loss.
 
-When ``old_logprobs`` are missing the update is on-policy: the current log-probs (detached) serve as the old ones,
-so the ratio is exactly 1 and no extra forward pass is needed.
+Old log-probs. With one mini-batch and one epoch (the paper's single update per batch) and no ``old_logprobs``
+given, the current log-probs (detached) serve as the old ones: the ratio is exactly 1 (not an approximation:
+the policy has not moved yet) and no extra forward pass is needed. With more optimizer steps, a no-grad pass over
+the whole batch records the old log-probs before the first step, so later mini-batches and epochs see the real
+ratio and the clip acts. That pass costs one forward of the batch (no backward, no activations kept): about a
+third of a full-batch forward + backward. The reference log-probs for the KL term are recorded the same way, once
+per batch (see :class:`Trainer`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from azr.algo.loss import ppo_clip_loss, token_logprobs
+from azr.batching import MicroBatch, PerToken, TrainBatch, micro_batches, packed, pad, ppo_split
 from azr.hfcompat import with_cache
 from azr.precision import native_bf16, use_bf16
-from azr.prefix import PrefixGroup, prefix_groups
 
 if TYPE_CHECKING:
     from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
 
-
-@dataclass
-class TrainBatch:
-    """One policy-update batch; every list has one entry per sequence."""
-
-    prompt_ids: list[list[int]]
-    completion_ids: list[list[int]]
-    advantages: list[float]
-    old_logprobs: list[list[float]] | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.prompt_ids)
-        if len(self.completion_ids) != n or len(self.advantages) != n:
-            raise ValueError("prompt_ids, completion_ids and advantages must have one entry per sequence")
-        if self.old_logprobs is not None:
-            if len(self.old_logprobs) != n:
-                raise ValueError("old_logprobs must have one entry per sequence")
-            for lp, c in zip(self.old_logprobs, self.completion_ids):
-                if len(lp) != len(c):
-                    raise ValueError("each old_logprobs entry must have one value per completion token")
-        if any(len(p) == 0 for p in self.prompt_ids):
-            raise ValueError("every prompt needs at least one token")
-
-    def __len__(self) -> int:
-        return len(self.prompt_ids)
-
-
-@dataclass
-class _Micro:
-    """A padded micro-batch: decoder inputs plus the packed positions of its reply tokens."""
-
-    index: list[int]  # positions of these sequences in the TrainBatch
-    input_ids: torch.Tensor  # (b, L): the tokens after the shared prefix
-    attention_mask: torch.Tensor  # (b, L)
-    rows: torch.Tensor  # (n,) sequence row of each reply token
-    cols: torch.Tensor  # (n,) position in input_ids whose hidden state predicts that token
-    targets: torch.Tensor  # (n,) the reply token ids
-    lengths: list[int]  # reply length per sequence
-    prefix_ids: torch.Tensor | None = None  # (1, P) the head every member shares, run once
+__all__ = ["METRICS", "TrainBatch", "Trainer", "constant_lr", "weights_checksum"]
 
 
 def constant_lr(_: int) -> float:
@@ -121,8 +95,43 @@ def _enable_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def _frozen_copy(model: Any, dtype: torch.dtype | None) -> Any:
+    """A no-grad, eval-mode copy of ``model`` on its device, stored in ``dtype`` when given."""
+    ref = copy.deepcopy(model)
+    if dtype is not None:
+        ref = ref.to(dtype)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def weights_checksum(model: Any) -> float:
+    """A cheap fingerprint of a model's weights (sum plus sum of squares, in float64), to tell two models apart.
+
+    Not a cryptographic hash: it detects a different or modified model, not a forged one.
+    """
+    total = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for p in model.parameters():
+            x = p.detach().double()
+            total += (x.sum() + x.square().sum()).cpu()
+    return float(total)
+
+
 class Trainer:
-    """Policy, AdamW optimizer and constant LR schedule; ``step(batch)`` does one PPO-clip update."""
+    """Policy, AdamW optimizer and constant LR schedule; ``step(batch)`` does one PPO-clip update.
+
+    The reference policy of the KL term (``algorithm.kl_coef > 0``) is the initial policy. With LoRA it is the
+    base model with the adapter disabled (``peft``'s ``disable_adapter()``): no copy, since the base weights never
+    train. With full fine-tuning it is a frozen copy of the weights the trainer was built with (eval mode, no grad,
+    same device, stored in bf16 when training autocasts to bf16): one more model's worth of memory (2 bytes per
+    parameter in bf16, 4 in fp32; no gradients or optimizer state). A resumed run rebuilds the trainer from the
+    run's initial model before loading the checkpoint, so the reference is the initial model again;
+    :func:`azr.checkpoint.load` checks :meth:`reference_checksum` against the one saved.
+
+    After each :meth:`step`, ``last_steps`` holds the metrics of each optimizer step it took, in order.
+    """
 
     def __init__(
         self,
@@ -156,6 +165,7 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, constant_lr)
         self.updates = 0
+        self.last_steps: list[dict[str, float]] = []
         self.bf16 = use_bf16(training.bf16_autocast, self.device)
         if training.bf16_autocast is True and not native_bf16(self.device):
             warnings.warn(
@@ -163,54 +173,15 @@ class Trainer:
                 'slower than fp32; set it to "auto" or false',
                 stacklevel=2,
             )
+        self.ref_model: Any = None
+        self._ref_checksum: float | None = None
+        if algorithm.kl_coef > 0 and not self.is_lora:
+            self._ref_checksum = weights_checksum(self.model)  # of the initial weights, before any bf16 cast
+            self.ref_model = _frozen_copy(self.model, torch.bfloat16 if self.bf16 else None)
 
-    # ----------------------------------------------------------------- batching
-    def _plan(self, batch: TrainBatch) -> list[PrefixGroup]:
-        """Groups of sequences sharing a prompt head; sequences with none share one group with prefix 0."""
-        everyone = PrefixGroup(0, tuple(range(len(batch))))
-        if not self.share_prefix or len(batch) < 2:
-            return [everyone]
-        groups = prefix_groups(batch.prompt_ids, keep=1)
-        alone = tuple(i for g in groups if not g.prefix_len for i in g.members)
-        shared = [g for g in groups if g.prefix_len]
-        return shared + ([PrefixGroup(0, alone)] if alone else [])
-
-    def _micro_batches(self, batch: TrainBatch) -> Iterator[_Micro]:
-        """Length-sorted, right-padded micro-batches (per shared-head group) with packed reply coordinates."""
-        total = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
+    def _micro_batches(self, batch: TrainBatch) -> Iterator[MicroBatch]:
         size = self.training.micro_batch_size
-        for group in self._plan(batch):
-            order = sorted(group.members, key=lambda i: -total[i])
-            for start in range(0, len(order), size):
-                index = order[start : start + size]
-                yield self._micro(batch, index, group.prefix_len if len(index) > 1 else 0)
-
-    def _micro(self, batch: TrainBatch, index: list[int], skip: int) -> _Micro:
-        """One micro-batch of ``index``; the first ``skip`` tokens (shared by all) become ``prefix_ids``."""
-        seqs = [batch.prompt_ids[i] + batch.completion_ids[i] for i in index]
-        width = max(len(s) for s in seqs) - skip
-        ids = torch.full((len(index), width), self.pad_id, dtype=torch.long)  # (b, L)
-        att = torch.zeros((len(index), width), dtype=torch.long)  # (b, L)
-        rows, cols, targets, lengths = [], [], [], []
-        for row, (i, seq) in enumerate(zip(index, seqs)):
-            p, c = len(batch.prompt_ids[i]), batch.completion_ids[i]
-            ids[row, : len(seq) - skip] = torch.tensor(seq[skip:], dtype=torch.long)
-            att[row, : len(seq) - skip] = 1
-            rows += [row] * len(c)
-            cols += range(p - 1 - skip, p + len(c) - 1 - skip)
-            targets += c
-            lengths.append(len(c))
-        prefix = torch.tensor([seqs[0][:skip]], dtype=torch.long, device=self.device) if skip else None
-        return _Micro(
-            index=index,
-            input_ids=ids.to(self.device),
-            attention_mask=att.to(self.device),
-            rows=torch.tensor(rows, dtype=torch.long, device=self.device),
-            cols=torch.tensor(cols, dtype=torch.long, device=self.device),
-            targets=torch.tensor(targets, dtype=torch.long, device=self.device),
-            lengths=lengths,
-            prefix_ids=prefix,
-        )
+        return micro_batches(batch, size, self.share_prefix, self.pad_id, self.device)
 
     def _autocast(self) -> Any:
         """bf16 autocast when ``training.bf16_autocast`` resolves to on (:mod:`azr.precision`)."""
@@ -218,20 +189,27 @@ class Trainer:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def _decoder_and_head(self) -> tuple[Any, Any]:
-        base = self.model.get_base_model() if self.is_lora else self.model
+    def _decoder_and_head(self, model: Any) -> tuple[Any, Any]:
+        base = model.get_base_model() if self.is_lora else model
         return base.get_decoder(), base.get_output_embeddings()
 
-    def _token_stats(self, mb: _Micro, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs (n,) of the reply tokens, and their entropies (n,) when asked, in fp32."""
-        decoder, head = self._decoder_and_head()
+    def _token_stats(
+        self, mb: MicroBatch, with_entropy: bool, model: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs (n,) of the reply tokens under ``softmax(logits / T)``, and their entropies (n,) when asked,
+        in fp32; ``model`` defaults to the policy."""
+        decoder, head = self._decoder_and_head(self.model if model is None else model)
         with self._autocast():
             hidden = self._hidden(decoder, mb)  # (b, L, H)
             logits = head(hidden[mb.rows, mb.cols])  # (n, V)
-        return token_logprobs(logits.float(), mb.targets, with_entropy)
+        logits = logits.float()
+        if mb.temperatures is not None:
+            # In place: the head's matmul does not keep its output for backward, so no second (n, V) buffer.
+            logits = logits.div_(mb.temperatures)
+        return token_logprobs(logits, mb.targets, with_entropy)
 
     @staticmethod
-    def _hidden(decoder: Any, mb: _Micro) -> torch.Tensor:
+    def _hidden(decoder: Any, mb: MicroBatch) -> torch.Tensor:
         """Last hidden states (b, L, H) of ``mb.input_ids``, after the shared head when there is one."""
         if mb.prefix_ids is None:
             return decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
@@ -251,66 +229,75 @@ class Trainer:
             **with_cache(decoder, cache),
         ).last_hidden_state
 
-    @staticmethod
-    def _pad(flat: torch.Tensor, mb: _Micro) -> torch.Tensor:
-        """Scatter packed per-token values (n,) into a right-padded (b, T) matrix."""
-        width = max(mb.lengths) if mb.lengths else 0
-        out = flat.new_zeros((len(mb.lengths), width))  # (b, T)
-        offsets = (
-            torch.cat([torch.arange(n, device=flat.device) for n in mb.lengths]) if flat.numel() else None
-        )
-        if offsets is not None:
-            out = out.index_put((mb.rows, offsets), flat)
-        return out
-
-    # ----------------------------------------------------------------- public API
+    # ----------------------------------------------------------------- log-probs
     @torch.no_grad()
-    def logprobs(self, batch: TrainBatch) -> list[list[float]]:
-        """Per-token log-probs of every completion under the current policy (no grad, original order)."""
-        out: list[list[float]] = [[] for _ in range(len(batch))]
+    def _logprobs(self, batch: TrainBatch, model: Any = None) -> PerToken:
+        out: PerToken = [[] for _ in range(len(batch))]
         for mb in self._micro_batches(batch):
-            logp, _ = self._token_stats(mb, with_entropy=False)
+            logp, _ = self._token_stats(mb, with_entropy=False, model=model)
             for i, chunk in zip(mb.index, torch.split(logp.cpu(), mb.lengths)):
                 out[i] = chunk.tolist()
         return out
 
+    def logprobs(self, batch: TrainBatch) -> PerToken:
+        """Per-token log-probs of every completion under the current policy at each sequence's temperature
+        (no grad, original order)."""
+        return self._logprobs(batch)
+
+    def reference_logprobs(self, batch: TrainBatch) -> PerToken:
+        """Per-token log-probs under the reference (initial) policy; needs ``kl_coef > 0`` or LoRA."""
+        if self.is_lora:
+            with self.model.disable_adapter():
+                return self._logprobs(batch)
+        if self.ref_model is None:
+            raise ValueError("no reference policy: it is kept only when algorithm.kl_coef > 0")
+        return self._logprobs(batch, self.ref_model)
+
+    def reference_checksum(self) -> float | None:
+        """:func:`weights_checksum` of the initial weights the full-fine-tuning reference copies (taken before
+        any bf16 cast); None without a copy (LoRA's reference is the base model the run is rebuilt from)."""
+        return self._ref_checksum
+
+    # ----------------------------------------------------------------- the update
     def _micro_loss(
-        self, mb: _Micro, batch: TrainBatch, n_tokens: int
+        self, mb: MicroBatch, batch: TrainBatch, n_tokens: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The PPO-clip loss of one micro-batch, normalised by the whole batch's reply-token count."""
+        """The PPO-clip loss of one micro-batch, normalised by its mini-batch's reply-token count."""
         algo = self.algorithm
         logp, ent = self._token_stats(mb, with_entropy=algo.entropy_coef > 0)  # (n,)
-        if batch.old_logprobs is None:  # on-policy: ratio exactly 1, no second forward pass
-            old = logp.detach()
-        else:
-            flat = [x for i in mb.index for x in batch.old_logprobs[i]]
-            old = torch.tensor(flat, dtype=torch.float32, device=self.device)  # (n,)
+        # One optimizer step and no old log-probs given: the policy has not moved, the ratio is exactly 1.
+        old = (
+            logp.detach() if batch.old_logprobs is None else packed(batch.old_logprobs, mb, self.device)
+        )  # (n,)
+        ref = None if batch.ref_logprobs is None else pad(packed(batch.ref_logprobs, mb, self.device), mb)
         adv = torch.tensor([batch.advantages[i] for i in mb.index], dtype=torch.float32, device=self.device)
         return ppo_clip_loss(
-            self._pad(logp, mb),  # (b, T)
-            self._pad(old, mb),  # (b, T)
+            pad(logp, mb),  # (b, T)
+            pad(old, mb),  # (b, T)
             adv,  # (b,)
-            self._pad(torch.ones_like(logp), mb),  # (b, T) mask
+            pad(torch.ones_like(logp), mb),  # (b, T) mask
             clip_eps=algo.clip_eps,
             clip_eps_high=algo.clip_eps_high or None,  # config: 0 = symmetric
-            entropy=None if ent is None else self._pad(ent, mb),
+            entropy=None if ent is None else pad(ent, mb),
             entropy_coef=algo.entropy_coef,
+            ref_logprobs=ref,  # (b, T) or None
+            kl_coef=algo.kl_coef,
             token_normalizer=float(n_tokens),
         )
 
-    def step(self, batch: TrainBatch) -> dict[str, float]:
-        """One PPO-clip update on ``batch``; returns metrics (see :data:`METRICS`)."""
-        start = time.perf_counter()
-        n_tokens = sum(len(c) for c in batch.completion_ids)
-        if n_tokens == 0:
-            raise ValueError("the batch has no completion tokens to train on")
+    def _optimizer_step(self, mini: TrainBatch) -> tuple[dict[str, float], tuple[int, int, int]]:
+        """Accumulate the token-mean loss of ``mini`` over its micro-batches, clip, and take one AdamW step.
+
+        Returns the step's metrics and its token counts: (decoder positions computed, padding among them, prompt +
+        reply tokens of the mini-batch)."""
+        n_tokens = sum(len(c) for c in mini.completion_ids)
         sums = {"pg_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "entropy": 0.0, "loss": 0.0}
         computed = padding = 0
         self.optimizer.zero_grad(set_to_none=True)
-        for mb in self._micro_batches(batch):
+        for mb in self._micro_batches(mini):
             computed += mb.input_ids.numel() + (0 if mb.prefix_ids is None else mb.prefix_ids.shape[1])
             padding += int((mb.attention_mask == 0).sum())
-            loss, metrics = self._micro_loss(mb, batch, n_tokens)
+            loss, metrics = self._micro_loss(mb, mini, n_tokens)
             loss.backward()
             sums["loss"] += float(loss.detach())
             for key, value in metrics.items():
@@ -322,35 +309,78 @@ class Trainer:
             self.scheduler.step()
             self.updates += 1
         self.optimizer.zero_grad(set_to_none=True)
+        real = sum(len(p) + len(c) for p, c in zip(mini.prompt_ids, mini.completion_ids))
+        return {**sums, "grad_norm": grad_norm, "skipped": float(not finite)}, (computed, padding, real)
+
+    def _with_fixed_logprobs(self, batch: TrainBatch, optimizer_steps: int) -> TrainBatch:
+        """``batch`` plus the log-probs that must come from before the first step: the old ones when there are
+        several optimizer steps, the reference ones when ``kl_coef > 0`` (each unless the caller gave them)."""
+        old, ref = batch.old_logprobs, batch.ref_logprobs
+        if old is None and optimizer_steps > 1:
+            old = self.logprobs(batch)
+        if ref is None and self.algorithm.kl_coef > 0:
+            ref = self.reference_logprobs(batch)
+        if old is batch.old_logprobs and ref is batch.ref_logprobs:
+            return batch
+        return TrainBatch(
+            batch.prompt_ids, batch.completion_ids, batch.advantages, old, batch.temperatures, ref
+        )
+
+    def step(self, batch: TrainBatch) -> dict[str, float]:
+        """One PPO update on ``batch`` (``ppo_epochs`` x ``ppo_mini_batches`` optimizer steps); returns metrics
+        (see :data:`METRICS`): per-step values averaged over the optimizer steps, totals for the batch."""
+        start = time.perf_counter()
+        n_tokens = sum(len(c) for c in batch.completion_ids)
+        if n_tokens == 0:
+            raise ValueError("the batch has no completion tokens to train on")
+        algo = self.algorithm
+        live = [i for i, c in enumerate(batch.completion_ids) if c]  # a mini-batch never lacks tokens
+        parts = ppo_split(live, algo.ppo_mini_batches)
+        batch = self._with_fixed_logprobs(batch, len(parts) * algo.ppo_epochs)
+        prepared = time.perf_counter() - start
+        whole = len(parts) == 1 and len(live) == len(batch)  # the paper's single step: the batch as given
+        results = [
+            self._optimizer_step(batch if whole else batch.subset(index))
+            for _ in range(algo.ppo_epochs)
+            for index in parts
+        ]
+        self.last_steps = [metrics for metrics, _ in results]
+        computed, padding, real = (sum(c[k] for _, c in results) for k in range(3))
+        steps = self.last_steps
+        keys = [k for k in steps[0] if all(k in s for s in steps)]
         seconds = time.perf_counter() - start
-        real = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
         return {
-            **sums,
-            "grad_norm": grad_norm,
-            "skipped": float(not finite),
+            **{k: sum(s[k] for s in steps) / len(steps) for k in keys},
+            "optimizer_steps": float(sum(1 for s in steps if not s["skipped"])),
             "lr": float(self.scheduler.get_last_lr()[0]),
             "tokens": float(n_tokens),
             "sequences": float(len(batch)),
             "padding_frac": padding / max(computed, 1),
             "shared_frac": 1.0 - (computed - padding) / max(real, 1),
             "seconds": seconds,
+            "logprob_seconds": prepared,
             "tokens_per_s": real / max(seconds, 1e-9),
         }
 
 
 METRICS: dict[str, str] = {
-    "loss": "total loss (token-mean PPO-clip - entropy_coef * entropy)",
+    "loss": "total loss (token-mean PPO-clip - entropy_coef * entropy + kl_coef * kl), mean over optimizer steps",
     "pg_loss": "policy-gradient part of the loss",
     "clip_frac": "fraction of reply tokens where the clipped objective was active",
-    "approx_kl": "token-mean of old_logp - logp (0 on-policy)",
-    "entropy": "token-mean policy entropy (only when entropy_coef > 0)",
+    "approx_kl": "token-mean of old_logp - logp (0 on the first optimizer step of a batch)",
+    "entropy": "token-mean policy entropy at the sampling temperature (only when entropy_coef > 0)",
+    "kl": "token-mean k3 estimate of the KL divergence of the policy from the reference (kl_coef > 0)",
     "grad_norm": "gradient norm before clipping",
-    "skipped": "1 when the gradient was not finite and the update was skipped",
+    "skipped": "fraction of optimizer steps skipped because the gradient was not finite",
+    "optimizer_steps": "optimizer steps applied (ppo_epochs x ppo_mini_batches, less skipped ones)",
     "lr": "learning rate after the step",
     "tokens": "reply tokens trained on",
+    "sequences": "sequences in the batch",
     "padding_frac": "share of decoder positions that were padding",
     "shared_frac": "share of the batch's tokens not recomputed because their prompt head was shared",
     "seconds": "wall time of the update",
-    "tokens_per_s": "(prompt + reply) tokens of the batch per second (a shared head counts for every member)",
+    "logprob_seconds": "wall time of the no-grad passes before the first step (old and reference log-probs)",
+    "tokens_per_s": "(prompt + reply) tokens trained on per second (a shared head counts for every member)",
 }
-"""The metrics ``Trainer.step`` returns (no namespace; the loop prefixes them with ``train/``)."""
+"""The metrics ``Trainer.step`` returns (no namespace; the loop prefixes them with ``train/``). Per-step values
+(losses, fractions, ``grad_norm``) are means over the step's optimizer steps."""

@@ -8,10 +8,13 @@ and the loss is ``sum_t pg_t / N_tokens - entropy_coef * mean entropy + kl_coef 
 over all valid tokens of the *whole batch* (token-mean, as in the paper and DAPO), not a mean of per-sequence
 means. The paper uses eps = 0.2, entropy_coef = 0.001 and no KL term (no reference model).
 
-Micro-batching: pass the batch's total valid-token count as ``token_normalizer`` to every micro-batch call. Each
-micro-batch loss is then its token *sum* divided by the global count, so the gradients accumulated over the
-micro-batches equal the gradient of the true token-mean loss of the batch, and the returned metrics (same
-normaliser) simply add up across micro-batches.
+Micro-batching: pass the total valid-token count of what one optimizer step trains on (the batch, or the PPO
+mini-batch) as ``token_normalizer`` to every micro-batch call. Each micro-batch loss is then its token *sum*
+divided by that count, so the gradients accumulated over the micro-batches equal the gradient of the true
+token-mean loss of the step, and the returned metrics (same normaliser) simply add up across micro-batches.
+
+The ratio is 1 only while the policy has not moved since ``old_logprobs`` were taken; with several optimizer steps
+per batch the caller passes log-probs recorded before the first one, and clipping starts to act.
 """
 
 from __future__ import annotations

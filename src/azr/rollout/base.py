@@ -14,7 +14,11 @@ Conventions every backend follows (so the trainer and the parsers never care whi
 - ``finish_reason`` is ``"stop"`` (a stop string), ``"eos"`` (an end-of-sequence token) or ``"length"``
   (``max_new_tokens`` reached).
 - ``logprobs`` hold one float per generated token; each backend documents which distribution they come from. The
-  trainer recomputes log-probs in torch, so these are for logging and sanity checks.
+  reference is the sampling distribution ``softmax(logits / T)`` before top-p truncation (the untempered one for
+  greedy, ``T == 0``): that is what the trainer scores a sample under (``TrainBatch.temperatures``), and the ``hf``
+  backend reports exactly it (tested against ``Trainer.logprobs``). vLLM reports what its engine is set to return
+  (by default the raw, untempered log-probs); the scripted fake reports zeros. The trainer never reads them: it
+  recomputes log-probs in torch, so these are for logging and sanity checks.
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@ parts are fenced blocks labelled ``python``, ``input``, ``output`` and ``message
 
 Nothing here runs code: programs are only parsed with :mod:`ast`, and inputs and outputs must be literals
 (checked with the executor's non-evaluating ``parse_arguments`` / ``parse_literal``). No function in this module raises;
-failures come back as :class:`ParseFailure` with a :class:`ParseReason`.
+failures come back as :class:`ParseFailure` with a :class:`ParseReason`. An exception inside a parser is a bug of
+this module, not a format failure of the model: it comes back as ``ParseReason.PARSER_ERROR`` (the exception type in
+``detail``), and the self-play step leaves such replies out of the rewards and the update and counts them in
+``<role>/parser_error_rate/<type>``.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ _PARSE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowE
 
 
 class ParseReason(StrEnum):
-    """Why a reply could not be read. Every such reply gets the format penalty."""
+    """Why a reply could not be read. Every such reply gets the format penalty, except ``PARSER_ERROR``."""
 
     NO_ANSWER_TAG = "no_answer_tag"
     EMPTY_ANSWER = "empty_answer"
@@ -66,7 +69,8 @@ class ParseReason(StrEnum):
     BAD_OUTPUT = "bad_output"  # not a Python literal
     NO_MESSAGE = "no_message"
     TOO_FEW_INPUTS = "too_few_inputs"
-    UNREADABLE = "unreadable"  # not a string, or an unexpected parser error (a bug net; never expected)
+    UNREADABLE = "unreadable"  # not a string
+    PARSER_ERROR = "parser_error"  # the parser raised: a bug in azr, not the model's fault (never expected)
 
 
 @dataclass(frozen=True)
@@ -251,14 +255,20 @@ def _split_inputs(blocks: list[str]) -> list[str]:
     return [b for b in blocks if b.strip()]
 
 
+def _parser_error(e: Exception) -> ParseFailure:
+    return ParseFailure(ParseReason.PARSER_ERROR, f"internal: {type(e).__name__}: {e}"[:200])
+
+
 def parse_proposal(kind: TaskType, text: str, *, min_inputs: int = 1) -> ParsedProposal | ParseFailure:
     """Read a proposer's reply for task type ``kind``. Never raises."""
+    if not isinstance(text, str):
+        return ParseFailure(ParseReason.UNREADABLE, f"not a string: {type(text).__name__}")
     try:
         with warnings.catch_warnings():  # compiling model text may warn (e.g. "invalid decimal literal")
             warnings.simplefilter("ignore", SyntaxWarning)
             return _parse_proposal(TaskType(kind), text, min_inputs)
     except Exception as e:  # a parser must be total; this is a bug net, not a code path
-        return ParseFailure(ParseReason.UNREADABLE, f"internal: {type(e).__name__}")
+        return _parser_error(e)
 
 
 def _parse_proposal(kind: TaskType, text: str, min_inputs: int) -> ParsedProposal | ParseFailure:
@@ -298,12 +308,14 @@ def _parse_proposal(kind: TaskType, text: str, min_inputs: int) -> ParsedProposa
 
 def parse_solution(kind: TaskType, text: str) -> ParsedSolution | ParseFailure:
     """Read a solver's reply for task type ``kind``. Never raises."""
+    if not isinstance(text, str):
+        return ParseFailure(ParseReason.UNREADABLE, f"not a string: {type(text).__name__}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntaxWarning)
             return _parse_solution(TaskType(kind), text)
     except Exception as e:  # a parser must be total; this is a bug net, not a code path
-        return ParseFailure(ParseReason.UNREADABLE, f"internal: {type(e).__name__}")
+        return _parser_error(e)
 
 
 def _parse_solution(kind: TaskType, text: str) -> ParsedSolution | ParseFailure:
