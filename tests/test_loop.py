@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from azr.checkpoint import latest, list_checkpoints
 from azr.cli import main
-from azr.config import from_dict
+from azr.config import ConfigError, from_dict
 from azr.loop import _update, train, with_steps
 from azr.metrics import read_metrics
 from azr.rollout import ScriptedBackend
@@ -182,6 +182,7 @@ def test_resolved_config_is_saved_and_eval_is_logged(tmp_path, model_dir, shared
     logging = {
         "eval_every": 1,
         "eval_limit": 2,
+        "eval_benches": "cruxeval-o,cruxeval-i,probe",
         "eval_data_dir": str(shared_data / "benchmarks"),
         "progress": False,
     }
@@ -189,7 +190,14 @@ def test_resolved_config_is_saved_and_eval_is_logged(tmp_path, model_dir, shared
     assert run(cfg, run_dir)[0] == 0
     row = read_metrics(run_dir)[-1]
     assert row["eval/cruxeval-o"] == 0.0 and "eval/cruxeval-i" in row  # scripted replies answer other tasks
+    assert "eval/probe" in row and "eval/probe/induction" in row
     text = (run_dir / "config.toml").read_text()
     assert str(model_dir) in text
     state = json.loads((latest(run_dir) / "state.json").read_text())
     assert state["step"] == 1
+
+
+def test_unknown_in_training_benchmark_is_refused_at_start(tmp_path, model_dir):
+    cfg = from_dict({"logging": {"eval_every": 1, "eval_benches": "cruxeval-o,nope"}}, cfg_for(model_dir, 1))
+    with pytest.raises(ConfigError, match=r"logging\.eval_benches"):
+        run(cfg, tmp_path / "bad")

@@ -152,8 +152,12 @@ class LoggingConfig:
     wandb_project: str = _f("azr", "W&B project name.")
     progress: bool = _f(True, "Show progress bars.")
     sample_every: int = _f(5, "Print a table of sample completions every this many steps (0 = never).")
-    eval_every: int = _f(0, "Run a small CRUXEval check every this many steps (0 = never).")
-    eval_limit: int = _f(20, "CRUXEval items per in-training evaluation.")
+    eval_every: int = _f(0, "Run a small held-out check every this many steps (0 = never).")
+    eval_limit: int = _f(20, "Items per benchmark (probe: per task type) in an in-training evaluation.")
+    eval_benches: str = _f(
+        "probe,cruxeval-o,cruxeval-i", "Comma-separated benchmarks of the in-training evaluation."
+    )
+    eval_shots: int = _f(2, "Fixed worked demonstrations before each in-training evaluation item.")
     eval_data_dir: str = _f("", "Local benchmark directory for in-training evaluation; empty = hub.")
 
 
@@ -281,6 +285,8 @@ def validate(cfg: Config) -> None:
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) <= 0:
             raise ConfigError(f"{key} must be > 0")
+    if cfg.logging.eval_shots < 0:
+        raise ConfigError("logging.eval_shots must be >= 0")
     sp = cfg.selfplay
     if not 0 < sp.induction_visible < sp.induction_inputs:
         raise ConfigError("selfplay.induction_visible must be between 1 and selfplay.induction_inputs - 1")

@@ -82,6 +82,7 @@ def build(cfg: Config, run_dir: Path, console: Console, backend_factory: Backend
     from azr.rollout import make_backend
     from azr.trainer import Trainer
 
+    _check_eval_benches(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
     set_seeds(cfg.training.seed)
@@ -100,6 +101,18 @@ def build(cfg: Config, run_dir: Path, console: Console, backend_factory: Backend
     store = TaskStore(run_dir / STORE_FILE, cap=cfg.selfplay.buffer_cap)
     sp = SelfPlay(cfg, backend, executor, store, tokenizer, seed=cfg.training.seed)
     return Run(cfg, run_dir, sp, trainer, backend, executor, store)
+
+
+def _check_eval_benches(cfg: Config) -> None:
+    """An unknown in-training benchmark is a config error at start, not a warning at every evaluation."""
+    if not cfg.logging.eval_every:
+        return
+    from azr.evaluation.benchmarks import resolve
+
+    try:
+        resolve([b for b in cfg.logging.eval_benches.split(",") if b.strip()])
+    except ValueError as e:
+        raise ConfigError(f"logging.eval_benches: {e}") from None
 
 
 def restore(run: Run, console: Console) -> None:
@@ -210,7 +223,8 @@ def _update(run: Run, result: StepResult, progress: Any) -> dict[str, float]:
 
 
 def _maybe_evaluate(run: Run, console: Console) -> dict[str, float]:
-    """Every ``logging.eval_every`` steps, a small CRUXEval-O/I check with the run's own backend and sandbox."""
+    """Every ``logging.eval_every`` steps, a small held-out check (``logging.eval_benches``, first
+    ``eval_limit`` items, ``eval_shots`` fixed demonstrations) with the run's own backend and sandbox."""
     lc = run.cfg.logging
     if not lc.eval_every or run.step % lc.eval_every:
         return {}
@@ -221,8 +235,9 @@ def _maybe_evaluate(run: Run, console: Console) -> dict[str, float]:
             run.backend,
             run.selfplay.tokenizer,
             run.executor,
-            ["cruxeval-o", "cruxeval-i"],
+            [b.strip() for b in lc.eval_benches.split(",") if b.strip()],
             limit=lc.eval_limit,
+            shots=lc.eval_shots,
             data_dir=lc.eval_data_dir or None,
             max_new_tokens=run.cfg.rollout.max_new_tokens_solve,
         )

@@ -80,6 +80,8 @@ METRICS: dict[str, str] = {
     "perf/seconds/step": "Wall-clock seconds of the whole step.",
     "eval/cruxeval-o": "CRUXEval-O accuracy (predict the output) of the in-training evaluation.",
     "eval/cruxeval-i": "CRUXEval-I accuracy (predict an input) of the in-training evaluation.",
+    "eval/probe": "Held-out probe accuracy (self-play tasks of all three types, training prompts and scorers).",
+    "eval/probe/<type>": "Held-out probe accuracy on the tasks of one type.",
 }
 
 _PLACEHOLDERS = {"<type>": [t.value for t in TASK_TYPES], "<role>": [r.value for r in ROLES]}
