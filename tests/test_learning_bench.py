@@ -1,0 +1,63 @@
+"""bench/learning.py: the paired comparison, the in-loop summary, the curve and resumable training time."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "learning.py"
+
+
+@pytest.fixture(scope="module")
+def learning():
+    spec = importlib.util.spec_from_file_location("bench_learning", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(bench: str, verdicts: list[bool], score: float | None = None) -> dict:
+    records = [{"bench": bench, "id": f"i{k}", "correct": [v]} for k, v in enumerate(verdicts)]
+    score = sum(verdicts) / len(verdicts) if score is None else score
+    return {"results": {bench: {"score": score}}, "records": records}
+
+
+def test_compare_pairs_items_by_id_and_runs_mcnemar(learning):
+    base = _report("probe", [False] * 7 + [True] * 3)
+    # 6 gained (i0..i5), 1 lost (i7): exact two-sided p = 2 * (1 + 7) / 128
+    final = _report("probe", [True] * 6 + [False, False, True, True])
+    row = learning.compare(base, final)["probe"]
+    assert (row["n"], row["before"], row["after"], row["gained"], row["lost"]) == (10, 3, 8, 6, 1)
+    assert row["p_value"] == pytest.approx(0.125)
+
+
+def test_compare_skips_benchmarks_missing_in_one_run(learning):
+    base = _report("cruxeval-o", [True, False])
+    final = _report("probe", [True, True])
+    assert learning.compare(base, final) == {}
+
+
+def test_in_loop_means_first_and_last_steps(learning, tmp_path):
+    rows = [{"step": s, "solve/accuracy/deduction": s / 10} for s in range(1, 11)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = learning.in_loop(tmp_path)["solve/accuracy/deduction"]
+    assert got["first"] == pytest.approx(0.3)  # steps 1-5
+    assert got["last"] == pytest.approx(0.8)  # steps 6-10
+
+
+def test_curve_starts_at_the_base_model(learning, tmp_path):
+    evals = tmp_path / "evals"
+    evals.mkdir()
+    (evals / "base.json").write_text(json.dumps(_report("probe", [True, False])))
+    (evals / "step-000010.json").write_text(json.dumps(_report("probe", [True, True])))
+    assert learning.curve(tmp_path, [10, 20]) == {"probe": [(0, 0.5), (10, 1.0)]}
+
+
+def test_checkpoints_lists_model_directories_in_step_order(learning, tmp_path):
+    for step in (20, 10):
+        (tmp_path / "checkpoints" / f"step-{step:06d}" / "model").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step-000030").mkdir()  # torn save: no model yet
+    assert [s for s, _ in learning.checkpoints(tmp_path)] == [10, 20]
