@@ -29,13 +29,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from azr.config import load
+from azr.config import DEFAULT_RECIPE, load
 from azr.fsutil import atomic_write_text
 from azr.loop import build
 from azr.seeding import seed_buffers
+from azr.tasks.seeds import resolve_seed_file
 from azr.types import TASK_TYPES, Task, TaskType
 
-CONFIG = "configs/cpu-smollm2.toml"
+CONFIG = str(DEFAULT_RECIPE)
 BUILTINS = set(dir(builtins))
 
 
@@ -66,7 +67,7 @@ def normalise(program: str) -> str:
 def training_seed_programs(seed_file: str) -> set[str]:
     """Normalised programs of every task a default training run starts from."""
     programs = {normalise("def f(a):\n    return a")}  # the identity seed
-    for line in Path(seed_file).read_text().splitlines():
+    for line in resolve_seed_file(seed_file).read_text().splitlines():
         if line.strip():
             programs.add(normalise(json.loads(line)["snippet"]))
     return programs

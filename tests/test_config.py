@@ -101,3 +101,21 @@ def test_describe_lists_every_section():
 def test_cli_without_command_prints_help(capsys):
     assert main([]) == 0
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_azr_train_without_config_runs_the_cpu_recipe(tmp_path, monkeypatch):
+    """`azr train` with no --config takes the shipped CPU recipe, which configs/cpu-smollm2.toml is."""
+    import azr.loop
+
+    seen = {}
+
+    def fake_train(cfg, run_dir, resume=False):
+        seen["cfg"] = cfg
+        return 0
+
+    monkeypatch.setattr(azr.loop, "train", fake_train)
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--steps", "1"]) == 0
+    repo_copy = C.load(Path(__file__).resolve().parents[1] / "configs" / "cpu-smollm2.toml")
+    assert seen["cfg"] == azr.loop.with_steps(repo_copy, 1)
+    assert seen["cfg"].training.lr == repo_copy.training.lr != C.Config().training.lr
+    assert seen["cfg"].selfplay.n_shots == 2 and seen["cfg"].rollout.temperature == 0.7

@@ -144,3 +144,15 @@ def test_reference_format_export_round_trips_through_import(executor, shared_dat
         rep = import_seeds(executor, second, tmp_path / "d_seed_io.jsonl", Config())
         assert not rep.rejected and rep.output_differs == 0
         assert [(t.program, t.inputs, t.outputs) for t in second.iter_tasks(D)] == want
+
+
+def test_a_bare_seed_file_name_is_found_in_the_shipped_recipes(tmp_path, monkeypatch):
+    from azr.config import RECIPES_DIR
+    from azr.tasks.seeds import resolve_seed_file
+
+    monkeypatch.chdir(tmp_path)  # no cpu-warmstart.jsonl here
+    assert resolve_seed_file("cpu-warmstart.jsonl") == RECIPES_DIR / "cpu-warmstart.jsonl"
+    (tmp_path / "cpu-warmstart.jsonl").write_text("")  # the working directory wins
+    assert resolve_seed_file("cpu-warmstart.jsonl").resolve() == tmp_path / "cpu-warmstart.jsonl"
+    with pytest.raises(AzrError, match="not found"):
+        resolve_seed_file("nope.jsonl")

@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+DEFAULT_RECIPE = RECIPES_DIR / "cpu-smollm2.toml"
+"""What ``azr train`` and ``azr seed`` run without ``--config``: the CPU SmolLM2 recipe. The dataclass defaults
+below are the paper's settings (``configs/paper-7b.toml`` spells them out for a 7B model)."""
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid. The message names the offending key."""
@@ -71,7 +76,9 @@ class SelfPlayConfig:
     )
     n_seed: int = _f(16, "Seed tasks to gather before RL starts (paper: 256).")
     seed_file: str = _f(
-        "", "Optional JSONL of seed triplets in the reference's format; empty = identity triplet."
+        "",
+        "Optional JSONL of seed triplets in the reference's format; empty = identity triplet. A relative path "
+        "missing from the working directory is looked up in azr/recipes/ (the shipped warm-start file).",
     )
     induction_inputs: int = _f(10, "Inputs an induction proposal must give (paper: 10).")
     induction_min_valid: int = _f(10, "Distinct valid inputs an induction proposal needs to be accepted.")

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
-from azr.errors import AzrError
 from azr.selfplay import Progress, SelfPlay
-from azr.tasks.seeds import identity_seed, import_seeds
+from azr.tasks.seeds import identity_seed, import_seeds, resolve_seed_file
 from azr.types import TaskType
 
 
@@ -41,11 +39,8 @@ def seed_buffers(sp: SelfPlay, progress: Progress | None = None) -> SeedReport:
     if store.count() == 0:
         store.add_tasks(identity_seed(sp.executor), 0)
         if cfg.seed_file:
-            if not Path(cfg.seed_file).is_file():
-                raise AzrError(
-                    f"seed file not found: {cfg.seed_file} (paths are relative to the working directory)"
-                )
-            report.imported = import_seeds(sp.executor, store, cfg.seed_file, sp.cfg).accepted
+            path = resolve_seed_file(cfg.seed_file)
+            report.imported = import_seeds(sp.executor, store, path, sp.cfg).accepted
     while store.count(TaskType.DEDUCTION) < cfg.n_seed and report.rounds < cfg.max_seed_rounds:
         report.rounds += 1
         if progress:

@@ -11,7 +11,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "run_dir", help="Run directory to create or fill (its tasks.sqlite holds the buffers)."
     )
-    parser.add_argument("--config", help="TOML run file (default: built-in defaults).")
+    parser.add_argument("--config", help="TOML run file (default: the CPU SmolLM2 recipe, as azr train).")
     parser.add_argument("--model", help="Shortcut for --model.name=NAME.")
     parser.add_argument(
         "--seed-file", help="Import seed triplets from a JSONL file in the reference's format."
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from azr.commands.train import split_overrides
-    from azr.config import load
+    from azr.config import DEFAULT_RECIPE, load
     from azr.loop import CONFIG_FILE, build, progress_bars
     from azr.seeding import seed_buffers
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed_file:
         overrides.append(f'selfplay.seed_file="{args.seed_file}"')
     saved = run_dir / CONFIG_FILE
-    cfg = load(saved if saved.is_file() else args.config, overrides)
+    cfg = load(saved if saved.is_file() else (args.config or DEFAULT_RECIPE), overrides)
     console = Console()
     run = build(cfg, run_dir, console)
     try:

@@ -8,7 +8,11 @@ HELP = "Run self-play: seed the buffers, then propose, solve and update."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML run file (default: built-in defaults, the CPU SmolLM2 run).")
+    parser.add_argument(
+        "--config",
+        help="TOML run file (default: the CPU SmolLM2 recipe, configs/cpu-smollm2.toml, shipped as "
+        "azr/recipes/cpu-smollm2.toml; configs/paper-7b.toml holds the paper's settings).",
+    )
     parser.add_argument("--model", help="Shortcut for --model.name=NAME.")
     parser.add_argument(
         "--run-dir", help="Where checkpoints, metrics and the task store go (default: runs/<time>)."
@@ -41,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from azr.loop import prepare_config, train, with_steps
 
     run_dir = Path(args.resume or args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    cfg = prepare_config(args.config, split_overrides(args), run_dir, resume=bool(args.resume))
+    from azr.config import DEFAULT_RECIPE
+
+    config = args.config or str(DEFAULT_RECIPE)
+    cfg = prepare_config(config, split_overrides(args), run_dir, resume=bool(args.resume))
     cfg = with_steps(cfg, args.steps)
     return train(cfg, run_dir, resume=bool(args.resume))

@@ -35,6 +35,7 @@ __all__ = [
     "identity_seed",
     "import_seeds",
     "load_seed_file",
+    "resolve_seed_file",
 ]
 
 IDENTITY_PROGRAM = "def f(a):\n    return a"
@@ -130,6 +131,22 @@ def _row(line: int, data: Any) -> SeedRow:
     if not isinstance(data.get("input"), str):
         return SeedRow(line, program, problem="malformed")
     return SeedRow(line, program, (data["input"],), (str(data.get("output", "")),))
+
+
+def resolve_seed_file(path: str | Path) -> Path:
+    """Where a configured seed file is: as given (relative to the working directory), else, for a relative path,
+    the file of that name shipped in ``azr/recipes/``; raises AzrError naming both places when neither exists."""
+    from azr.config import RECIPES_DIR
+
+    p = Path(path)
+    if p.is_file():
+        return p
+    shipped = RECIPES_DIR / p.name
+    if not p.is_absolute() and shipped.is_file():
+        return shipped
+    raise AzrError(
+        f"seed file not found: {p} (paths are relative to the working directory, or name a file in {RECIPES_DIR})"
+    )
 
 
 def load_seed_file(path: str | Path) -> list[SeedRow]:
