@@ -287,3 +287,14 @@ def test_inverse_cdf_draws_follow_the_weights():
     freq = torch.bincount(picks, minlength=4).float() / len(picks)
     assert freq[1] == 0
     torch.testing.assert_close(freq, torch.tensor([0.5, 0.0, 0.3, 0.2]), atol=0.01, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sample_next_on_cuda_draws_the_cpu_stream():
+    """The uniform draws come from the CPU generator, so a seed gives the same tokens on CUDA as on the CPU."""
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(1))
+    cpu, _ = sample_next(logits, 0.7, 1.0, torch.Generator().manual_seed(3))
+    gpu, logp = sample_next(logits.cuda(), 0.7, 1.0, torch.Generator().manual_seed(3))
+    assert gpu.device.type == "cuda" and logp.device.type == "cuda"
+    assert torch.equal(gpu.cpu(), cpu)

@@ -16,7 +16,9 @@ def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     float64 so no tail token is lost to rounding; zero-weight entries are never drawn (``right=True``).
     """
     cdf = weights.double().cumsum(dim=-1)  # (A, V)
-    u = torch.rand((weights.shape[0], 1), generator=generator, dtype=torch.float64) * cdf[:, -1:]  # (A, 1)
+    # drawn on the CPU generator (the same stream for a seed on any device), then moved to the weights' device
+    u = torch.rand((weights.shape[0], 1), generator=generator, dtype=torch.float64).to(cdf.device)  # (A, 1)
+    u = u * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=weights.shape[-1] - 1)
 
 
