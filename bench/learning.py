@@ -26,13 +26,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from azr.evaluation.compare import greedy_verdicts, mcnemar
+from azr.evaluation.compare import compare_bench
 from azr.fsutil import atomic_write_text
 from azr.metrics import read_metrics
 
@@ -121,13 +122,8 @@ def compare(base: dict[str, Any], final: dict[str, Any]) -> dict[str, dict[str, 
     """Per benchmark present in both: the paired McNemar test of base (before) against final (after)."""
     rows = {}
     for bench in base["results"]:
-        if bench not in final["results"]:
-            continue
-        a, b = greedy_verdicts(base, bench), greedy_verdicts(final, bench)
-        ids = sorted(set(a) & set(b))
-        m = mcnemar([a[i] for i in ids], [b[i] for i in ids])
-        rows[bench] = {"n": m.n, "before": m.before, "after": m.after, "gained": m.gained, "lost": m.lost,
-                       "p_value": m.p_value}  # fmt: skip
+        if bench in final["results"] and (c := compare_bench(base, final, bench)) is not None:
+            rows[bench] = asdict(c.stats)
     return rows
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from rich.console import Console
 
 from azr.config import DEFAULT_RECIPE, load
+from azr.evaluation.probe import row_task
 from azr.fsutil import atomic_write_text
 from azr.loop import build
 from azr.seeding import seed_buffers
@@ -88,13 +89,7 @@ def record(task: Task, index: int, visible: int) -> dict[str, object]:
 
 def load_records(path: Path) -> list[Task]:
     """The tasks of an existing probe file (``--extend`` adds to them under a new seed)."""
-    tasks = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            kind = TaskType(r["type"])
-            tasks.append(Task(kind, r["program"], tuple(r["inputs"]), tuple(r["outputs"]), r["message"]))
-    return tasks
+    return [row_task(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def main() -> int:

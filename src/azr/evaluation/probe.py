@@ -65,11 +65,17 @@ def load_probe_rows(data_dir: str | Path | None, limit: int | None) -> list[dict
     return out
 
 
-def _item(row: dict[str, Any], i: int) -> Item:
+def row_task(row: dict[str, Any]) -> Task:
+    """The task of one probe record (``scripts/make_probe.py`` writes them, and reads them back to extend)."""
     kind = TaskType(row["type"])
-    task = Task(
+    return Task(
         kind, row["program"], tuple(row["inputs"]), tuple(row["outputs"]), row["message"], origin="imported"
     )
+
+
+def _item(row: dict[str, Any], i: int) -> Item:
+    kind = TaskType(row["type"])
+    task = row_task(row)
     if not task.inputs or len(task.inputs) != len(task.outputs):
         raise BenchmarkUnavailable(
             f"probe: record {row['id']} needs as many outputs as inputs (at least one)"
