@@ -33,6 +33,7 @@ def test_update_defaults_are_the_papers_single_step():
     for cfg in (C.Config(), C.load(ROOT / "configs" / "paper-7b.toml")):
         a = cfg.algorithm
         assert (a.ppo_mini_batches, a.ppo_epochs, a.kl_coef, cfg.selfplay.buffer_cap) == (1, 1, 0.0, 0)
+        assert a.solve_nll_coef == 0.0  # the likelihood term goes beyond the paper: off
     cfg = C.load(None, ["algorithm.ppo_mini_batches=3", "algorithm.ppo_epochs=2", "selfplay.buffer_cap=16"])
     assert (cfg.algorithm.ppo_mini_batches, cfg.algorithm.ppo_epochs, cfg.selfplay.buffer_cap) == (3, 2, 16)
 
@@ -73,6 +74,7 @@ def test_int_is_accepted_for_float():
         ("algorithm.ppo_mini_batches=0", "algorithm.ppo_mini_batches"),
         ("algorithm.ppo_epochs=0", "algorithm.ppo_epochs"),
         ("algorithm.kl_coef=-0.1", "algorithm.kl_coef"),
+        ("algorithm.solve_nll_coef=-1", "algorithm.solve_nll_coef"),
         ("selfplay.buffer_cap=3", "selfplay.buffer_cap"),  # below n_seed (16): seeding could never finish
         ("training.steps", "--section.field=value"),
     ],

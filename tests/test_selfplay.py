@@ -123,6 +123,33 @@ def check_reward_std(result):
         assert result.metrics[f"advantage_std/{name}"] == pytest.approx(float(advantages.std(unbiased=False)))
 
 
+def test_likelihood_term_adds_correct_mc_solves_of_learnable_tasks(tmp_path, executor, tiny):
+    """solve_nll_coef > 0: the correct Monte-Carlo solves of tasks with some but not all solves right join the
+    update with the fixed advantage, outside TRR++ (the six groups are unchanged); 0 adds nothing."""
+    _, tokenizer = tiny
+    runs = {}
+    for coef in (0.0, 0.5):
+        counter = [0]
+        backend = ScriptedBackend(lambda p, c=counter: scripted_reply(p, c), tokenizer=tokenizer)
+        cfg = make_cfg(algorithm={"solve_nll_coef": coef})
+        sp = SelfPlay(cfg, backend, executor, seeded_store(tmp_path / str(coef), executor), tokenizer, seed=0)
+        runs[coef] = sp.step(1)
+    plain, extra = runs[0.0], runs[0.5]
+    assert not any(s.auxiliary for s in plain.samples)
+    assert "solve/likelihood_count/deduction" not in plain.metrics
+    aux = [s for s in extra.samples if s.auxiliary]
+    assert aux, "alternating solves make learnable tasks with correct Monte-Carlo solves"
+    assert all(s.role is Role.SOLVE and s.success and s.advantage == 0.5 for s in aux)
+    assert sum(extra.metrics[f"solve/likelihood_count/{k.value}"] for k in TaskType) == len(aux)
+    core = [s for s in extra.samples if not s.auxiliary]
+    assert [(s.group, s.advantage) for s in core] == [(s.group, s.advantage) for s in plain.samples]
+    check_advantages(core)
+    # every auxiliary reply is a correct solve of a task that is neither always nor never solved
+    for s in aux:
+        owner = next(p for p in extra.samples if p.role is Role.PROPOSE and p.task is s.task)
+        assert 0.0 < owner.role_reward < 1.0
+
+
 def test_parser_errors_are_counted_apart_and_left_out(tmp_path, executor, tiny, monkeypatch):
     """A parser that raises on the deduction solves: those replies get no reward and no update, count under
     solve/parser_error_rate/deduction and not in the format rate; every sample keeps its sampling temperature."""

@@ -116,6 +116,13 @@ class AlgorithmConfig:
         "Paper: 1 (one update per batch); the reference (veRL) uses 3 (384 sequences, ppo_mini_batch_size=128).",
     )
     ppo_epochs: int = _f(1, "Passes over the batch's mini-batches (paper and reference: 1).")
+    solve_nll_coef: float = _f(
+        0.0,
+        "Beyond the paper (0 = off): the correct Monte-Carlo solves of learnable new tasks (some but not all of "
+        "their n solves correct, as checked by the executor) join the update as solver replies with this fixed "
+        "advantage: on the first optimizer step, exactly this coefficient times the gradient of their "
+        "log-likelihood. No human data; outside TRR++'s groups.",
+    )
     std_eps: float = _f(1e-6, "Added to the group std before dividing.")
 
 
@@ -303,6 +310,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("selfplay.buffer_cap must be 0 (unbounded) or >= selfplay.n_seed")
     if cfg.algorithm.kl_coef < 0:
         raise ConfigError("algorithm.kl_coef must be >= 0")
+    if cfg.algorithm.solve_nll_coef < 0:
+        raise ConfigError("algorithm.solve_nll_coef must be >= 0 (0 turns it off)")
     if cfg.executor.determinism_runs < 2:
         raise ConfigError("executor.determinism_runs must be >= 2 (determinism needs two separate runs)")
     if isinstance(cfg.training.bf16_autocast, str) and cfg.training.bf16_autocast != "auto":

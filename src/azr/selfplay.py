@@ -11,7 +11,9 @@ Read top to bottom, :meth:`SelfPlay.step` is the paper's step (Algorithm 1 of ar
    (type x role) groups.
 5. Store the new tasks (solvable from the next step on) and the rollout log.
 
-The Monte-Carlo solves are not trained on, nor are replies the parser crashed on (an azr bug, logged and counted
+The Monte-Carlo solves are not trained on (except, with ``algorithm.solve_nll_coef > 0``, the correct ones of
+learnable tasks: a likelihood term beyond the paper, see :meth:`SelfPlay.likelihood_samples`), nor are replies the
+parser crashed on (an azr bug, logged and counted
 in ``<role>/parser_error_rate/<type>``). Every sample keeps the temperature it was sampled at, which the update
 scores it under. The result is a typed :class:`StepResult`; the caller turns it into a policy update.
 """
@@ -54,6 +56,7 @@ class Sample:
     advantage: float = 0.0
     task: Task | None = None
     temperature: float = 1.0  # what the reply was sampled at; the update scores it at the same temperature
+    auxiliary: bool = False  # a correct Monte-Carlo solve trained by the likelihood term, outside TRR++
 
     @property
     def group(self) -> tuple[TaskType, Role]:
@@ -140,18 +143,23 @@ class SelfPlay:
         timings: dict[str, float] = {"generate": 0.0, "execute": 0.0, "store": 0.0}
         proposals = self.propose(step, timings, progress)
         new_tasks = self.validate(proposals, step, timings)
-        solves, mc = self.solve(step, proposals, timings, progress)
+        solves, mc, mc_samples = self.solve(step, proposals, timings, progress)
         self.score_proposals(proposals, mc)
         samples = proposals + solves
         # A reply the parser crashed on says nothing about the model: it is neither rewarded nor penalised,
         # stays out of the group statistics and the update, and is counted in <role>/parser_error_rate/<type>.
         trained = [s for s in samples if not s.parser_error]
         self.assign_advantages(trained)
+        extra = self.likelihood_samples(mc_samples)
+        trained += extra
         t0 = time.perf_counter()
         self.store.add_tasks(new_tasks, step)
         self.store.log_rollouts([rollout_row(step, s) for s in samples])
         timings["store"] = timings.get("store", 0.0) + time.perf_counter() - t0
         metrics = step_metrics(samples, self.store, timings)
+        if self.cfg.algorithm.solve_nll_coef > 0:
+            for kind in TASK_TYPES:
+                metrics[f"solve/likelihood_count/{kind.value}"] = sum(s.task_type is kind for s in extra)
         return StepResult(step, trained, new_tasks, metrics)
 
     def propose(
@@ -218,8 +226,11 @@ class SelfPlay:
 
     def solve(
         self, step: int, proposals: list[Sample], timings: dict[str, float], progress: Progress | None
-    ) -> tuple[list[Sample], dict[int, list[bool]]]:
-        """Real solves (trained) and Monte-Carlo solves of the new proposals (not trained), in one call."""
+    ) -> tuple[list[Sample], dict[int, list[bool]], dict[int, list[Sample]]]:
+        """Real solves (trained) and Monte-Carlo solves of the new proposals, in one call.
+
+        Returns the real solves, the correctness of each valid proposal's Monte-Carlo solves (by proposal index)
+        and those solves as samples (for :meth:`likelihood_samples`; not trained by default)."""
         n = self.cfg.selfplay.n_mc_rollouts
         real: list[tuple[TaskType, Task]] = []
         for kind in TASK_TYPES:
@@ -236,19 +247,44 @@ class SelfPlay:
         parsed = [parse_solution(kind, c.text) for (kind, _), c in zip(jobs, completions, strict=True)]
         correct = self._score(jobs, parsed, timings)
         samples = []
-        for j, (kind, task) in enumerate(real):
+        for j, (kind, task) in enumerate(jobs):
             s = Sample(kind, Role.SOLVE, prompts[j], completions[j], parsed[j], _ok(parsed[j]), task=task,
                        temperature=sampling.temperature)  # fmt: skip
             s.success = s.role_reward = correct[j]
             samples.append(s)
         mc: dict[int, list[bool]] = {}
+        mc_samples: dict[int, list[Sample]] = {}
         for k, owner in enumerate(mc_owners):
             start = len(real) + k * n
             mc[owner] = correct[start : start + n]
+            mc_samples[owner] = samples[start : start + n]
         self.store.record_solve_stats_many(
             [(task.id, 1, int(c)) for (_, task), c in zip(real, correct, strict=False) if task.id is not None]
         )
-        return samples, mc
+        return samples[: len(real)], mc, mc_samples
+
+    def likelihood_samples(self, mc_samples: dict[int, list[Sample]]) -> list[Sample]:
+        """The auxiliary likelihood term (``algorithm.solve_nll_coef``; beyond the paper, off by default).
+
+        Of each new task whose Monte-Carlo solves are neither all wrong nor all right (learnable, in the sense
+        of the proposer's reward), the correct solves, which the executor has verified, are returned as solver
+        samples with the fixed advantage ``solve_nll_coef``. On the first optimizer step of a batch the PPO
+        ratio is 1, so their part of the gradient is exactly ``coef * grad log p(reply)`` (token-mean with the
+        rest of the batch); later mini-batches clip it like any positive advantage. They are not in TRR++'s
+        group statistics, the per-group metrics or the rollout log, and cost no generation: the solves exist
+        already for the learnability reward.
+        """
+        coef = self.cfg.algorithm.solve_nll_coef
+        if coef <= 0:
+            return []
+        out = []
+        for group in mc_samples.values():
+            if 0 < sum(s.success for s in group) < len(group):
+                for s in group:
+                    if s.success and not s.parser_error and s.completion.token_ids:
+                        s.auxiliary, s.advantage, s.reward = True, coef, 1.0
+                        out.append(s)
+        return out
 
     def score_proposals(self, proposals: list[Sample], mc: dict[int, list[bool]]) -> None:
         a = self.cfg.algorithm
