@@ -16,7 +16,7 @@ def test_defaults_are_valid_and_every_field_is_documented():
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
 
 
-@pytest.mark.parametrize("name", ["cpu-smollm2.toml", "paper-7b.toml"])
+@pytest.mark.parametrize("name", ["cpu-smollm2.toml", "paper-7b.toml", "gpu-1.5b.toml"])
 def test_shipped_configs_load(name):
     cfg = C.load(ROOT / "configs" / name)
     assert cfg.algorithm.advantage == "trr++"

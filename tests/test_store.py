@@ -169,9 +169,34 @@ def test_a_version_1_database_is_migrated(tmp_path):
     db.close()
     with TaskStore(tmp_path, cap=2) as store:
         assert store.count(D) == 1 and store.get(1).program == "def f(x):\n    return x"
-        assert store._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        assert store._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
         store.add_tasks([tri(1), tri(2)], 1)
         assert live(store) == [2, 3]
+
+
+def test_a_version_2_rollout_log_gets_outcome_and_flags(tmp_path):
+    """Rollouts logged before the safety monitor (no outcome, no flags) read back as unknown and unflagged."""
+    db = sqlite3.connect(str(tmp_path / DB_NAME))
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '2');"
+        "CREATE TABLE rollouts (id INTEGER PRIMARY KEY AUTOINCREMENT, step INTEGER NOT NULL, role TEXT NOT NULL,"
+        " type TEXT NOT NULL, prompt TEXT NOT NULL, reply TEXT NOT NULL, parse_status TEXT NOT NULL, reward REAL,"
+        " advantage REAL, timings TEXT NOT NULL DEFAULT '{}', task_id INTEGER);"
+        "INSERT INTO rollouts (step, role, type, prompt, reply, parse_status) VALUES (1, 'solve', 'deduction',"
+        " 'p', 'r', 'ok');"
+    )
+    db.close()
+    with TaskStore(tmp_path) as store:
+        old = store.rollouts()[0]
+        assert (old.outcome, old.flags) == (None, [])
+        flag = {"category": "escape_sandbox", "rule": "escape-sandbox", "excerpt": "escape the sandbox"}
+        store.log_rollouts(
+            [RolloutRow(2, "solve", "deduction", "p", "r", "ok", outcome="wrong", flags=[flag])]
+        )
+        new = store.rollouts(step=2)[0]
+        assert (new.outcome, new.flags) == ("wrong", [flag])
+        assert store._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
 
 
 def test_rollouts_rewind_and_max_step(store):

@@ -39,6 +39,12 @@ class ModelConfig:
     lora_rank: int = _f(16, "LoRA rank when lora = true.")
     lora_alpha: int = _f(32, "LoRA alpha when lora = true.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
+    dtype: str = _f(
+        "fp32",
+        "Weights in memory: fp32 (trainable master weights; bf16 autocast still computes in bf16), bf16 (half "
+        "the memory; with full fine-tuning AdamW steps far below bf16's precision are lost), or auto (bf16 for "
+        "the frozen base of a LoRA run on a device with native bf16, else fp32).",
+    )
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,18 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class SafetyConfig:
+    detector: str = _f(
+        "lexicon",
+        "Safety monitor on every rollout's reasoning and answer (azr.safety): lexicon (the documented phrase "
+        "patterns), off, or module:callable returning an object with flag(text) -> list[Flag].",
+    )
+    zero_reward: bool = _f(
+        False, "Give a rollout the detector flagged reward 0 before the advantages (off: only logged)."
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -184,6 +202,7 @@ class Config:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
 
 
 SECTIONS: dict[str, type] = {
@@ -273,6 +292,7 @@ def _parse_value(raw: str) -> Any:
 
 _CHOICES = {
     "rollout.backend": ("hf", "vllm", "scripted"),
+    "model.dtype": ("auto", "bf16", "fp32"),
     "algorithm.advantage": ("trr++", "trr++-token"),
     "algorithm.reward": ("paper", "reference"),
     "executor.min_tier": ("none", "rlimits", "seccomp", "bwrap"),
@@ -318,6 +338,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"training.bf16_autocast: {cfg.training.bf16_autocast!r} is not auto, true or false"
         )
+    module, colon, attr = cfg.safety.detector.partition(":")
+    if cfg.safety.detector not in ("lexicon", "off") and not (colon and module and attr.isidentifier()):
+        raise ConfigError(f"safety.detector: {cfg.safety.detector!r} is not lexicon, off or module:callable")
     if not 0 < cfg.rollout.top_p <= 1 or cfg.rollout.temperature < 0:
         raise ConfigError("rollout.top_p must be in (0, 1] and rollout.temperature >= 0")
 

@@ -3,6 +3,11 @@
 The order matters: the sandbox pool starts before the model is loaded (forking a process that holds a model is
 slow), and a resumed run first rewinds the task store and the metrics log to its last checkpoint, so that no step
 appears twice and no task from a lost step lingers.
+
+Under a launcher (``torchrun`` or ``accelerate launch --multi_gpu``; see :mod:`azr.distributed`) every process
+runs this loop on its share of each step's prompts. Rank 0 alone seeds, rewinds, writes the store, the metrics
+and the checkpoints, and prints; the others copy its store once it is ready. Ctrl-C then always finishes the
+current step and saves (a step left half-way on one rank would leave the others waiting in a collective).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from rich.console import Console
 
 from azr import checkpoint
 from azr.config import Config, ConfigError, load, to_dict, to_toml
+from azr.distributed import Dist, SharedStore, copy_store, from_env, rank_store_dir, remove_rank_dir, shutdown
 from azr.errors import AzrError
 from azr.fsutil import atomic_write_text
 from azr.metrics import MetricsLogger, format_step_line, rewind_metrics, sample_table
@@ -44,6 +50,7 @@ class Run:
     executor: Any
     store: TaskStore
     step: int = 0
+    dist: Dist = dataclasses.field(default_factory=Dist)
 
 
 def prepare_config(config_path: str | None, overrides: list[str], run_dir: Path, resume: bool) -> Config:
@@ -72,35 +79,90 @@ def set_seeds(seed: int) -> None:
 BackendFactory = Callable[[Any, Any], Any]  # (model, tokenizer) -> Backend
 
 
-def build(cfg: Config, run_dir: Path, console: Console, backend_factory: BackendFactory | None = None) -> Run:
+def build(
+    cfg: Config,
+    run_dir: Path,
+    console: Console,
+    backend_factory: BackendFactory | None = None,
+    dist: Dist | None = None,
+) -> Run:
     """Start the sandbox, load the model, and assemble the run (no step is taken).
 
-    ``backend_factory`` replaces the configured rollout backend (tests pass a scripted one).
+    ``backend_factory`` replaces the configured rollout backend (tests pass a scripted one). ``dist``: this
+    process's rank (default: the only process).
     """
     from azr.executor import Executor
     from azr.models import load_model
     from azr.rollout import make_backend
     from azr.trainer import Trainer
 
+    dist = dist or Dist()
     _check_eval_benches(cfg)
+    share = rank_config(cfg, dist)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
+    if dist.is_main:
+        atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
     set_seeds(cfg.training.seed)
     executor = Executor(cfg.executor)  # before the model: its workers must not be forks of a big process
     console.print(f"sandbox: tier [bold]{executor.tier}[/bold], {cfg.executor.workers} workers")
     t0 = time.perf_counter()
-    model, tokenizer = load_model(cfg.model.name, device=_device(cfg))
+    model, tokenizer = load_model(cfg.model.name, dtype=weight_dtype(cfg), device=_device(cfg))
     console.print(f"model: {cfg.model.name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M params, "
                   f"{time.perf_counter() - t0:.1f} s)")  # fmt: skip
-    trainer = Trainer(model, tokenizer, cfg.training, cfg.algorithm, cfg.model)
+    trainer = Trainer(model, tokenizer, cfg.training, cfg.algorithm, cfg.model, dist=dist)
+    _check_memory(cfg, trainer, console)
     if backend_factory is not None:
         backend = backend_factory(trainer.model, tokenizer)
     else:
         kw = {"num_threads": cfg.rollout.num_threads or None} if cfg.rollout.backend == "hf" else {}
         backend = make_backend(cfg.rollout.backend, trainer.model, tokenizer, cfg.rollout, **kw)
-    store = TaskStore(run_dir / STORE_FILE, cap=cfg.selfplay.buffer_cap)
-    sp = SelfPlay(cfg, backend, executor, store, tokenizer, seed=cfg.training.seed)
-    return Run(cfg, run_dir, sp, trainer, backend, executor, store)
+    store_dir = run_dir if dist.is_main else rank_store_dir(run_dir, dist)  # rank > 0: replaced by a copy
+    store = TaskStore(store_dir / STORE_FILE, cap=cfg.selfplay.buffer_cap)
+    sp = SelfPlay(share, backend, executor, store, tokenizer, seed=dist.seed(cfg.training.seed), dist=dist)
+    return Run(cfg, run_dir, sp, trainer, backend, executor, store, dist=dist)
+
+
+def rank_config(cfg: Config, dist: Dist) -> Config:
+    """The config this rank's self-play runs: its share of ``selfplay.batch_size`` (the whole of it alone)."""
+    if not dist.enabled:
+        return cfg
+    if cfg.selfplay.batch_size < dist.world_size:
+        raise ConfigError(
+            f"selfplay.batch_size ({cfg.selfplay.batch_size}) must be >= the number of processes "
+            f"({dist.world_size}): every process takes a share of each group's prompts"
+        )
+    share = dataclasses.replace(cfg.selfplay, batch_size=dist.share(cfg.selfplay.batch_size))
+    return dataclasses.replace(cfg, selfplay=share)
+
+
+def weight_dtype(cfg: Config) -> Any:
+    """The dtype the weights are loaded in (``model.dtype``; see its help)."""
+    import torch
+
+    from azr.precision import native_bf16
+
+    choice = cfg.model.dtype
+    if choice == "auto":
+        choice = "bf16" if cfg.model.lora and native_bf16(torch.device(_device(cfg))) else "fp32"
+    return torch.bfloat16 if choice == "bf16" else torch.float32
+
+
+def _check_memory(cfg: Config, trainer: Any, console: Console) -> None:
+    """Print the start-up memory estimate; on CUDA refuse a run that cannot fit (:mod:`azr.memory`)."""
+    from azr import memory
+
+    device = _device(cfg)
+    vllm = 0
+    if device == "cuda" and cfg.rollout.backend == "vllm":
+        import torch
+
+        vllm = int(cfg.rollout.vllm_gpu_memory_utilization * torch.cuda.mem_get_info()[1])
+    trainable = sum(p.numel() for p in trainer.params)
+    est = memory.estimate(trainer.model, cfg, trainable, vllm)
+    console.print(est.line())
+    warning = memory.check(est, device, resident=est.weights + est.reference)
+    if warning:
+        console.print(f"[yellow]{warning}[/yellow]")
 
 
 def _check_eval_benches(cfg: Config) -> None:
@@ -116,27 +178,57 @@ def _check_eval_benches(cfg: Config) -> None:
 
 
 def restore(run: Run, console: Console) -> None:
-    """Load the newest checkpoint and rewind the store and metrics log to it."""
+    """Load the newest checkpoint and rewind the store and metrics log to it (rank 0; the others copy later)."""
     path = checkpoint.latest(run.run_dir)
     step = 0
     if path is not None:
         step, extra = checkpoint.load(path, run.trainer)
-        if "selfplay_rng" in extra:
-            run.selfplay.rng.setstate(_to_tuple(extra["selfplay_rng"]))
+        state = _rank_rng(extra, run.dist)
+        if state is not None:
+            run.selfplay.rng.setstate(_to_tuple(state))
         run.backend.update_weights(run.trainer.model)
-    run.store.rewind(step)
-    rewind_metrics(run.run_dir, step)
+    if run.dist.is_main:
+        run.store.rewind(step)
+        rewind_metrics(run.run_dir, step)
     run.step = step
     console.print(
         f"resumed at step {step}" + (f" from {path.name}" if path else " (no checkpoint: from the seeds)")
     )
 
 
+def _rank_rng(extra: dict[str, Any], dist: Dist) -> Any:
+    """This rank's saved task-draw RNG state; None when the run was saved with fewer processes (a fresh one)."""
+    if not dist.enabled:
+        return extra.get("selfplay_rng")
+    states = extra.get("selfplay_rng_ranks") or []
+    return states[dist.rank] if dist.rank < len(states) else None
+
+
 def save(run: Run) -> Path:
-    extra = {"selfplay_rng": run.selfplay.rng.getstate(), "store_max_step": run.step}
+    """Checkpoint the run; with several processes every rank calls it (its RNG state is gathered), rank 0 writes."""
+    states = run.dist.gather(run.selfplay.rng.getstate())
+    if not run.dist.is_main:
+        return checkpoint.step_dir(run.run_dir, run.step)
+    extra: dict[str, Any] = {"selfplay_rng": run.selfplay.rng.getstate(), "store_max_step": run.step}
+    if run.dist.enabled:
+        extra["selfplay_rng_ranks"] = states
     return checkpoint.save(
         run.run_dir, run.step, run.trainer, extra, to_dict(run.cfg), keep_last=run.cfg.training.keep_last
     )
+
+
+def _share_store(run: Run) -> None:
+    """Once rank 0's store is rewound and seeded, the other ranks copy it; then every rank writes through
+    :class:`SharedStore` (a no-op for a single process)."""
+    if not run.dist.enabled:
+        return
+    run.dist.barrier()
+    if not run.dist.is_main:
+        path = run.store.path
+        run.store.close()
+        copy_store(run.run_dir / STORE_FILE, path)
+        run.store = TaskStore(path, cap=run.cfg.selfplay.buffer_cap)
+    run.selfplay.store = SharedStore(run.store, run.dist)  # type: ignore[assignment]
 
 
 def train(
@@ -146,31 +238,46 @@ def train(
     console: Console | None = None,
     backend_factory: BackendFactory | None = None,
 ) -> int:
-    """Run (or continue) self-play until ``cfg.training.steps``; returns the exit status."""
-    console = console or Console()
-    run = build(cfg, run_dir, console, backend_factory)
+    """Run (or continue) self-play until ``cfg.training.steps``; returns the exit status.
+
+    Under a launcher this is one rank of the run (:mod:`azr.distributed`); only rank 0 prints.
+    """
+    dist = from_env(_device(cfg))
+    console = (console or Console()) if dist.is_main else Console(quiet=True)
+    try:
+        run = build(cfg, run_dir, console, backend_factory, dist)
+    except BaseException:
+        shutdown(dist)
+        raise
     try:
         if resume:
             restore(run, console)
         with progress_bars(cfg, console) as progress:
-            report = _seed(run, progress)
-            console.print(report.summary)
-            with MetricsLogger(run_dir, cfg.logging, run_dir.name, to_dict(cfg)) as log:
-                return _steps(run, log, progress, console)
+            if dist.is_main:
+                console.print(_seed(run, progress).summary)
+            _share_store(run)
+            logger = MetricsLogger(run_dir, cfg.logging, run_dir.name, to_dict(cfg)) if dist.is_main else None
+            with logger or nullcontext():
+                return _steps(run, logger, progress, console)
     finally:
         run.executor.close()
         run.store.close()
+        if not dist.is_main:
+            remove_rank_dir(run_dir, dist)
+        shutdown(dist)
 
 
 def _seed(run: Run, progress: Any) -> Any:
+    """The seeding stage; with several processes rank 0 runs it alone on its own store, before the others copy."""
     from azr.seeding import seed_buffers
 
     return seed_buffers(run.selfplay, progress=progress.callback)
 
 
-def _steps(run: Run, log: MetricsLogger, progress: Any, console: Console) -> int:
+def _steps(run: Run, log: MetricsLogger | None, progress: Any, console: Console) -> int:
+    """The steps; ``log`` is None on ranks other than 0 (they neither log, evaluate nor print)."""
     total = run.cfg.training.steps
-    guard = _InterruptGuard()
+    guard = _InterruptGuard(defer=run.dist.enabled)
     with guard.installed():
         while run.step < total:
             try:
@@ -186,13 +293,16 @@ def _steps(run: Run, log: MetricsLogger, progress: Any, console: Console) -> int
                 )
                 return 130
             metrics = {**result.metrics, **train_metrics, "perf/seconds/step": time.perf_counter() - t0}
-            metrics.update(_maybe_evaluate(run, console))
-            log.log(run.step, metrics)
-            console.print(format_step_line(run.step, total, metrics), soft_wrap=True)
-            _maybe_show_samples(run, result, console)
-            if run.step % run.cfg.training.save_every == 0 or run.step == total or guard.stop_requested:
+            metrics["dist/world_size"] = run.dist.world_size
+            if log is not None:
+                metrics.update(_maybe_evaluate(run, console))
+                log.log(run.step, metrics)
+                console.print(format_step_line(run.step, total, metrics), soft_wrap=True)
+                _maybe_show_samples(run, result, console)
+            stop = run.dist.any(guard.stop_requested) if run.dist.enabled else guard.stop_requested
+            if run.step % run.cfg.training.save_every == 0 or run.step == total or stop:
                 save(run)
-            if guard.stop_requested:
+            if stop:
                 console.print(
                     f"stopped after step {run.step}; continue with `azr train --resume {run.run_dir}`"
                 )
@@ -262,14 +372,16 @@ def _maybe_show_samples(run: Run, result: StepResult, console: Console) -> None:
 
 
 class _InterruptGuard:
-    """Ctrl-C raises KeyboardInterrupt between updates; during an update it only asks to stop after it."""
+    """Ctrl-C raises KeyboardInterrupt between updates; during an update, or always with ``defer`` (several
+    processes), it only asks to stop after the step."""
 
-    def __init__(self) -> None:
+    def __init__(self, defer: bool = False) -> None:
         self.in_critical = False
         self.stop_requested = False
+        self.defer = defer
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.in_critical:
+        if self.in_critical or self.defer:
             self.stop_requested = True
             return
         raise KeyboardInterrupt

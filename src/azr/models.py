@@ -153,7 +153,8 @@ def load_model(name: str, dtype: torch.dtype | None = None, device: str = "cpu")
     except OSError as e:
         if spec.kind == "hub":
             raise AzrError(
-                f"could not load {name!r} from the hub ({e.__class__.__name__}); use a local directory"
+                f"could not load {name!r} from the hub ({e.__class__.__name__}; azr never assumes network "
+                f"access): download it once with `hf download {name} --local-dir DIR` and set model.name = DIR"
             ) from None
         raise AzrError(f"could not load {name!r}: {e}") from None
     if tokenizer.pad_token is None:

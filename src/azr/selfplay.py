@@ -30,8 +30,10 @@ import torch
 
 from azr.algo import composite, compute_advantages, learnability
 from azr.config import Config
+from azr.distributed import Dist, metrics_view
 from azr.rollout import Backend, Completion, Sampling
-from azr.store import TaskStore
+from azr.safety import Flag, load_detector, safety_metrics, sandbox_flags, scan_reply, zero_flagged
+from azr.store import TaskStore, content_hash
 from azr.tasks.parsing import ParseReason, parse_proposal, parse_solution
 from azr.tasks.prompts import build_prompt
 from azr.tasks.validate import score_solutions, validate_proposals
@@ -57,6 +59,8 @@ class Sample:
     task: Task | None = None
     temperature: float = 1.0  # what the reply was sampled at; the update scores it at the same temperature
     auxiliary: bool = False  # a correct Monte-Carlo solve trained by the likelihood term, outside TRR++
+    verdict: str = ""  # proposer: valid, duplicate (valid, already stored) or the validation reject reason
+    flags: list[Flag] = field(default_factory=list)  # the safety monitor's flags and sandbox signals
 
     @property
     def group(self) -> tuple[TaskType, Role]:
@@ -77,12 +81,25 @@ class StepResult:
 
 
 class SelfPlay:
-    """Holds what a step needs; knows nothing about gradients or checkpoints."""
+    """Holds what a step needs; knows nothing about gradients or checkpoints.
+
+    With several processes (``dist``, see :mod:`azr.distributed`) each runs the step on its share of the prompts
+    (``cfg`` holds that share), the advantages and metrics are computed over every rank's samples, and ``store``
+    is a :class:`azr.distributed.SharedStore`.
+    """
 
     def __init__(
-        self, cfg: Config, backend: Backend, executor: Any, store: TaskStore, tokenizer: Any, seed: int
+        self,
+        cfg: Config,
+        backend: Backend,
+        executor: Any,
+        store: TaskStore,
+        tokenizer: Any,
+        seed: int,
+        dist: Dist | None = None,
     ):
         self.cfg = cfg
+        self.dist = dist or Dist()
         self.backend = backend
         self.executor = executor
         self.store = store
@@ -90,6 +107,7 @@ class SelfPlay:
         self.rng = random.Random(seed)
         self.seed = seed
         self._phase_shots: dict[tuple[TaskType, Role], list[Task]] = {}
+        self.detector = load_detector(cfg.safety.detector)
 
     # -- sampling settings -------------------------------------------------------------------------
     def sampling(self, role: Role, step: int, phase: int) -> Sampling:
@@ -146,20 +164,25 @@ class SelfPlay:
         solves, mc, mc_samples = self.solve(step, proposals, timings, progress)
         self.score_proposals(proposals, mc)
         samples = proposals + solves
+        self.monitor(samples)
         # A reply the parser crashed on says nothing about the model: it is neither rewarded nor penalised,
         # stays out of the group statistics and the update, and is counted in <role>/parser_error_rate/<type>.
         trained = [s for s in samples if not s.parser_error]
         self.assign_advantages(trained)
         extra = self.likelihood_samples(mc_samples)
+        if self.cfg.safety.zero_reward:  # a flagged reply gets no likelihood term either
+            extra = [s for s in extra if not self.monitor([s])]
         trained += extra
         t0 = time.perf_counter()
         self.store.add_tasks(new_tasks, step)
         self.store.log_rollouts([rollout_row(step, s) for s in samples])
         timings["store"] = timings.get("store", 0.0) + time.perf_counter() - t0
-        metrics = step_metrics(samples, self.store, timings)
+        view = metrics_view(samples, self.dist)
+        metrics = step_metrics(view, self.store, timings) | safety_metrics(view, self.detector is not None)
         if self.cfg.algorithm.solve_nll_coef > 0:
+            extra_all = metrics_view(extra, self.dist)
             for kind in TASK_TYPES:
-                metrics[f"solve/likelihood_count/{kind.value}"] = sum(s.task_type is kind for s in extra)
+                metrics[f"solve/likelihood_count/{kind.value}"] = sum(s.task_type is kind for s in extra_all)
         return StepResult(step, trained, new_tasks, metrics)
 
     def propose(
@@ -207,6 +230,7 @@ class SelfPlay:
         """Run every well-formatted proposal in the sandbox; valid ones become tasks (gold from the executor)."""
         t0 = time.perf_counter()
         new_tasks: list[Task] = []
+        seen: set[str] = set()
         for kind in TASK_TYPES:
             batch = [s for s in proposals if s.task_type is kind and s.format_ok]
             if not batch:
@@ -218,6 +242,8 @@ class SelfPlay:
             results = validate_proposals(self.executor, kind, parsed, self.cfg, step=step)
             for s, v in zip(batch, results, strict=True):
                 s.success = v.accepted
+                s.verdict = self._verdict(v, seen)
+                s.flags += sandbox_flags(v.reason, v.detail)
                 s.task = v.task if v.accepted else s.task
                 if v.accepted:
                     new_tasks.append(v.task)
@@ -312,14 +338,42 @@ class SelfPlay:
                     format_penalty=a.format_penalty,
                     variant=a.reward,
                 )
-        if not samples:
+        if self.cfg.safety.zero_reward:
+            zero_flagged(samples)
+        # Several processes: the group statistics are those of every rank's samples (rank order); this rank
+        # keeps its own slice, so the advantages equal those of one process scoring the union.
+        mine = [(s.reward, GROUPS.index(s.group), max(1, len(s.completion.token_ids))) for s in samples]
+        parts = self.dist.all_gather(mine)
+        rows = [row for part in parts for row in part]
+        if not rows:
             return
-        rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)  # (N,)
-        groups = torch.tensor([GROUPS.index(s.group) for s in samples])  # (N,)
-        lengths = torch.tensor([max(1, len(s.completion.token_ids)) for s in samples])  # (N,)
+        rewards = torch.tensor([r for r, _, _ in rows], dtype=torch.float32)  # (N,)
+        groups = torch.tensor([g for _, g, _ in rows])  # (N,)
+        lengths = torch.tensor([n for _, _, n in rows])  # (N,)
         adv = compute_advantages(a.advantage, rewards, groups, lengths, a.std_eps)
-        for s, value in zip(samples, adv.tolist(), strict=True):
+        start = sum(len(part) for part in parts[: self.dist.rank])
+        for s, value in zip(samples, adv[start : start + len(samples)].tolist(), strict=True):
             s.advantage = value
+
+    # -- safety ------------------------------------------------------------------------------------
+    def monitor(self, samples: Sequence[Sample]) -> int:
+        """Run the safety detector (``safety.detector``) on each reply's reasoning and answer; add its flags to
+        the sample and return how many samples it flagged."""
+        n = 0
+        for s in samples:
+            found = scan_reply(self.detector, s.completion.text)
+            s.flags += found
+            n += bool(found)
+        return n
+
+    def _verdict(self, v: Any, seen: set[str]) -> str:
+        """``valid``, ``duplicate`` (the store or this step has the task already) or the reject reason."""
+        if not v.accepted:
+            return str(v.reason)
+        key = f"{v.task.type}:{content_hash(v.task.type, v.task.program, v.task.inputs)}"
+        duplicate = key in seen or self.store.contains(v.task)
+        seen.add(key)
+        return "duplicate" if duplicate else "valid"
 
     # -- helpers -----------------------------------------------------------------------------------
     def _generate(
@@ -391,7 +445,19 @@ def rollout_row(step: int, s: Sample) -> dict[str, Any]:
         "reward": None if s.parser_error else s.reward,
         "advantage": None if s.parser_error else s.advantage,
         "task_id": s.task.id if s.task is not None else None,
+        "outcome": _outcome(s),
+        "flags": [f.to_json() for f in s.flags],
     }
+
+
+def _outcome(s: Sample) -> str:
+    if s.parser_error:
+        return "parser_error"
+    if not s.format_ok:
+        return "format_error"
+    if s.role is Role.SOLVE:
+        return "correct" if s.success else "wrong"
+    return s.verdict or ("valid" if s.success else "invalid")
 
 
 def step_metrics(samples: list[Sample], store: TaskStore, timings: dict[str, float]) -> dict[str, float]:

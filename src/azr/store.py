@@ -7,8 +7,10 @@ Tables:
   duplicate when its type and the hash of its normalised program (``ast.unparse``) and normalised inputs match a
   stored row; duplicates are skipped, never stored twice.
 - ``evicted_at`` (in ``tasks``): NULL for a live task, else the step at which the buffer cap evicted it.
-- ``rollouts``: one row per generated reply: step, role, type, prompt, reply, parse status, reward, advantage and
-  timings (JSON).
+- ``rollouts``: one row per generated reply: step, role, type, prompt, reply, parse status, reward, advantage,
+  timings (JSON), ``outcome`` (proposals: ``valid``, ``duplicate`` (valid but already stored) or the validation
+  reject reason; solves: ``correct`` or ``wrong``; ``format_error``, ``parser_error``; NULL in older rows) and
+  ``flags`` (JSON list of the safety monitor's flags, :mod:`azr.safety`).
 
 Every write runs in one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a crash, even SIGKILL in the middle of
 a batch, leaves either the whole batch or none of it. Sampling takes a ``random.Random`` and is deterministic given
@@ -49,7 +51,7 @@ __all__ = [
 ]
 
 DB_NAME = "tasks.sqlite"
-SCHEMA_VERSION = 2  # 2: tasks.evicted_at
+SCHEMA_VERSION = 3  # 2: tasks.evicted_at; 3: rollouts.outcome, rollouts.flags
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -80,7 +82,9 @@ CREATE TABLE IF NOT EXISTS rollouts (
     reward REAL,
     advantage REAL,
     timings TEXT NOT NULL DEFAULT '{}',
-    task_id INTEGER
+    task_id INTEGER,
+    outcome TEXT,
+    flags TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS rollouts_step ON rollouts (step);
 """
@@ -117,6 +121,8 @@ class RolloutRow:
     advantage: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     task_id: int | None = None
+    outcome: str | None = None
+    flags: list[dict[str, str]] = field(default_factory=list)
 
 
 class TaskStore:
@@ -142,12 +148,21 @@ class TaskStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Bring a version-1 database (no ``evicted_at``) up to date: every existing task stays live."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
-        if "evicted_at" in columns:
+        """Bring an older database up to date: version 1 gets ``tasks.evicted_at`` (every existing task stays
+        live), version 2 ``rollouts.outcome`` (NULL: not recorded) and ``rollouts.flags`` (``[]``)."""
+        tasks = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        rollouts = {row[1] for row in self._db.execute("PRAGMA table_info(rollouts)")}
+        missing = [
+            ("tasks", "evicted_at", "INTEGER", tasks),
+            ("rollouts", "outcome", "TEXT", rollouts),
+            ("rollouts", "flags", "TEXT NOT NULL DEFAULT '[]'", rollouts),
+        ]
+        missing = [m for m in missing if m[1] not in m[3]]
+        if not missing:
             return
         with self._tx() as db:
-            db.execute("ALTER TABLE tasks ADD COLUMN evicted_at INTEGER")
+            for table, column, decl, _ in missing:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
@@ -312,23 +327,28 @@ class TaskStore:
                 r.get("advantage"),
                 json.dumps(r.get("timings") or {}),
                 r.get("task_id"),
+                r.get("outcome"),
+                json.dumps(list(r.get("flags") or [])),
             )
             for r in recs
         ]
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO rollouts (step, role, type, prompt, reply, parse_status, reward, advantage, timings,"
-                " task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " task_id, outcome, flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 data,
             )
         return len(data)
 
     def rollouts(self, step: int | None = None) -> list[RolloutRow]:
         """Logged rollouts, in insertion order (all, or those of one step)."""
-        sql = "SELECT step, role, type, prompt, reply, parse_status, reward, advantage, timings, task_id FROM rollouts"
+        sql = (
+            "SELECT step, role, type, prompt, reply, parse_status, reward, advantage, timings, task_id, outcome,"
+            " flags FROM rollouts"
+        )
         cur = self._db.execute(sql + (" WHERE step = ? ORDER BY id" if step is not None else " ORDER BY id"),
                                (() if step is None else (step,)))  # fmt: skip
-        return [RolloutRow(*r[:8], json.loads(r[8]), r[9]) for r in cur]
+        return [RolloutRow(*r[:8], json.loads(r[8]), r[9], r[10], json.loads(r[11])) for r in cur]
 
     def rewind(self, step: int) -> tuple[int, int]:
         """Put the buffers back as they were at ``step``: delete tasks and rollouts added after it and make live

@@ -48,6 +48,7 @@ import torch
 
 from azr.algo.loss import ppo_clip_loss, token_logprobs
 from azr.batching import MicroBatch, PerToken, TrainBatch, micro_batches, packed, pad, ppo_split
+from azr.distributed import Dist
 from azr.hfcompat import with_cache
 from azr.precision import native_bf16, use_bf16
 
@@ -131,6 +132,13 @@ class Trainer:
     :func:`azr.checkpoint.load` checks :meth:`reference_checksum` against the one saved.
 
     After each :meth:`step`, ``last_steps`` holds the metrics of each optimizer step it took, in order.
+
+    Several processes (``dist``, :mod:`azr.distributed`): every rank holds the whole model and its part of the
+    batch. Each mini-batch's loss is normalised by the reply-token count of that mini-batch over *all* ranks and
+    the gradients are summed over ranks before clipping, so every rank takes the same AdamW step, the one a single
+    process takes on the union of the parts (``tests/test_distributed.py``). The returned losses, fractions,
+    ``tokens`` and ``sequences`` are over all ranks; ``padding_frac``, ``shared_frac`` and the timings are this
+    rank's.
     """
 
     def __init__(
@@ -140,7 +148,9 @@ class Trainer:
         training: TrainingConfig,
         algorithm: AlgorithmConfig,
         model_cfg: ModelConfig | None = None,
+        dist: Dist | None = None,
     ) -> None:
+        self.dist = dist or Dist()
         self.training = training
         self.algorithm = algorithm
         self.tokenizer = tokenizer
@@ -285,13 +295,16 @@ class Trainer:
             token_normalizer=float(n_tokens),
         )
 
-    def _optimizer_step(self, mini: TrainBatch) -> tuple[dict[str, float], tuple[int, int, int]]:
+    def _optimizer_step(
+        self, mini: TrainBatch, n_tokens: int
+    ) -> tuple[dict[str, float], tuple[int, int, int]]:
         """Accumulate the token-mean loss of ``mini`` over its micro-batches, clip, and take one AdamW step.
 
-        Returns the step's metrics and its token counts: (decoder positions computed, padding among them, prompt +
-        reply tokens of the mini-batch)."""
-        n_tokens = sum(len(c) for c in mini.completion_ids)
+        ``n_tokens``: the mini-batch's reply tokens (over all ranks). Returns the step's metrics and its token
+        counts: (decoder positions computed, padding among them, prompt + reply tokens of the mini-batch)."""
         sums = {"pg_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "entropy": 0.0, "loss": 0.0}
+        if self.algorithm.kl_coef > 0:  # present even for a rank with no sequences, so the ranks sum alike
+            sums["kl"] = 0.0
         computed = padding = 0
         self.optimizer.zero_grad(set_to_none=True)
         for mb in self._micro_batches(mini):
@@ -302,6 +315,9 @@ class Trainer:
             sums["loss"] += float(loss.detach())
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
+        if self.dist.enabled:
+            self.dist.sum_grads_(self.params)
+            sums = self._summed(sums)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.training.grad_clip))
         finite = math.isfinite(grad_norm)
         if finite:  # a NaN/inf gradient would poison every weight: skip the update, report it
@@ -311,6 +327,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         real = sum(len(p) + len(c) for p, c in zip(mini.prompt_ids, mini.completion_ids))
         return {**sums, "grad_norm": grad_norm, "skipped": float(not finite)}, (computed, padding, real)
+
+    def _summed(self, values: dict[str, float]) -> dict[str, float]:
+        """``values`` summed over ranks (every rank has the same keys: the loss always returns the same ones)."""
+        keys = sorted(values)
+        total = self.dist.sum_(
+            torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        )
+        return dict(zip(keys, total.tolist()))
+
+    def _token_counts(self, batch: TrainBatch, parts: list[list[int]]) -> list[int]:
+        """Reply tokens of each mini-batch over all ranks, then those of the whole batch and its sequences."""
+        counts = [sum(len(batch.completion_ids[i]) for i in index) for index in parts]
+        counts += [sum(len(c) for c in batch.completion_ids), len(batch)]
+        if not self.dist.enabled:
+            return counts
+        total = self.dist.sum_(torch.tensor(counts, dtype=torch.int64, device=self.device))
+        return [int(x) for x in total.tolist()]
 
     def _with_fixed_logprobs(self, batch: TrainBatch, optimizer_steps: int) -> TrainBatch:
         """``batch`` plus the log-probs that must come from before the first step: the old ones when there are
@@ -330,19 +363,21 @@ class Trainer:
         """One PPO update on ``batch`` (``ppo_epochs`` x ``ppo_mini_batches`` optimizer steps); returns metrics
         (see :data:`METRICS`): per-step values averaged over the optimizer steps, totals for the batch."""
         start = time.perf_counter()
-        n_tokens = sum(len(c) for c in batch.completion_ids)
-        if n_tokens == 0:
-            raise ValueError("the batch has no completion tokens to train on")
         algo = self.algorithm
         live = [i for i, c in enumerate(batch.completion_ids) if c]  # a mini-batch never lacks tokens
         parts = ppo_split(live, algo.ppo_mini_batches)
+        if self.dist.enabled:  # every rank takes the same number of optimizer steps, even with a small part
+            parts += [[] for _ in range(algo.ppo_mini_batches - len(parts))]
+        *part_tokens, n_tokens, n_sequences = self._token_counts(batch, parts)
+        if n_tokens == 0:
+            raise ValueError("the batch has no completion tokens to train on")
         batch = self._with_fixed_logprobs(batch, len(parts) * algo.ppo_epochs)
         prepared = time.perf_counter() - start
         whole = len(parts) == 1 and len(live) == len(batch)  # the paper's single step: the batch as given
         results = [
-            self._optimizer_step(batch if whole else batch.subset(index))
+            self._optimizer_step(batch if whole else batch.subset(index), tokens)
             for _ in range(algo.ppo_epochs)
-            for index in parts
+            for index, tokens in zip(parts, part_tokens)
         ]
         self.last_steps = [metrics for metrics, _ in results]
         computed, padding, real = (sum(c[k] for _, c in results) for k in range(3))
@@ -354,7 +389,7 @@ class Trainer:
             "optimizer_steps": float(sum(1 for s in steps if not s["skipped"])),
             "lr": float(self.scheduler.get_last_lr()[0]),
             "tokens": float(n_tokens),
-            "sequences": float(len(batch)),
+            "sequences": float(n_sequences),
             "padding_frac": padding / max(computed, 1),
             "shared_frac": 1.0 - (computed - padding) / max(real, 1),
             "seconds": seconds,

@@ -1,0 +1,127 @@
+"""The start-up memory check: what one training process needs, against what its device has.
+
+Per parameter, with AdamW (two moment buffers, kept in fp32 by torch for fp32 parameters):
+
+==========================  ============  ============
+part                        fp32 weights  bf16 weights
+==========================  ============  ============
+weights                     4 B           2 B
+gradients (trainable only)  4 B           2 B
+AdamW moments (trainable)   8 B           4 B
+KL reference (kl_coef > 0)  2-4 B         2 B
+==========================  ============  ============
+
+Full fine-tuning in fp32 is 16 bytes a parameter (7B: 112 GB); every data-parallel process holds all of it
+(:mod:`azr.distributed` does not shard). LoRA trains ~0.5% of the parameters, so the base weights dominate.
+
+Activations of one micro-batch (``training.micro_batch_size`` sequences of up to ``max_prompt_tokens +
+max_new_tokens`` tokens, 2-byte activations under bf16 autocast, attention without the quadratic term as in SDPA):
+about ``34 * H`` bytes per token and layer (Korthikanti et al. 2022, arXiv 2205.05198), ``2 * H`` with gradient
+checkpointing (one layer's worth recomputed), plus the fp32 logits of the reply tokens (``4 * V`` bytes each, twice
+for the backward). It is an estimate for a start-up check, not a measurement: it ignores allocator slack.
+
+On CUDA the check raises :class:`AzrError` when the estimate plus the vLLM share
+(``rollout.vllm_gpu_memory_utilization`` of the GPU) exceeds the free memory (``torch.cuda.mem_get_info``). On a
+CPU it compares with the available RAM and only warns: the kernel's page cache and swap make a hard limit wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azr.errors import AzrError
+
+GB = 1024**3
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes one training process needs, by part."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    reference: int
+    activations: int
+    vllm: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.reference + self.activations + self.vllm
+
+    def line(self) -> str:
+        parts = [("weights", self.weights), ("grads", self.gradients), ("AdamW", self.optimizer),
+                 ("KL ref", self.reference), ("activations", self.activations), ("vLLM", self.vllm)]  # fmt: skip
+        shown = ", ".join(f"{name} {n / GB:.1f}" for name, n in parts if n)
+        return f"memory estimate: {self.total / GB:.1f} GiB ({shown})"
+
+
+def estimate(model: Any, cfg: Any, trainable: int, vllm_bytes: int = 0) -> Estimate:
+    """The estimate for the trainer's ``model`` under run config ``cfg``; ``trainable``: the parameters the
+    optimizer updates; ``vllm_bytes``: the GPU memory the vLLM engine will take."""
+    params = list(model.parameters())
+    total = sum(p.numel() for p in params)
+    weight_bytes = sum(p.numel() * p.element_size() for p in params)
+    per = params[0].element_size() if params else 4
+    reference = 0
+    if cfg.algorithm.kl_coef > 0 and not cfg.model.lora:
+        reference = total * (2 if cfg.training.bf16_autocast is not False else per)
+    return Estimate(
+        weights=weight_bytes,
+        gradients=trainable * per,
+        optimizer=trainable * 2 * per,
+        reference=reference,
+        activations=activation_bytes(model.config, cfg),
+        vllm=vllm_bytes,
+    )
+
+
+def activation_bytes(config: Any, cfg: Any) -> int:
+    """Activations of one micro-batch (see the module docstring)."""
+    hidden, layers = int(config.hidden_size), int(config.num_hidden_layers)
+    vocab = int(config.vocab_size)
+    r = cfg.rollout
+    reply = max(r.max_new_tokens_propose, r.max_new_tokens_solve)
+    tokens = cfg.training.micro_batch_size * (r.max_prompt_tokens + reply)
+    per_token_layer = 2 * hidden if cfg.model.gradient_checkpointing else 34 * hidden
+    kept = tokens * layers * per_token_layer + (
+        tokens * 34 * hidden if cfg.model.gradient_checkpointing else 0
+    )
+    logits = cfg.training.micro_batch_size * reply * vocab * 4 * 2
+    return kept + logits
+
+
+def available_ram() -> int | None:
+    """``MemAvailable`` from /proc/meminfo (Linux), else None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check(est: Estimate, device: str, resident: int) -> str | None:
+    """Raise on CUDA when ``est`` cannot fit; return a warning (or None) on a CPU.
+
+    ``resident``: the bytes of ``est`` already allocated (the weights and the KL reference are loaded when this
+    runs), left out of the comparison with the free memory.
+    """
+    if device == "cuda":
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        if est.total - resident > free:
+            raise AzrError(
+                f"{est.line()}; GPU {torch.cuda.current_device()} has {free / GB:.1f} of {total / GB:.1f} GiB free "
+                "after the weights. Lower training.micro_batch_size or rollout.vllm_gpu_memory_utilization, or set "
+                'model.gradient_checkpointing = true, model.lora = true or model.dtype = "bf16"'
+            )
+        return None
+    ram = available_ram()
+    if ram is not None and est.total - resident > ram:
+        return f"{est.line()} is more than the {ram / GB:.1f} GiB of RAM available; the run may swap or be killed"
+    return None

@@ -1,0 +1,209 @@
+"""Two CPU processes (gloo) against one: the update, the advantages and a short run with resume.
+
+The workers run in spawned processes (``torch.multiprocessing``) and write what they saw to files; the single-process
+references are computed here. One spawn covers every check, so the ~5 s start-up of two interpreters is paid once.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from rich.console import Console
+
+from azr.config import AlgorithmConfig, Config, TrainingConfig
+from azr.distributed import Dist, metrics_view
+from azr.metrics import read_metrics
+from azr.models import tiny_model
+from azr.rollout import Completion
+from azr.selfplay import Sample, SelfPlay
+from azr.store import TaskStore
+from azr.trainer import TrainBatch, Trainer
+from azr.types import GROUPS
+
+WORLD = 2
+# lr 1e-3: AdamW's first step is about lr x sign(grad), so a parameter whose gradient is near zero moves by up to
+# lr on float noise alone (summed over ranks vs over one batch); at 1e-2 that reached 2e-5 on an AVX2 CPU.
+TRAIN = TrainingConfig(lr=1e-3, bf16_autocast=False, micro_batch_size=2, device="cpu")
+ALGO = AlgorithmConfig(entropy_coef=0.01)  # the entropy term is token-normalised too: it must sum right
+
+
+def batch(n: int = 7) -> TrainBatch:
+    """Sequences of uneven lengths; 7 of them, so the two ranks hold 4 and 3."""
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(3, 300, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
+               for _ in range(n)]  # fmt: skip
+    replies = [torch.randint(3, 300, (int(torch.randint(1, 12, (1,), generator=g)),), generator=g).tolist()
+               for _ in range(n)]  # fmt: skip
+    return TrainBatch(prompts, replies, torch.randn(n, generator=g).tolist(), temperatures=[0.7] * n)
+
+
+def part(n: int, rank: int) -> list[int]:
+    return list(range(rank, n, WORLD))
+
+
+def samples() -> list[Sample]:
+    """Twelve replies over the six groups with distinct rewards and lengths."""
+    out = []
+    for i in range(12):
+        kind, role = GROUPS[i % 6]
+        tokens = list(range(1 + i % 4))
+        c = Completion("x", [1], tokens, [0.0] * len(tokens), "eos")
+        s = Sample(kind, role, "p", c, None, format_ok=True, success=i % 3 == 0)
+        s.reward = float(i % 5) - 1.5
+        out.append(s)
+    return out
+
+
+def params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import torch.distributed as td
+
+    from azr.distributed import from_env
+
+    td.init_process_group("gloo")  # started here, so the runs below leave it open for the next one
+    dist = from_env("cpu")
+    out = {"rank": dist.rank, "world": dist.world_size}
+    # 1. One update on this rank's part of the batch.
+    model, tok = tiny_model()
+    trainer = Trainer(model, tok, TRAIN, ALGO, dist=dist)
+    full = batch()
+    metrics = trainer.step(full.subset(part(len(full), rank)))
+    out["tokens"], out["sequences"] = metrics["tokens"], metrics["sequences"]
+    torch.save(params(trainer.model), f"{out_dir}/params-{rank}.pt")
+    # 2. Two PPO mini-batches, one rank holding a single sequence: no hang, the ranks stay equal.
+    model, tok = tiny_model()
+    algo = AlgorithmConfig(entropy_coef=0.0, ppo_mini_batches=2, kl_coef=0.1)
+    trainer = Trainer(model, tok, TRAIN, algo, dist=dist)
+    small = batch(3)
+    trainer.step(small.subset([0, 1] if rank == 0 else [2]))
+    torch.save(params(trainer.model), f"{out_dir}/ppo-{rank}.pt")
+    # 3. TRR++ over both ranks' samples.
+    mine = [s for i, s in enumerate(samples()) if i % WORLD == rank]
+    SelfPlay(Config(), None, None, None, None, seed=0, dist=dist).assign_advantages(mine)
+    out["advantages"] = [s.advantage for s in mine]
+    out["metrics_view"] = len(metrics_view(mine, dist))
+    # 4. A run of one step, then a resume to step 2.
+    from azr.loop import train, with_steps
+    from azr.rollout import ScriptedBackend
+    from test_loop import cfg_for, pure_reply
+
+    factory = lambda m, t: ScriptedBackend(pure_reply, tokenizer=t)  # noqa: E731
+    run_dir = f"{out_dir}/run"
+    console = Console(file=io.StringIO(), width=200)
+    from pathlib import Path
+
+    out["first"] = train(cfg_for(model_dir, 1), Path(run_dir), console=console, backend_factory=factory)
+    cfg2 = with_steps(cfg_for(model_dir, 1), 2)
+    out["resumed"] = train(cfg2, Path(run_dir), resume=True, console=console, backend_factory=factory)
+    out["console"] = console.file.getvalue()
+    with open(f"{out_dir}/out-{rank}.json", "w") as f:
+        json.dump(out, f)
+    td.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory, tiny):
+    """Run the two workers once; returns (their outputs, the output directory)."""
+    model, tokenizer = tiny
+    model_dir = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    out_dir = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(_free_port(), str(out_dir), str(model_dir)), nprocs=WORLD, join=True)
+    outs = [json.loads((out_dir / f"out-{r}.json").read_text()) for r in range(WORLD)]
+    return outs, out_dir
+
+
+def test_update_equals_the_single_process_update_on_the_union(spawned):
+    """Each rank normalises by the global token count and the gradients are summed: the same AdamW step."""
+    outs, out_dir = spawned
+    torch.set_num_threads(1)
+    model, tok = tiny_model()
+    single = Trainer(model, tok, TRAIN, ALGO)
+    full = batch()
+    metrics = single.step(full)
+    want = params(single.model)
+    for rank in range(WORLD):
+        got = torch.load(out_dir / f"params-{rank}.pt")
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=0, msg=f"rank {rank} {k}")
+        assert outs[rank]["tokens"] == metrics["tokens"] and outs[rank]["sequences"] == len(full)
+    initial = params(tiny_model()[0])
+    assert any(not torch.equal(initial[k], want[k]) for k in want), "the update changed nothing"
+
+
+def test_ranks_stay_equal_with_ppo_mini_batches_and_an_uneven_split(spawned):
+    _, out_dir = spawned
+    a, b = (torch.load(out_dir / f"ppo-{r}.pt") for r in range(WORLD))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+
+
+def test_advantages_are_those_of_the_global_batch(spawned):
+    outs, _ = spawned
+    union = samples()
+    SelfPlay(Config(), None, None, None, None, seed=0).assign_advantages(union)
+    for rank in range(WORLD):
+        want = [s.advantage for i, s in enumerate(union) if i % WORLD == rank]
+        assert outs[rank]["advantages"] == pytest.approx(want, abs=1e-6)
+        assert outs[rank]["metrics_view"] == len(union)
+
+
+def test_run_writes_once_and_resumes(spawned):
+    outs, out_dir = spawned
+    run_dir = out_dir / "run"
+    assert [o["first"] for o in outs] == [0, 0] and [o["resumed"] for o in outs] == [0, 0]
+    rows = read_metrics(run_dir)
+    assert [r["step"] for r in rows] == [1, 2], "one metrics line per step, none from rank 1"
+    assert all(r["dist/world_size"] == WORLD for r in rows)
+    assert rows[0]["count/deduction/propose"] == 2, "batch_size 2 over two ranks: one proposal each"
+    assert (run_dir / "checkpoints" / "step-000002" / "state.json").is_file()
+    state = json.loads((run_dir / "checkpoints" / "step-000002" / "state.json").read_text())
+    assert len(state["extra_state"]["selfplay_rng_ranks"]) == WORLD
+    with TaskStore(run_dir / "tasks.sqlite") as store:
+        for row in rows:  # every rank's replies logged once (rank 0 writes them all)
+            logged = store.rollouts(row["step"])
+            assert len(logged) == sum(v for k, v in row.items() if k.startswith("count/"))
+    assert not (run_dir / ".ranks").exists(), "the other ranks' store copies are removed"
+    assert "step 2/2" in outs[0]["console"] and outs[1]["console"] == ""
+
+
+def test_single_process_needs_no_launcher(monkeypatch):
+    from azr.distributed import CPU_TRAP, from_env
+    from azr.errors import AzrError
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert from_env("cpu") == Dist()
+    assert [Dist(r, 3).share(8) for r in range(3)] == [3, 3, 2]
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    with pytest.raises(AzrError, match="--multi_gpu") as e:
+        from_env("cpu")
+    assert str(e.value) == CPU_TRAP
+
+
+def test_batch_smaller_than_the_world_is_refused():
+    from azr.config import ConfigError
+    from azr.loop import rank_config
+
+    with pytest.raises(ConfigError, match=r"selfplay\.batch_size"):
+        rank_config(Config(), Dist(0, 8))
+    assert rank_config(Config(), Dist(1, 3)).selfplay.batch_size == 1  # B = 4 over 3 ranks: 2, 1, 1

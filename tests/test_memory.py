@@ -1,0 +1,38 @@
+"""The start-up memory estimate: the per-parameter arithmetic of the README, and the refusal on a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from azr import memory
+from azr.config import from_dict
+from azr.errors import AzrError
+from azr.models import tiny_model
+
+
+def test_full_fine_tuning_is_16_bytes_a_parameter_and_lora_keeps_the_base_only(tiny):
+    model, _ = tiny
+    n = sum(p.numel() for p in model.parameters())
+    cfg = from_dict({"model": {"gradient_checkpointing": True}})
+    est = memory.estimate(model, cfg, trainable=n)
+    assert est.weights + est.gradients + est.optimizer == 16 * n
+    assert est.reference == 0 and est.activations > 0
+    lora = memory.estimate(model.to(torch.bfloat16), from_dict({"model": {"lora": True}}), trainable=1000)
+    assert (lora.weights, lora.gradients, lora.optimizer) == (2 * n, 2 * 1000, 4 * 1000)
+    model.float()
+    no_ckpt = memory.estimate(model, from_dict({}), trainable=n)
+    assert no_ckpt.activations > est.activations  # checkpointing keeps 2H instead of 34H per token and layer
+    assert "memory estimate:" in est.line() and "AdamW" in est.line()
+
+
+def test_a_gpu_that_cannot_hold_the_run_stops_it_with_what_to_change(monkeypatch):
+    model, _ = tiny_model()
+    est = memory.estimate(
+        model, from_dict({}), trainable=10**9
+    )  # a billion trainable: 12 GB of grads + AdamW
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2 * memory.GB, 80 * memory.GB))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    with pytest.raises(AzrError, match="micro_batch_size"):
+        memory.check(est, "cuda", resident=est.weights)
+    assert memory.check(memory.estimate(model, from_dict({}), 10), "cpu", resident=0) is None
