@@ -370,7 +370,7 @@ class SelfPlay:
         """``valid``, ``duplicate`` (the store or this step has the task already) or the reject reason."""
         if not v.accepted:
             return str(v.reason)
-        key = f"{v.task.type}:{content_hash(v.task.type, v.task.program, v.task.inputs)}"
+        key = content_hash(v.task.type, v.task.program, v.task.inputs)  # the type is part of the hash
         duplicate = key in seen or self.store.contains(v.task)
         seen.add(key)
         return "duplicate" if duplicate else "valid"
