@@ -77,6 +77,12 @@ class SelfPlayConfig:
     n_shots: int = _f(
         0, "Worked demonstrations from the buffer before each prompt (0 = paper; helps small models)."
     )
+    demo_trace: int = _f(
+        0,
+        "Beyond the paper (0 = off): deduction and abduction solve demonstrations show, in their <think>, a trace "
+        "of the program's run written by the sandbox, at most this many lines (the variables that change, then "
+        "the returned value); needs n_shots > 0.",
+    )
     n_mc_rollouts: int = _f(
         8, "n: Monte-Carlo solves per valid proposal for the learnability reward (paper: 8)."
     )
@@ -326,6 +332,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("selfplay.induction_visible must be between 1 and selfplay.induction_inputs - 1")
     if sp.induction_min_valid > sp.induction_inputs:
         raise ConfigError("selfplay.induction_min_valid cannot exceed selfplay.induction_inputs")
+    if sp.demo_trace < 0 or (sp.demo_trace and not sp.n_shots):
+        raise ConfigError("selfplay.demo_trace must be >= 0, and needs selfplay.n_shots > 0 (0 turns it off)")
     if sp.buffer_cap < 0 or 0 < sp.buffer_cap < sp.n_seed:
         raise ConfigError("selfplay.buffer_cap must be 0 (unbounded) or >= selfplay.n_seed")
     if cfg.algorithm.kl_coef < 0:

@@ -35,7 +35,7 @@ from azr.rollout import Backend, Completion, Sampling
 from azr.safety import Flag, load_detector, safety_metrics, sandbox_flags, scan_reply, zero_flagged
 from azr.store import TaskStore, content_hash
 from azr.tasks.parsing import ParseReason, parse_proposal, parse_solution
-from azr.tasks.prompts import build_prompt
+from azr.tasks.prompts import build_prompt, trace_think
 from azr.tasks.validate import score_solutions, validate_proposals
 from azr.types import GROUPS, TASK_TYPES, Role, Task, TaskType, group_name
 
@@ -107,6 +107,7 @@ class SelfPlay:
         self.rng = random.Random(seed)
         self.seed = seed
         self._phase_shots: dict[tuple[TaskType, Role], list[Task]] = {}
+        self._traces: dict[tuple[str, str], str | None] = {}  # (program, input) -> sandbox trace (demo_trace)
         self.detector = load_detector(cfg.safety.detector)
 
     # -- sampling settings -------------------------------------------------------------------------
@@ -121,6 +122,7 @@ class SelfPlay:
 
     def _prompt(self, kind: TaskType, role: Role, **kw: Any) -> str:
         sp = self.cfg.selfplay
+        shots = self._shots(kind, role, kw.get("task"))
         return build_prompt(
             kind,
             role,
@@ -128,9 +130,29 @@ class SelfPlay:
             n_inputs=sp.induction_inputs,
             n_visible=sp.induction_visible,
             max_tokens=self.cfg.rollout.max_prompt_tokens,
-            shots=self._shots(kind, role, kw.get("task")),
+            shots=shots,
+            thinks=self._thinks(kind, role, shots),
             **kw,
         )
+
+    def _thinks(self, kind: TaskType, role: Role, shots: Sequence[Task]) -> list[str | None]:
+        """The demonstrations' ``<think>`` blocks: sandbox traces under ``selfplay.demo_trace`` for deduction and
+        abduction solves (see :meth:`_trace_shots`), else the default sentence (``None``)."""
+        if not self.cfg.selfplay.demo_trace or role is not Role.SOLVE or kind is TaskType.INDUCTION:
+            return []
+        traces = [self._traces.get((t.program, t.input)) for t in shots]
+        return [trace_think(kind, t, tr) if tr else None for t, tr in zip(shots, traces, strict=True)]
+
+    def _trace_shots(self, tasks: Sequence[Task]) -> None:
+        """Run the not yet traced demonstrations under the sandbox's tracer, in one batch (cached by program and
+        input: a trace depends on nothing else)."""
+        todo = list(
+            dict.fromkeys((t.program, t.input) for t in tasks if (t.program, t.input) not in self._traces)
+        )
+        for key, trace in zip(
+            todo, self.executor.trace_many(todo, self.cfg.selfplay.demo_trace), strict=True
+        ):
+            self._traces[key] = trace
 
     def _shots(self, kind: TaskType, role: Role, task: Task | None) -> list[Task]:
         """Buffer tasks of the same type shown as worked demonstrations (``selfplay.n_shots``, 0 = none).
@@ -155,6 +177,8 @@ class SelfPlay:
         pool = self.store.sample_references(kind, n + len(programs) + 1, self.rng)
         fresh = [t for t in pool if t.program not in programs]
         self._phase_shots[kind, role] = fresh[:n] + [t for t in pool if t.program in programs]
+        if self.cfg.selfplay.demo_trace and role is Role.SOLVE and kind is not TaskType.INDUCTION:
+            self._trace_shots(self._phase_shots[kind, role])
 
     # -- the step ----------------------------------------------------------------------------------
     def step(self, step: int, progress: Progress | None = None) -> StepResult:

@@ -13,8 +13,10 @@ from azr.errors import AzrError
 from ._pool import Pool
 from ._static import static_check
 from ._tiers import TIERS, available_tiers, rank
+from ._trace import ENTRY as TRACE_ENTRY
+from ._trace import traced_program
 from ._types import ExecResult, Status, from_row, rejected
-from ._values import literals_equal, parse_arguments
+from ._values import literals_equal, parse_arguments, parse_literal
 
 log = logging.getLogger("azr.executor")
 
@@ -133,6 +135,24 @@ class Executor:
         if not inputs:
             return []
         return self.run_jobs([{"code": program, "calls": [[i, None] for i in inputs], "entry": entry}])[0]
+
+    def trace_many(self, items: Sequence[tuple[str, str]], max_lines: int = 12) -> list[str | None]:
+        """An execution trace of ``f(<input>)`` for each (program, input), written in the sandbox (see
+        :mod:`azr.executor._trace`); ``None`` where the program did not run or the trace is too long."""
+        out: list[str | None] = [None] * len(items)
+        todo = [k for k, (p, i) in enumerate(items) if self._too_big(p, [i]) is None]
+        jobs = [
+            {
+                "code": traced_program(items[k][0], max_lines),
+                "calls": [[items[k][1], None]],
+                "entry": TRACE_ENTRY,
+            }
+            for k in todo
+        ]
+        for k, rows in zip(todo, self.run_jobs(jobs)):
+            ok, text = parse_literal(rows[0].value) if rows[0].ok and rows[0].value else (False, None)
+            out[k] = text if ok and isinstance(text, str) else None
+        return out
 
     def validate_many(self, items: Sequence[tuple[str, str]], entry: str = "f") -> list[ExecResult]:
         """Static check, then ``determinism_runs`` runs in separate processes (each in a different worker when the

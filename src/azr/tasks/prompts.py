@@ -160,11 +160,22 @@ def _solve_induction(task: Task, n_visible: int) -> str:
 _DEMO_THINK = "<think> I read the task, reason it through step by step and check the answer. </think>"
 
 
-def demo_reply(kind: TaskType, role: Role, task: Task, n_inputs: int = 10) -> str:
+def trace_think(kind: TaskType, task: Task, trace: str) -> str:
+    """A demonstration's ``<think>`` holding ``trace``, the sandbox's line-by-line trace of ``f(task.input)``
+    (:meth:`azr.executor.Executor.trace_many`): a deduction solve follows the run to the output; an abduction
+    solve tries its input and checks the output it gives."""
+    run = f"Run f({task.input}) line by line:\n{trace}"
+    if TaskType(kind) is TaskType.ABDUCTION:
+        return f"<think> Try the input {task.input}. {run}\nIt gives {task.output}, the output asked for. </think>"
+    return f"<think> {run}\nSo the output is {task.output}. </think>"
+
+
+def demo_reply(kind: TaskType, role: Role, task: Task, n_inputs: int = 10, think: str | None = None) -> str:
     """The ideal reply for ``task`` in the (kind, role) prompt: a worked demonstration built from a buffer task.
 
     Deduction/abduction proposals answer with the task's program and input; an induction proposal (``task`` is an
     induction task) with its inputs and message; solvers with the gold answer (output, input or program).
+    ``think`` replaces the default one-sentence ``<think>`` block (see :func:`trace_think`).
     """
     kind, role = TaskType(kind), Role(role)
     if role is Role.PROPOSE and kind is TaskType.INDUCTION:
@@ -177,7 +188,7 @@ def demo_reply(kind: TaskType, role: Role, task: Task, n_inputs: int = 10) -> st
         blocks = [_block("input", task.input)]
     else:
         blocks = [_block("python", task.program)]
-    return _DEMO_THINK + "\n<answer>\n" + "\n".join(blocks) + "\n</answer>"
+    return (think or _DEMO_THINK) + "\n<answer>\n" + "\n".join(blocks) + "\n</answer>"
 
 
 def _user_message(
@@ -220,11 +231,17 @@ def _shot_question(kind: TaskType, role: Role, shot: Task, n_inputs: int, n_visi
 
 
 def _shot_turns(
-    kind: TaskType, role: Role, shots: Sequence[Task], n_inputs: int, n_visible: int
+    kind: TaskType,
+    role: Role,
+    shots: Sequence[Task],
+    n_inputs: int,
+    n_visible: int,
+    thinks: Sequence[str | None] = (),
 ) -> list[tuple[str, str]]:
+    thinks = list(thinks) + [None] * (len(shots) - len(thinks))
     return [
-        (_shot_question(kind, role, shot, n_inputs, n_visible), demo_reply(kind, role, shot, n_inputs))
-        for shot in shots
+        (_shot_question(kind, role, shot, n_inputs, n_visible), demo_reply(kind, role, shot, n_inputs, think))
+        for shot, think in zip(shots, thinks)
     ]
 
 
@@ -246,6 +263,7 @@ def build_prompt(
     n_visible: int = 5,
     max_tokens: int | None = None,
     shots: Sequence[Task] = (),
+    thinks: Sequence[str | None] = (),
 ) -> str:
     """The final prompt string for one (task type x role) kind, ready to feed the model.
 
@@ -253,13 +271,14 @@ def build_prompt(
     (``task``, or else ``references[0]``) and asks for ``n_inputs`` inputs and a message; solve prompts show
     ``task``. ``shots`` are buffer tasks turned into worked demonstrations (a user turn and the ideal reply,
     see :func:`demo_reply`) placed before the task: small models learn the reply format from them (an induction
-    proposal's shots must be induction tasks). If ``max_tokens`` is given and the prompt is longer, shots and
+    proposal's shots must be induction tasks); ``thinks`` optionally gives each shot's ``<think>`` block. If
+    ``max_tokens`` is given and the prompt is longer, shots and
     then references are dropped from the end until it fits (down to none).
     """
     kind, role = TaskType(kind), Role(role)
     refs, demos = list(references), list(shots)
     while True:
-        turns = _shot_turns(kind, role, demos, n_inputs, n_visible)
+        turns = _shot_turns(kind, role, demos, n_inputs, n_visible, thinks)
         prompt = _render(_user_message(kind, role, refs, task, n_inputs, n_visible), tokenizer, turns)
         shrinkable = demos or (role is Role.PROPOSE and kind is not TaskType.INDUCTION and refs)
         if max_tokens is None or not shrinkable or count_tokens(prompt, tokenizer) <= max_tokens:
