@@ -31,6 +31,7 @@ import torch
 from azr.algo import composite, compute_advantages, learnability
 from azr.config import Config
 from azr.distributed import Dist, metrics_view
+from azr.flops import generation_work
 from azr.rollout import Backend, Completion, Sampling
 from azr.safety import Flag, load_detector, safety_metrics, sandbox_flags, scan_reply, zero_flagged
 from azr.store import TaskStore, content_hash
@@ -422,6 +423,18 @@ class SelfPlay:
         out = self.backend.generate(prompts, sampling, progress=cb)
         timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t0
         timings["tokens"] = timings.get("tokens", 0) + sum(len(c.token_ids) for c in out)
+        stats = getattr(self.backend, "last_stats", None) or {}
+        timings["prefill"] = timings.get("prefill", 0.0) + stats.get("prefill_seconds", 0.0)
+        prefill, decode = generation_work([c.prompt_ids for c in out], [len(c.token_ids) for c in out])
+        counts = {
+            "prefill_tokens": prefill.tokens,
+            "prefill_context": prefill.context,
+            "prefill_logits": prefill.logit_tokens,
+            "decode_tokens": decode.tokens,
+            "decode_context": decode.context,
+        }
+        for name, value in counts.items():
+            timings[f"work/{name}"] = timings.get(f"work/{name}", 0) + value
         return out
 
     def _score(
@@ -514,8 +527,9 @@ def step_metrics(samples: list[Sample], store: TaskStore, timings: dict[str, flo
                 m[f"propose/learnability/{kind.value}"] = _mean(valid)
     for kind in TASK_TYPES:
         m[f"buffer/size/{kind.value}"] = store.count(kind)
-    for phase in ("generate", "execute", "store"):
+    for phase in ("generate", "prefill", "execute", "store"):
         m[f"perf/seconds/{phase}"] = timings.get(phase, 0.0)
+    m.update({f"perf/{k}": float(v) for k, v in timings.items() if k.startswith("work/")})
     if timings.get("generate"):
         m["perf/tokens_per_s"] = timings.get("tokens", 0) / timings["generate"]
     return m

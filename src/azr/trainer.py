@@ -49,6 +49,7 @@ import torch
 from azr.algo.loss import ppo_clip_loss, token_logprobs
 from azr.batching import MicroBatch, PerToken, TrainBatch, micro_batches, packed, pad, ppo_split
 from azr.distributed import Dist
+from azr.flops import update_work
 from azr.hfcompat import with_cache
 from azr.precision import native_bf16, use_bf16
 
@@ -384,8 +385,12 @@ class Trainer:
         steps = self.last_steps
         keys = [k for k in steps[0] if all(k in s for s in steps)]
         seconds = time.perf_counter() - start
+        work = update_work(batch.prompt_ids, [len(c) for c in batch.completion_ids])
         return {
             **{k: sum(s[k] for s in steps) / len(steps) for k in keys},
+            "work_tokens": float(work.tokens),
+            "work_context": float(work.context),
+            "work_logits": float(work.logit_tokens),
             "optimizer_steps": float(sum(1 for s in steps if not s["skipped"])),
             "lr": float(self.scheduler.get_last_lr()[0]),
             "tokens": float(n_tokens),
@@ -416,6 +421,9 @@ METRICS: dict[str, str] = {
     "seconds": "wall time of the update",
     "logprob_seconds": "wall time of the no-grad passes before the first step (old and reference log-probs)",
     "tokens_per_s": "(prompt + reply) tokens trained on per second (a shared head counts for every member)",
+    "work_tokens": "positions one forward pass over the batch must compute (a shared head once; azr.flops)",
+    "work_context": "attention context summed over those positions (azr.flops)",
+    "work_logits": "positions whose logits that pass needs: the reply tokens (azr.flops)",
 }
 """The metrics ``Trainer.step`` returns (no namespace; the loop prefixes them with ``train/``). Per-step values
 (losses, fractions, ``grad_norm``) are means over the step's optimizer steps."""
