@@ -43,37 +43,13 @@ from azr.config import Config, load
 from azr.flops import Shape, Work
 from azr.fsutil import atomic_write_text
 from azr.loop import train, with_steps
+from azr.memory import descendants, status_kib
 from azr.metrics import read_metrics
 from azr.precision import use_bf16
 from azr.runtime import configure_process
 
 PHASES = ("prefill", "decode", "sandbox", "update", "store")
 MEMORY_PHASES = ("generate", "sandbox", "update")
-
-
-def _kib(path: str, field: str) -> int:
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (the sandbox workers and whatever they run), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            ppid = _kib(f"/proc/{entry.name}/status", "PPid")
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 class PeakMemory:
@@ -92,7 +68,7 @@ class PeakMemory:
             return False
 
     def workers(self) -> int:
-        return sum(_kib(f"/proc/{p}/status", "VmRSS") for p in _descendants(os.getpid())) * 1024
+        return sum(status_kib(p, "VmRSS") for p in descendants(os.getpid())) * 1024
 
     @contextmanager
     def phase(self, name: str):
@@ -100,7 +76,7 @@ class PeakMemory:
         try:
             yield
         finally:
-            peak = _kib("/proc/self/status", "VmHWM") * 1024 + self.workers()
+            peak = status_kib(os.getpid(), "VmHWM") * 1024 + self.workers()
             self.peaks[name] = max(self.peaks.get(name, 0), peak)
 
 
@@ -216,7 +192,7 @@ def main() -> None:
     wall = time.perf_counter()
     rows = _run(cfg, args.run_dir, console)
     wall = time.perf_counter() - wall
-    rest = _kib("/proc/self/status", "VmHWM") * 1024  # since the last phase (everything, if it cannot reset)
+    rest = status_kib(os.getpid(), "VmHWM") * 1024  # since the last phase (everything, if it cannot reset)
     peak_run = max([rest, *memory.peaks.values()])
     passes = update_passes(cfg)
     steps = []

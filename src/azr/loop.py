@@ -29,6 +29,7 @@ from azr.config import Config, ConfigError, load, to_dict, to_toml
 from azr.distributed import Dist, SharedStore, copy_store, from_env, rank_store_dir, remove_rank_dir, shutdown
 from azr.errors import AzrError
 from azr.fsutil import atomic_write_text
+from azr.memory import process_memory
 from azr.metrics import MetricsLogger, format_step_line, rewind_metrics, sample_table
 from azr.selfplay import SelfPlay, StepResult
 from azr.store import TaskStore
@@ -294,6 +295,7 @@ def _steps(run: Run, log: MetricsLogger | None, progress: Any, console: Console)
                 return 130
             metrics = {**result.metrics, **train_metrics, "perf/seconds/step": time.perf_counter() - t0}
             metrics["dist/world_size"] = run.dist.world_size
+            metrics.update(process_memory())
             if log is not None:
                 metrics.update(_maybe_evaluate(run, console))
                 log.log(run.step, metrics)

@@ -125,3 +125,50 @@ def check(est: Estimate, device: str, resident: int) -> str | None:
     if ram is not None and est.total - resident > ram:
         return f"{est.line()} is more than the {ram / GB:.1f} GiB of RAM available; the run may swap or be killed"
     return None
+
+
+def status_kib(pid: int | str, field: str) -> int:
+    """A ``/proc/<pid>/status`` field in KiB (``VmRSS``, ``VmHWM``, ...); 0 where it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (the sandbox workers and what they run), from ``/proc``; [] elsewhere."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e.name for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return []
+    for name in entries:
+        children.setdefault(status_kib(name, "PPid"), []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def process_memory(pid: int | None = None) -> dict[str, float]:
+    """Resident memory of this process (now and its peak) and of its descendants, in GiB, and how many
+    descendants there are: the ``perf/memory/*`` and ``perf/processes`` metrics; {} where ``/proc`` is missing."""
+    import os
+
+    pid = pid or os.getpid()
+    rss = status_kib(pid, "VmRSS")
+    if not rss:
+        return {}
+    kids = descendants(pid)
+    gib = 1024**2  # KiB in a GiB
+    return {
+        "perf/memory/rss_gib": rss / gib,
+        "perf/memory/peak_gib": status_kib(pid, "VmHWM") / gib,
+        "perf/memory/workers_gib": sum(status_kib(k, "VmRSS") for k in kids) / gib,
+        "perf/processes": float(len(kids)),
+    }

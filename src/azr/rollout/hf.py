@@ -44,7 +44,7 @@ from azr.hfcompat import with_cache
 from azr.precision import native_bf16
 from azr.prefix import PrefixGroup, prefix_groups
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
-from azr.rollout.kvcache import DynamicCache, DynamicLayer, new_cache
+from azr.rollout.kvcache import DynamicCache, DynamicLayer, PreallocLayer, new_cache
 from azr.rollout.sampling import StopDetector, sample_next
 
 
@@ -229,13 +229,18 @@ class HFBackend:
         positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)  # (U, P)
         cache = new_cache(self.decoder, width + max_new, self.prealloc_cache)
         plan = self._prefix_plan(distinct)
+        expanded = False
         if plan is None:
             logits = self._forward_padded(distinct, width, mask[:, :width], positions, cache)
+        elif all(isinstance(layer, PreallocLayer) for layer in cache.layers):
+            logits = self._prefill_in_place(distinct, plan, width, cache, row_of)
+            expanded = True
         else:
             logits = self._prefill_shared(distinct, plan, width, cache)
         if row_of != list(range(len(uniq))):
             index = torch.tensor(row_of, device=device)
-            cache.batch_select_indices(index)
+            if not expanded:
+                cache.batch_select_indices(index)
             logits, mask, positions = logits[index], mask[index], positions[index]
         return logits, mask, positions[:, -1], cache
 
@@ -308,6 +313,38 @@ class HFBackend:
                         dst[u, :, width - (n - head) : width] = src[row, :, span - (n - head) :]
         for layer, k, v in zip(cache.layers, keys or [], values or []):
             layer.update(k, v)
+        return torch.stack(logits)  # (U, V)
+
+    def _prefill_in_place(
+        self, prompts: list[list[int]], plan: list[PrefixGroup], width: int, cache: Any, row_of: list[int]
+    ) -> torch.Tensor:
+        """:meth:`_prefill_shared` for a preallocated cache: each group's keys and values go straight into the
+        rows of every copy of its prompts (``row_of``: row -> distinct prompt), with no intermediate copy of the
+        whole cache and no second one for the repeated rows (saves about two caches' worth of memory)."""
+        rows_of: dict[int, list[int]] = {}
+        for row, u in enumerate(row_of):
+            rows_of.setdefault(u, []).append(row)
+        logits: list[torch.Tensor | None] = [None] * len(prompts)
+        for group in plan:
+            g_logits, g_cache = self._prefill_group([prompts[i] for i in group.members], group.prefix_len)
+            layers = g_cache.layers
+            if not cache.layers[0].is_initialized:
+                for layer, like in zip(cache.layers, layers):
+                    layer.reserve(len(row_of), like.keys)
+            span = layers[0].keys.shape[2]  # head + padded rest
+            for g_row, u in enumerate(group.members):
+                n, head = len(prompts[u]), group.prefix_len
+                logits[u] = g_logits[g_row]
+                for layer, src in zip(cache.layers, layers):
+                    k_head, v_head = src.keys[g_row, :, :head], src.values[g_row, :, :head]
+                    k_rest = src.keys[g_row, :, span - (n - head) :]
+                    v_rest = src.values[g_row, :, span - (n - head) :]
+                    for row in rows_of[u]:
+                        layer.write(row, width - n, k_head, v_head)
+                        layer.write(row, width - (n - head), k_rest, v_rest)
+            del g_cache, layers
+        for layer in cache.layers:
+            layer.filled(width)
         return torch.stack(logits)  # (U, V)
 
     def _prefill_group(self, prompts: list[list[int]], head: int) -> tuple[torch.Tensor, Any]:

@@ -1,0 +1,109 @@
+"""Memory and processes over many steps: the real loop (hf backend, sandbox, trainer, store) on the tiny model.
+
+Each run is ``azr train`` in its own process, as a user runs it, and reads the ``perf/memory/*`` and
+``perf/processes`` metrics it logs (Linux only: they come from /proc).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+
+MIB = 1 / 1024  # GiB
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny):
+    model, tokenizer = tiny
+    path = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _config(tmp_path: Path, model_dir: Path) -> Path:
+    text = f"""
+[model]
+name = "{model_dir}"
+[rollout]
+max_new_tokens_propose = 24
+max_new_tokens_solve = 12
+max_prompt_tokens = 600
+generation_batch_size = 8
+[selfplay]
+batch_size = 2
+n_mc_rollouts = 2
+n_references = 1
+n_shots = 1
+n_seed = 4
+seed_file = "cpu-warmstart.jsonl"
+[executor]
+workers = 2
+[training]
+save_every = 25
+keep_last = 2
+bf16_autocast = false
+[logging]
+progress = false
+sample_every = 0
+"""
+    path = tmp_path / "soak.toml"
+    path.write_text(text)
+    return path
+
+
+def _azr_pids() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"azr" in (entry / "cmdline").read_bytes():
+                    pids.add(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _train(tmp_path: Path, model_dir: Path, steps: int) -> list[dict]:
+    before = _azr_pids()
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "azr", "train", "--config", str(_config(tmp_path, model_dir))]
+    cmd += ["--run-dir", str(run_dir), "--steps", str(steps)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    time.sleep(0.5)
+    leaked = _azr_pids() - before - {os.getpid()}
+    assert not leaked, f"processes left behind by azr train: {sorted(leaked)}"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == steps
+    return rows
+
+
+def test_one_step_adds_little_memory(tmp_path, model_dir):
+    """After warm-up, the resident memory of the training process grows by less than 16 MiB a step, and the
+    number of processes under it stays the same."""
+    rows = _train(tmp_path, model_dir, 8)
+    rss = [r["perf/memory/rss_gib"] for r in rows]
+    growth = (rss[-1] - rss[3]) / (len(rss) - 4)
+    assert growth < 16 * MIB, f"{growth / MIB:.1f} MiB a step: {[round(x / MIB) for x in rss]} MiB"
+    assert len({r["perf/processes"] for r in rows}) == 1
+
+
+@pytest.mark.slow
+def test_soak_200_steps_flat_memory_and_no_leaked_processes(tmp_path, model_dir):
+    """200 steps: after 20 steps of warm-up the resident memory stays within 10% of its level at step 20."""
+    rows = _train(tmp_path, model_dir, 200)
+    rss = [r["perf/memory/rss_gib"] for r in rows]
+    base = rss[19]
+    worst = max(abs(x - base) / base for x in rss[20:])
+    assert worst <= 0.10, f"resident memory moved {worst:.0%} from step 20 ({[round(x / MIB) for x in rss[::20]]})"
+    assert len({r["perf/processes"] for r in rows}) == 1
