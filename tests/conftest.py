@@ -24,6 +24,16 @@ def tiny():
     return tiny_model()
 
 
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, tiny):
+    """The tiny model saved as a model directory (for code that loads a model by name)."""
+    model, tokenizer = tiny
+    path = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

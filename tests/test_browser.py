@@ -22,7 +22,7 @@ import pytest
 from azr.report import write_report
 from azr.store import TaskStore
 from azr.types import Task, TaskType
-from test_loop import cfg_for, model_dir, run  # noqa: F401
+from test_loop import cfg_for, run
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 HOSTILE = "</script><script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
@@ -84,7 +84,7 @@ def rows_shown(dom: str, kind: str) -> tuple[int, int, int]:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, model_dir):  # noqa: F811
+def report(tmp_path_factory, model_dir):
     """The report of a real five-step run of the tiny model (over 50 rollouts: two pages), plus one hostile
     task and rollout."""
     run_dir = tmp_path_factory.mktemp("browser-run") / "run"

@@ -25,7 +25,6 @@ from azr.selfplay import Sample, SelfPlay
 from azr.store import TaskStore
 from azr.trainer import TrainBatch, Trainer
 from azr.types import GROUPS
-from test_loop import model_dir  # noqa: F401
 
 WORLD = 2
 # lr 1e-3: AdamW's first step is about lr x sign(grad), so a parameter whose gradient is near zero moves by up to
@@ -65,7 +64,7 @@ def params(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:  # noqa: F811
+def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -121,7 +120,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def spawned(tmp_path_factory, model_dir):  # noqa: F811
+def spawned(tmp_path_factory, model_dir):
     """Run the two workers once; returns (their outputs, the output directory)."""
     out_dir = tmp_path_factory.mktemp("ddp")
     mp.spawn(_worker, args=(_free_port(), str(out_dir), str(model_dir)), nprocs=WORLD, join=True)

@@ -27,15 +27,6 @@ def pure_reply(prompt: str) -> str:
     return scripted_reply(prompt, [zlib.crc32(prompt.encode())])
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny):
-    model, tokenizer = tiny
-    path = tmp_path_factory.mktemp("tiny-model")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def cfg_for(model_dir, steps: int, save_every: int = 1):
     return from_dict(
         {

@@ -20,15 +20,6 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="
 MIB = 1 / 1024  # GiB
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny):
-    model, tokenizer = tiny
-    path = tmp_path_factory.mktemp("tiny-model")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def _config(tmp_path: Path, model_dir: Path) -> Path:
     text = f"""
 [model]
@@ -105,5 +96,7 @@ def test_soak_200_steps_flat_memory_and_no_leaked_processes(tmp_path, model_dir)
     rss = [r["perf/memory/rss_gib"] for r in rows]
     base = rss[19]
     worst = max(abs(x - base) / base for x in rss[20:])
-    assert worst <= 0.10, f"resident memory moved {worst:.0%} from step 20 ({[round(x / MIB) for x in rss[::20]]})"
+    assert worst <= 0.10, (
+        f"resident memory moved {worst:.0%} from step 20 ({[round(x / MIB) for x in rss[::20]]})"
+    )
     assert len({r["perf/processes"] for r in rows}) == 1
