@@ -89,9 +89,9 @@ def test_one_step_adds_little_memory(tmp_path, model_dir):
     assert len({r["perf/processes"] for r in rows}) == 1
 
 
-@pytest.mark.slow
 def test_soak_200_steps_flat_memory_and_no_leaked_processes(tmp_path, model_dir):
-    """200 steps: after 20 steps of warm-up the resident memory stays within 10% of its level at step 20."""
+    """200 steps (about 2 minutes on 2 cores): after 20 steps of warm-up the resident memory stays within 10% of its
+    level at step 20 (measured 2026-12-05: 441 MiB at step 20, 443 MiB from step 40 to 200, 6 worker processes)."""
     rows = _train(tmp_path, model_dir, 200)
     rss = [r["perf/memory/rss_gib"] for r in rows]
     base = rss[19]
@@ -100,3 +100,6 @@ def test_soak_200_steps_flat_memory_and_no_leaked_processes(tmp_path, model_dir)
         f"resident memory moved {worst:.0%} from step 20 ({[round(x / MIB) for x in rss[::20]]})"
     )
     assert len({r["perf/processes"] for r in rows}) == 1
+    print(
+        f"rss MiB every 20 steps: {[round(x / MIB) for x in rss[::20]]}; workers {rows[-1]['perf/processes']:.0f}"
+    )
