@@ -163,11 +163,9 @@ def _model_shape(cfg: Config) -> Shape:
     """The model's shapes from its config.json alone (loading the weights here would add to the peak)."""
     from transformers import AutoConfig
 
-    from azr.models import convert_alias, resolve
+    from azr.models import model_path
 
-    spec = resolve(cfg.model.name)
-    path = convert_alias(cfg.model.name) if spec.kind == "alias" else spec.path
-    return Shape.from_config(AutoConfig.from_pretrained(path))
+    return Shape.from_config(AutoConfig.from_pretrained(model_path(cfg.model.name)))
 
 
 def main() -> None:

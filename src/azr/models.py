@@ -137,6 +137,13 @@ def convert_alias(name: str, force: bool = False) -> Path:
     return target
 
 
+def model_path(name: str) -> str:
+    """Where ``name``'s files are: the converted directory of an alias (converted once), a local directory or a
+    hub id."""
+    spec = resolve(name)
+    return str(convert_alias(name)) if spec.kind == "alias" else spec.path
+
+
 def load_model(name: str, dtype: torch.dtype | None = None, device: str = "cpu") -> tuple[Any, Any]:
     """Load ``name`` as a trainable causal LM and its tokenizer (with a pad token and a chat template)."""
     import torch
@@ -146,7 +153,7 @@ def load_model(name: str, dtype: torch.dtype | None = None, device: str = "cpu")
     hf_logging.disable_progress_bar()  # azr draws its own progress; per-tensor bars only add noise
 
     spec = resolve(name)
-    path = convert_alias(name) if spec.kind == "alias" else spec.path
+    path = model_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
