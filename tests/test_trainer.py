@@ -148,6 +148,51 @@ def test_shared_prompt_head_gives_the_same_logprobs_and_gradients():
     assert m1["shared_frac"] > 0.3  # 2 heads of 20 tokens run twice each instead of 6 times
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("lora", [False, True])
+def test_layerwise_checkpointing_keeps_shared_heads_and_the_exact_gradient(attn, lora):
+    """Checkpointing layer by layer (azr.layerwise) keeps the shared heads (HF's own cannot keep a cache), and
+    log-probs and gradients equal those of the plain forward over whole sequences."""
+    batch = shared_head_batch()
+    runs = []
+    for ckpt in (False, True):
+        model, tok = tiny_model()
+        model.config._attn_implementation = attn
+        cfg = ModelConfig(gradient_checkpointing=ckpt, lora=lora, lora_rank=4, lora_alpha=8)
+        train = dataclasses.replace(TRAIN, micro_batch_size=3, share_prefix=ckpt)
+        trainer = Trainer(model, tok, train, ALGO, cfg)
+        assert trainer.layerwise is ckpt and trainer.share_prefix is ckpt
+        grads = capture_grads(trainer)
+        runs.append((trainer.logprobs(batch), grads, trainer.step(batch)))
+    (lp0, g0, m0), (lp1, g1, m1) = runs
+    for a, b in zip(lp0, lp1):
+        torch.testing.assert_close(torch.tensor(b), torch.tensor(a), atol=1e-5, rtol=1e-5)
+    assert g0 and g0.keys() == g1.keys()
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
+    assert m1["shared_frac"] > 0.3 and m1["grad_norm"] == pytest.approx(m0["grad_norm"], rel=1e-4)
+
+
+def test_layerwise_checkpointing_keeps_less_for_backward():
+    """What autograd keeps for backward: under layerwise checkpointing a fraction of the plain pass."""
+    batch = shared_head_batch()
+    kept = []
+    for ckpt in (False, True):
+        model, tok = tiny_model(layers=4)
+        trainer = Trainer(model, tok, TRAIN, ALGO, ModelConfig(gradient_checkpointing=ckpt))
+        mb = next(iter(trainer._micro_batches(batch)))
+        sizes: list[int] = []
+
+        def pack(t, sizes=sizes):
+            sizes.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            trainer._token_stats(mb, with_entropy=False)
+        kept.append(sum(sizes))
+    assert kept[1] < kept[0] / 2
+
+
 def test_gradient_matches_naive_reinforce():
     """On-policy step = REINFORCE on the token-mean: compare with a per-sequence naive backward."""
     batch = make_batch(seed=2, n=4)

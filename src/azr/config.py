@@ -38,7 +38,10 @@ class ModelConfig:
     lora: bool = _f(False, "Train a LoRA adapter instead of all weights.")
     lora_rank: int = _f(16, "LoRA rank when lora = true.")
     lora_alpha: int = _f(32, "LoRA alpha when lora = true.")
-    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
+    gradient_checkpointing: bool = _f(
+        False,
+        "Recompute activations in the backward pass to save memory (layer by layer, keeping shared prompt heads).",
+    )
     dtype: str = _f(
         "fp32",
         "Weights in memory: fp32 (trainable master weights; bf16 autocast still computes in bf16), bf16 (half "

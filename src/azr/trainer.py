@@ -12,7 +12,9 @@ How a step runs:
    ``training.micro_batch_size``, each right-padded only to its own longest member. A micro-batch with a shared
    head runs it once (batch 1, with gradients), repeats its keys/values for the members and runs only their
    remaining tokens against it: the same log-probs and gradients as running every full sequence, for fewer
-   tokens (``training.share_prefix``; off under gradient checkpointing, which cannot keep a cache).
+   tokens (``training.share_prefix``). Under ``model.gradient_checkpointing`` the gradient pass runs layer by
+   layer through :mod:`azr.layerwise`, which keeps the shared head; HF's own checkpointing (the fallback for
+   decoders it does not support) cannot keep a cache, so there the head is recomputed per member.
 2. The decoder runs on the whole (prompt + reply) sequence, but the LM head only on the hidden states that predict
    reply tokens, packed into one (N_tokens, H) matrix: no full-vocabulary logits for prompt or padding positions.
    The logits of each token are divided by the temperature its sequence was sampled at, so log-probs and entropy
@@ -46,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from azr import layerwise
 from azr.algo.loss import ppo_clip_loss, token_logprobs
 from azr.batching import MicroBatch, PerToken, TrainBatch, micro_batches, packed, pad, ppo_split
 from azr.distributed import Dist
@@ -159,13 +162,15 @@ class Trainer:
         self.is_lora = bool(model_cfg and model_cfg.lora)
         if self.is_lora:
             model = _apply_lora(model, model_cfg)
-        if model_cfg and model_cfg.gradient_checkpointing:
+        checkpointing = bool(model_cfg and model_cfg.gradient_checkpointing)
+        # Our own layer-by-layer checkpointing keeps the shared heads; HF's (the fallback) cannot keep a cache.
+        self.layerwise = checkpointing and layerwise.supports(self._decoder_and_head(model)[0])
+        if checkpointing and not self.layerwise:
             _enable_checkpointing(model)
             if self.is_lora:
                 model.enable_input_require_grads()
         model.config.use_cache = False
-        checkpointing = bool(model_cfg and model_cfg.gradient_checkpointing)
-        self.share_prefix = training.share_prefix and not checkpointing
+        self.share_prefix = training.share_prefix and (self.layerwise or not checkpointing)
         self.model = model.to(self.device)
         self.model.train()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -211,7 +216,12 @@ class Trainer:
         in fp32; ``model`` defaults to the policy."""
         decoder, head = self._decoder_and_head(self.model if model is None else model)
         with self._autocast():
-            hidden = self._hidden(decoder, mb)  # (b, L, H)
+            if self.layerwise and torch.is_grad_enabled():
+                hidden = layerwise.checkpointed_hidden(
+                    decoder, mb.input_ids, mb.attention_mask, mb.prefix_ids
+                )
+            else:
+                hidden = self._hidden(decoder, mb)  # (b, L, H)
             logits = head(hidden[mb.rows, mb.cols])  # (n, V)
         logits = logits.float()
         if mb.temperatures is not None:

@@ -1,0 +1,164 @@
+"""A decoder's forward pass run layer by layer under activation checkpointing, shared head included.
+
+The trainer runs a micro-batch's shared prompt head once and attends every member to it (``azr.prefix``). HF's own
+gradient checkpointing cannot keep a KV cache (the backward replay would write it twice), so with it on every member
+recomputed the whole head. This module drives the layers itself instead:
+
+- **head pass** (batch 1, P tokens): each layer runs inside ``torch.utils.checkpoint`` with a fresh one-layer cache
+  and returns its output *and* the keys/values it wrote; only the layer's input and those keys/values are kept;
+- **member pass** (batch b, L tokens): each layer runs checkpointed with a fresh cache preloaded with the head's
+  keys/values of that layer (expanded to b rows, not copied), so members attend to the head exactly as with a cache.
+
+The replay in backward rebuilds its own cache, so nothing is written twice and the gradients equal those of the plain
+forward pass. Kept for backward: one (b, L, H) input per layer plus the head's keys/values, instead of every
+intermediate of every layer (about 1/16th for SmolLM2's shapes).
+
+Supported: decoders with ``embed_tokens``, ``layers``, ``norm`` and ``rotary_emb`` whose attention writes through
+``cache.update(key, value, layer_idx, ...)`` (Llama, Qwen2, Mistral, SmolLM), with sdpa or eager attention.
+:func:`supports` says whether a decoder qualifies.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["checkpointed_hidden", "supports"]
+
+
+class _LayerCache:
+    """The slice of the ``Cache`` API one attention layer uses: ``update`` appends to an optional preloaded head."""
+
+    def __init__(self, head: tuple[torch.Tensor, torch.Tensor] | None = None, rows: int = 1) -> None:
+        self.head = head
+        self.rows = rows
+        self.written: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(
+        self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.written = (key, value)  # (b, kv_heads, L, d) each
+        if self.head is None:
+            return key, value
+        hk, hv = (t.expand(self.rows, -1, -1, -1) for t in self.head)  # (b, kv_heads, P, d), no copy
+        return torch.cat([hk, key], dim=2), torch.cat([hv, value], dim=2)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0 if self.head is None else self.head[0].shape[2]
+
+
+def supports(decoder: Any) -> bool:
+    """True when :func:`checkpointed_hidden` can drive ``decoder`` (see the module docstring)."""
+    needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if not all(hasattr(decoder, name) for name in needed):
+        return False
+    impl = getattr(decoder.config, "_attn_implementation", None) or "eager"
+    try:
+        _cache_name(type(decoder.layers[0]))
+    except StopIteration:
+        return False
+    return impl in ("sdpa", "eager")
+
+
+def _mask(keep: torch.Tensor, impl: str, dtype: torch.dtype) -> torch.Tensor:
+    """(b, 1, L, K) mask from a bool ``keep``: bool for sdpa, additive for eager."""
+    if impl == "sdpa":
+        return keep
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(
+        ~keep, torch.finfo(dtype).min
+    )
+
+
+def _keep(attention_mask: torch.Tensor, head: int) -> torch.Tensor:
+    """(b, 1, L, P + L) bool: member token i sees the whole head, and its own non-padding tokens up to i."""
+    b, width = attention_mask.shape
+    causal = torch.ones(width, width, dtype=torch.bool, device=attention_mask.device).tril()  # (L, L)
+    own = causal[None] & attention_mask.bool()[:, None, :]  # (b, L, L)
+    seen = torch.ones(b, width, head, dtype=torch.bool, device=attention_mask.device)  # (b, L, P)
+    return torch.cat([seen, own], dim=2)[:, None]
+
+
+@functools.cache
+def _cache_name(cls: type) -> str:
+    """The decoder layer's KV-cache argument: renamed twice across transformers versions."""
+    params = inspect.signature(cls.forward).parameters
+    return next(name for name in ("cache", "past_key_values", "past_key_value") if name in params)
+
+
+def _run_layer(
+    layer: Any,
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    cache: _LayerCache,
+) -> torch.Tensor:
+    out = layer(
+        hidden, attention_mask=mask, position_embeddings=(cos, sin), **{_cache_name(type(layer)): cache}
+    )
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _head_layer(
+    layer: Any, hidden: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    cache = _LayerCache()
+    out = _run_layer(layer, hidden, mask, cos, sin, cache)
+    assert cache.written is not None, "the attention layer did not write its keys/values through cache.update"
+    return out, *cache.written
+
+
+def _member_layer(
+    layer: Any,
+    hidden: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+) -> torch.Tensor:
+    cache = _LayerCache((key, value), rows=hidden.shape[0])
+    return _run_layer(layer, hidden, mask, cos, sin, cache)
+
+
+def checkpointed_hidden(
+    decoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_ids: torch.Tensor | None
+) -> torch.Tensor:
+    """Last hidden states (b, L, H) of ``input_ids`` (right-padded, ``attention_mask`` (b, L)) after the shared
+    ``prefix_ids`` (1, P) when given; equal to the plain forward pass, with activations recomputed in backward."""
+    impl = getattr(decoder.config, "_attn_implementation", None) or "eager"
+    layers = list(decoder.layers)[: decoder.config.num_hidden_layers]
+    device = input_ids.device
+    heads: list[tuple[torch.Tensor, torch.Tensor]] = []
+    skip = 0
+    if prefix_ids is not None:
+        skip = prefix_ids.shape[1]
+        hidden = decoder.embed_tokens(prefix_ids)  # (1, P, H)
+        cos, sin = decoder.rotary_emb(hidden, torch.arange(skip, device=device)[None])
+        keep = torch.ones(skip, skip, dtype=torch.bool, device=device).tril()[None, None]  # (1, 1, P, P)
+        mask = _mask(keep, impl, hidden.dtype)
+        for layer in layers:
+            hidden, key, value = checkpoint(_head_layer, layer, hidden, mask, cos, sin, use_reentrant=False)
+            heads.append((key, value))
+    b, width = input_ids.shape
+    hidden = decoder.embed_tokens(input_ids)  # (b, L, H)
+    positions = torch.arange(skip, skip + width, device=device).expand(b, width)  # (b, L)
+    cos, sin = decoder.rotary_emb(hidden, positions)
+    mask = _mask(_keep(attention_mask, skip), impl, hidden.dtype)  # (b, 1, L, P + L)
+    for i, layer in enumerate(layers):
+        if heads:
+            key, value = heads[i]
+            hidden = checkpoint(_member_layer, layer, hidden, key, value, mask, cos, sin, use_reentrant=False)
+        else:
+            hidden = checkpoint(_run_layer_fresh, layer, hidden, mask, cos, sin, use_reentrant=False)
+    return decoder.norm(hidden)
+
+
+def _run_layer_fresh(
+    layer: Any, hidden: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
+    return _run_layer(layer, hidden, mask, cos, sin, _LayerCache())
