@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["checkpointed_hidden", "supports"]
+__all__ = ["checkpointed_hidden", "chunked", "supports"]
 
 
 class _LayerCache:
@@ -162,3 +162,27 @@ def _run_layer_fresh(
     layer: Any, hidden: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 ) -> torch.Tensor:
     return _run_layer(layer, hidden, mask, cos, sin, _LayerCache())
+
+
+def chunked(
+    fn: Any,
+    size: int,
+    head: Any,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    temperatures: torch.Tensor | None,
+    with_entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``fn(head, hidden, targets, temperatures, with_entropy)`` over ``size`` rows at a time, each checkpointed:
+    only one chunk's (size, V) logits ever exist, in forward and in backward. Returns the concatenated outputs."""
+    if hidden.shape[0] == 0:
+        return fn(head, hidden, targets, temperatures, with_entropy)
+    parts = []
+    for start in range(0, hidden.shape[0], size):
+        rows = slice(start, start + size)
+        temps = None if temperatures is None else temperatures[rows]
+        parts.append(
+            checkpoint(fn, head, hidden[rows], targets[rows], temps, with_entropy, use_reentrant=False)
+        )
+    logp = torch.cat([p[0] for p in parts])
+    return logp, (torch.cat([p[1] for p in parts]) if with_entropy else None)

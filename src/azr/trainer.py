@@ -67,6 +67,24 @@ def constant_lr(_: int) -> float:
     return 1.0
 
 
+HEAD_CHUNK = 128  # reply tokens whose logits exist at once under gradient checkpointing
+
+
+def _head_stats(
+    head: Any,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    temperatures: torch.Tensor | None,
+    with_entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (n,) of ``targets`` under ``softmax(head(hidden) / T)``, and entropies (n,) when asked, in fp32."""
+    logits = head(hidden).float()  # (n, V)
+    if temperatures is not None:
+        # In place: the head's matmul does not keep its output for backward, so no second (n, V) buffer.
+        logits = logits.div_(temperatures)
+    return token_logprobs(logits, targets, with_entropy)
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -215,19 +233,20 @@ class Trainer:
         """Log-probs (n,) of the reply tokens under ``softmax(logits / T)``, and their entropies (n,) when asked,
         in fp32; ``model`` defaults to the policy."""
         decoder, head = self._decoder_and_head(self.model if model is None else model)
+        checkpointed = self.layerwise and torch.is_grad_enabled()
         with self._autocast():
-            if self.layerwise and torch.is_grad_enabled():
+            if checkpointed:
                 hidden = layerwise.checkpointed_hidden(
                     decoder, mb.input_ids, mb.attention_mask, mb.prefix_ids
                 )
             else:
                 hidden = self._hidden(decoder, mb)  # (b, L, H)
-            logits = head(hidden[mb.rows, mb.cols])  # (n, V)
-        logits = logits.float()
-        if mb.temperatures is not None:
-            # In place: the head's matmul does not keep its output for backward, so no second (n, V) buffer.
-            logits = logits.div_(mb.temperatures)
-        return token_logprobs(logits, mb.targets, with_entropy)
+            picked = hidden[mb.rows, mb.cols]  # (n, H)
+            if checkpointed:  # (chunk, V) logits at a time, recomputed in backward
+                return layerwise.chunked(
+                    _head_stats, HEAD_CHUNK, head, picked, mb.targets, mb.temperatures, with_entropy
+                )
+            return _head_stats(head, picked, mb.targets, mb.temperatures, with_entropy)
 
     @staticmethod
     def _hidden(decoder: Any, mb: MicroBatch) -> torch.Tensor:
