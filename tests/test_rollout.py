@@ -389,3 +389,34 @@ def test_vllm_update_weights_changes_the_output(vllm_engine):
     after = [c.token_ids for c in vb.generate(_vllm_prompts(tok), greedy)]
     assert after != before
     assert after == [c.token_ids for c in hf.generate(_vllm_prompts(tok), greedy)]
+
+
+@pytest.mark.parametrize("batch", [3, 16])
+def test_prompt_store_samples_like_one_cache_row_per_reply(tiny, monkeypatch, batch):
+    """Several samples per prompt with the prompt's keys/values kept once (azr.rollout.shared_kv): the same
+    tokens and log-probs as one KV-cache row per reply, rows finishing at different steps included."""
+    model, tok = tiny
+    prompts = ["Write f(x) = x + 1 and then", "Hello world " * 6, "def f(a):\n    return a"]
+    s = Sampling(temperature=1.0, max_new_tokens=12, stop=("=",), n=4, seed=7)
+    cfg = RolloutConfig(generation_batch_size=batch)
+    stored = HFBackend(model, tok, cfg)
+    used = []
+    monkeypatch.setattr(HFBackend, "_store_steps", spy(HFBackend._store_steps, used))
+    got = stored.generate(prompts, s)
+    assert used, "the prompt store was not used"
+    monkeypatch.setattr(HFBackend, "_store_ok", lambda self: False)
+    plain = HFBackend(model, tok, cfg).generate(prompts, s)
+    assert [c.token_ids for c in got] == [c.token_ids for c in plain]
+    assert len({len(c.token_ids) for c in got}) > 1  # rows left the batch at different steps
+    for a, b in zip(got, plain):
+        assert a.finish_reason == b.finish_reason
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
+    assert model.config._attn_implementation != "azr_prompt_store"
+
+
+def spy(fn, calls):
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        return fn(*args, **kwargs)
+
+    return wrapped

@@ -13,7 +13,9 @@ How one ``generate`` call runs:
    (``cfg.share_prefix``, see :meth:`HFBackend._prefill`).
 3. Decode one token per step with a preallocated KV cache (:class:`PreallocLayer`: writes in place instead of the
    ``torch.cat`` per step of ``DynamicCache``). A row stops at EOS, at a stop string or at ``max_new_tokens``;
-   finished rows leave the batch (the cache rows are dropped), so the batch shrinks.
+   finished rows leave the batch (the cache rows are dropped), so the batch shrinks. When a chunk samples a prompt
+   more than once (``n > 1``, and ``cfg.share_prefix``), the prompt's keys/values are kept once instead
+   (:mod:`azr.rollout.shared_kv`): each row then stores and reads only its own generated tokens.
 4. Stop strings are checked cheaply: a token can only complete ``</answer>`` if its text holds ``>``, so only rows
    whose new token can end a stop string get their last few tokens decoded (:class:`StopDetector`).
 
@@ -32,7 +34,7 @@ from __future__ import annotations
 import copy
 import time
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,6 +45,7 @@ from azr.config import RolloutConfig
 from azr.hfcompat import with_cache
 from azr.precision import native_bf16
 from azr.prefix import PrefixGroup, prefix_groups
+from azr.rollout import shared_kv
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
 from azr.rollout.kvcache import DynamicCache, DynamicLayer, PreallocLayer, new_cache
 from azr.rollout.sampling import StopDetector, sample_next
@@ -385,14 +388,13 @@ class HFBackend:
         stats: dict[str, float],
     ) -> list[Completion]:
         t0 = time.perf_counter()
-        width = max(len(p) for p in prompts)
-        logits, mask, pos, cache = self._prefill(
-            prompts, sampling.max_new_tokens
-        )  # mask (A, P + N), pos (A,)
+        steps = self._prompt_store_steps(prompts, sampling.max_new_tokens)
+        if steps is None:
+            steps = self._cache_steps(prompts, sampling.max_new_tokens)
+        logits = next(steps)  # (A, V) after the prefill
         stats["prefill_seconds"] += time.perf_counter() - t0
         state, detector = _Chunk(len(prompts)), self._detector(sampling.stop)
         eos = self.eos_ids.to(logits.device)
-        cache_kw = with_cache(self.decoder, cache)  # the same cache object for every step of the chunk
         for step in range(sampling.max_new_tokens):
             tokens, logps = sample_next(logits, sampling.temperature, sampling.top_p, gen)  # (A,), (A,)
             finished = self._record(
@@ -402,13 +404,32 @@ class HFBackend:
                 progress(len(finished))
             if len(finished) == len(state.alive):
                 break
+            keep = None
             if finished:
                 keep = torch.tensor(
                     [i for i in range(len(state.alive)) if i not in finished], device=tokens.device
                 )
-                cache.batch_select_indices(keep)
-                tokens, mask, pos = tokens[keep], mask[keep], pos[keep]
+                tokens = tokens[keep]
                 state.alive = [r for i, r in enumerate(state.alive) if i not in finished]
+            logits = steps.send((tokens, keep))
+        steps.close()
+        stats["tokens"] += sum(len(t) for t in state.tokens)
+        return [self._completion(p, state, r, sampling.stop) for r, p in enumerate(prompts)]
+
+    def _cache_steps(
+        self, prompts: list[list[int]], max_new: int
+    ) -> Generator[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None], None]:
+        """Decode with one KV-cache row per row: yields the prefill's logits (A, V), then, for every (tokens,
+        rows kept) sent, the next logits of the rows kept."""
+        width = max(len(p) for p in prompts)
+        logits, mask, pos, cache = self._prefill(prompts, max_new)  # mask (A, P + N), pos (A,)
+        cache_kw = with_cache(self.decoder, cache)  # the same cache object for every step of the chunk
+        step = 0
+        while True:
+            tokens, keep = yield logits
+            if keep is not None:
+                cache.batch_select_indices(keep)
+                mask, pos = mask[keep], pos[keep]
             mask[:, width + step] = 1
             pos = pos + 1
             out = self.decoder(
@@ -418,8 +439,42 @@ class HFBackend:
                 **cache_kw,
             )
             logits = out.logits[:, -1]  # (A, V)
-        stats["tokens"] += sum(len(t) for t in state.tokens)
-        return [self._completion(p, state, r, sampling.stop) for r, p in enumerate(prompts)]
+            step += 1
+
+    def _prompt_store_steps(
+        self, prompts: list[list[int]], max_new: int
+    ) -> Generator[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None], None] | None:
+        """:meth:`_cache_steps` with each distinct prompt's keys/values kept once (:mod:`azr.rollout.shared_kv`),
+        or None where that does not apply (no repeated prompt, sharing off, or a model it cannot drive)."""
+        uniq: dict[tuple[int, ...], int] = {}
+        row_of = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
+        if len(uniq) == len(prompts) or not self.cfg.share_prefix or not self._store_ok():
+            return None
+        return self._store_steps([list(p) for p in uniq], row_of, max_new)
+
+    def _store_ok(self) -> bool:
+        return shared_kv.available() and self._plain_cache()
+
+    def _store_steps(
+        self, distinct: list[list[int]], row_of: list[int], max_new: int
+    ) -> Generator[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None], None]:
+        logits, mask, pos, cache = self._prefill(distinct, 0)  # (U, V), (U, P), (U,)
+        keys = [layer.keys for layer in cache.layers]  # (U, K, P, d) each
+        values = [layer.values for layer in cache.layers]
+        store = shared_kv.PromptStore(keys, values, mask.bool(), row_of, max_new)
+        del cache
+        index = torch.tensor(row_of, device=logits.device)
+        logits, pos = logits[index], pos[index]
+        while True:
+            tokens, keep = yield logits
+            if keep is not None:
+                store.select(keep)
+                pos = pos[keep]
+            pos = pos + 1
+            with shared_kv.decoding(self.decoder, store):
+                out = self.decoder(input_ids=tokens[:, None], position_ids=pos[:, None], use_cache=False)
+            store.advance()
+            logits = out.logits[:, -1]  # (A, V)
 
     def _record(
         self,
