@@ -203,3 +203,55 @@ def test_batch_smaller_than_the_world_is_refused():
     with pytest.raises(ConfigError, match=r"selfplay\.batch_size"):
         rank_config(Config(), Dist(0, 8))
     assert rank_config(Config(), Dist(1, 3)).selfplay.batch_size == 1  # B = 4 over 3 ranks: 2, 1, 1
+
+
+ACCELERATE = ["/usr/bin/python3", "/venv/bin/accelerate", "launch", "--cpu", "--num_processes"]
+CPU_ENV = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511"}
+
+
+@pytest.mark.parametrize(
+    ("env", "parent", "expected"),
+    [
+        (CPU_ENV, [*ACCELERATE, "2", "-m", "azr", "train", "--steps", "1"], 2),
+        (CPU_ENV, [*ACCELERATE, "1", "-m", "azr", "train"], None),
+        ({**CPU_ENV, "WORLD_SIZE": "2"}, [*ACCELERATE, "2", "-m", "azr", "train"], None),  # already started
+        ({"MASTER_ADDR": "127.0.0.1"}, [*ACCELERATE, "2", "-m", "azr", "train"], None),  # not --cpu
+        (CPU_ENV, ["/usr/bin/python3", "-m", "azr", "train"], None),  # not under accelerate
+    ],
+)
+def test_accelerate_cpu_processes_read_from_the_launcher(env, parent, expected):
+    from azr.launch import accelerate_cpu_processes
+
+    assert accelerate_cpu_processes(env, parent) == expected
+
+
+def test_accelerate_cpu_on_several_machines_is_refused():
+    from azr.errors import AzrError
+    from azr.launch import accelerate_cpu_processes
+
+    parent = [*ACCELERATE, "4", "--num_machines", "2", "-m", "azr", "train"]
+    with pytest.raises(AzrError, match="torchrun --nnodes"):
+        accelerate_cpu_processes(CPU_ENV, parent)
+
+
+def test_accelerate_launch_cpu_runs_two_processes(tmp_path, model_dir):
+    """The command as a user types it: two processes, one metrics line with dist/world_size 2, one checkpoint."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_soak import _config
+
+    run_dir = tmp_path / "run"
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1"]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    command += ["-m", "azr", "train", "--config", str(_config(tmp_path, model_dir)), "--steps", "1"]
+    command += ["--run-dir", str(run_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "starting 2 with torch.distributed.run" in done.stdout
+    rows = read_metrics(run_dir)
+    assert len(rows) == 1 and rows[0]["dist/world_size"] == 2.0
+    assert len(list((run_dir / "checkpoints").iterdir())) == 1

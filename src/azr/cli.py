@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(overrides) != len(extra) or (overrides and args.command not in OVERRIDABLE):
         parser.parse_args(argv)  # reports the unrecognised arguments and exits 2
     args.overrides = overrides
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 0

@@ -47,9 +47,9 @@ TIMEOUT = timedelta(hours=2)
 """How long a rank waits at a collective: rank 0 seeds the buffers alone while the others wait."""
 
 CPU_TRAP = (
-    "accelerate launch --cpu starts a single process (it needs an MPI hostfile for more); for several CPU "
-    "processes run `accelerate launch --multi_gpu --num_processes N -m azr train ...` or "
-    "`torchrun --nproc_per_node N -m azr train ...`"
+    "accelerate launch --cpu started a single process, and only `azr train` starts the others itself "
+    "(azr.launch); for several CPU processes run `accelerate launch --cpu --num_processes N -m azr train ...`, "
+    "`accelerate launch --multi_gpu --num_processes N -m azr train ...` or `torchrun --nproc_per_node N -m azr train ...`"
 )
 
 

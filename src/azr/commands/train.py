@@ -45,9 +45,23 @@ def run(args: argparse.Namespace) -> int:
     from azr.loop import prepare_config, train, with_steps
 
     run_dir = Path(args.resume or args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    _start_accelerate_cpu_processes(args, run_dir)
     from azr.config import DEFAULT_RECIPE
 
     config = args.config or str(DEFAULT_RECIPE)
     cfg = prepare_config(config, split_overrides(args), run_dir, resume=bool(args.resume))
     cfg = with_steps(cfg, args.steps)
     return train(cfg, run_dir, resume=bool(args.resume))
+
+
+def _start_accelerate_cpu_processes(args: argparse.Namespace, run_dir: object) -> None:
+    """Under ``accelerate launch --cpu --num_processes N``, which starts one process, start the N (azr.launch);
+    every process gets the same run directory."""
+    from azr.launch import accelerate_cpu_processes, relaunch
+
+    processes = accelerate_cpu_processes()
+    if processes:
+        argv = list(args.argv)
+        if not (args.resume or args.run_dir):
+            argv += ["--run-dir", str(run_dir)]
+        relaunch(processes, argv)
