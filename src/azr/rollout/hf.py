@@ -288,65 +288,55 @@ class HFBackend:
     def _prefill_shared(
         self, prompts: list[list[int]], plan: list[PrefixGroup], width: int, cache: Any
     ) -> torch.Tensor:
-        """Prefill group by group (head once, then the rest), then fill ``cache`` in the common layout."""
-        logits: list[torch.Tensor | None] = [None] * len(prompts)
-        keys: list[torch.Tensor] | None = None
-        values: list[torch.Tensor] | None = None
-        for group in plan:
-            g_logits, g_cache = self._prefill_group([prompts[i] for i in group.members], group.prefix_len)
-            layers = g_cache.layers
-            if keys is None:
-                keys = [
-                    layer.keys.new_zeros((len(prompts), *layer.keys.shape[1:2], width, layer.keys.shape[3]))
-                    for layer in layers
-                ]
-                values = [
-                    layer.values.new_zeros(
-                        (len(prompts), *layer.values.shape[1:2], width, layer.values.shape[3])
-                    )
-                    for layer in layers
-                ]
-            span = layers[0].keys.shape[2]  # head + padded rest
-            for row, u in enumerate(group.members):
-                n, head = len(prompts[u]), group.prefix_len
-                logits[u] = g_logits[row]
-                for li, layer in enumerate(layers):
-                    for dst, src in ((keys[li], layer.keys), (values[li], layer.values)):
-                        dst[u, :, width - n : width - n + head] = src[row, :, :head]
-                        dst[u, :, width - (n - head) : width] = src[row, :, span - (n - head) :]
-        for layer, k, v in zip(cache.layers, keys or [], values or []):
-            layer.update(k, v)
-        return torch.stack(logits)  # (U, V)
+        """:meth:`_prefill_in_place` for a cache that is not preallocated: lay the groups out in staging buffers,
+        then hand them to ``cache``."""
+        staging = [PreallocLayer(width) for _ in cache.layers]
+        logits = self._write_groups(prompts, plan, width, staging, list(range(len(prompts))))
+        for layer, staged in zip(cache.layers, staging):
+            layer.update(staged.keys, staged.values)
+        return logits
 
     def _prefill_in_place(
         self, prompts: list[list[int]], plan: list[PrefixGroup], width: int, cache: Any, row_of: list[int]
     ) -> torch.Tensor:
-        """:meth:`_prefill_shared` for a preallocated cache: each group's keys and values go straight into the
+        """Prefill group by group straight into a preallocated cache: each group's keys and values go into the
         rows of every copy of its prompts (``row_of``: row -> distinct prompt), with no intermediate copy of the
-        whole cache and no second one for the repeated rows (saves about two caches' worth of memory)."""
+        whole cache and no second one for the repeated rows."""
+        return self._write_groups(prompts, plan, width, cache.layers, row_of)
+
+    def _write_groups(
+        self,
+        prompts: list[list[int]],
+        plan: list[PrefixGroup],
+        width: int,
+        layers: list[PreallocLayer],
+        row_of: list[int],
+    ) -> torch.Tensor:
+        """Run each group (head once, then the rests) and write its keys/values into ``layers`` in the common
+        left-padded layout (same positions and masked pads as a whole-prompt prefill); logits (U, V)."""
         rows_of: dict[int, list[int]] = {}
         for row, u in enumerate(row_of):
             rows_of.setdefault(u, []).append(row)
         logits: list[torch.Tensor | None] = [None] * len(prompts)
         for group in plan:
             g_logits, g_cache = self._prefill_group([prompts[i] for i in group.members], group.prefix_len)
-            layers = g_cache.layers
-            if not cache.layers[0].is_initialized:
-                for layer, like in zip(cache.layers, layers):
+            computed = g_cache.layers
+            if not layers[0].is_initialized:
+                for layer, like in zip(layers, computed):
                     layer.reserve(len(row_of), like.keys)
-            span = layers[0].keys.shape[2]  # head + padded rest
+            span = computed[0].keys.shape[2]  # head + padded rest
             for g_row, u in enumerate(group.members):
                 n, head = len(prompts[u]), group.prefix_len
                 logits[u] = g_logits[g_row]
-                for layer, src in zip(cache.layers, layers):
+                for layer, src in zip(layers, computed):
                     k_head, v_head = src.keys[g_row, :, :head], src.values[g_row, :, :head]
                     k_rest = src.keys[g_row, :, span - (n - head) :]
                     v_rest = src.values[g_row, :, span - (n - head) :]
                     for row in rows_of[u]:
                         layer.write(row, width - n, k_head, v_head)
                         layer.write(row, width - (n - head), k_rest, v_rest)
-            del g_cache, layers
-        for layer in cache.layers:
+            del g_cache, computed
+        for layer in layers:
             layer.filled(width)
         return torch.stack(logits)  # (U, V)
 
