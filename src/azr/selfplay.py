@@ -34,9 +34,10 @@ from azr.distributed import Dist, metrics_view
 from azr.flops import generation_work
 from azr.rollout import Backend, Completion, Sampling
 from azr.safety import Flag, load_detector, safety_metrics, sandbox_flags, scan_reply, zero_flagged
+from azr.shots import Demonstrations
 from azr.store import TaskStore, content_hash
 from azr.tasks.parsing import ParseReason, parse_proposal, parse_solution
-from azr.tasks.prompts import build_prompt, trace_think
+from azr.tasks.prompts import build_prompt
 from azr.tasks.validate import score_solutions, validate_proposals
 from azr.types import GROUPS, TASK_TYPES, Role, Task, TaskType, group_name
 
@@ -107,8 +108,7 @@ class SelfPlay:
         self.tokenizer = tokenizer
         self.rng = random.Random(seed)
         self.seed = seed
-        self._phase_shots: dict[tuple[TaskType, Role], list[Task]] = {}
-        self._traces: dict[tuple[str, str], str | None] = {}  # (program, input) -> sandbox trace (demo_trace)
+        self.demos = Demonstrations(cfg.selfplay, executor)
         self.detector = load_detector(cfg.safety.detector)
 
     # -- sampling settings -------------------------------------------------------------------------
@@ -123,7 +123,7 @@ class SelfPlay:
 
     def _prompt(self, kind: TaskType, role: Role, **kw: Any) -> str:
         sp = self.cfg.selfplay
-        shots = self._shots(kind, role, kw.get("task"))
+        shots = self.demos.for_task(kind, role, kw.get("task"), self.store, self.rng)
         return build_prompt(
             kind,
             role,
@@ -132,54 +132,9 @@ class SelfPlay:
             n_visible=sp.induction_visible,
             max_tokens=self.cfg.rollout.max_prompt_tokens,
             shots=shots,
-            thinks=self._thinks(kind, role, shots),
+            thinks=self.demos.thinks(kind, role, shots),
             **kw,
         )
-
-    def _thinks(self, kind: TaskType, role: Role, shots: Sequence[Task]) -> list[str | None]:
-        """The demonstrations' ``<think>`` blocks: sandbox traces under ``selfplay.demo_trace`` for deduction and
-        abduction solves (see :meth:`_trace_shots`), else the default sentence (``None``)."""
-        if not self.cfg.selfplay.demo_trace or role is not Role.SOLVE or kind is TaskType.INDUCTION:
-            return []
-        traces = [self._traces.get((t.program, t.input)) for t in shots]
-        return [trace_think(kind, t, tr) if tr else None for t, tr in zip(shots, traces, strict=True)]
-
-    def _trace_shots(self, tasks: Sequence[Task]) -> None:
-        """Run the not yet traced demonstrations under the sandbox's tracer, in one batch (cached by program and
-        input: a trace depends on nothing else)."""
-        todo = list(
-            dict.fromkeys((t.program, t.input) for t in tasks if (t.program, t.input) not in self._traces)
-        )
-        for key, trace in zip(
-            todo, self.executor.trace_many(todo, self.cfg.selfplay.demo_trace), strict=True
-        ):
-            self._traces[key] = trace
-
-    def _shots(self, kind: TaskType, role: Role, task: Task | None) -> list[Task]:
-        """Buffer tasks of the same type shown as worked demonstrations (``selfplay.n_shots``, 0 = none).
-
-        Drawn once per generation phase for each (type, role) (see :meth:`_draw_shots`), so the prompts of a
-        group start with the same tokens and the backend and trainer compute that head once (:mod:`azr.prefix`).
-        A task never serves as its own demonstration.
-        """
-        n = self.cfg.selfplay.n_shots
-        if not n:
-            return []
-        if (kind, role) not in self._phase_shots:
-            self._draw_shots(kind, role, ())
-        pool = self._phase_shots[kind, role]
-        return [t for t in pool if task is None or t.program != task.program][:n]
-
-    def _draw_shots(self, kind: TaskType, role: Role, avoid: Sequence[Task | None]) -> None:
-        """This phase's demonstrations for (kind, role), none of them a task of the phase (``avoid``) when the
-        buffer has enough others: then every prompt of the group gets the same ones."""
-        n = self.cfg.selfplay.n_shots
-        programs = {t.program for t in avoid if t is not None}
-        pool = self.store.sample_references(kind, n + len(programs) + 1, self.rng)
-        fresh = [t for t in pool if t.program not in programs]
-        self._phase_shots[kind, role] = fresh[:n] + [t for t in pool if t.program in programs]
-        if self.cfg.selfplay.demo_trace and role is Role.SOLVE and kind is not TaskType.INDUCTION:
-            self._trace_shots(self._phase_shots[kind, role])
 
     # -- the step ----------------------------------------------------------------------------------
     def step(self, step: int, progress: Progress | None = None) -> StepResult:
@@ -224,7 +179,7 @@ class SelfPlay:
         from the deduction and abduction buffers.
         """
         B, K = self.cfg.selfplay.batch_size, self.cfg.selfplay.n_references
-        self._phase_shots.clear()
+        self.demos.new_phase()
         counts = counts if counts is not None else dict.fromkeys(TASK_TYPES, B)
         prompts: list[tuple[TaskType, str, Task | None]] = []
         n_ind = counts.get(TaskType.INDUCTION, 0)
@@ -232,7 +187,7 @@ class SelfPlay:
             induction_refs[i] if induction_refs else self._induction_reference() for i in range(n_ind)
         ]
         if self.cfg.selfplay.n_shots:
-            self._draw_shots(TaskType.INDUCTION, Role.PROPOSE, ind_refs)
+            self.demos.draw(TaskType.INDUCTION, Role.PROPOSE, ind_refs, self.store, self.rng)
         for kind in TASK_TYPES:
             for i in range(counts.get(kind, 0)):
                 if kind is TaskType.INDUCTION:
@@ -291,7 +246,8 @@ class SelfPlay:
         jobs = real + [(proposals[i].task_type, proposals[i].task) for i in mc_owners for _ in range(n)]
         if self.cfg.selfplay.n_shots:
             for kind in TASK_TYPES:
-                self._draw_shots(kind, Role.SOLVE, [task for k, task in jobs if k is kind])
+                avoid = [task for k, task in jobs if k is kind]
+                self.demos.draw(kind, Role.SOLVE, avoid, self.store, self.rng)
         prompts = [self._prompt(kind, Role.SOLVE, task=task) for kind, task in jobs]
         sampling = self.sampling(Role.SOLVE, step, 1)
         completions = self._generate(prompts, sampling, Role.SOLVE, timings, progress)
