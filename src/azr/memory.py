@@ -18,7 +18,7 @@ Activations of one micro-batch (``training.micro_batch_size`` sequences of up to
 max_new_tokens`` tokens, 2-byte activations under bf16 autocast, attention without the quadratic term as in SDPA):
 about ``34 * H`` bytes per token and layer (Korthikanti et al. 2022, arXiv 2205.05198), ``2 * H`` with gradient
 checkpointing (one layer's worth recomputed), plus the fp32 logits of the reply tokens (``4 * V`` bytes each, twice
-for the backward). It is an estimate for a start-up check, not a measurement: it ignores allocator slack.
+for the backward; at most 128 of them at once with checkpointing). It is an estimate for a start-up check, not a measurement: it ignores allocator slack.
 
 On CUDA the check raises :class:`AzrError` when the estimate plus the vLLM share
 (``rollout.vllm_gpu_memory_utilization`` of the GPU) exceeds the free memory (``torch.cuda.mem_get_info``). On a
@@ -89,8 +89,12 @@ def activation_bytes(config: Any, cfg: Any) -> int:
     kept = tokens * layers * per_token_layer + (
         tokens * 34 * hidden if cfg.model.gradient_checkpointing else 0
     )
-    logits = cfg.training.micro_batch_size * reply * vocab * 4 * 2
-    return kept + logits
+    logit_rows = cfg.training.micro_batch_size * reply
+    if cfg.model.gradient_checkpointing:  # the LM head runs HEAD_CHUNK reply tokens at a time
+        from azr.trainer import HEAD_CHUNK
+
+        logit_rows = min(logit_rows, HEAD_CHUNK)
+    return kept + logit_rows * vocab * 4 * 2
 
 
 def available_ram() -> int | None:
