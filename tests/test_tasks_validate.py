@@ -124,3 +124,24 @@ def test_inputs_must_be_literal_arguments():
     p = ParsedProposal(IND, REV, ("'ab'", "str(12)", "'cd'"), "m")
     (v,) = validate_proposals(FakeExecutor(), IND, [p], cfg(min_valid=2))
     assert v.accepted and v.task.inputs == ("'ab'", "'cd'")
+
+
+def test_trivial_programs_are_rejected_only_when_asked():
+    from azr.tasks.validate import program_nodes
+
+    one_liner, loop = (
+        "def f(x):\n    return x + 1",
+        "def f(xs):\n    t = 0\n    for x in xs:\n        t += x * x\n    return t",
+    )
+    assert program_nodes(one_liner) == 6 and program_nodes(loop) > 10 and program_nodes("x = 1") == 0
+    props = [ParsedProposal(D, one_liner, ("1",)), ParsedProposal(D, loop, ("[1, 2]",))]
+    assert all(v.accepted for v in validate_proposals(FakeExecutor(), D, props, cfg()))  # off by default
+    strict = cfg()
+    strict = dataclasses.replace(strict, selfplay=dataclasses.replace(strict.selfplay, min_program_nodes=10))
+    ex = FakeExecutor()
+    first, second = validate_proposals(ex, D, props, strict)
+    assert first.reason is RejectReason.TRIVIAL and second.accepted and second.task.outputs == ("5",)
+    # Induction shows a program the proposer did not write: never rejected as trivial.
+    ind = ParsedProposal(IND, one_liner, ("1", "2", "3"), message="adds one")
+    (v,) = validate_proposals(FakeExecutor(), IND, [ind], strict, min_valid=3)
+    assert v.accepted

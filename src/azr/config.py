@@ -86,6 +86,11 @@ class SelfPlayConfig:
         "of the program's run written by the sandbox, at most this many lines (the variables that change, then "
         "the returned value); needs n_shots > 0.",
     )
+    min_program_nodes: int = _f(
+        0,
+        "Beyond the paper (0 = off): deduction and abduction proposals whose f has fewer syntax nodes than this "
+        "are rejected as trivial (`return x + 1` has 6), so the proposer is not rewarded for one-liners.",
+    )
     n_mc_rollouts: int = _f(
         8, "n: Monte-Carlo solves per valid proposal for the learnability reward (paper: 8)."
     )
@@ -337,6 +342,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("selfplay.induction_min_valid cannot exceed selfplay.induction_inputs")
     if sp.demo_trace < 0 or (sp.demo_trace and not sp.n_shots):
         raise ConfigError("selfplay.demo_trace must be >= 0, and needs selfplay.n_shots > 0 (0 turns it off)")
+    if sp.min_program_nodes < 0:
+        raise ConfigError("selfplay.min_program_nodes must be >= 0 (0 turns the check off)")
     if sp.buffer_cap < 0 or 0 < sp.buffer_cap < sp.n_seed:
         raise ConfigError("selfplay.buffer_cap must be 0 (unbounded) or >= selfplay.n_seed")
     if cfg.algorithm.kl_coef < 0:

@@ -12,6 +12,7 @@ The executor is only used through its documented methods, so tests may pass a sm
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,6 +44,7 @@ class RejectReason(StrEnum):
     MEMORY = "memory"
     NONDETERMINISTIC = "nondeterministic"
     NO_RESULT = "no_result"  # the executor returned no value
+    TRIVIAL = "trivial"  # f has fewer syntax nodes than selfplay.min_program_nodes
     TOO_FEW_VALID_INPUTS = "too_few_valid_inputs"
     NO_MESSAGE = "no_message"
     OTHER = "other"
@@ -114,6 +116,12 @@ def validate_proposals(
         reason = _size_reason(p, ex_cfg.max_program_chars, ex_cfg.max_input_chars, kind)
         if reason is None and kind is TaskType.INDUCTION and not p.message.strip():
             reason = RejectReason.NO_MESSAGE
+        if (
+            reason is None
+            and kind is not TaskType.INDUCTION
+            and _trivial(p.program, cfg.selfplay.min_program_nodes)
+        ):
+            reason = RejectReason.TRIVIAL
         if kind is TaskType.INDUCTION:  # over-long or non-literal inputs are dropped, like inputs that fail
             inputs = [i for i in _distinct(p.inputs) if len(i) <= ex_cfg.max_input_chars and _literal(i)]
         else:
@@ -137,6 +145,23 @@ def validate_proposals(
         else:
             out.append(_single_verdict(kind, p, pairs[0], ex_cfg.max_output_chars, step, origin))
     return out
+
+
+def program_nodes(program: str) -> int:
+    """Syntax nodes in the body of the program's top-level ``f`` (``def f(x): return x + 1`` has 6), the size
+    ``selfplay.min_program_nodes`` checks; 0 when there is no such function."""
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError):
+        return 0
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "f":
+            return sum(1 for stmt in node.body for _ in ast.walk(stmt))
+    return 0
+
+
+def _trivial(program: str, min_nodes: int) -> bool:
+    return min_nodes > 0 and program_nodes(program) < min_nodes
 
 
 def _literal(text: str) -> bool:
