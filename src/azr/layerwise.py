@@ -115,13 +115,14 @@ def _head_layer(
 def _member_layer(
     layer: Any,
     hidden: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
+    key: torch.Tensor | None,
+    value: torch.Tensor | None,
     mask: torch.Tensor,
     cos: torch.Tensor,
     sin: torch.Tensor,
 ) -> torch.Tensor:
-    cache = _LayerCache((key, value), rows=hidden.shape[0])
+    head = None if key is None or value is None else (key, value)
+    cache = _LayerCache(head, rows=hidden.shape[0])
     return _run_layer(layer, hidden, mask, cos, sin, cache)
 
 
@@ -150,18 +151,9 @@ def checkpointed_hidden(
     cos, sin = decoder.rotary_emb(hidden, positions)
     mask = _mask(_keep(attention_mask, skip), impl, hidden.dtype)  # (b, 1, L, P + L)
     for i, layer in enumerate(layers):
-        if heads:
-            key, value = heads[i]
-            hidden = checkpoint(_member_layer, layer, hidden, key, value, mask, cos, sin, use_reentrant=False)
-        else:
-            hidden = checkpoint(_run_layer_fresh, layer, hidden, mask, cos, sin, use_reentrant=False)
+        key, value = heads[i] if heads else (None, None)
+        hidden = checkpoint(_member_layer, layer, hidden, key, value, mask, cos, sin, use_reentrant=False)
     return decoder.norm(hidden)
-
-
-def _run_layer_fresh(
-    layer: Any, hidden: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> torch.Tensor:
-    return _run_layer(layer, hidden, mask, cos, sin, _LayerCache())
 
 
 def chunked(
