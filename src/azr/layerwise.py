@@ -27,7 +27,9 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["checkpointed_hidden", "chunked", "supports"]
+from azr.algo.loss import token_logprobs
+
+__all__ = ["checkpointed_hidden", "head_stats", "supports"]
 
 
 class _LayerCache:
@@ -156,25 +158,44 @@ def checkpointed_hidden(
     return decoder.norm(hidden)
 
 
-def chunked(
-    fn: Any,
-    size: int,
+def head_stats(
+    head: Any,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    temperatures: torch.Tensor | None,
+    with_entropy: bool,
+    chunk: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (n,) of ``targets`` under ``softmax(head(hidden) / T)``, and entropies (n,) when asked, in fp32.
+
+    With ``chunk > 0`` the head runs ``chunk`` rows at a time, each checkpointed: only one chunk's (chunk, V)
+    logits ever exist, in forward and in backward."""
+    n = hidden.shape[0]
+    if chunk <= 0 or n == 0:
+        return _head_stats(head, hidden, targets, temperatures, with_entropy)
+    parts = []
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        temps = None if temperatures is None else temperatures[rows]
+        parts.append(
+            checkpoint(
+                _head_stats, head, hidden[rows], targets[rows], temps, with_entropy, use_reentrant=False
+            )
+        )
+    logp = torch.cat([p[0] for p in parts])
+    return logp, (torch.cat([p[1] for p in parts]) if with_entropy else None)
+
+
+def _head_stats(
     head: Any,
     hidden: torch.Tensor,
     targets: torch.Tensor,
     temperatures: torch.Tensor | None,
     with_entropy: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``fn(head, hidden, targets, temperatures, with_entropy)`` over ``size`` rows at a time, each checkpointed:
-    only one chunk's (size, V) logits ever exist, in forward and in backward. Returns the concatenated outputs."""
-    if hidden.shape[0] == 0:
-        return fn(head, hidden, targets, temperatures, with_entropy)
-    parts = []
-    for start in range(0, hidden.shape[0], size):
-        rows = slice(start, start + size)
-        temps = None if temperatures is None else temperatures[rows]
-        parts.append(
-            checkpoint(fn, head, hidden[rows], targets[rows], temps, with_entropy, use_reentrant=False)
-        )
-    logp = torch.cat([p[0] for p in parts])
-    return logp, (torch.cat([p[1] for p in parts]) if with_entropy else None)
+    logits = head(hidden).float()  # (n, V), under the caller's autocast
+    with torch.autocast(device_type=logits.device.type, enabled=False):  # the statistics in fp32
+        if temperatures is not None:
+            # In place: the head's matmul does not keep its output for backward, so no second (n, V) buffer.
+            logits = logits.div_(temperatures)
+        return token_logprobs(logits, targets, with_entropy)

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from azr import layerwise
-from azr.algo.loss import ppo_clip_loss, token_logprobs
+from azr.algo.loss import ppo_clip_loss
 from azr.batching import MicroBatch, PerToken, TrainBatch, micro_batches, packed, pad, ppo_split
 from azr.distributed import Dist
 from azr.flops import update_work
@@ -68,21 +68,6 @@ def constant_lr(_: int) -> float:
 
 
 HEAD_CHUNK = 128  # reply tokens whose logits exist at once under gradient checkpointing
-
-
-def _head_stats(
-    head: Any,
-    hidden: torch.Tensor,
-    targets: torch.Tensor,
-    temperatures: torch.Tensor | None,
-    with_entropy: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (n,) of ``targets`` under ``softmax(head(hidden) / T)``, and entropies (n,) when asked, in fp32."""
-    logits = head(hidden).float()  # (n, V)
-    if temperatures is not None:
-        # In place: the head's matmul does not keep its output for backward, so no second (n, V) buffer.
-        logits = logits.div_(temperatures)
-    return token_logprobs(logits, targets, with_entropy)
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -242,11 +227,8 @@ class Trainer:
             else:
                 hidden = self._hidden(decoder, mb)  # (b, L, H)
             picked = hidden[mb.rows, mb.cols]  # (n, H)
-            if checkpointed:  # (chunk, V) logits at a time, recomputed in backward
-                return layerwise.chunked(
-                    _head_stats, HEAD_CHUNK, head, picked, mb.targets, mb.temperatures, with_entropy
-                )
-            return _head_stats(head, picked, mb.targets, mb.temperatures, with_entropy)
+            chunk = HEAD_CHUNK if checkpointed else 0  # (chunk, V) logits at a time, recomputed in backward
+            return layerwise.head_stats(head, picked, mb.targets, mb.temperatures, with_entropy, chunk)
 
     @staticmethod
     def _hidden(decoder: Any, mb: MicroBatch) -> torch.Tensor:
