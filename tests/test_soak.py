@@ -6,6 +6,8 @@ Each run is ``azr train`` in its own process, as a user runs it, and reads the `
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import subprocess
@@ -51,28 +53,48 @@ sample_every = 0
     return path
 
 
-def _azr_pids() -> set[int]:
-    pids = set()
+def _set_subreaper(on: bool) -> None:
+    """While on, orphaned descendants of this process are re-parented to it (prctl PR_SET_CHILD_SUBREAPER), so a
+    process that azr train leaves behind shows up among our children, whatever else runs on the machine."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _live_children() -> set[int]:
+    """Our child processes that are still running (exited ones are reaped)."""
+    live = set()
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"azr" in (entry / "cmdline").read_bytes():
-                    pids.add(int(entry.name))
-            except OSError:
-                pass
-    return pids
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) != os.getpid():
+            continue
+        if fields[0] == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry.name), os.WNOHANG)
+        else:
+            live.add(int(entry.name))
+    return live
 
 
 def _train(tmp_path: Path, model_dir: Path, steps: int) -> list[dict]:
-    before = _azr_pids()
+    before = _live_children()
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "azr", "train", "--config", str(_config(tmp_path, model_dir))]
     cmd += ["--run-dir", str(run_dir), "--steps", str(steps)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    time.sleep(0.5)
-    leaked = _azr_pids() - before - {os.getpid()}
+    _set_subreaper(True)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        time.sleep(0.5)
+        leaked = _live_children() - before
+    finally:
+        _set_subreaper(False)
     assert not leaked, f"processes left behind by azr train: {sorted(leaked)}"
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == steps
