@@ -401,7 +401,9 @@ def test_prompt_store_samples_like_one_cache_row_per_reply(tiny, monkeypatch, ba
     cfg = RolloutConfig(generation_batch_size=batch)
     stored = HFBackend(model, tok, cfg)
     used = []
-    monkeypatch.setattr(HFBackend, "_store_steps", spy(HFBackend._store_steps, used))
+    from azr.rollout import shared_kv
+
+    monkeypatch.setattr(shared_kv, "decode_steps", spy(shared_kv.decode_steps, used))
     got = stored.generate(prompts, s)
     assert used, "the prompt store was not used"
     monkeypatch.setattr(HFBackend, "_store_ok", lambda self: False)

@@ -440,31 +440,11 @@ class HFBackend:
         row_of = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
         if len(uniq) == len(prompts) or not self.cfg.share_prefix or not self._store_ok():
             return None
-        return self._store_steps([list(p) for p in uniq], row_of, max_new)
+        logits, mask, pos, cache = self._prefill([list(p) for p in uniq], 0)  # (U, V), (U, P), (U,)
+        return shared_kv.decode_steps(self.decoder, logits, mask, pos, cache, row_of, max_new)
 
     def _store_ok(self) -> bool:
         return shared_kv.available() and self._plain_cache()
-
-    def _store_steps(
-        self, distinct: list[list[int]], row_of: list[int], max_new: int
-    ) -> Generator[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None], None]:
-        logits, mask, pos, cache = self._prefill(distinct, 0)  # (U, V), (U, P), (U,)
-        keys = [layer.keys for layer in cache.layers]  # (U, K, P, d) each
-        values = [layer.values for layer in cache.layers]
-        store = shared_kv.PromptStore(keys, values, mask.bool(), row_of, max_new)
-        del cache
-        index = torch.tensor(row_of, device=logits.device)
-        logits, pos = logits[index], pos[index]
-        while True:
-            tokens, keep = yield logits
-            if keep is not None:
-                store.select(keep)
-                pos = pos[keep]
-            pos = pos + 1
-            with shared_kv.decoding(self.decoder, store):
-                out = self.decoder(input_ids=tokens[:, None], position_ids=pos[:, None], use_cache=False)
-            store.advance()
-            logits = out.logits[:, -1]  # (A, V)
 
     def _record(
         self,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import torch
@@ -32,7 +32,7 @@ try:
 except ImportError:  # pragma: no cover - transformers without pluggable attention
     AttentionInterface = None  # type: ignore[assignment,misc]
 
-__all__ = ["NAME", "PromptStore", "available", "decoding"]
+__all__ = ["NAME", "PromptStore", "available", "decode_steps", "decoding"]
 
 NAME = "azr_prompt_store"
 _ACTIVE: contextvars.ContextVar[PromptStore | None] = contextvars.ContextVar("azr_prompt_store", default=None)
@@ -156,3 +156,37 @@ def decoding(model: Any, store: PromptStore) -> Iterator[None]:
     finally:
         config._attn_implementation = before
         _ACTIVE.reset(token)
+
+
+def decode_steps(
+    model: Any,
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    pos: torch.Tensor,
+    cache: Any,
+    row_of: list[int],
+    max_new: int,
+) -> Generator[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None], None]:
+    """Decode rows ``row_of`` (row -> distinct prompt) from the distinct prompts' prefill (logits (U, V), mask
+    (U, P), last positions (U,), cache): yields the rows' first logits, then, for every (tokens, rows kept) sent,
+    the next logits of the rows kept."""
+    store = PromptStore(
+        [layer.keys for layer in cache.layers],
+        [layer.values for layer in cache.layers],
+        mask.bool(),
+        row_of,
+        max_new,
+    )
+    del cache
+    index = torch.tensor(row_of, device=logits.device)
+    logits, pos = logits[index], pos[index]
+    while True:
+        tokens, keep = yield logits
+        if keep is not None:
+            store.select(keep)
+            pos = pos[keep]
+        pos = pos + 1
+        with decoding(model, store):
+            out = model(input_ids=tokens[:, None], position_ids=pos[:, None], use_cache=False)
+        store.advance()
+        logits = out.logits[:, -1]  # (A, V)
