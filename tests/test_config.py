@@ -26,6 +26,7 @@ def test_paper_config_has_paper_hyperparameters():
     cfg = C.load(ROOT / "configs" / "paper-7b.toml")
     assert (cfg.selfplay.batch_size, cfg.selfplay.n_references, cfg.selfplay.n_mc_rollouts) == (64, 6, 8)
     assert (cfg.training.lr, cfg.algorithm.clip_eps, cfg.algorithm.entropy_coef) == (1e-6, 0.2, 0.001)
+    assert cfg.training.fsdp and not cfg.model.lora, "full fine-tuning, sharded, as in the paper"
 
 
 def test_update_defaults_are_the_papers_single_step():

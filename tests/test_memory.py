@@ -26,6 +26,17 @@ def test_full_fine_tuning_is_16_bytes_a_parameter_and_lora_keeps_the_base_only(t
     assert "memory estimate:" in est.line() and "AdamW" in est.line()
 
 
+def test_fsdp_keeps_a_shard_of_everything_plus_the_gathered_weights(tiny):
+    model, _ = tiny
+    n = sum(p.numel() for p in model.parameters())
+    est = memory.estimate(model.float(), from_dict({}), trainable=n, shards=8)
+    assert est.weights == 4 * n + 4 * n // 8
+    assert (est.gradients, est.optimizer) == (4 * n // 8, 8 * n // 8)
+    bf16 = memory.estimate(model.to(torch.bfloat16), from_dict({}), trainable=n, shards=8, master_bytes=4)
+    assert bf16.weights == 2 * n + 4 * n // 8, "gathered in bf16, fp32 master shards"
+    assert bf16.weights + bf16.gradients + bf16.optimizer == 2 * n + 16 * n // 8
+
+
 def test_a_gpu_that_cannot_hold_the_run_stops_it_with_what_to_change(monkeypatch):
     model, _ = tiny_model()
     est = memory.estimate(

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from azr.trainer import Trainer
 
 FORMAT_VERSION = 1
+Sharded = tuple[dict[str, torch.Tensor], dict[str, Any]] | None
+"""Under FSDP, the whole weights and optimizer state that every rank gathered for rank 0 to save."""
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -98,10 +100,13 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
-def _write(tmp: Path, step: int, trainer: Trainer, extra_state: dict, config_dict: dict) -> None:
-    trainer.model.save_pretrained(tmp / "model", safe_serialization=True)
+def _write(
+    tmp: Path, step: int, trainer: Trainer, extra_state: dict, config_dict: dict, sharded: Sharded
+) -> None:
+    weights, optimizer = sharded or (None, trainer.optimizer.state_dict())
+    trainer.model.save_pretrained(tmp / "model", safe_serialization=True, state_dict=weights)
     trainer.tokenizer.save_pretrained(tmp / "model")
-    torch.save(trainer.optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(optimizer, tmp / "optimizer.pt")
     torch.save(trainer.scheduler.state_dict(), tmp / "scheduler.pt")
     py_rng, tensor_rng = _rng_state()
     _write_json(tmp / "rng.json", py_rng)
@@ -125,10 +130,13 @@ def save(
     extra_state: dict | None = None,
     config_dict: dict | None = None,
     keep_last: int = 2,
+    sharded: Sharded = None,
 ) -> Path:
     """Write the full training state for ``step`` atomically and prune to the newest ``keep_last``; return its path.
 
     ``extra_state`` and ``config_dict`` must be JSON-serialisable (checked before anything is written).
+    ``sharded``: under FSDP, the whole weights and optimizer state (``Trainer.sharded_state``, gathered by every
+    rank before rank 0 saves); by default the trainer's own.
     """
     extra_state, config_dict = extra_state or {}, config_dict or {}
     json.dumps(extra_state), json.dumps(config_dict)  # fail early, before touching the disk
@@ -136,7 +144,7 @@ def save(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
-        _write(tmp, step, trainer, extra_state, config_dict)
+        _write(tmp, step, trainer, extra_state, config_dict, sharded)
         if target.exists():  # re-saving a step: move the old one aside, then swap
             old = target.with_name(f".old-{target.name}-{os.getpid()}")
             target.rename(old)
@@ -172,7 +180,7 @@ def _load_model_weights(model_dir: Path, trainer: Trainer) -> None:
     state: dict[str, torch.Tensor] = {}
     for file in sorted(model_dir.glob("*.safetensors")):
         state.update(load_file(str(file)))
-    missing, unexpected = trainer.model.load_state_dict(state, strict=False)
+    missing, unexpected = trainer.load_weights(state)
     tied = {k for k in missing if k.endswith("lm_head.weight")}
     if unexpected or set(missing) - tied:
         raise RuntimeError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
@@ -211,9 +219,7 @@ def load(path: str | Path, trainer: Trainer) -> tuple[int, dict]:
     with torch.no_grad():
         _load_model_weights(path / "model", trainer)
     device = trainer.device
-    trainer.optimizer.load_state_dict(
-        torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
-    )
+    trainer.load_optimizer_state(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
     trainer.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     trainer.updates = int(state["updates"])
     rng_tensors = torch.load(path / "rng.pt", weights_only=True)

@@ -177,6 +177,11 @@ class TrainingConfig:
     save_every: int = _f(5, "Save a checkpoint every this many steps (and at the end).")
     keep_last: int = _f(2, "Checkpoints kept in the run directory.")
     device: str = _f("auto", "auto, cpu or cuda.")
+    fsdp: bool = _f(
+        False,
+        "With several processes, shard parameters, gradients and AdamW state over them with FSDP2 (each keeps "
+        "1/W) instead of holding whole copies (data parallel); full fine-tuning only, kl_coef = 0.",
+    )
 
 
 @dataclass(frozen=True)
@@ -355,6 +360,11 @@ def validate(cfg: Config) -> None:
     if isinstance(cfg.training.bf16_autocast, str) and cfg.training.bf16_autocast != "auto":
         raise ConfigError(
             f"training.bf16_autocast: {cfg.training.bf16_autocast!r} is not auto, true or false"
+        )
+    if cfg.training.fsdp and (cfg.model.lora or cfg.algorithm.kl_coef > 0):
+        raise ConfigError(
+            "training.fsdp shards full fine-tuning without a KL reference: set model.lora = false and "
+            "algorithm.kl_coef = 0, or training.fsdp = false (LoRA's few trainable weights need no sharding)"
         )
     module, colon, attr = cfg.safety.detector.partition(":")
     if cfg.safety.detector not in ("lexicon", "off") and not (colon and module and attr.isidentifier()):

@@ -1,8 +1,9 @@
 """Several training processes (``torchrun`` or ``accelerate launch --multi_gpu``): who does what, and the collectives.
 
 Scope: reading the launcher's environment, starting ``torch.distributed`` (NCCL on CUDA, gloo on CPU), the few
-collectives the loop needs, and :class:`SharedStore`, the task store as every rank sees it. Not in scope: FSDP or
-DeepSpeed sharding (every rank holds the whole model, optimizer and gradients: data parallelism, as DDP).
+collectives the loop needs, and :class:`SharedStore`, the task store as every rank sees it. Not in scope: sharding
+the model (``training.fsdp``, :mod:`azr.sharding`); by default every rank holds the whole model, optimizer and
+gradients (data parallelism, as DDP). DeepSpeed is not supported.
 
 How a step runs on W processes (ranks):
 
@@ -128,6 +129,11 @@ class Dist:
             import torch.distributed as td
 
             td.barrier()
+
+
+def accelerate_fsdp() -> bool:
+    """Whether ``accelerate launch --use_fsdp`` started this process (it says so in ``ACCELERATE_USE_FSDP``)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("true", "1")
 
 
 def from_env(device: str) -> Dist:

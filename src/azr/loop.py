@@ -25,8 +25,17 @@ from typing import Any
 from rich.console import Console
 
 from azr import checkpoint
-from azr.config import Config, ConfigError, load, to_dict, to_toml
-from azr.distributed import Dist, SharedStore, copy_store, from_env, rank_store_dir, remove_rank_dir, shutdown
+from azr.config import Config, ConfigError, load, to_dict, to_toml, validate
+from azr.distributed import (
+    Dist,
+    SharedStore,
+    accelerate_fsdp,
+    copy_store,
+    from_env,
+    rank_store_dir,
+    remove_rank_dir,
+    shutdown,
+)
 from azr.errors import AzrError
 from azr.fsutil import atomic_write_text
 from azr.memory import process_memory
@@ -123,6 +132,17 @@ def build(
     return Run(cfg, run_dir, sp, trainer, backend, executor, store, dist=dist)
 
 
+def _launcher_fsdp(cfg: Config, dist: Dist, console: Console) -> Config:
+    """``accelerate launch --use_fsdp``: shard with azr's FSDP2 (``training.fsdp``; accelerate's own FSDP options
+    do not apply, azr wraps the model itself)."""
+    if cfg.training.fsdp or not dist.enabled or not accelerate_fsdp():
+        return cfg
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, fsdp=True))
+    validate(cfg)
+    console.print("accelerate --use_fsdp: sharding the model with FSDP2 (training.fsdp = true)")
+    return cfg
+
+
 def rank_config(cfg: Config, dist: Dist) -> Config:
     """The config this rank's self-play runs: its share of ``selfplay.batch_size`` (the whole of it alone)."""
     if not dist.enabled:
@@ -159,7 +179,9 @@ def _check_memory(cfg: Config, trainer: Any, console: Console) -> None:
 
         vllm = int(cfg.rollout.vllm_gpu_memory_utilization * torch.cuda.mem_get_info()[1])
     trainable = sum(p.numel() for p in trainer.params)
-    est = memory.estimate(trainer.model, cfg, trainable, vllm)
+    shards = trainer.dist.world_size if trainer.sharded else 1
+    master = trainer.params[0].element_size() if trainer.params else 0
+    est = memory.estimate(trainer.model, cfg, trainable, vllm, shards, master)
     console.print(est.line())
     warning = memory.check(est, device, resident=est.weights + est.reference)
     if warning:
@@ -208,13 +230,20 @@ def _rank_rng(extra: dict[str, Any], dist: Dist) -> Any:
 def save(run: Run) -> Path:
     """Checkpoint the run; with several processes every rank calls it (its RNG state is gathered), rank 0 writes."""
     states = run.dist.gather(run.selfplay.rng.getstate())
+    sharded = run.trainer.sharded_state() if run.trainer.sharded else None  # a collective
     if not run.dist.is_main:
         return checkpoint.step_dir(run.run_dir, run.step)
     extra: dict[str, Any] = {"selfplay_rng": run.selfplay.rng.getstate(), "store_max_step": run.step}
     if run.dist.enabled:
         extra["selfplay_rng_ranks"] = states
     return checkpoint.save(
-        run.run_dir, run.step, run.trainer, extra, to_dict(run.cfg), keep_last=run.cfg.training.keep_last
+        run.run_dir,
+        run.step,
+        run.trainer,
+        extra,
+        to_dict(run.cfg),
+        keep_last=run.cfg.training.keep_last,
+        sharded=sharded,
     )
 
 
@@ -246,6 +275,7 @@ def train(
     dist = from_env(_device(cfg))
     console = (console or Console()) if dist.is_main else Console(quiet=True)
     try:
+        cfg = _launcher_fsdp(cfg, dist, console)
         run = build(cfg, run_dir, console, backend_factory, dist)
     except BaseException:
         shutdown(dist)

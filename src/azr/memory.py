@@ -11,8 +11,10 @@ AdamW moments (trainable)   8 B           4 B
 KL reference (kl_coef > 0)  2-4 B         2 B
 ==========================  ============  ============
 
-Full fine-tuning in fp32 is 16 bytes a parameter (7B: 112 GB); every data-parallel process holds all of it
-(:mod:`azr.distributed` does not shard). LoRA trains ~0.5% of the parameters, so the base weights dominate.
+Full fine-tuning in fp32 is 16 bytes a parameter (7B: 112 GB); every data-parallel process holds all of it.
+Under ``training.fsdp`` (:mod:`azr.sharding`) each of W processes keeps 1/W of the weights, gradients and AdamW
+moments, plus the whole weights gathered between updates for generation (in bf16 when training in bf16):
+``2 + (4 + 4 + 8) / W`` bytes a parameter (7B on 8 processes: 30 GB instead of 112). LoRA trains ~0.5% of the parameters, so the base weights dominate.
 
 Activations of one micro-batch (``training.micro_batch_size`` sequences of up to ``max_prompt_tokens +
 max_new_tokens`` tokens, 2-byte activations under bf16 autocast, attention without the quadratic term as in SDPA):
@@ -58,20 +60,24 @@ class Estimate:
         return f"memory estimate: {self.total / GB:.1f} GiB ({shown})"
 
 
-def estimate(model: Any, cfg: Any, trainable: int, vllm_bytes: int = 0) -> Estimate:
+def estimate(
+    model: Any, cfg: Any, trainable: int, vllm_bytes: int = 0, shards: int = 1, master_bytes: int = 0
+) -> Estimate:
     """The estimate for the trainer's ``model`` under run config ``cfg``; ``trainable``: the parameters the
-    optimizer updates; ``vllm_bytes``: the GPU memory the vLLM engine will take."""
+    optimizer updates; ``vllm_bytes``: the GPU memory the vLLM engine will take; ``shards``: the processes FSDP
+    shards over (1: none); ``master_bytes``: bytes of a trainable parameter when they differ from the model's
+    (FSDP gathers fp32 shards as bf16)."""
     params = list(model.parameters())
     total = sum(p.numel() for p in params)
     weight_bytes = sum(p.numel() * p.element_size() for p in params)
-    per = params[0].element_size() if params else 4
+    per = master_bytes or (params[0].element_size() if params else 4)
     reference = 0
     if cfg.algorithm.kl_coef > 0 and not cfg.model.lora:
         reference = total * (2 if cfg.training.bf16_autocast is not False else per)
     return Estimate(
-        weights=weight_bytes,
-        gradients=trainable * per,
-        optimizer=trainable * 2 * per,
+        weights=weight_bytes + (total * per // shards if shards > 1 else 0),  # the gathered copy + the shard
+        gradients=trainable * per // shards,
+        optimizer=trainable * 2 * per // shards,
         reference=reference,
         activations=activation_bytes(model.config, cfg),
         vllm=vllm_bytes,

@@ -55,6 +55,7 @@ from azr.distributed import Dist
 from azr.flops import update_work
 from azr.hfcompat import with_cache
 from azr.precision import native_bf16, use_bf16
+from azr.sharding import Sharded
 
 if TYPE_CHECKING:
     from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
@@ -173,12 +174,27 @@ class Trainer:
             if self.is_lora:
                 model.enable_input_require_grads()
         model.config.use_cache = False
-        self.share_prefix = training.share_prefix and (self.layerwise or not checkpointing)
+        # Under FSDP every rank must call each layer the same number of times (each call is a collective): a
+        # shared head calls the layers twice per micro-batch, a batch without one once, so heads are not shared.
+        self.share_prefix = (
+            training.share_prefix and (self.layerwise or not checkpointing) and not training.fsdp
+        )
         self.model = model.to(self.device)
         self.model.train()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.sharded: Sharded | None = None
+        if training.fsdp:
+            if not self.dist.enabled:
+                raise ValueError(
+                    "training.fsdp shards over several processes: start with `torchrun --nproc_per_node N -m azr "
+                    "train ...` or `accelerate launch --num_processes N -m azr train ...`, or set training.fsdp = false"
+                )
+            bf16 = use_bf16(training.bf16_autocast, self.device)
+            self.sharded = Sharded(self.model, self.device, self.dist.world_size, bf16)
+        self.params = (
+            self.sharded.params if self.sharded else [p for p in self.model.parameters() if p.requires_grad]
+        )
         self.optimizer = torch.optim.AdamW(
             self.params, lr=training.lr, weight_decay=training.weight_decay, **_adamw_impl(self.device)
         )
@@ -216,7 +232,14 @@ class Trainer:
         self, mb: MicroBatch, with_entropy: bool, model: Any = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs (n,) of the reply tokens under ``softmax(logits / T)``, and their entropies (n,) when asked,
-        in fp32; ``model`` defaults to the policy."""
+        in fp32; ``model`` defaults to the policy (under FSDP, run inside its root unit's forward)."""
+        if self.sharded is not None and model is None:
+            return self.sharded.run(self._stats, mb, with_entropy, None)
+        return self._stats(mb, with_entropy, model)
+
+    def _stats(
+        self, mb: MicroBatch, with_entropy: bool, model: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         decoder, head = self._decoder_and_head(self.model if model is None else model)
         checkpointed = self.layerwise and torch.is_grad_enabled()
         with self._autocast():
@@ -280,6 +303,28 @@ class Trainer:
         any bf16 cast); None without a copy (LoRA's reference is the base model the run is rebuilt from)."""
         return self._ref_checksum
 
+    # ----------------------------------------------------------------- checkpoint state
+    def sharded_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Under FSDP, the whole weights and optimizer state (``optimizer.state_dict()``'s format) for a
+        checkpoint: a collective that every rank calls, returning them on rank 0 and empty dicts elsewhere."""
+        if self.sharded is None:
+            raise ValueError("sharded_state needs training.fsdp")
+        return self.sharded.full_weights(), self.sharded.full_optimizer_state(self.optimizer)
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        """Load a whole optimizer state (``optimizer.state_dict()``'s format; under FSDP every rank the same)."""
+        if self.sharded:
+            self.sharded.load_optimizer_state(self.optimizer, state)
+        else:
+            self.optimizer.load_state_dict(state)
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+        """Load whole weights into the policy, not strictly; returns the (missing, unexpected) keys."""
+        if self.sharded:
+            return self.sharded.load_weights(state)
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        return list(missing), list(unexpected)
+
     # ----------------------------------------------------------------- the update
     def _micro_loss(
         self, mb: MicroBatch, batch: TrainBatch, n_tokens: int
@@ -319,7 +364,9 @@ class Trainer:
             sums["kl"] = 0.0
         computed = padding = 0
         self.optimizer.zero_grad(set_to_none=True)
-        for mb in self._micro_batches(mini):
+        mbs = list(self._micro_batches(mini))
+        missing = self._missing_passes(len(mbs))  # before any pass: the passes themselves are collectives
+        for mb in mbs:
             computed += mb.input_ids.numel() + (0 if mb.prefix_ids is None else mb.prefix_ids.shape[1])
             padding += int((mb.attention_mask == 0).sum())
             loss, metrics = self._micro_loss(mb, mini, n_tokens)
@@ -327,10 +374,16 @@ class Trainer:
             sums["loss"] += float(loss.detach())
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
+        for _ in range(missing):
+            self._idle_pass()
         if self.dist.enabled:
-            self.dist.sum_grads_(self.params)
+            if self.sharded is None:  # FSDP has already summed them into each rank's shard
+                self.dist.sum_grads_(self.params)
             sums = self._summed(sums)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.training.grad_clip))
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.training.grad_clip)
+        grad_norm = float(
+            norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        )  # a DTensor under FSDP
         finite = math.isfinite(grad_norm)
         if finite:  # a NaN/inf gradient would poison every weight: skip the update, report it
             self.optimizer.step()
@@ -339,6 +392,21 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         real = sum(len(p) + len(c) for p, c in zip(mini.prompt_ids, mini.completion_ids))
         return {**sums, "grad_norm": grad_norm, "skipped": float(not finite)}, (computed, padding, real)
+
+    def _missing_passes(self, passes: int) -> int:
+        """Under FSDP, how many more forward/backward passes this rank must run to match the busiest rank (their
+        all-gathers and reduce-scatters are collectives); 0 otherwise."""
+        if self.sharded is None:
+            return 0
+        return max(self.dist.all_gather(passes)) - passes
+
+    def _idle_pass(self) -> None:
+        """A forward/backward pass on one padding token with zero weight: FSDP's collectives, no gradient."""
+        tokens = [[self.pad_id]]
+        dummy = TrainBatch(tokens, tokens, [0.0], temperatures=[1.0])
+        mb = next(micro_batches(dummy, 1, False, self.pad_id, self.device))
+        logp, _ = self._token_stats(mb, with_entropy=False)
+        (logp.sum() * 0.0).backward()
 
     def _summed(self, values: dict[str, float]) -> dict[str, float]:
         """``values`` summed over ranks (every rank has the same keys: the loss always returns the same ones)."""
@@ -386,11 +454,12 @@ class Trainer:
         batch = self._with_fixed_logprobs(batch, len(parts) * algo.ppo_epochs)
         prepared = time.perf_counter() - start
         whole = len(parts) == 1 and len(live) == len(batch)  # the paper's single step: the batch as given
-        results = [
-            self._optimizer_step(batch if whole else batch.subset(index), tokens)
-            for _ in range(algo.ppo_epochs)
-            for index, tokens in zip(parts, part_tokens)
-        ]
+        with self.sharded.update() if self.sharded else nullcontext():  # the old log-probs came gathered
+            results = [
+                self._optimizer_step(batch if whole else batch.subset(index), tokens)
+                for _ in range(algo.ppo_epochs)
+                for index, tokens in zip(parts, part_tokens)
+            ]
         self.last_steps = [metrics for metrics, _ in results]
         computed, padding, real = (sum(c[k] for _, c in results) for k in range(3))
         steps = self.last_steps
