@@ -119,13 +119,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def spawn(worker, out_dir, model_dir) -> list[dict]:
+    """Run ``worker(rank, port, out_dir, model_dir)`` on WORLD processes; returns what each wrote to out-RANK.json."""
+    mp.spawn(worker, args=(_free_port(), str(out_dir), str(model_dir)), nprocs=WORLD, join=True)
+    return [json.loads((out_dir / f"out-{r}.json").read_text()) for r in range(WORLD)]
+
+
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory, model_dir):
     """Run the two workers once; returns (their outputs, the output directory)."""
     out_dir = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(out_dir), str(model_dir)), nprocs=WORLD, join=True)
-    outs = [json.loads((out_dir / f"out-{r}.json").read_text()) for r in range(WORLD)]
-    return outs, out_dir
+    return spawn(_worker, out_dir, model_dir), out_dir
 
 
 def test_update_equals_the_single_process_update_on_the_union(spawned):

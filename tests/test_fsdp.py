@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from rich.console import Console
 
 from azr import checkpoint
@@ -24,7 +23,7 @@ from azr.config import ConfigError, ModelConfig, from_dict
 from azr.metrics import read_metrics
 from azr.models import tiny_model
 from azr.trainer import Trainer
-from test_distributed import ALGO, TRAIN, WORLD, _free_port, batch, part
+from test_distributed import ALGO, TRAIN, WORLD, batch, part, spawn
 
 # Micro-batches of 1: the ranks hold 4 and 3 sequences, so rank 1 runs one idle pass to match rank 0's collectives.
 FSDP = dataclasses.replace(TRAIN, fsdp=True, micro_batch_size=1)
@@ -81,6 +80,11 @@ def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:
     torch.save(weights(fresh), f"{out_dir}/two-{rank}.pt")
     # 2. Between updates each rank generates on its own, a different number of tokens: no collective, no hang.
     out["greedy"] = greedy(fresh.model, 3 + 4 * rank)
+    from azr.rollout.vllm import merged_weights
+
+    synced = dict(merged_weights(fresh.model))  # what a vLLM engine would load: whole plain tensors
+    out["sync"] = sorted({type(v).__name__ for v in synced.values()})
+    torch.save(synced, f"{out_dir}/sync-{rank}.pt")
     # 3. The loop: one step, then a resumed second one.
     from azr.loop import train, with_steps
     from azr.rollout import ScriptedBackend
@@ -101,9 +105,7 @@ def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory, model_dir):
     out_dir = tmp_path_factory.mktemp("fsdp")
-    mp.spawn(_worker, args=(_free_port(), str(out_dir), str(model_dir)), nprocs=WORLD, join=True)
-    outs = [json.loads((out_dir / f"out-{r}.json").read_text()) for r in range(WORLD)]
-    return outs, out_dir
+    return spawn(_worker, out_dir, model_dir), out_dir
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +172,13 @@ def test_ranks_generate_alone_between_updates(spawned, single):
     trainer, _, _ = single
     for rank in range(WORLD):
         assert outs[rank]["greedy"] == greedy(trainer.model, 3 + 4 * rank)
+
+
+def test_weight_sync_sees_whole_tensors(spawned, single):
+    outs, out_dir = spawned
+    trainer, _, _ = single
+    assert [o["sync"] for o in outs] == [["Parameter"]] * WORLD
+    assert_same(torch.load(out_dir / "sync-1.pt"), weights(trainer), "vLLM weights")
 
 
 def test_loop_runs_and_resumes_sharded(spawned):

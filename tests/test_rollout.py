@@ -330,6 +330,16 @@ def test_merged_lora_weights_equal_merge_and_unload():
     assert all(torch.equal(before[k], v) for k, v in peft.state_dict().items())
 
 
+def test_plain_weights_for_vllm_are_the_state_dict_less_tied_copies():
+    from azr.models import tiny_model
+    from azr.rollout.vllm import merged_weights
+
+    model, _ = tiny_model()
+    got, want = dict(merged_weights(model)), model.state_dict()
+    assert set(want) - set(got) <= {"lm_head.weight"} and set(got) <= set(want)
+    assert all(torch.equal(got[k], want[k]) for k in got)
+
+
 @pytest.fixture(scope="module")
 def vllm_engine():
     """The tiny architecture, wide enough for vLLM's attention kernels (head size 64), in both backends."""

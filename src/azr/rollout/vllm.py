@@ -48,11 +48,21 @@ def _import_vllm() -> Any:
     return vllm
 
 
+def _module_weights(model: Any) -> Iterator[tuple[str, Any]]:
+    """Parameters and persistent buffers by name, read from the modules: under FSDP (``training.fsdp``) they are
+    the gathered tensors, where ``state_dict()`` would give this rank's shards. Tied weights come once."""
+    yield from model.named_parameters()
+    for prefix, module in model.named_modules():
+        for name, buf in module._buffers.items():
+            if buf is not None and name not in module._non_persistent_buffers_set:
+                yield (f"{prefix}.{name}" if prefix else name), buf
+
+
 def merged_weights(model: Any) -> Iterator[tuple[str, Any]]:
-    """``(name, tensor)`` of the model vLLM should run: a plain model's state dict, or a LoRA (peft) model's base
+    """``(name, tensor)`` of the model vLLM should run: a plain model's weights, or a LoRA (peft) model's base
     weights with each adapter folded in (names as in the base checkpoint). Nothing in ``model`` changes."""
     if not hasattr(model, "get_base_model"):
-        yield from model.state_dict().items()
+        yield from _module_weights(model)
         return
     import torch
 
