@@ -50,8 +50,9 @@ def _import_vllm() -> Any:
 
 def _module_weights(model: Any) -> Iterator[tuple[str, Any]]:
     """Parameters and persistent buffers by name, read from the modules: under FSDP (``training.fsdp``) they are
-    the gathered tensors, where ``state_dict()`` would give this rank's shards. Tied weights come once."""
-    yield from model.named_parameters()
+    the gathered tensors, where ``state_dict()`` would give this rank's shards. Tied weights come under every name,
+    as in a state dict (vLLM's in-place reload expects ``lm_head.weight`` too)."""
+    yield from model.named_parameters(remove_duplicate=False)
     for prefix, module in model.named_modules():
         for name, buf in module._buffers.items():
             if buf is not None and name not in module._non_persistent_buffers_set:
