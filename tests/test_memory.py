@@ -27,7 +27,8 @@ def test_full_fine_tuning_is_16_bytes_a_parameter_and_lora_keeps_the_base_only(t
 
 
 def test_fsdp_keeps_a_shard_of_everything_plus_the_gathered_weights():
-    model, _ = tiny_model()  # its own copy: the session's tiny model must stay fp32 for the tests after this one
+    # Its own copy: the session's tiny model must stay fp32 for the tests after this one.
+    model, _ = tiny_model()
     n = sum(p.numel() for p in model.parameters())
     est = memory.estimate(model.float(), from_dict({}), trainable=n, shards=8)
     assert est.weights == 4 * n + 4 * n // 8
