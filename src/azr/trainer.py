@@ -183,15 +183,8 @@ class Trainer:
         self.model.train()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad)
-        self.sharded: Sharded | None = None
-        if training.fsdp:
-            if not self.dist.enabled:
-                raise ValueError(
-                    "training.fsdp shards over several processes: start with `torchrun --nproc_per_node N -m azr "
-                    "train ...` or `accelerate launch --num_processes N -m azr train ...`, or set training.fsdp = false"
-                )
-            bf16 = use_bf16(training.bf16_autocast, self.device)
-            self.sharded = Sharded(self.model, self.device, self.dist.world_size, bf16)
+        self.bf16 = use_bf16(training.bf16_autocast, self.device)
+        self.sharded = self._shard() if training.fsdp else None
         self.params = (
             self.sharded.params if self.sharded else [p for p in self.model.parameters() if p.requires_grad]
         )
@@ -201,7 +194,6 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, constant_lr)
         self.updates = 0
         self.last_steps: list[dict[str, float]] = []
-        self.bf16 = use_bf16(training.bf16_autocast, self.device)
         if training.bf16_autocast is True and not native_bf16(self.device):
             warnings.warn(
                 f"training.bf16_autocast = true on a {self.device.type} without native bf16 runs several times "
@@ -213,6 +205,15 @@ class Trainer:
         if algorithm.kl_coef > 0 and not self.is_lora:
             self._ref_checksum = weights_checksum(self.model)  # of the initial weights, before any bf16 cast
             self.ref_model = _frozen_copy(self.model, torch.bfloat16 if self.bf16 else None)
+
+    def _shard(self) -> Sharded:
+        """The policy sharded with FSDP2 over the processes (``training.fsdp``)."""
+        if not self.dist.enabled:
+            raise ValueError(
+                "training.fsdp shards over several processes: start with `torchrun --nproc_per_node N -m azr "
+                "train ...` or `accelerate launch --num_processes N -m azr train ...`, or set training.fsdp = false"
+            )
+        return Sharded(self.model, self.device, self.dist.world_size, self.bf16)
 
     def _micro_batches(self, batch: TrainBatch) -> Iterator[MicroBatch]:
         size = self.training.micro_batch_size
