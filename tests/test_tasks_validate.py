@@ -141,7 +141,27 @@ def test_trivial_programs_are_rejected_only_when_asked():
     ex = FakeExecutor()
     first, second = validate_proposals(ex, D, props, strict)
     assert first.reason is RejectReason.TRIVIAL and second.accepted and second.task.outputs == ("5",)
+    # A constant f is trivial whatever its size: its output does not depend on the input.
+    constant = "def f(n):\n    return [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]"
+    assert program_nodes(constant) > 10
+    (c,) = validate_proposals(FakeExecutor(), D, [ParsedProposal(D, constant, ("3",))], strict)
+    assert c.reason is RejectReason.TRIVIAL
+    # Imported seed rows are the user's, not the proposer's: never rejected as trivial.
+    (imp,) = validate_proposals(FakeExecutor(), D, props[:1], strict, origin="imported")
+    assert imp.accepted
     # Induction shows a program the proposer did not write: never rejected as trivial.
     ind = ParsedProposal(IND, one_liner, ("1", "2", "3"), message="adds one")
     (v,) = validate_proposals(FakeExecutor(), IND, [ind], strict, min_valid=3)
     assert v.accepted
+
+
+def test_reads_arguments_sees_every_kind_of_parameter():
+    from azr.tasks.validate import reads_arguments
+
+    assert reads_arguments("def f(x):\n    return x + 1")
+    assert reads_arguments("def f(a, *rest, k=1, **kw):\n    return len(kw)")
+    assert reads_arguments("def f(s):\n    def g():\n        return s\n    return g()")
+    assert not reads_arguments("def f(n):\n    return [1, 2, 3]")
+    assert not reads_arguments("def f(n):\n    n = 3\n    return 4")  # only stores, never reads
+    assert not reads_arguments("def f():\n    return 1")
+    assert not reads_arguments("x = 1") and not reads_arguments("def f(:")

@@ -89,7 +89,8 @@ class SelfPlayConfig:
     min_program_nodes: int = _f(
         0,
         "Beyond the paper (0 = off): deduction and abduction proposals whose f has fewer syntax nodes than this "
-        "are rejected as trivial (`return x + 1` has 6), so the proposer is not rewarded for one-liners.",
+        "are rejected as trivial (`return x + 1` has 6), so the proposer is not rewarded for one-liners; with "
+        "the check on, an f that never reads its arguments (a constant) is rejected too. Seed files are not checked.",
     )
     n_mc_rollouts: int = _f(
         8, "n: Monte-Carlo solves per valid proposal for the learnability reward (paper: 8)."

@@ -119,6 +119,7 @@ def validate_proposals(
         if (
             reason is None
             and kind is not TaskType.INDUCTION
+            and origin == "proposal"  # seed files and imports are the user's choice, not the proposer's
             and _trivial(p.program, cfg.selfplay.min_program_nodes)
         ):
             reason = RejectReason.TRIVIAL
@@ -147,21 +148,38 @@ def validate_proposals(
     return out
 
 
-def program_nodes(program: str) -> int:
-    """Syntax nodes in the body of the program's top-level ``f`` (``def f(x): return x + 1`` has 6), the size
-    ``selfplay.min_program_nodes`` checks; 0 when there is no such function."""
+def _find_f(program: str) -> ast.FunctionDef | None:
     try:
         tree = ast.parse(program)
     except (SyntaxError, ValueError):
-        return 0
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == "f":
-            return sum(1 for stmt in node.body for _ in ast.walk(stmt))
-    return 0
+        return None
+    return next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "f"), None)
+
+
+def program_nodes(program: str) -> int:
+    """Syntax nodes in the body of the program's top-level ``f`` (``def f(x): return x + 1`` has 6), the size
+    ``selfplay.min_program_nodes`` checks; 0 when there is no such function."""
+    f = _find_f(program)
+    return 0 if f is None else sum(1 for stmt in f.body for _ in ast.walk(stmt))
+
+
+def reads_arguments(program: str) -> bool:
+    """Whether the body of the top-level ``f`` reads at least one of its parameters. A function that does not
+    (``def f(n): return [1, 2, 3]``) returns the same value for every input: nothing to deduce or abduce."""
+    f = _find_f(program)
+    if f is None:
+        return False
+    a = f.args
+    params = {p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if p is not None}
+    return any(
+        isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in params
+        for stmt in f.body
+        for n in ast.walk(stmt)
+    )
 
 
 def _trivial(program: str, min_nodes: int) -> bool:
-    return min_nodes > 0 and program_nodes(program) < min_nodes
+    return min_nodes > 0 and (program_nodes(program) < min_nodes or not reads_arguments(program))
 
 
 def _literal(text: str) -> bool:
