@@ -40,6 +40,7 @@ from azr.errors import AzrError
 from azr.fsutil import atomic_write_text
 from azr.memory import process_memory
 from azr.metrics import MetricsLogger, format_step_line, rewind_metrics, sample_table
+from azr.runtime import release_freed_memory
 from azr.selfplay import SelfPlay, StepResult
 from azr.store import TaskStore
 from azr.types import Role
@@ -314,9 +315,11 @@ def _steps(run: Run, log: MetricsLogger | None, progress: Any, console: Console)
             try:
                 t0 = time.perf_counter()
                 result = run.selfplay.step(run.step + 1, progress=progress.callback)
+                release_freed_memory()  # generation's KV caches: the update should not hold them too
                 with guard.critical():  # a Ctrl-C here waits: a half-applied update would corrupt the state
                     train_metrics = _update(run, result, progress)
                     run.step += 1
+                release_freed_memory()  # and the update's activations and gradients stay out of generation
             except KeyboardInterrupt:
                 path = save(run)
                 console.print(
