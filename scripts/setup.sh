@@ -12,7 +12,15 @@ PY=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+# pip, quiet, without its noisy location warnings; a failure stops setup (set -e does not apply inside `a || pip`).
+pip() {
+  local rc=0
+  .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; } || rc=$?
+  if [[ $rc != 0 ]]; then
+    echo "setup: 'pip $*' failed (exit $rc); see pip's message above, then re-run this script" >&2
+    exit "$rc"
+  fi
+}
 
 # The CPU build of torch first: any other torch spec would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
