@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from typing import Any
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
@@ -34,11 +35,8 @@ def configure_process() -> None:
 
 def retain_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed memory (see the module docstring); False where there is no glibc."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # musl and other libcs have no mallopt
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return False
     settings = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 1 << 30))
     return all(mallopt(option, value) == 1 for option, value in settings)
@@ -46,11 +44,18 @@ def retain_freed_memory() -> bool:
 
 def release_freed_memory() -> bool:
     """Hand the heap's free pages back to the kernel (glibc ``malloc_trim(0)``); False where there is no glibc."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    trim = _glibc("malloc_trim")
+    if trim is None:
         return False
     trim(0)
     return True
+
+
+def _glibc(name: str) -> Any:
+    """A glibc malloc function of this process, or None (not Linux, or musl and other libcs that lack it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None

@@ -159,14 +159,20 @@ def _find_f(program: str) -> ast.FunctionDef | None:
 def program_nodes(program: str) -> int:
     """Syntax nodes in the body of the program's top-level ``f`` (``def f(x): return x + 1`` has 6), the size
     ``selfplay.min_program_nodes`` checks; 0 when there is no such function."""
-    f = _find_f(program)
+    return _nodes(_find_f(program))
+
+
+def _nodes(f: ast.FunctionDef | None) -> int:
     return 0 if f is None else sum(1 for stmt in f.body for _ in ast.walk(stmt))
 
 
 def reads_arguments(program: str) -> bool:
     """Whether the body of the top-level ``f`` reads at least one of its parameters. A function that does not
     (``def f(n): return [1, 2, 3]``) returns the same value for every input: nothing to deduce or abduce."""
-    f = _find_f(program)
+    return _reads_arguments(_find_f(program))
+
+
+def _reads_arguments(f: ast.FunctionDef | None) -> bool:
     if f is None:
         return False
     a = f.args
@@ -179,7 +185,10 @@ def reads_arguments(program: str) -> bool:
 
 
 def _trivial(program: str, min_nodes: int) -> bool:
-    return min_nodes > 0 and (program_nodes(program) < min_nodes or not reads_arguments(program))
+    if min_nodes <= 0:
+        return False
+    f = _find_f(program)  # parsed once for both checks
+    return _nodes(f) < min_nodes or not _reads_arguments(f)
 
 
 def _literal(text: str) -> bool:
