@@ -10,7 +10,10 @@ What it does, each stage skipped when its output already exists (so an interrupt
 2. ``run/``: ``azr train`` from the base model for ``--minutes`` of training wall time (summed over restarts; the
    time left is kept in ``state.json``), stopped with Ctrl-C semantics (SIGINT: the loop saves a checkpoint).
    Checkpoints are kept every ``--curve-every`` steps for the learning curve.
-3. ``evals/step-N.json``: every kept checkpoint on the probe; the last one also on both CRUXEval sets.
+3. ``evals/step-N.json``: every kept checkpoint on the probe. One checkpoint is then chosen (``--select``):
+   ``best-probe`` (the default) takes the highest probe score, the earliest on a tie, so the held-out probe acts as
+   the validation set for early stopping; ``last`` takes the last checkpoint. The chosen one is evaluated on both
+   CRUXEval sets (``evals/step-N-cruxeval.json``), and CRUXEval plays no part in the choice.
 4. One table (before, after, gained, lost, exact McNemar p per benchmark), the in-loop metrics of the first and
    last steps beside it, ``learning.json`` and the learning curve ``learning.png`` (needs matplotlib).
 
@@ -38,6 +41,8 @@ from azr.fsutil import atomic_write_text
 from azr.metrics import read_metrics
 
 ALL_BENCHES = ("cruxeval-o", "cruxeval-i", "probe")
+TEST_BENCHES = ("cruxeval-o", "cruxeval-i")
+SELECT = ("best-probe", "last")
 IN_LOOP = (
     "solve/accuracy/deduction",
     "solve/accuracy/abduction",
@@ -118,6 +123,28 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return found
 
 
+def load_eval(out: Path, step: int) -> dict[str, Any] | None:
+    """A checkpoint's evaluation: its probe file merged with its CRUXEval file when there is one."""
+    path = out / "evals" / ("base.json" if step == 0 else f"step-{step:06d}.json")
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    extra = out / "evals" / f"step-{step:06d}-cruxeval.json"
+    if step and extra.is_file():
+        more = json.loads(extra.read_text())
+        report["results"] = {**report["results"], **more["results"]}
+        report["records"] = report["records"] + more["records"]
+    return report
+
+
+def select(scores: list[tuple[int, float]], how: str) -> int:
+    """The checkpoint to test: ``last``, or ``best-probe`` (highest probe score, the earliest on a tie)."""
+    if how == "last":
+        return scores[-1][0]
+    best = max(score for _, score in scores)
+    return next(step for step, score in scores if score == best)
+
+
 def compare(base: dict[str, Any], final: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per benchmark present in both: the paired McNemar test of base (before) against final (after)."""
     rows = {}
@@ -143,9 +170,8 @@ def curve(out: Path, steps: list[int]) -> dict[str, list[tuple[int, float]]]:
     """Held-out score per benchmark at step 0 (base) and at every evaluated checkpoint."""
     points: dict[str, list[tuple[int, float]]] = {}
     for step in [0, *steps]:
-        path = out / "evals" / ("base.json" if step == 0 else f"step-{step:06d}.json")
-        if path.is_file():
-            for bench, result in json.loads(path.read_text())["results"].items():
+        if (report := load_eval(out, step)) is not None:
+            for bench, result in report["results"].items():
                 points.setdefault(bench, []).append((step, result["score"]))
     return points
 
@@ -180,14 +206,16 @@ def plot(
     return path
 
 
-def report(out: Path, args: argparse.Namespace, console: Console) -> dict[str, Any]:
+def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -> dict[str, Any]:
     run_dir = out / "run"
     found = checkpoints(run_dir)
-    base = json.loads((out / "evals" / "base.json").read_text())
-    last = found[-1][0]
-    final = json.loads((out / "evals" / f"step-{last:06d}.json").read_text())
+    base = load_eval(out, 0)
+    final = load_eval(out, chosen)
+    assert base is not None and final is not None
     tests = compare(base, final)
-    table = Table(title=f"base vs step {last} ({args.minutes:g} min of training)")
+    how = "the last" if args.select == "last" else "the best on the probe"
+    title = f"base vs step {chosen}, {how} of {len(found)} checkpoints ({args.minutes:g} min of training)"
+    table = Table(title=title)
     for col in ("benchmark", "n", "before", "after", "gained", "lost", "McNemar p"):
         table.add_column(col, justify="right" if col != "benchmark" else "left")
     for bench, t in tests.items():
@@ -207,7 +235,9 @@ def report(out: Path, args: argparse.Namespace, console: Console) -> dict[str, A
         "minutes": args.minutes,
         "trained_s": _state(out)["trained_s"],
         "config": args.config,
-        "steps": last,
+        "steps": found[-1][0],
+        "select": args.select,
+        "selected": chosen,
         "machine": _cpu_model(),
         "tests": tests,
         "in_loop": loop,
@@ -240,6 +270,9 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=2)
     parser.add_argument("--curve-every", type=int, default=10, help="keep a checkpoint every N steps")
     parser.add_argument("--base-model", default="smollm2-135m")
+    parser.add_argument(
+        "--select", choices=SELECT, default="best-probe", help="which checkpoint CRUXEval tests"
+    )
     args, overrides = parser.parse_known_args()
     bad = [o for o in overrides if not (o.startswith("--") and "." in o.split("=")[0])]
     if bad:
@@ -254,9 +287,14 @@ def main() -> None:
     if not found:
         raise SystemExit("no checkpoint was written: train longer (--minutes)")
     for step, model in found:
-        benches = ALL_BENCHES if step == found[-1][0] else ("probe",)
-        evaluate(str(model), benches, out / "evals" / f"step-{step:06d}.json", args, console)
-    report(out, args, console)
+        evaluate(str(model), ("probe",), out / "evals" / f"step-{step:06d}.json", args, console)
+    scores = [(step, load_eval(out, step)["results"]["probe"]["score"]) for step, _ in found]
+    chosen = select(scores, args.select)
+    console.print(f"checkpoint for CRUXEval: step {chosen} ({args.select}; probe {dict(scores)})")
+    if not all(b in load_eval(out, chosen)["results"] for b in TEST_BENCHES):
+        path = out / "evals" / f"step-{chosen:06d}-cruxeval.json"
+        evaluate(str(dict(found)[chosen]), TEST_BENCHES, path, args, console)
+    report(out, chosen, args, console)
 
 
 if __name__ == "__main__":

@@ -61,3 +61,22 @@ def test_checkpoints_lists_model_directories_in_step_order(learning, tmp_path):
         (tmp_path / "checkpoints" / f"step-{step:06d}" / "model").mkdir(parents=True)
     (tmp_path / "checkpoints" / "step-000030").mkdir()  # torn save: no model yet
     assert [s for s, _ in learning.checkpoints(tmp_path)] == [10, 20]
+
+
+def test_select_takes_the_best_probe_checkpoint_earliest_on_a_tie(learning):
+    scores = [(5, 0.16), (10, 0.19), (15, 0.19), (20, 0.14)]
+    assert learning.select(scores, "best-probe") == 10
+    assert learning.select(scores, "last") == 20
+
+
+def test_load_eval_merges_the_cruxeval_file_of_a_checkpoint(learning, tmp_path):
+    evals = tmp_path / "evals"
+    evals.mkdir()
+    (evals / "step-000010.json").write_text(json.dumps(_report("probe", [True, False])))
+    (evals / "step-000010-cruxeval.json").write_text(json.dumps(_report("cruxeval-o", [False])))
+    merged = learning.load_eval(tmp_path, 10)
+    assert set(merged["results"]) == {"probe", "cruxeval-o"}
+    assert [r["bench"] for r in merged["records"]] == ["probe", "probe", "cruxeval-o"]
+    assert learning.load_eval(tmp_path, 20) is None
+    base = _report("cruxeval-o", [True])
+    assert learning.compare(base, merged)["cruxeval-o"]["lost"] == 1
