@@ -46,7 +46,7 @@ from azr.loop import train, with_steps
 from azr.memory import descendants, status_kib
 from azr.metrics import read_metrics
 from azr.precision import use_bf16
-from azr.runtime import configure_process
+from azr.runtime import configure_process, jemalloc_active, use_jemalloc
 
 PHASES = ("prefill", "decode", "sandbox", "update", "store")
 MEMORY_PHASES = ("generate", "sandbox", "update")
@@ -169,7 +169,8 @@ def _model_shape(cfg: Config) -> Shape:
 
 
 def main() -> None:
-    configure_process()  # as the azr command does (azr.runtime)
+    use_jemalloc()  # as the azr command does (azr.runtime): re-executes with jemalloc preloaded where installed
+    configure_process()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/cpu-smollm2.toml")
     parser.add_argument("--steps", type=int, default=3)
@@ -181,6 +182,7 @@ def main() -> None:
     bf16 = use_bf16(cfg.training.bf16_autocast, torch.device("cpu"))
     dtype = torch.bfloat16 if bf16 else torch.float32
     rate = matmul_flops_per_s(dtype)
+    console.print(f"malloc: {'jemalloc' if jemalloc_active() else 'glibc'} (AZR_ALLOCATOR=glibc for glibc's)")
     console.print(
         f"dense matmul throughput: {rate / 1e9:.1f} GFLOP/s ({dtype}, {torch.get_num_threads()} threads)"
     )
@@ -229,6 +231,7 @@ def main() -> None:
         "overrides": overrides,
         "cpu": _cpu_model(),
         "threads": torch.get_num_threads(),
+        "malloc": "jemalloc" if jemalloc_active() else "glibc",
         "dtype": str(dtype),
         "matmul_flops_per_s": rate,
         "update_passes": passes,

@@ -34,4 +34,10 @@ if ! command -v bwrap >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-g
   (apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }) \
     || echo "setup: bubblewrap not installed; the sandbox will use its seccomp tier"
 fi
+# jemalloc: the azr command preloads it where installed (azr.runtime); glibc's heap fragments under the update.
+if ! ls /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 >/dev/null 2>&1 && [[ $(id -u) == 0 ]] \
+  && command -v apt-get >/dev/null 2>&1; then
+  (apt-get install -y -q libjemalloc2 >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libjemalloc2 >/dev/null 2>&1; }) \
+    || echo "setup: libjemalloc2 not installed; azr will use glibc's malloc (more memory in the update)"
+fi
 .venv/bin/python -c "import azr, torch; print(f'setup: azr {azr.__version__}, torch {torch.__version__} ready in .venv')"

@@ -49,3 +49,56 @@ print(kept, status_kib(os.getpid(), "VmRSS"))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     kept, after = map(int, out.split())
     assert kept - after > 250 * 1024, (kept, after)  # KiB
+
+
+_JEMALLOC = runtime.jemalloc_library()
+
+
+def _run(script: str, **env: str) -> str:
+    import os
+    import subprocess
+
+    full = {k: v for k, v in os.environ.items() if k not in ("_AZR_REEXEC", "LD_PRELOAD")}
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=full
+    ).stdout.strip()
+
+
+@pytest.mark.skipif(_JEMALLOC is None, reason="libjemalloc2 not installed")
+def test_use_jemalloc_reexecutes_once_with_it_preloaded():
+    probe = "from azr import runtime; print(runtime.jemalloc_active())"
+    script = f"from azr import runtime; runtime.use_jemalloc(['-c', {probe!r}]); print('not re-executed')"
+    assert _run(script, AZR_ALLOCATOR="auto") == "True"
+    assert _run(script, AZR_ALLOCATOR="glibc") == "not re-executed"
+
+
+def test_use_jemalloc_rejects_a_bad_choice_and_a_missing_library(monkeypatch):
+    monkeypatch.setattr(runtime.sys, "platform", "linux")
+    monkeypatch.setattr(runtime, "jemalloc_active", lambda: False)
+    monkeypatch.setenv("AZR_ALLOCATOR", "tcmalloc")
+    with pytest.raises(runtime.AzrError, match="auto, jemalloc or glibc"):
+        runtime.use_jemalloc([])
+    monkeypatch.setenv("AZR_ALLOCATOR", "jemalloc")
+    monkeypatch.setenv("AZR_JEMALLOC", "/nonexistent/libjemalloc.so.2")
+    with pytest.raises(runtime.AzrError, match="apt install libjemalloc2"):
+        runtime.use_jemalloc([])
+    monkeypatch.setenv("AZR_ALLOCATOR", "auto")
+    runtime.use_jemalloc([])  # auto without the library: glibc, no error
+
+
+@pytest.mark.skipif(_JEMALLOC is None, reason="libjemalloc2 not installed")
+def test_release_purges_jemalloc_arenas():
+    script = """
+from azr import runtime
+from azr.memory import status_kib
+import os
+assert runtime.jemalloc_active()
+blocks = [bytearray(1 << 16) for _ in range(4800)]  # 300 MiB in 64 KiB blocks
+del blocks
+kept = status_kib(os.getpid(), "VmRSS")
+assert runtime.release_freed_memory()
+print(kept, status_kib(os.getpid(), "VmRSS"))
+"""
+    kept, after = map(int, _run(script, LD_PRELOAD=_JEMALLOC).split())
+    assert kept - after > 50 * 1024, (kept, after)  # KiB: jemalloc hands some back at once, the rest on purge

@@ -1,3 +1,3 @@
-from azr.cli import main
+from azr.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

@@ -13,7 +13,7 @@ import sys
 from azr import __version__
 from azr.config import ConfigError
 from azr.errors import AzrError
-from azr.runtime import configure_process
+from azr.runtime import configure_process, use_jemalloc
 
 COMMANDS: dict[str, str] = {
     "train": "Run self-play: seed the buffers, then propose, solve and update.",
@@ -47,6 +47,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
         module.configure(p)
         modules[name] = module
     return parser, modules
+
+
+def entry() -> int:
+    """The ``azr`` command: jemalloc preloaded where it is installed (:func:`azr.runtime.use_jemalloc`), then
+    :func:`main`."""
+    try:
+        use_jemalloc()
+    except AzrError as e:
+        print(f"azr: error: {e}", file=sys.stderr)
+        return 2
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:
