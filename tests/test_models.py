@@ -91,6 +91,6 @@ def test_selfcheck_reports_versions_tier_and_bf16(capsys, monkeypatch):
     monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2"}))
     assert main(["selfcheck"]) == 0
     out = capsys.readouterr().out
-    for key in ("torch", "sandbox tier", "native bf16", "model smollm2-135m"):
+    for key in ("torch", "sandbox tier", "native bf16", "malloc", "model smollm2-135m"):
         assert key in out
     assert "no on the CPU" in out
