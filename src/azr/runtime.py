@@ -1,26 +1,26 @@
 """Process-wide settings the ``azr`` command (and the benchmarks) apply before torch starts working.
 
 - **OpenMP threads sleep instead of spinning** while they wait (``OMP_WAIT_POLICY=PASSIVE`` unless set). On a 2-core
-  machine with any other busy process, spinning threads made decoding 10x slower (3.5 s instead of 0.33 s per step
-  at load 3.6, measured 2026-11-22), and 2x slower with one other busy process (82 against 150 tok/s,
+  machine with any other busy process, spinning threads made decoding 10x slower (3.5 s instead of 0.33 s per step at
+  load 3.6, measured 2026-11-22), and 2x slower with one other busy process (82 against 150 tok/s,
   ``bench/rollout.py``, 2026-12-01). On an idle machine spinning is faster: 250 against 166 tok/s in that benchmark,
   and 7% off a whole self-play step; set ``OMP_WAIT_POLICY=ACTIVE`` yourself on a machine that runs nothing else.
-- **glibc keeps freed memory for reuse** (when glibc is the allocator) instead of handing it back to the kernel after every tensor: a fixed
-  mmap threshold (32 MiB) and 1 GiB of retained top pad. By default glibc returns big freed blocks at once, so every
-  training step faulted its activations in again: 0.5-1.9 million page faults and 2-8 s of system time per policy
-  update of 8 x 384 tokens on SmolLM2-135M (2 cores), against ~0 faults and 4.8-5.4 s instead of 6.0-10.4 s with
-  this setting. Set ``AZR_MALLOC_TUNING=0`` to keep glibc's defaults.
-- **jemalloc when it is installed** (Debian/Ubuntu ``libjemalloc2``; ``scripts/setup.sh`` installs it when it
-  can). glibc's heap fragments under the update's mix of tensor sizes: on the default CPU run with checkpointing
-  it held 4.1 GiB resident for 2.3 GiB in malloc's use plus 0.5 GiB of mapped weights (3 micro-batches of SmolLM2-135M, 2026-12-06), and lowering its mmap
-  threshold to 256 KiB cut that to 3.2 GiB at 8x the page faults and ~25% more update time. Under jemalloc the
-  same update peaked at 3.1 GiB and ran 5% faster. The allocator must be chosen before the process starts, so
-  :func:`use_jemalloc` re-executes the ``azr`` command with ``LD_PRELOAD`` once, at start-up.
+- **glibc keeps freed memory for reuse** (when glibc is the allocator) instead of handing it back to the kernel after
+  every tensor: a fixed mmap threshold (32 MiB) and 1 GiB of retained top pad. By default glibc returns big freed
+  blocks at once, so every training step faulted its activations in again: 0.5-1.9 million page faults and 2-8 s of
+  system time per policy update of 8 x 384 tokens on SmolLM2-135M (2 cores), against ~0 faults and 4.8-5.4 s instead
+  of 6.0-10.4 s with this setting. Set ``AZR_MALLOC_TUNING=0`` to keep glibc's defaults.
+- **jemalloc when it is installed** (Debian/Ubuntu ``libjemalloc2``; ``scripts/setup.sh`` installs it when it can).
+  glibc's heap fragments under the update's mix of tensor sizes: on the default CPU run with checkpointing it held 4.1
+  GiB resident for 2.3 GiB in malloc's use plus 0.5 GiB of mapped weights (3 micro-batches of SmolLM2-135M,
+  2026-12-06), and lowering its mmap threshold to 256 KiB cut that to 3.2 GiB at 8x the page faults and ~25% more
+  update time. Under jemalloc the same update peaked at 3.1 GiB and ran 5% faster. The allocator must be chosen before
+  the process starts, so :func:`use_jemalloc` re-executes the ``azr`` command with ``LD_PRELOAD`` once, at start-up.
   ``AZR_ALLOCATOR=glibc`` keeps glibc; ``AZR_ALLOCATOR=jemalloc`` fails when it is missing.
-- **Freed memory goes back at phase boundaries.** Kept forever, the retained heap made the process hold the union
-  of generation's working set (KV caches) and the update's (gradients, activations): 4.99 GB peak on the default
-  CPU run with checkpointing. The loop calls :func:`release_freed_memory` after generation and after the update,
-  so each phase starts from what is live and faults its pages in once per phase, not once per tensor.
+- **Freed memory goes back at phase boundaries.** Kept forever, the retained heap made the process hold the union of
+  generation's working set (KV caches) and the update's (gradients, activations): 4.99 GB peak on the default CPU run
+  with checkpointing. The loop calls :func:`release_freed_memory` after generation and after the update, so each phase
+  starts from what is live and faults its pages in once per phase, not once per tensor.
 """
 
 from __future__ import annotations
