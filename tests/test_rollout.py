@@ -163,9 +163,13 @@ def test_greedy_matches_unpadded_single_prompt_decoding(tiny, prompts):
         assert c.token_ids == ref[0, enc.input_ids.shape[1] :].tolist()[: len(c.token_ids)]
 
 
-def test_shared_prompt_heads_decode_like_whole_prompts(tiny):
-    """Prompts with long common heads (two kinds plus loners, some repeated): prefilling each head once gives the
-    same greedy tokens and log-probs as prefilling whole prompts, with or without a preallocated cache."""
+@pytest.mark.parametrize("n", [1, 2])
+def test_shared_prompt_heads_decode_like_whole_prompts(tiny, monkeypatch, n):
+    """Prompts with long common heads (two kinds plus loners, some repeated): the prompt store with each head kept
+    once gives the same greedy tokens and log-probs as whole prompts with one cache row per reply, for one sample
+    per prompt (the proposals) and several (the solves)."""
+    from azr.rollout import shared_kv
+
     model, tok = tiny
     head_a = (
         "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
@@ -179,18 +183,75 @@ def test_shared_prompt_heads_decode_like_whole_prompts(tiny):
         head_b + "x",
         head_a + "1+2",
     ]
-    s = Sampling(temperature=0.0, max_new_tokens=6, stop=(), n=2)
+    s = Sampling(temperature=0.0, max_new_tokens=6, stop=(), n=n)
     whole = HFBackend(model, tok, RolloutConfig(share_prefix=False)).generate(prompts, s)
-    for prealloc in (True, False):
-        backend = HFBackend(model, tok, RolloutConfig(share_prefix=True), prealloc_cache=prealloc)
-        shared = backend.generate(prompts, s)
-        assert [c.token_ids for c in shared] == [c.token_ids for c in whole]
-        for a, b in zip(shared, whole):
-            torch.testing.assert_close(
-                torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4
-            )
+    levels = []
+    real = shared_kv.decode_steps
+    monkeypatch.setattr(shared_kv, "decode_steps", lambda *a, **k: levels.append(len(a[3])) or real(*a, **k))
+    backend = HFBackend(model, tok, RolloutConfig(share_prefix=True))
+    shared = backend.generate(prompts, s)
+    assert levels == [2]  # one chunk, decoded from heads and rests
+    assert [c.token_ids for c in shared] == [c.token_ids for c in whole]
+    for a, b in zip(shared, whole):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
     plan = backend._prefix_plan([tok(p, add_special_tokens=False)["input_ids"] for p in prompts[:5]])
     assert plan is not None and sorted(len(g.members) for g in plan if g.prefix_len) == [2, 2]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, fused):
+    """The store's merged parts (head, rest, tail) equal softmax attention over each row's whole sequence, with
+    the fused CPU kernel and with the plain one; a row whose prompt has no head reads an all-masked head entry,
+    which weighs nothing."""
+    from azr.rollout import shared_kv
+    from azr.rollout.shared_kv import Level, PromptStore
+
+    if not fused:
+        monkeypatch.setattr(shared_kv, "_FLASH_CPU", None)
+
+    torch.manual_seed(0)
+    kv_heads, rep, d = 2, 3, 8
+    heads_len, rest_len = [5, 0], [3, 4, 6]  # prompt 2 has no head
+    group_of, row_prompt = [0, 0, 1], [0, 0, 1, 2, 2, 2]
+
+    def entries(lengths):
+        keys = torch.zeros(len(lengths), kv_heads, max(lengths), d)
+        values = torch.zeros_like(keys)
+        keep = torch.zeros(len(lengths), max(lengths), dtype=torch.bool)
+        for i, n in enumerate(lengths):
+            keys[i, :, :n], values[i, :, :n], keep[i, :n] = (
+                torch.randn(kv_heads, n, d),
+                torch.randn(kv_heads, n, d),
+                True,
+            )
+        return keys, values, keep
+
+    hk, hv, hkeep = entries(heads_len)
+    rk, rv, rkeep = entries(rest_len)
+    store = PromptStore(
+        [Level([hk], [hv], hkeep, group_of), Level([rk], [rv], rkeep, [0, 1, 2])], row_prompt, max_new=4
+    )
+    past_k, past_v = [], []
+    for _ in range(3):
+        b = len(row_prompt)
+        q = torch.randn(b, kv_heads * rep, 1, d)
+        k, v = torch.randn(b, kv_heads, 1, d), torch.randn(b, kv_heads, 1, d)
+        past_k.append(k)
+        past_v.append(v)
+        got = store.attend(0, q, k, v, scale=0.3)  # (B, 1, heads, d)
+        store.advance()
+        for row, u in enumerate(row_prompt):
+            g = group_of[u]
+            keys = torch.cat(
+                [hk[g, :, : heads_len[g]], rk[u, :, : rest_len[u]]] + [t[row] for t in past_k], 1
+            )
+            values = torch.cat(
+                [hv[g, :, : heads_len[g]], rv[u, :, : rest_len[u]]] + [t[row] for t in past_v], 1
+            )
+            keys, values = keys.repeat_interleave(rep, 0), values.repeat_interleave(rep, 0)  # (heads, T, d)
+            weights = torch.softmax(q[row] @ keys.transpose(-1, -2) * 0.3, dim=-1)  # (heads, 1, T)
+            want = (weights @ values)[:, 0]  # (heads, d)
+            torch.testing.assert_close(got[row, 0], want, atol=1e-5, rtol=1e-5)
 
 
 def test_stop_string_and_eos(tiny, monkeypatch):

@@ -7,15 +7,17 @@ How one ``generate`` call runs:
 
 1. All ``len(prompts) * n`` rows are sorted by prompt length (stable, so the n copies of a prompt stay together) and
    cut into chunks of ``cfg.generation_batch_size``; results go back to input order at the end.
-2. Per chunk: the distinct prompts are left-padded and prefilled once (only the last position's logits are
-   computed), then the KV cache rows are repeated for the n samples of a prompt (no duplicate prefill). Prompts
-   that share a long head (the system message and demonstrations of one task type and role) run it once
-   (``cfg.share_prefix``, see :meth:`HFBackend._prefill`).
-3. Decode one token per step with a preallocated KV cache (:class:`PreallocLayer`: writes in place instead of the
-   ``torch.cat`` per step of ``DynamicCache``). A row stops at EOS, at a stop string or at ``max_new_tokens``;
-   finished rows leave the batch (the cache rows are dropped), so the batch shrinks. When a chunk samples a prompt
-   more than once (``n > 1``, and ``cfg.share_prefix``), the prompt's keys/values are kept once instead
-   (:mod:`azr.rollout.shared_kv`): each row then stores and reads only its own generated tokens.
+2. Per chunk, with ``cfg.share_prefix`` (the default): the distinct prompts are grouped by shared head
+   (:mod:`azr.prefix`; the system message and demonstrations of one task type and role). Each group runs its head
+   once, then its members' remaining tokens against it (only the last position's logits are computed). The keys
+   and values stay in a prompt store (:mod:`azr.rollout.shared_kv`): every head once, every distinct prompt's rest
+   once, however many rows sample from it, and each row owns only the tokens it generates. Decoding reads a head
+   once per step for all the rows of its group.
+3. Decode one token per step. A row stops at EOS, at a stop string or at ``max_new_tokens``; finished rows leave the
+   batch, so it shrinks. Where the store does not apply (``share_prefix = false``, a model with other than plain
+   full-attention layers, or nothing shared), the prompts are left-padded and prefilled whole, and every row keeps
+   its own copy in a preallocated KV cache (:class:`PreallocLayer`: writes in place instead of the ``torch.cat``
+   per step of ``DynamicCache``).
 4. Stop strings are checked cheaply: a token can only complete ``</answer>`` if its text holds ``>``, so only rows
    whose new token can end a stop string get their last few tokens decoded (:class:`StopDetector`).
 
@@ -47,7 +49,7 @@ from azr.precision import native_bf16
 from azr.prefix import PrefixGroup, prefix_groups
 from azr.rollout import shared_kv
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
-from azr.rollout.kvcache import DynamicCache, DynamicLayer, PreallocLayer, new_cache
+from azr.rollout.kvcache import DynamicCache, DynamicLayer, new_cache
 from azr.rollout.sampling import StopDetector, sample_next
 
 
@@ -104,6 +106,27 @@ class _Chunk:
         self.logprobs: list[list[float]] = [[] for _ in range(n_rows)]
         self.finish: list[str] = ["length"] * n_rows
         self.alive: list[int] = list(range(n_rows))
+
+
+def _level(parts: list[list[tuple[torch.Tensor, torch.Tensor]]], owner: list[int]) -> shared_kv.Level:
+    """A :class:`shared_kv.Level` from per-layer lists of (keys, values) of shape (kv_heads, L_i, d), padded to
+    the longest entry; ``owner``: distinct prompt -> entry."""
+    lengths = [k.shape[1] for k, _ in parts[0]]
+    width = max(max(lengths), 1)
+    keep = torch.zeros(len(lengths), width, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        keep[i, :n] = True
+    keys, values = [], []
+    for entries in parts:
+        k0 = entries[0][0]
+        k = k0.new_zeros(len(entries), k0.shape[0], width, k0.shape[2])
+        v = entries[0][1].new_zeros(len(entries), entries[0][1].shape[0], width, entries[0][1].shape[2])
+        for i, (ki, vi) in enumerate(entries):
+            k[i, :, : ki.shape[1]] = ki
+            v[i, :, : vi.shape[1]] = vi
+        keys.append(k)
+        values.append(v)
+    return shared_kv.Level(keys, values, keep.to(keys[0].device), owner)
 
 
 class HFBackend:
@@ -213,10 +236,9 @@ class HFBackend:
     def _prefill(self, prompts: list[list[int]], max_new: int) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
         """Prefill the distinct prompts once and repeat their cache rows; return (logits, mask, positions, cache).
 
-        Layout: prompts are left-padded to a common width and followed by ``max_new`` decode slots. With
-        ``share_prefix`` the distinct prompts are grouped by shared head (:mod:`azr.prefix`): a group runs its
-        head once, then its members' remaining tokens against it, and the keys/values are laid into the common
-        layout, so decoding cannot tell the difference (same positions, same masked pads).
+        Layout: prompts are left-padded to a common width and followed by ``max_new`` decode slots. This is the
+        path for models the prompt store cannot drive and for ``share_prefix = false``: whole prompts, one cache
+        row per row.
         """
         uniq: dict[tuple[int, ...], int] = {}
         row_of = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
@@ -231,19 +253,10 @@ class HFBackend:
         mask = mask.to(device)
         positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)  # (U, P)
         cache = new_cache(self.decoder, width + max_new, self.prealloc_cache)
-        plan = self._prefix_plan(distinct)
-        expanded = False
-        if plan is None:
-            logits = self._forward_padded(distinct, width, mask[:, :width], positions, cache)
-        elif all(isinstance(layer, PreallocLayer) for layer in cache.layers):
-            logits = self._prefill_in_place(distinct, plan, width, cache, row_of)
-            expanded = True
-        else:
-            logits = self._prefill_shared(distinct, plan, width, cache)
+        logits = self._forward_padded(distinct, width, mask[:, :width], positions, cache)
         if row_of != list(range(len(uniq))):
             index = torch.tensor(row_of, device=device)
-            if not expanded:
-                cache.batch_select_indices(index)
+            cache.batch_select_indices(index)
             logits, mask, positions = logits[index], mask[index], positions[index]
         return logits, mask, positions[:, -1], cache
 
@@ -284,61 +297,6 @@ class HFBackend:
         if DynamicCache is None:
             return False
         return all(type(layer) is DynamicLayer for layer in DynamicCache(config=self.decoder.config).layers)
-
-    def _prefill_shared(
-        self, prompts: list[list[int]], plan: list[PrefixGroup], width: int, cache: Any
-    ) -> torch.Tensor:
-        """:meth:`_prefill_in_place` for a cache that is not preallocated: lay the groups out in staging buffers,
-        then hand them to ``cache``."""
-        staging = [PreallocLayer(width) for _ in cache.layers]
-        logits = self._write_groups(prompts, plan, width, staging, list(range(len(prompts))))
-        for layer, staged in zip(cache.layers, staging):
-            layer.update(staged.keys, staged.values)
-        return logits
-
-    def _prefill_in_place(
-        self, prompts: list[list[int]], plan: list[PrefixGroup], width: int, cache: Any, row_of: list[int]
-    ) -> torch.Tensor:
-        """Prefill group by group straight into a preallocated cache: each group's keys and values go into the
-        rows of every copy of its prompts (``row_of``: row -> distinct prompt), with no intermediate copy of the
-        whole cache and no second one for the repeated rows."""
-        return self._write_groups(prompts, plan, width, cache.layers, row_of)
-
-    def _write_groups(
-        self,
-        prompts: list[list[int]],
-        plan: list[PrefixGroup],
-        width: int,
-        layers: list[PreallocLayer],
-        row_of: list[int],
-    ) -> torch.Tensor:
-        """Run each group (head once, then the rests) and write its keys/values into ``layers`` in the common
-        left-padded layout (same positions and masked pads as a whole-prompt prefill); logits (U, V)."""
-        rows_of: dict[int, list[int]] = {}
-        for row, u in enumerate(row_of):
-            rows_of.setdefault(u, []).append(row)
-        logits: list[torch.Tensor | None] = [None] * len(prompts)
-        for group in plan:
-            g_logits, g_cache = self._prefill_group([prompts[i] for i in group.members], group.prefix_len)
-            computed = g_cache.layers
-            if not layers[0].is_initialized:
-                for layer, like in zip(layers, computed):
-                    layer.reserve(len(row_of), like.keys)
-            span = computed[0].keys.shape[2]  # head + padded rest
-            for g_row, u in enumerate(group.members):
-                n, head = len(prompts[u]), group.prefix_len
-                logits[u] = g_logits[g_row]
-                for layer, src in zip(layers, computed):
-                    k_head, v_head = src.keys[g_row, :, :head], src.values[g_row, :, :head]
-                    k_rest = src.keys[g_row, :, span - (n - head) :]
-                    v_rest = src.values[g_row, :, span - (n - head) :]
-                    for row in rows_of[u]:
-                        layer.write(row, width - n, k_head, v_head)
-                        layer.write(row, width - (n - head), k_rest, v_rest)
-            del g_cache, computed
-        for layer in layers:
-            layer.filled(width)
-        return torch.stack(logits)  # (U, V)
 
     def _prefill_group(self, prompts: list[list[int]], head: int) -> tuple[torch.Tensor, Any]:
         """Run the shared first ``head`` tokens once, then every prompt's rest (left-padded) against them."""
@@ -434,14 +392,50 @@ class HFBackend:
     def _prompt_store_steps(
         self, prompts: list[list[int]], max_new: int
     ) -> Generator[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None], None] | None:
-        """:meth:`_cache_steps` with each distinct prompt's keys/values kept once (:mod:`azr.rollout.shared_kv`),
-        or None where that does not apply (no repeated prompt, sharing off, or a model it cannot drive)."""
+        """:meth:`_cache_steps` with shared heads and repeated prompts kept once (:mod:`azr.rollout.shared_kv`),
+        or None where that does not apply (nothing shared, sharing off, or a model it cannot drive)."""
+        if not self.cfg.share_prefix or not self._store_ok():
+            return None
         uniq: dict[tuple[int, ...], int] = {}
         row_of = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
-        if len(uniq) == len(prompts) or not self.cfg.share_prefix or not self._store_ok():
+        distinct = [list(p) for p in uniq]
+        plan = self._prefix_plan(distinct)
+        if plan is None and len(uniq) == len(prompts):
             return None
-        logits, mask, pos, cache = self._prefill([list(p) for p in uniq], 0)  # (U, V), (U, P), (U,)
-        return shared_kv.decode_steps(self.decoder, logits, mask, pos, cache, row_of, max_new)
+        logits, levels = self._prefill_levels(distinct, plan)
+        pos = torch.tensor([len(p) - 1 for p in distinct], device=logits.device)
+        return shared_kv.decode_steps(self.decoder, logits, pos, levels, row_of, max_new)
+
+    def _prefill_levels(
+        self, prompts: list[list[int]], plan: list[PrefixGroup] | None
+    ) -> tuple[torch.Tensor, list[shared_kv.Level]]:
+        """Prefill each group (head once, then its members' rests) and keep the keys/values in levels: the heads
+        (when any group has one) and the rests; returns the last logits (U, V) and the levels."""
+        plan = plan or [PrefixGroup(0, tuple(range(len(prompts))))]
+        n_layers = len(DynamicCache(config=self.decoder.config).layers)
+        heads: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(n_layers)]
+        rests: list[list[Any]] = [[None] * len(prompts) for _ in range(n_layers)]
+        logits: list[Any] = [None] * len(prompts)
+        group_of = [0] * len(prompts)
+        for g, group in enumerate(plan):
+            g_logits, g_cache = self._prefill_group([prompts[i] for i in group.members], group.prefix_len)
+            head = group.prefix_len
+            for layer, src in enumerate(g_cache.layers):
+                heads[layer].append((src.keys[0, :, :head].clone(), src.values[0, :, :head].clone()))
+                span = src.keys.shape[2]
+                for g_row, u in enumerate(group.members):
+                    rest = len(prompts[u]) - head
+                    rests[layer][u] = (
+                        src.keys[g_row, :, span - rest :].clone(),
+                        src.values[g_row, :, span - rest :].clone(),
+                    )
+            for g_row, u in enumerate(group.members):
+                logits[u], group_of[u] = g_logits[g_row], g
+            del g_cache
+        levels = [_level(rests, list(range(len(prompts))))]
+        if any(group.prefix_len for group in plan):
+            levels.insert(0, _level(heads, group_of))
+        return torch.stack(logits), levels
 
     def _store_ok(self) -> bool:
         return shared_kv.available() and self._plain_cache()

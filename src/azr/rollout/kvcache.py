@@ -40,26 +40,6 @@ class PreallocLayer(DynamicLayer if DynamicLayer is not None else object):  # ty
         self.keys, self.values = self.k_buf[:, :, :end], self.v_buf[:, :, :end]
         return self.keys, self.values
 
-    def reserve(self, batch: int, like: torch.Tensor) -> None:
-        """Allocate zeroed buffers for ``batch`` rows shaped like ``like`` (B', H, T, D) in heads and head size;
-        the caller then writes rows with :meth:`write` and sets the filled length with :meth:`filled`. Zeros,
-        not garbage, in the left padding: a masked position still multiplies its value by a zero weight."""
-        _, h, _, d = like.shape
-        self.dtype, self.device = like.dtype, like.device
-        self.k_buf = like.new_zeros(batch, h, self.capacity, d)
-        self.v_buf = like.new_zeros(batch, h, self.capacity, d)
-        self.is_initialized = True
-        self.filled(0)
-
-    def write(self, row: int, start: int, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Keys and values (H, T, D) of one row at positions ``start .. start + T - 1``."""
-        self.k_buf[row, :, start : start + keys.shape[1]] = keys
-        self.v_buf[row, :, start : start + values.shape[1]] = values
-
-    def filled(self, length: int) -> None:
-        self.length = length
-        self.keys, self.values = self.k_buf[:, :, :length], self.v_buf[:, :, :length]
-
     def get_seq_length(self) -> int:
         return self.length
 
