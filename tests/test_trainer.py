@@ -177,6 +177,30 @@ def test_layerwise_checkpointing_keeps_shared_heads_and_the_exact_gradient(attn,
     assert m1["shared_frac"] > 0.3 and m1["grad_norm"] == pytest.approx(m0["grad_norm"], rel=1e-4)
 
 
+def test_layerwise_checkpointing_without_heads_pads_and_all():
+    """Micro-batches with no shared head and right padding (sdpa runs them causal, with no mask): log-probs and
+    gradients equal those of the plain forward pass."""
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(3, 300, (4 + 3 * i,), generator=g).tolist() for i in range(5)]
+    replies = [torch.randint(3, 300, (2 + i,), generator=g).tolist() for i in range(5)]
+    batch = TrainBatch(prompts, replies, torch.randn(5, generator=g).tolist(), temperatures=[0.7] * 5)
+    runs = []
+    for ckpt in (False, True):
+        model, tok = tiny_model()
+        model.config._attn_implementation = "sdpa"
+        trainer = Trainer(model, tok, dataclasses.replace(TRAIN, micro_batch_size=3), ALGO,
+                          ModelConfig(gradient_checkpointing=ckpt))  # fmt: skip
+        assert trainer.layerwise is ckpt
+        grads = capture_grads(trainer)
+        runs.append((trainer.logprobs(batch), grads, trainer.step(batch)))
+    (lp0, g0, _), (lp1, g1, m1) = runs
+    assert m1["padding_frac"] > 0
+    for a, b in zip(lp0, lp1):
+        torch.testing.assert_close(torch.tensor(b), torch.tensor(a), atol=1e-5, rtol=1e-5)
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
+
+
 def test_layerwise_checkpointing_keeps_less_for_backward():
     """What autograd keeps for backward: under layerwise checkpointing a fraction of the plain pass."""
     batch = shared_head_batch()

@@ -94,7 +94,7 @@ def _cache_name(cls: type) -> str:
 def _run_layer(
     layer: Any,
     hidden: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     cos: torch.Tensor,
     sin: torch.Tensor,
     cache: _LayerCache,
@@ -106,7 +106,7 @@ def _run_layer(
 
 
 def _head_layer(
-    layer: Any, hidden: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    layer: Any, hidden: torch.Tensor, mask: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     cache = _LayerCache()
     out = _run_layer(layer, hidden, mask, cos, sin, cache)
@@ -119,7 +119,7 @@ def _member_layer(
     hidden: torch.Tensor,
     key: torch.Tensor | None,
     value: torch.Tensor | None,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     cos: torch.Tensor,
     sin: torch.Tensor,
 ) -> torch.Tensor:
@@ -143,7 +143,9 @@ def checkpointed_hidden(
         hidden = decoder.embed_tokens(prefix_ids)  # (1, P, H)
         cos, sin = decoder.rotary_emb(hidden, torch.arange(skip, device=device)[None])
         keep = torch.ones(skip, skip, dtype=torch.bool, device=device).tril()[None, None]  # (1, 1, P, P)
-        mask = _mask(keep, impl, hidden.dtype)
+        # sdpa with no mask runs causal (is_causal): its kernel skips the blocks above the diagonal, which an
+        # explicit mask makes it compute. Same result.
+        mask = None if impl == "sdpa" else _mask(keep, impl, hidden.dtype)
         for layer in layers:
             hidden, key, value = checkpoint(_head_layer, layer, hidden, mask, cos, sin, use_reentrant=False)
             heads.append((key, value))
@@ -151,7 +153,9 @@ def checkpointed_hidden(
     hidden = decoder.embed_tokens(input_ids)  # (b, L, H)
     positions = torch.arange(skip, skip + width, device=device).expand(b, width)  # (b, L)
     cos, sin = decoder.rotary_emb(hidden, positions)
-    mask = _mask(_keep(attention_mask, skip), impl, hidden.dtype)  # (b, 1, L, P + L)
+    # Members are right-padded: with no head, causal attention alone never lets a real token see a pad (only the
+    # pads' own outputs change, and nothing reads them), so sdpa runs causal there too.
+    mask = None if impl == "sdpa" and not skip else _mask(_keep(attention_mask, skip), impl, hidden.dtype)
     for i, layer in enumerate(layers):
         key, value = heads[i] if heads else (None, None)
         hidden = checkpoint(_member_layer, layer, hidden, key, value, mask, cos, sin, use_reentrant=False)
