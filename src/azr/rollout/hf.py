@@ -118,9 +118,9 @@ def _level(parts: list[list[tuple[torch.Tensor, torch.Tensor]]], owner: list[int
         keep[i, :n] = True
     keys, values = [], []
     for entries in parts:
-        k0 = entries[0][0]
+        k0, v0 = entries[0]
         k = k0.new_zeros(len(entries), k0.shape[0], width, k0.shape[2])
-        v = entries[0][1].new_zeros(len(entries), entries[0][1].shape[0], width, entries[0][1].shape[2])
+        v = v0.new_zeros(len(entries), v0.shape[0], width, v0.shape[2])
         for i, (ki, vi) in enumerate(entries):
             k[i, :, : ki.shape[1]] = ki
             v[i, :, : vi.shape[1]] = vi
