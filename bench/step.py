@@ -182,7 +182,8 @@ def main() -> None:
     bf16 = use_bf16(cfg.training.bf16_autocast, torch.device("cpu"))
     dtype = torch.bfloat16 if bf16 else torch.float32
     rate = matmul_flops_per_s(dtype)
-    console.print(f"malloc: {'jemalloc' if jemalloc_active() else 'glibc'} (AZR_ALLOCATOR=glibc for glibc's)")
+    malloc = "jemalloc" if jemalloc_active() else "glibc"
+    console.print(f"malloc: {malloc} (AZR_ALLOCATOR=glibc for glibc's)")
     console.print(
         f"dense matmul throughput: {rate / 1e9:.1f} GFLOP/s ({dtype}, {torch.get_num_threads()} threads)"
     )
@@ -231,7 +232,7 @@ def main() -> None:
         "overrides": overrides,
         "cpu": _cpu_model(),
         "threads": torch.get_num_threads(),
-        "malloc": "jemalloc" if jemalloc_active() else "glibc",
+        "malloc": malloc,
         "dtype": str(dtype),
         "matmul_flops_per_s": rate,
         "update_passes": passes,

@@ -53,6 +53,7 @@ class Level:
         bias = torch.zeros(keep.shape, dtype=keys[0].dtype, device=keep.device)
         self.bias = bias.masked_fill(~keep, float("-inf"))[:, None, None, :]  # (N, 1, 1, L), added to scores
         self.empty = ~keep.any(dim=-1)  # (N,) entries with no position at all (a prompt with no head)
+        self.any_empty = bool(self.empty.any())  # read once here, not at every layer of every decode step
 
 
 class _Layout:
@@ -149,7 +150,7 @@ def _stacked(
     stacked[layout.entry, layout.slot] = q
     stacked = stacked.permute(0, 2, 1, 3, 4).reshape(n, kv_heads, layout.copies * rep, d)
     out, lse = _part(stacked, keys, values, level.bias, scale)  # (N, K, C*R, d), (N, K, C*R, 1)
-    if level.empty.any():
+    if level.any_empty:
         empty = level.empty[:, None, None, None]
         out, lse = out.masked_fill(empty, 0.0), lse.masked_fill(empty, float("-inf"))
 
