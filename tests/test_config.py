@@ -35,6 +35,7 @@ def test_update_defaults_are_the_papers_single_step():
         a = cfg.algorithm
         assert (a.ppo_mini_batches, a.ppo_epochs, a.kl_coef, cfg.selfplay.buffer_cap) == (1, 1, 0.0, 0)
         assert a.solve_nll_coef == 0.0  # the likelihood term goes beyond the paper: off
+        assert a.trace_nll_coef == 0.0  # so does the sandbox-written solve term
     cfg = C.load(None, ["algorithm.ppo_mini_batches=3", "algorithm.ppo_epochs=2", "selfplay.buffer_cap=16"])
     assert (cfg.algorithm.ppo_mini_batches, cfg.algorithm.ppo_epochs, cfg.selfplay.buffer_cap) == (3, 2, 16)
 
@@ -76,6 +77,7 @@ def test_int_is_accepted_for_float():
         ("algorithm.ppo_epochs=0", "algorithm.ppo_epochs"),
         ("algorithm.kl_coef=-0.1", "algorithm.kl_coef"),
         ("algorithm.solve_nll_coef=-1", "algorithm.solve_nll_coef"),
+        ("algorithm.trace_nll_coef=1", "algorithm.trace_nll_coef"),
         ("selfplay.buffer_cap=3", "selfplay.buffer_cap"),  # below n_seed (16): seeding could never finish
         ("training.steps", "--section.field=value"),
     ],

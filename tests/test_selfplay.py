@@ -30,14 +30,15 @@ def scripted_reply(prompt: str, counter: list[int]) -> str:
     if "rediscover a hidden" in user:
         blocks = "\n".join(f"```input\n{i}\n```" for i in range(10))
         return f"<think>t</think><answer>\n{blocks}\n```message\nadds a constant\n```\n</answer>"
-    k = re.search(r"return x \+ (\d+)", prompt)
+    # With demonstrations (n_shots) the prompt's own task comes last.
+    k = ([None] + list(re.finditer(r"return x \+ (\d+)", prompt)))[-1]
     right = n % 2 == 0
     if "what this Python program returns" in prompt:
-        x = re.search(r"```input\n(.*?)\n```", prompt).group(1)
+        x = re.findall(r"```input\n(.*?)\n```", prompt)[-1]
         value = (int(x) + int(k.group(1)) + (0 if right else 1)) if k else x
         return f"<think>compute</think><answer>\n```output\n{value}\n```\n</answer>"
     if "Find an input" in prompt:
-        out = re.search(r"```output\n(.*?)\n```", prompt).group(1)
+        out = re.findall(r"```output\n(.*?)\n```", prompt)[-1]
         value = (int(out) - int(k.group(1)) + (0 if right else 1)) if k else out
         return f"<think>invert</think><answer>\n```input\n{value}\n```\n</answer>"
     return "<think>guess</think><answer>\n```python\ndef f(a):\n    return a\n```\n</answer>"
@@ -148,6 +149,44 @@ def test_likelihood_term_adds_correct_mc_solves_of_learnable_tasks(tmp_path, exe
     for s in aux:
         owner = next(p for p in extra.samples if p.role is Role.PROPOSE and p.task is s.task)
         assert 0.0 < owner.role_reward < 1.0
+
+
+def test_trace_term_adds_sandbox_written_solves(tmp_path, executor, tiny):
+    """trace_nll_coef > 0: each new deduction/abduction task not always solved gets one solve reply written by the
+    sandbox (a trace, then the gold answer), after its Monte-Carlo prompt, scored at temperature 1 with the fixed
+    advantage; the executor accepts its answer, and the TRR++ samples are those of the same step without it."""
+    from azr.tasks.validate import score_solutions
+
+    _, tokenizer = tiny
+    runs = {}
+    for coef in (0.0, 0.5):
+        counter = [0]
+        backend = ScriptedBackend(lambda p, c=counter: scripted_reply(p, c), tokenizer=tokenizer)
+        cfg = make_cfg(selfplay={"n_shots": 1, "demo_trace": 12}, algorithm={"trace_nll_coef": coef})
+        sp = SelfPlay(cfg, backend, executor, seeded_store(tmp_path / str(coef), executor), tokenizer, seed=0)
+        runs[coef] = sp.step(1)
+    plain, extra = runs[0.0], runs[0.5]
+    assert "solve/trace_count/deduction" not in plain.metrics
+    traced = [s for s in extra.samples if s.auxiliary == "trace"]
+    assert {s.task_type for s in traced} == {TaskType.DEDUCTION, TaskType.ABDUCTION}
+    assert sum(extra.metrics[f"solve/trace_count/{k.value}"] for k in TaskType) == len(traced)
+    for s in traced:
+        assert (s.role, s.advantage, s.temperature, s.format_ok, s.success) == (
+            Role.SOLVE,
+            0.5,
+            1.0,
+            True,
+            True,
+        )
+        assert "line by line" in s.completion.text and s.completion.text.endswith("</answer>")
+        assert tokenizer.decode(s.completion.token_ids) == s.completion.text
+        assert score_solutions(executor, s.task_type, [s.task], [s.parsed], n_visible=5) == [True]
+        owner = next(p for p in extra.samples if p.role is Role.PROPOSE and p.task is s.task)
+        assert owner.success and owner.role_reward < 1.0
+        mc_prompt = next(x.prompt for x in extra.samples if x.task is s.task and x.role is Role.SOLVE)
+        assert s.prompt == mc_prompt
+    core = [s for s in extra.samples if not s.auxiliary]
+    assert [(s.group, s.advantage) for s in core] == [(s.group, s.advantage) for s in plain.samples]
 
 
 def test_parser_errors_are_counted_apart_and_left_out(tmp_path, executor, tiny, monkeypatch):

@@ -144,6 +144,13 @@ class AlgorithmConfig:
         "advantage: on the first optimizer step, exactly this coefficient times the gradient of their "
         "log-likelihood. No human data; outside TRR++'s groups.",
     )
+    trace_nll_coef: float = _f(
+        0.0,
+        "Beyond the paper (0 = off): each new valid deduction and abduction task whose Monte-Carlo solves were not "
+        "all correct also joins the update with a solve reply the sandbox wrote (its <think> traces the call, at "
+        "most selfplay.demo_trace lines; its answer is the gold one), with this fixed advantage, scored at "
+        "temperature 1. No human data; outside TRR++'s groups. Needs selfplay.demo_trace > 0.",
+    )
     std_eps: float = _f(1e-6, "Added to the group std before dividing.")
 
 
@@ -356,6 +363,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("algorithm.kl_coef must be >= 0")
     if cfg.algorithm.solve_nll_coef < 0:
         raise ConfigError("algorithm.solve_nll_coef must be >= 0 (0 turns it off)")
+    if cfg.algorithm.trace_nll_coef < 0 or (cfg.algorithm.trace_nll_coef and not sp.demo_trace):
+        raise ConfigError(
+            "algorithm.trace_nll_coef must be >= 0, and needs selfplay.demo_trace > 0 (0 turns it off)"
+        )
     if cfg.executor.determinism_runs < 2:
         raise ConfigError("executor.determinism_runs must be >= 2 (determinism needs two separate runs)")
     if isinstance(cfg.training.bf16_autocast, str) and cfg.training.bf16_autocast != "auto":

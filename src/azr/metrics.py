@@ -55,6 +55,7 @@ METRICS: dict[str, str] = {
     "solve/format_rate/<type>": "Fraction of solver replies whose answer parsed, parser errors left out.",
     "solve/parser_error_rate/<type>": "Fraction of solver replies the parser raised on: an azr bug, not a format failure; those replies get no reward and no update.",
     "solve/likelihood_count/<type>": "With `algorithm.solve_nll_coef > 0` only: correct Monte-Carlo solves of learnable new tasks that joined the update through the likelihood term (not counted in the other solve metrics).",
+    "solve/trace_count/<type>": "With `algorithm.trace_nll_coef > 0` only: sandbox-written solve replies (a trace of the call, then the gold answer) of new deduction/abduction tasks not always solved, that joined the update (not counted in the other solve metrics).",
     "buffer/size/<type>": "Live tasks in the type's buffer after this step's additions (and evictions, with selfplay.buffer_cap).",
     "train/loss": "Policy loss of the update (PPO-clip, token mean, with entropy and KL terms); mean over the optimizer steps.",
     "train/grad_norm": "Gradient norm before clipping; mean over the optimizer steps.",

@@ -60,7 +60,8 @@ class Sample:
     advantage: float = 0.0
     task: Task | None = None
     temperature: float = 1.0  # what the reply was sampled at; the update scores it at the same temperature
-    auxiliary: bool = False  # a correct Monte-Carlo solve trained by the likelihood term, outside TRR++
+    # Outside TRR++: "mc", a correct Monte-Carlo solve (solve_nll_coef); "trace", a sandbox-written solve (trace_nll_coef)
+    auxiliary: str = ""
     verdict: str = ""  # proposer: valid, duplicate (valid, already stored) or the validation reject reason
     flags: list[Flag] = field(default_factory=list)  # the safety monitor's flags and sandbox signals
 
@@ -149,7 +150,7 @@ class SelfPlay:
         # stays out of the group statistics and the update, and is counted in <role>/parser_error_rate/<type>.
         trained = [s for s in samples if not s.parser_error]
         self.assign_advantages(trained)
-        extra = self.likelihood_samples(mc_samples)
+        extra = self.likelihood_samples(mc_samples) + self.trace_samples(proposals, mc_samples)
         if self.cfg.safety.zero_reward:  # a flagged reply gets no likelihood term either
             extra = [s for s in extra if not self.monitor([s])]
         trained += extra
@@ -159,10 +160,14 @@ class SelfPlay:
         timings["store"] = timings.get("store", 0.0) + time.perf_counter() - t0
         view = metrics_view(samples, self.dist)
         metrics = step_metrics(view, self.store, timings) | safety_metrics(view, self.detector is not None)
-        if self.cfg.algorithm.solve_nll_coef > 0:
-            extra_all = metrics_view(extra, self.dist)
-            for kind in TASK_TYPES:
-                metrics[f"solve/likelihood_count/{kind.value}"] = sum(s.task_type is kind for s in extra_all)
+        a, extra_all = self.cfg.algorithm, metrics_view(extra, self.dist)
+        for name, source, coef in (
+            ("likelihood", "mc", a.solve_nll_coef),
+            ("trace", "trace", a.trace_nll_coef),
+        ):
+            for kind in TASK_TYPES if coef > 0 else ():
+                n = sum(s.task_type is kind and s.auxiliary == source for s in extra_all)
+                metrics[f"solve/{name}_count/{kind.value}"] = n
         return StepResult(step, trained, new_tasks, metrics)
 
     def propose(
@@ -289,8 +294,35 @@ class SelfPlay:
             if 0 < sum(s.success for s in group) < len(group):
                 for s in group:
                     if s.success and not s.parser_error and s.completion.token_ids:
-                        s.auxiliary, s.advantage, s.reward = True, coef, 1.0
+                        s.auxiliary, s.advantage, s.reward = "mc", coef, 1.0
                         out.append(s)
+        return out
+
+    def trace_samples(self, proposals: list[Sample], mc_samples: dict[int, list[Sample]]) -> list[Sample]:
+        """The sandbox-written solve term (``algorithm.trace_nll_coef``; beyond the paper, off by default).
+
+        Each new valid deduction or abduction task whose Monte-Carlo solves were not all correct gets one solver
+        reply written by the sandbox (:meth:`Demonstrations.solve_replies`: a trace of the call, then the gold
+        answer) after the same prompt as its Monte-Carlo solves, with the fixed advantage ``trace_nll_coef``. It
+        is scored at temperature 1 (the model's own likelihood; it was not sampled) and, like the likelihood
+        term, stays out of TRR++'s groups, the per-group metrics and the rollout log. A reply longer than the
+        solve budget is left out: the model could not have written it.
+        """
+        coef = self.cfg.algorithm.trace_nll_coef
+        if coef <= 0:
+            return []
+        owners = [i for i, group in mc_samples.items() if group and not all(s.success for s in group)]
+        jobs = [(proposals[i].task_type, proposals[i].task) for i in owners]
+        out = []
+        for i, (kind, task), text in zip(owners, jobs, self.demos.solve_replies(jobs), strict=True):
+            ids = self.tokenizer.encode(text, add_special_tokens=False) if text else []
+            if not ids or len(ids) > self.cfg.rollout.max_new_tokens_solve:
+                continue
+            # Not sampled, so no sampling log-probs; the update computes its own (batching.TrainBatch).
+            reply = Completion(text, mc_samples[i][0].completion.prompt_ids, ids, [], "stop")
+            s = Sample(kind, Role.SOLVE, mc_samples[i][0].prompt, reply, parse_solution(kind, text), True,
+                       success=True, role_reward=1.0, reward=1.0, advantage=coef, task=task, auxiliary="trace")  # fmt: skip
+            out.append(s)
         return out
 
     def score_proposals(self, proposals: list[Sample], mc: dict[int, list[bool]]) -> None:

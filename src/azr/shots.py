@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from azr.config import SelfPlayConfig
-from azr.tasks.prompts import trace_think
+from azr.tasks.prompts import demo_reply, trace_think
 from azr.types import Role, Task, TaskType
 
 __all__ = ["Demonstrations"]
@@ -63,6 +63,18 @@ class Demonstrations:
             return []
         traces = [self.traces.get((t.program, t.input)) for t in shots]
         return [trace_think(kind, t, tr) if tr else None for t, tr in zip(shots, traces, strict=True)]
+
+    def solve_replies(self, tasks: Sequence[tuple[TaskType, Task]]) -> list[str | None]:
+        """The sandbox's own solve reply to each deduction or abduction task: its ``<think>`` holds the trace of the
+        call (at most ``demo_trace`` lines), its answer the gold output or input (``algorithm.trace_nll_coef``).
+        ``None`` where the task is an induction task or the sandbox wrote no trace (it failed or ran too long)."""
+        traced = [t for kind, t in tasks if kind is not TaskType.INDUCTION]
+        self._trace(traced)
+        out: list[str | None] = []
+        for kind, t in tasks:
+            trace = self.traces.get((t.program, t.input)) if kind is not TaskType.INDUCTION else None
+            out.append(demo_reply(kind, Role.SOLVE, t, think=trace_think(kind, t, trace)) if trace else None)
+        return out
 
     def _traced(self, kind: TaskType, role: Role) -> bool:
         return bool(self.cfg.demo_trace) and role is Role.SOLVE and kind is not TaskType.INDUCTION
