@@ -31,7 +31,7 @@ def scripted_reply(prompt: str, counter: list[int]) -> str:
         blocks = "\n".join(f"```input\n{i}\n```" for i in range(10))
         return f"<think>t</think><answer>\n{blocks}\n```message\nadds a constant\n```\n</answer>"
     # With demonstrations (n_shots) the prompt's own task comes last.
-    k = ([None] + list(re.finditer(r"return x \+ (\d+)", prompt)))[-1]
+    k = next(reversed(list(re.finditer(r"return x \+ (\d+)", prompt))), None)
     right = n % 2 == 0
     if "what this Python program returns" in prompt:
         x = re.findall(r"```input\n(.*?)\n```", prompt)[-1]
