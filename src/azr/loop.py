@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from azr.metrics import MetricsLogger, format_step_line, rewind_metrics, sample_
 from azr.runtime import release_freed_memory
 from azr.selfplay import SelfPlay, StepResult
 from azr.store import TaskStore
+from azr.terminal import InterruptGuard, progress_bars
 from azr.types import Role
 
 CONFIG_FILE = "config.toml"
@@ -309,7 +309,7 @@ def _seed(run: Run, progress: Any) -> Any:
 def _steps(run: Run, log: MetricsLogger | None, progress: Any, console: Console) -> int:
     """The steps; ``log`` is None on ranks other than 0 (they neither log, evaluate nor print)."""
     total = run.cfg.training.steps
-    guard = _InterruptGuard(defer=run.dist.enabled)
+    guard = InterruptGuard(defer=run.dist.enabled)
     with guard.installed():
         while run.step < total:
             try:
@@ -404,77 +404,6 @@ def _maybe_show_samples(run: Run, result: StepResult, console: Console) -> None:
             rows.append({"group": f"{s.task_type.value}/{role.value}", "prompt": s.prompt,
                          "reply": s.completion.text, "reward": s.reward})  # fmt: skip
     console.print(sample_table(rows))
-
-
-class _InterruptGuard:
-    """Ctrl-C raises KeyboardInterrupt between updates; during an update, or always with ``defer`` (several
-    processes), it only asks to stop after the step."""
-
-    def __init__(self, defer: bool = False) -> None:
-        self.in_critical = False
-        self.stop_requested = False
-        self.defer = defer
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.in_critical or self.defer:
-            self.stop_requested = True
-            return
-        raise KeyboardInterrupt
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        previous = signal.signal(signal.SIGINT, self._handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    @contextmanager
-    def critical(self) -> Iterator[None]:
-        self.in_critical = True
-        try:
-            yield
-        finally:
-            self.in_critical = False
-
-
-class _Progress:
-    """Rich progress bars, one per phase, reused across steps; a no-op when progress is off."""
-
-    def __init__(self, enabled: bool, console: Console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bars = (
-            Progress(
-                TextColumn("{task.description:<18}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=True,
-            )
-            if enabled
-            else None
-        )
-        self.tasks: dict[str, Any] = {}
-
-    def callback(self, phase: str, done: int, total: int) -> None:
-        if self.bars is None:
-            return
-        key = phase.split(" (")[0]
-        if key not in self.tasks:
-            self.tasks[key] = self.bars.add_task(phase, total=total)
-        self.bars.update(self.tasks[key], description=phase, completed=done, total=total)
-
-
-@contextmanager
-def progress_bars(cfg: Config, console: Console) -> Iterator[_Progress]:
-    p = _Progress(cfg.logging.progress and console.is_terminal, console)
-    if p.bars is None:
-        yield p
-        return
-    with p.bars:
-        yield p
 
 
 def _device(cfg: Config) -> str:
