@@ -171,18 +171,33 @@ class HFBackend:
         return self._copy if self._copy is not None else self.model
 
     def update_weights(self, model: Any) -> None:
-        """Point at ``model``; refresh the dtype copy in place when there is one (no-op otherwise)."""
+        """Point at ``model``. Where decoding runs in another dtype, the copy's weights are cast from ``model`` at
+        the start of each ``generate`` and freed at its end (:meth:`_decoding_weights`), so they never sit beside
+        the trainer's gradients during an update (0.25 GiB for SmolLM2-135M in bf16)."""
         self.model = model
         if next(model.parameters()).dtype == self.decode_dtype:
             self._copy = None
             return
-        src = model.state_dict()
-        if self._copy is None:
+        if self._copy is None:  # the module skeleton, kept; its weights live only inside generate
             self._copy = copy.deepcopy(model).to(self.decode_dtype).eval()
+            self._free_copy()
+
+    def _free_copy(self) -> None:
+        for p in self._copy.parameters():
+            p.data = torch.empty(0, dtype=self.decode_dtype, device=p.device)
+
+    @contextmanager
+    def _decoding_weights(self) -> Iterator[None]:
+        if self._copy is None:
+            yield
             return
         with torch.no_grad():
-            for name, tensor in self._copy.state_dict().items():
-                tensor.copy_(src[name])
+            for dst, src in zip(self._copy.parameters(), self.model.parameters(), strict=True):
+                dst.data = src.detach().to(self.decode_dtype)
+        try:
+            yield
+        finally:
+            self._free_copy()
 
     def _eos_ids(self) -> torch.Tensor:
         ids = {self.tokenizer.eos_token_id}
@@ -214,7 +229,7 @@ class HFBackend:
                 torch.set_num_threads(self.num_threads)
             model.eval()
             bs = self.cfg.generation_batch_size
-            with small_batch_linears(model, self.small_batch_gemm):
+            with self._decoding_weights(), small_batch_linears(model, self.small_batch_gemm):
                 for lo in range(0, len(order), bs):
                     chunk = order[lo : lo + bs]
                     done = self._decode_chunk(
