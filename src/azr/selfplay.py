@@ -312,7 +312,11 @@ class SelfPlay:
         coef = self.cfg.algorithm.trace_nll_coef
         if coef <= 0:
             return []
-        owners = [i for i, group in mc_samples.items() if group and not all(s.success for s in group)]
+        owners = [
+            i
+            for i, group in mc_samples.items()
+            if proposals[i].task_type is not TaskType.INDUCTION and not all(s.success for s in group)
+        ]
         jobs = [(proposals[i].task_type, proposals[i].task) for i in owners]
         out = []
         for i, (kind, task), text in zip(owners, jobs, self.demos.solve_replies(jobs), strict=True):
