@@ -194,6 +194,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, constant_lr)
         self.updates = 0
         self.last_steps: list[dict[str, float]] = []
+        self._staged: list[layerwise.StagedBackward] = []  # later stages of the next backward (azr.layerwise)
         if training.bf16_autocast is True and not native_bf16(self.device):
             warnings.warn(
                 f"training.bf16_autocast = true on a {self.device.type} without native bf16 runs several times "
@@ -248,13 +249,18 @@ class Trainer:
         decoder, head = self._decoder_and_head(self.model if model is None else model)
         checkpointed = self.layerwise and torch.is_grad_enabled()
         with self._autocast():
-            if checkpointed:
+            # FSDP runs its reduce-scatters from hooks on one backward pass: no stages there.
+            stages = layerwise.StagedBackward() if checkpointed and self.sharded is None else None
+            if stages is not None:
+                self._staged.append(stages)
                 hidden = layerwise.checkpointed_hidden(
-                    decoder, mb.input_ids, mb.attention_mask, mb.prefix_ids
+                    decoder, mb.input_ids, mb.attention_mask, mb.prefix_ids, stages
                 )
             else:
                 hidden = self._hidden(decoder, mb)  # (b, L, H)
             picked = hidden[mb.rows, mb.cols]  # (n, H)
+            if stages is not None:
+                (picked,) = stages.cut([picked])
             chunk = HEAD_CHUNK if checkpointed else 0  # (chunk, V) logits at a time, recomputed in backward
             return layerwise.head_stats(head, picked, mb.targets, mb.temperatures, with_entropy, chunk)
 
@@ -375,7 +381,7 @@ class Trainer:
             computed += mb.input_ids.numel() + (0 if mb.prefix_ids is None else mb.prefix_ids.shape[1])
             padding += int((mb.attention_mask == 0).sum())
             loss, metrics = self._micro_loss(mb, mini, n_tokens)
-            loss.backward()
+            self._backward(loss)
             sums["loss"] += float(loss.detach())
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -398,6 +404,13 @@ class Trainer:
         real = sum(len(p) + len(c) for p, c in zip(mini.prompt_ids, mini.completion_ids))
         return {**sums, "grad_norm": grad_norm, "skipped": float(not finite)}, (computed, padding, real)
 
+    def _backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, then its later stages (:class:`azr.layerwise.StagedBackward`)."""
+        staged, self._staged = self._staged, []
+        loss.backward()
+        for stages in staged:
+            stages.run()
+
     def _missing_passes(self, passes: int) -> int:
         """Under FSDP, how many more forward/backward passes this rank must run to match the busiest rank (their
         all-gathers and reduce-scatters are collectives); 0 otherwise."""
@@ -411,7 +424,7 @@ class Trainer:
         dummy = TrainBatch(tokens, tokens, [0.0], temperatures=[1.0])
         mb = next(micro_batches(dummy, 1, False, self.pad_id, self.device))
         logp, _ = self._token_stats(mb, with_entropy=False)
-        (logp.sum() * 0.0).backward()
+        self._backward(logp.sum() * 0.0)
 
     def _summed(self, values: dict[str, float]) -> dict[str, float]:
         """``values`` summed over ranks (every rank has the same keys: the loss always returns the same ones)."""

@@ -128,12 +128,22 @@ class _LogprobEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g_logp: torch.Tensor, g_ent: torch.Tensor) -> tuple[torch.Tensor, None]:
         logits, targets, lse, entropy = ctx.saved_tensors
-        log_p = logits - lse.unsqueeze(1)  # (N, V), the one new buffer
-        probs = torch.exp(log_p)  # (N, V)
-        # -p * (g_logp + g_H * (log p + H)), built in place in log_p
-        log_p.add_(entropy.unsqueeze(1)).mul_(g_ent.unsqueeze(1)).add_(g_logp.unsqueeze(1)).mul_(probs).neg_()
-        log_p.scatter_add_(1, targets.unsqueeze(1), g_logp.unsqueeze(1))
-        return log_p, None
+        return logits_grad_(logits - lse.unsqueeze(1), targets, entropy, g_logp, g_ent), None
+
+
+def logits_grad_(
+    log_p: torch.Tensor,
+    targets: torch.Tensor,
+    entropy: torch.Tensor,
+    g_logp: torch.Tensor,
+    g_ent: torch.Tensor,
+) -> torch.Tensor:
+    """The gradient (N, V) of token log-probs and entropies with respect to the logits, given their upstream
+    gradients (N,) and ``log_p = logits - logsumexp(logits)`` (N, V), which it overwrites and returns."""
+    probs = torch.exp(log_p)  # (N, V)
+    # -p * (g_logp + g_H * (log p + H)), built in place in log_p
+    log_p.add_(entropy.unsqueeze(1)).mul_(g_ent.unsqueeze(1)).add_(g_logp.unsqueeze(1)).mul_(probs).neg_()
+    return log_p.scatter_add_(1, targets.unsqueeze(1), g_logp.unsqueeze(1))
 
 
 def token_logprobs(
