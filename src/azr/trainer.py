@@ -253,6 +253,7 @@ class Trainer:
             stages = layerwise.StagedBackward() if checkpointed and self.sharded is None else None
             if stages is not None:
                 self._staged.append(stages)
+            if checkpointed:
                 hidden = layerwise.checkpointed_hidden(
                     decoder, mb.input_ids, mb.attention_mask, mb.prefix_ids, stages
                 )
