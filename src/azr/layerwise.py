@@ -233,8 +233,7 @@ def head_stats(
         logp, ent = _ChunkedHead.apply(hidden, head.weight, targets, temperatures, with_entropy, chunk, dtype)
         return logp, (ent if with_entropy else None)
     parts = []
-    for start in range(0, n, chunk):
-        rows = slice(start, start + chunk)
+    for rows in _chunks(n, chunk):
         temps = None if temperatures is None else temperatures[rows]
         parts.append(
             checkpoint(
@@ -271,24 +270,22 @@ class _ChunkedHead(torch.autograd.Function):
                 lp, h = token_logprobs(z, targets[rows], with_entropy)
             logp.append(lp)
             ent.append(h if h is not None else torch.zeros_like(lp))
-        ctx.save_for_backward(hidden, weight, targets, temperatures)
-        ctx.chunk, ctx.dtype, ctx.with_entropy = chunk, dtype, with_entropy
-        return torch.cat(logp), torch.cat(ent)
+        entropy = torch.cat(ent)
+        ctx.save_for_backward(hidden, weight, targets, temperatures, entropy)
+        ctx.chunk, ctx.dtype = chunk, dtype
+        return torch.cat(logp), entropy
 
     @staticmethod
     def backward(ctx: Any, g_logp: torch.Tensor, g_ent: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        hidden, weight, targets, temperatures = ctx.saved_tensors
+        hidden, weight, targets, temperatures, entropy = ctx.saved_tensors
         w = weight if ctx.dtype is None else weight.to(ctx.dtype)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
         for rows in _chunks(hidden.shape[0], ctx.chunk):
             h = hidden[rows] if ctx.dtype is None else hidden[rows].to(ctx.dtype)
             z = _chunk_logits(h, w, temperatures, rows)
-            lse = torch.logsumexp(z, dim=-1)  # (c,)
-            entropy = (
-                lse - (torch.softmax(z, dim=-1) * z).sum(-1) if ctx.with_entropy else torch.zeros_like(lse)
-            )
-            dz = logits_grad_(z.sub_(lse.unsqueeze(1)), targets[rows], entropy, g_logp[rows], g_ent[rows])
+            log_p = z.sub_(torch.logsumexp(z, dim=-1, keepdim=True))  # (c, V)
+            dz = logits_grad_(log_p, targets[rows], entropy[rows], g_logp[rows], g_ent[rows])
             if temperatures is not None:
                 dz.div_(temperatures[rows])
             dz = dz.to(w.dtype)  # (c, V): the gradient of the product's output, in its dtype
