@@ -18,13 +18,15 @@ from azr.rollout import (
     Completion,
     Sampling,
     ScriptedBackend,
+    linears,
     make_backend,
     sampling,
     truncate_at_stop,
 )
 from azr.rollout import hf as hf_mod
 from azr.rollout.base import FINISH_REASONS
-from azr.rollout.hf import HFBackend, StopDetector, sample_next, small_batch_linears
+from azr.rollout.hf import HFBackend, StopDetector, sample_next
+from azr.rollout.linears import packed_linears, packing_works, small_batch_linears
 
 
 def chat(tok, text: str) -> str:
@@ -309,6 +311,45 @@ def test_bf16_copy_holds_weights_only_while_generating(tiny, prompts):
     assert [c.logprobs for c in fresh.generate(prompts, s)] == after
     b.update_weights(model)  # the same model: nothing to do, the next generate casts it again
     assert [c.logprobs for c in b.generate(prompts, s)] == after
+
+
+@pytest.mark.skipif(
+    not packing_works(torch.bfloat16), reason="this torch build cannot pack bf16 linear weights"
+)
+def test_packed_bf16_decoding_gives_the_library_kernels_tokens(tiny, prompts, monkeypatch):
+    """Decoding on packed weights samples the same tokens, with the same log-probs, as the library's kernels, and
+    leaves the copy as the backend expects it (weights freed, no patched layers)."""
+    model, tok = tiny
+    calls = []
+    packed_forward = linears._linear_packed
+    monkeypatch.setattr(linears, "_linear_packed", lambda m, x: calls.append(m) or packed_forward(m, x))
+    s = Sampling(temperature=0.8, max_new_tokens=6, stop=(), n=2, seed=5)
+    runs = []
+    for packed in (False, True):
+        b = HFBackend(model, tok, RolloutConfig(), decode_dtype=torch.bfloat16, packed_gemm=packed)
+        runs.append([(c.token_ids, c.logprobs) for c in b.generate(prompts, s)])
+        assert sum(p.numel() for p in b.decoder.parameters()) == 0
+        assert not any("forward" in vars(m) for m in b.decoder.modules())
+        assert bool(calls) == packed
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.skipif(
+    not packing_works(torch.bfloat16), reason="this torch build cannot pack bf16 linear weights"
+)
+def test_packed_linears_keep_a_weight_another_module_reads():
+    """A linear layer's plain weight is emptied while packed, unless another module (a tied embedding) reads it."""
+    embed = torch.nn.Embedding(10, 4).to(torch.bfloat16)
+    head = torch.nn.Linear(4, 10, bias=False).to(torch.bfloat16)
+    head.weight = embed.weight
+    inner = torch.nn.Linear(4, 4).to(torch.bfloat16)
+    model = torch.nn.ModuleDict({"embed": embed, "inner": inner, "head": head})
+    x = torch.randn(3, 4, dtype=torch.bfloat16)
+    want = head(inner(x))
+    with packed_linears(model, torch.bfloat16, rows=3):
+        assert inner.weight.numel() == 0 and embed.weight.numel() == 40
+        torch.testing.assert_close(head(inner(x)), want)
+    assert "forward" not in vars(inner) and "_azr_packed" not in vars(head)
 
 
 def test_fp32_backend_shares_the_model(tiny):

@@ -35,13 +35,11 @@ from __future__ import annotations
 
 import copy
 import time
-import types
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from azr.config import RolloutConfig
 from azr.hfcompat import with_cache
@@ -50,6 +48,7 @@ from azr.prefix import PrefixGroup, prefix_groups
 from azr.rollout import shared_kv
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
 from azr.rollout.kvcache import DynamicCache, DynamicLayer, new_cache
+from azr.rollout.linears import packed_linears, small_batch_linears
 from azr.rollout.sampling import StopDetector, sample_next
 
 
@@ -63,39 +62,6 @@ def pick_decode_dtype(model: Any, want_bf16: bool) -> torch.dtype:
     if not want_bf16 or param.dtype == torch.bfloat16:
         return param.dtype
     return torch.bfloat16 if native_bf16(param.device) else param.dtype
-
-
-SMALL_BATCH_ROWS = 64
-
-
-def _linear_small_batch(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``nn.Linear.forward`` computing ``(W @ x^T)^T`` when ``x`` holds few rows (a decode step). MKL's fp32 GEMM is
-    25-40% faster in that orientation for 16-48 rows on the 2-core AVX2 box (the LM head: 15.9 ms against 22.8 ms
-    for 16 rows); for many rows (prefill) the usual orientation is faster and is kept."""
-    rows = x.numel() // x.shape[-1]
-    if rows > SMALL_BATCH_ROWS:
-        return F.linear(x, self.weight, self.bias)
-    out = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t().contiguous()  # (rows, out)
-    if self.bias is not None:
-        out += self.bias
-    return out.view(*x.shape[:-1], out.shape[-1])
-
-
-@contextmanager
-def small_batch_linears(model: Any, enabled: bool = True) -> Iterator[None]:
-    """While active, the plain fp32 CPU ``nn.Linear`` layers of ``model`` use :func:`_linear_small_batch`."""
-    patched = []
-    if enabled:
-        for module in model.modules():
-            w = getattr(module, "weight", None)
-            if type(module) is torch.nn.Linear and w.device.type == "cpu" and w.dtype == torch.float32:
-                module.forward = types.MethodType(_linear_small_batch, module)
-                patched.append(module)
-    try:
-        yield
-    finally:
-        for module in patched:
-            del module.forward
 
 
 class _Chunk:
@@ -135,7 +101,8 @@ class HFBackend:
     ``decode_dtype`` overrides the automatic choice (:func:`pick_decode_dtype`); ``num_threads`` sets torch's CPU
     threads during ``generate`` (restored afterwards); ``ignore_eos`` decodes past EOS (benchmarks only);
     ``prealloc_cache=False`` falls back to transformers' ``DynamicCache``; ``small_batch_gemm=False`` keeps the
-    library's linear layers during decoding (see :func:`small_batch_linears`). After each call ``last_stats`` holds
+    library's fp32 linear layers during decoding and ``packed_gemm=False`` the library's kernels for a decoding copy
+    in another dtype (see :mod:`azr.rollout.linears`). After each call ``last_stats`` holds
     ``tokens``, ``seconds``, ``tokens_per_s``, ``prefill_seconds`` and ``sequences``.
     """
 
@@ -150,9 +117,11 @@ class HFBackend:
         ignore_eos: bool = False,
         prealloc_cache: bool = True,
         small_batch_gemm: bool = True,
+        packed_gemm: bool = True,
     ) -> None:
         self.cfg = cfg or RolloutConfig()
         self.small_batch_gemm = small_batch_gemm
+        self.packed_gemm = packed_gemm
         self.tokenizer = tokenizer
         self.num_threads = num_threads
         self.ignore_eos = ignore_eos
@@ -187,7 +156,9 @@ class HFBackend:
             p.data = torch.empty(0, dtype=self.decode_dtype, device=p.device)
 
     @contextmanager
-    def _decoding_weights(self) -> Iterator[None]:
+    def _decoding_weights(self, rows: int) -> Iterator[None]:
+        """The decoding copy's weights for one ``generate`` (cast from the trainer's), its linear layers packed for
+        products of about ``rows`` rows where ``packed_gemm`` and the build allow (:mod:`azr.rollout.linears`)."""
         if self._copy is None:
             yield
             return
@@ -195,7 +166,8 @@ class HFBackend:
             for dst, src in zip(self._copy.parameters(), self.model.parameters(), strict=True):
                 dst.data = src.detach().to(self.decode_dtype)
         try:
-            yield
+            with packed_linears(self._copy, self.decode_dtype, rows, self.packed_gemm):
+                yield
         finally:
             self._free_copy()
 
@@ -229,7 +201,8 @@ class HFBackend:
                 torch.set_num_threads(self.num_threads)
             model.eval()
             bs = self.cfg.generation_batch_size
-            with self._decoding_weights(), small_batch_linears(model, self.small_batch_gemm):
+            rows_hint = min(len(rows), self.cfg.generation_batch_size)
+            with self._decoding_weights(rows_hint), small_batch_linears(model, self.small_batch_gemm):
                 for lo in range(0, len(order), bs):
                     chunk = order[lo : lo + bs]
                     done = self._decode_chunk(
