@@ -32,11 +32,13 @@ def test_chunked_head_matches_the_whole_head(bf16, entropy, monkeypatch):
         out = [logp.detach(), hidden.grad, head.weight.grad]
         return out + ([ent.detach()] if entropy else [])
 
-    whole, chunked = run(0), run(4)
-    tol = {"atol": 2e-2, "rtol": 2e-2} if bf16 else {"atol": 1e-5, "rtol": 1e-5}
-    assert all(t.dtype == torch.float32 for t in chunked)
-    for a, b in zip(whole, chunked):
-        torch.testing.assert_close(b, a, **tol)
+    whole = run(0)
+    for chunk in (1, 4, 32):  # row tiles of one row, of several rows, and one tile for all rows
+        chunked = run(chunk)
+        tol = {"atol": 2e-2, "rtol": 2e-2} if bf16 else {"atol": 1e-5, "rtol": 1e-5}
+        assert all(t.dtype == torch.float32 for t in chunked)
+        for a, b in zip(whole, chunked):
+            torch.testing.assert_close(b, a, **tol)
 
 
 def test_staged_backward_runs_the_newest_cut_first():

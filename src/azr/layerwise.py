@@ -204,7 +204,7 @@ def checkpointed_hidden(
     return decoder.norm(hidden)
 
 
-VOCAB_BLOCK = 4096  # rows of the LM head's weight whose gradient one product computes in the chunked head
+VOCAB_BLOCK = 4096  # rows of the LM head's weight one tile of the chunked head covers
 
 
 def head_stats(
@@ -217,10 +217,10 @@ def head_stats(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (n,) of ``targets`` under ``softmax(head(hidden) / T)``, and entropies (n,) when asked, in fp32.
 
-    With ``chunk > 0`` the head runs ``chunk`` rows at a time and only one chunk's (chunk, V) logits ever exist, in
-    forward and in backward. A bias-free ``nn.Linear`` head (the usual tied LM head) runs through
-    :class:`_ChunkedHead`, which adds each chunk's weight gradient into one fp32 buffer, ``VOCAB_BLOCK`` rows at a
-    time; any other head runs each chunk checkpointed, which makes a whole (V, H) gradient per chunk."""
+    With ``chunk > 0`` no (n, V) logits ever exist, in forward or in backward. A bias-free ``nn.Linear`` head (the
+    usual tied LM head) runs through :class:`_ChunkedHead`, in tiles of ``chunk`` rows by ``VOCAB_BLOCK`` vocabulary
+    entries; any other head runs ``chunk`` rows at a time checkpointed, which makes a whole (V, H) gradient per
+    chunk."""
     n = hidden.shape[0]
     if chunk <= 0 or n == 0:
         return _head_stats(head, hidden, targets, temperatures, with_entropy)
@@ -233,7 +233,7 @@ def head_stats(
         logp, ent = _ChunkedHead.apply(hidden, head.weight, targets, temperatures, with_entropy, chunk, dtype)
         return logp, (ent if with_entropy else None)
     parts = []
-    for rows in _chunks(n, chunk):
+    for rows in _slices(n, chunk):
         temps = None if temperatures is None else temperatures[rows]
         parts.append(
             checkpoint(
@@ -245,11 +245,13 @@ def head_stats(
 
 
 class _ChunkedHead(torch.autograd.Function):
-    """Log-probs and entropies of a bias-free linear head, ``chunk`` rows at a time, recomputed in backward.
+    """Log-probs and entropies of a bias-free linear head, one (``chunk`` rows, ``VOCAB_BLOCK`` entries) tile of
+    logits at a time, recomputed in backward.
 
-    Computes what autocast computes (the product in ``dtype`` when given, the statistics in fp32); the weight's
-    gradient, each chunk's bf16 product summed in fp32, is built in one (V, H) buffer ``VOCAB_BLOCK`` rows at a time
-    instead of one whole (V, H) product and its fp32 copy per chunk."""
+    Forward keeps a running log-sum-exp per row across the vocabulary blocks (and the running sum of ``p * z`` for
+    the entropy, ``H = lse - E_p[z]``); backward rebuilds each tile's probabilities from the saved log-sum-exps and
+    entropies. Only one block of the weight is cast to ``dtype`` at a time (the product in ``dtype`` when given, as
+    autocast does; the statistics in fp32), and each block of the weight's gradient is summed in fp32 in place."""
 
     @staticmethod
     def forward(
@@ -262,50 +264,89 @@ class _ChunkedHead(torch.autograd.Function):
         chunk: int,
         dtype: torch.dtype | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        w = weight if dtype is None else weight.to(dtype)
-        logp, ent = [], []
-        for rows in _chunks(hidden.shape[0], chunk):
-            z = _chunk_logits(hidden[rows], w, temperatures, rows)
-            with torch.autocast(device_type=z.device.type, enabled=False):
-                lp, h = token_logprobs(z, targets[rows], with_entropy)
-            logp.append(lp)
-            ent.append(h if h is not None else torch.zeros_like(lp))
-        entropy = torch.cat(ent)
-        ctx.save_for_backward(hidden, weight, targets, temperatures, entropy)
+        n = hidden.shape[0]
+        h = hidden if dtype is None else hidden.to(dtype)
+        stats = _Running(n, hidden.device, with_entropy)
+        for block in _slices(weight.shape[0], VOCAB_BLOCK):
+            w = weight[block] if dtype is None else weight[block].to(dtype)  # (b, H)
+            for rows in _slices(n, chunk):
+                z = _tile_logits(h[rows], w, temperatures, rows)  # (c, b) fp32
+                stats.add(z, rows, targets[rows] - block.start)
+        lse, logp, entropy = stats.result()
+        ctx.save_for_backward(hidden, weight, targets, temperatures, lse, entropy)
         ctx.chunk, ctx.dtype = chunk, dtype
-        return torch.cat(logp), entropy
+        return logp, entropy
 
     @staticmethod
     def backward(ctx: Any, g_logp: torch.Tensor, g_ent: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        hidden, weight, targets, temperatures, entropy = ctx.saved_tensors
-        w = weight if ctx.dtype is None else weight.to(ctx.dtype)
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
-        for rows in _chunks(hidden.shape[0], ctx.chunk):
-            h = hidden[rows] if ctx.dtype is None else hidden[rows].to(ctx.dtype)
-            z = _chunk_logits(h, w, temperatures, rows)
-            log_p = z.sub_(torch.logsumexp(z, dim=-1, keepdim=True))  # (c, V)
-            dz = logits_grad_(log_p, targets[rows], entropy[rows], g_logp[rows], g_ent[rows])
-            if temperatures is not None:
-                dz.div_(temperatures[rows])
-            dz = dz.to(w.dtype)  # (c, V): the gradient of the product's output, in its dtype
-            if grad_hidden is not None:
-                grad_hidden[rows] = dz @ w
+        hidden, weight, targets, temperatures, lse, entropy = ctx.saved_tensors
+        n = hidden.shape[0]
+        h = hidden if ctx.dtype is None else hidden.to(ctx.dtype)
+        grad_hidden = torch.zeros(hidden.shape, device=hidden.device) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
+        for block in _slices(weight.shape[0], VOCAB_BLOCK):
+            w = weight[block] if ctx.dtype is None else weight[block].to(ctx.dtype)  # (b, H)
             if grad_weight is not None:
-                for start in range(0, w.shape[0], VOCAB_BLOCK):
-                    block = slice(start, start + VOCAB_BLOCK)
-                    grad_weight[block] += dz[:, block].T @ h
+                grad_weight[block] = 0.0
+            for rows in _slices(n, ctx.chunk):
+                z = _tile_logits(h[rows], w, temperatures, rows)
+                local = targets[rows] - block.start
+                hit = (local >= 0) & (local < z.shape[1])
+                log_p = z.sub_(lse[rows, None])  # (c, b)
+                dz = logits_grad_(
+                    log_p, local.clamp(0, z.shape[1] - 1), entropy[rows], g_logp[rows], g_ent[rows], hit
+                )
+                if temperatures is not None:
+                    dz.div_(temperatures[rows])
+                dz = dz.to(w.dtype)  # (c, b): the gradient of the product's output, in its dtype
+                if grad_hidden is not None:
+                    grad_hidden[rows] += dz @ w
+                if grad_weight is not None:
+                    grad_weight[block] += dz.T @ h[rows]
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden.to(hidden.dtype)
         return grad_hidden, grad_weight, None, None, None, None, None
 
 
-def _chunks(n: int, chunk: int) -> list[slice]:
-    return [slice(start, start + chunk) for start in range(0, n, chunk)]
+class _Running:
+    """Per-row running statistics of logits seen one vocabulary block at a time: the maximum ``m``, ``s = sum
+    exp(z - m)``, ``t = sum exp(z - m) * z`` (for the entropy) and the target's logit."""
+
+    def __init__(self, n: int, device: torch.device, with_entropy: bool) -> None:
+        self.m = torch.full((n,), float("-inf"), device=device)
+        self.s = torch.zeros(n, device=device)
+        self.t = torch.zeros(n, device=device) if with_entropy else None
+        self.target = torch.zeros(n, device=device)
+
+    def add(self, z: torch.Tensor, rows: slice, local: torch.Tensor) -> None:
+        """Fold in the logits ``z`` (c, b) of rows ``rows``; ``local``: their targets' index in this block."""
+        m = torch.maximum(self.m[rows], z.amax(dim=1))
+        scale = torch.exp(self.m[rows] - m)
+        e = torch.exp(z - m[:, None])  # (c, b)
+        self.s[rows] = self.s[rows] * scale + e.sum(dim=1)
+        if self.t is not None:
+            self.t[rows] = self.t[rows] * scale + e.mul_(z).sum(dim=1)
+        self.m[rows] = m
+        hit = (local >= 0) & (local < z.shape[1])
+        picked = z.gather(1, local.clamp(0, z.shape[1] - 1)[:, None])[:, 0]
+        self.target[rows] = torch.where(hit, picked, self.target[rows])
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-sum-exps, target log-probs and entropies (zeros when not asked), each (n,)."""
+        lse = self.m + torch.log(self.s)
+        entropy = lse - self.t / self.s if self.t is not None else torch.zeros_like(lse)
+        return lse, self.target - lse, entropy
 
 
-def _chunk_logits(
+def _slices(n: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _tile_logits(
     hidden: torch.Tensor, weight: torch.Tensor, temperatures: torch.Tensor | None, rows: slice
 ) -> torch.Tensor:
-    """fp32 logits (c, V) of ``hidden`` (c, H), cast to ``weight``'s dtype, divided by their temperatures."""
+    """fp32 logits (c, b) of ``hidden`` (c, H) against a block of the weight (b, H), in the weight's dtype, divided
+    by their temperatures."""
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         logits = (hidden.to(weight.dtype) @ weight.T).float()
     return logits if temperatures is None else logits.div_(temperatures[rows])

@@ -137,13 +137,18 @@ def logits_grad_(
     entropy: torch.Tensor,
     g_logp: torch.Tensor,
     g_ent: torch.Tensor,
+    hit: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The gradient (N, V) of token log-probs and entropies with respect to the logits, given their upstream
-    gradients (N,) and ``log_p = logits - logsumexp(logits)`` (N, V), which it overwrites and returns."""
+    gradients (N,) and ``log_p = logits - logsumexp(logits)`` (N, V), which it overwrites and returns.
+
+    ``log_p`` may hold a slice of the vocabulary (``logsumexp`` still over all of it): then ``targets`` index into
+    the slice and ``hit`` (N,) bool marks the rows whose target lies in it."""
     probs = torch.exp(log_p)  # (N, V)
     # -p * (g_logp + g_H * (log p + H)), built in place in log_p
     log_p.add_(entropy.unsqueeze(1)).mul_(g_ent.unsqueeze(1)).add_(g_logp.unsqueeze(1)).mul_(probs).neg_()
-    return log_p.scatter_add_(1, targets.unsqueeze(1), g_logp.unsqueeze(1))
+    picked = g_logp if hit is None else g_logp * hit
+    return log_p.scatter_add_(1, targets.unsqueeze(1), picked.unsqueeze(1))
 
 
 def token_logprobs(
