@@ -214,13 +214,19 @@ def head_stats(
     temperatures: torch.Tensor | None,
     with_entropy: bool,
     chunk: int = 0,
+    grad_in_place: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (n,) of ``targets`` under ``softmax(head(hidden) / T)``, and entropies (n,) when asked, in fp32.
 
     With ``chunk > 0`` no (n, V) logits ever exist, in forward or in backward. A bias-free ``nn.Linear`` head (the
     usual tied LM head) runs through :class:`_ChunkedHead`, in tiles of ``chunk`` rows by ``VOCAB_BLOCK`` vocabulary
     entries; any other head runs ``chunk`` rows at a time checkpointed, which makes a whole (V, H) gradient per
-    chunk."""
+    chunk.
+
+    ``grad_in_place``: the chunked head adds its weight's gradient straight into ``weight.grad`` (creating it when
+    None) instead of handing autograd a whole (V, H) fp32 gradient to add there (113 MB for SmolLM2-135M, at the
+    update's memory peak). Only for a leaf weight whose gradient nothing hooks: azr's trainer without FSDP, which
+    sums data-parallel gradients itself after the backward passes."""
     n = hidden.shape[0]
     if chunk <= 0 or n == 0:
         return _head_stats(head, hidden, targets, temperatures, with_entropy)
@@ -230,7 +236,10 @@ def head_stats(
             if torch.is_autocast_enabled(hidden.device.type)
             else None
         )
-        logp, ent = _ChunkedHead.apply(hidden, head.weight, targets, temperatures, with_entropy, chunk, dtype)
+        in_place = grad_in_place and head.weight.is_leaf
+        logp, ent = _ChunkedHead.apply(
+            hidden, head.weight, targets, temperatures, with_entropy, chunk, dtype, in_place
+        )
         return logp, (ent if with_entropy else None)
     parts = []
     for rows in _slices(n, chunk):
@@ -263,6 +272,7 @@ class _ChunkedHead(torch.autograd.Function):
         with_entropy: bool,
         chunk: int,
         dtype: torch.dtype | None,
+        grad_in_place: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n = hidden.shape[0]
         h = hidden if dtype is None else hidden.to(dtype)
@@ -274,7 +284,7 @@ class _ChunkedHead(torch.autograd.Function):
                 stats.add(z, rows, targets[rows] - block.start)
         lse, logp, entropy = stats.result()
         ctx.save_for_backward(hidden, weight, targets, temperatures, lse, entropy)
-        ctx.chunk, ctx.dtype = chunk, dtype
+        ctx.chunk, ctx.dtype, ctx.weight, ctx.in_place = chunk, dtype, weight, grad_in_place
         return logp, entropy
 
     @staticmethod
@@ -283,10 +293,10 @@ class _ChunkedHead(torch.autograd.Function):
         n = hidden.shape[0]
         h = hidden if ctx.dtype is None else hidden.to(ctx.dtype)
         grad_hidden = torch.zeros(hidden.shape, device=hidden.device) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
+        grad_weight = _weight_grad_buffer(ctx) if ctx.needs_input_grad[1] else None
         for block in _slices(weight.shape[0], VOCAB_BLOCK):
             w = weight[block] if ctx.dtype is None else weight[block].to(ctx.dtype)  # (b, H)
-            if grad_weight is not None:
+            if grad_weight is not None and not ctx.in_place:
                 grad_weight[block] = 0.0
             for rows in _slices(n, ctx.chunk):
                 z = _tile_logits(h[rows], w, temperatures, rows)
@@ -305,7 +315,20 @@ class _ChunkedHead(torch.autograd.Function):
                     grad_weight[block] += dz.T @ h[rows]
         if grad_hidden is not None:
             grad_hidden = grad_hidden.to(hidden.dtype)
-        return grad_hidden, grad_weight, None, None, None, None, None
+        if ctx.in_place:
+            grad_weight = None  # already in weight.grad
+        return grad_hidden, grad_weight, None, None, None, None, None, None
+
+
+def _weight_grad_buffer(ctx: Any) -> torch.Tensor:
+    """Where the chunked head's backward sums its weight gradient: ``weight.grad`` itself when in place (zeros
+    when it has none yet), else a fresh buffer for autograd."""
+    weight = ctx.weight
+    if not ctx.in_place:
+        return torch.empty_like(weight)
+    if weight.grad is None:
+        weight.grad = torch.zeros_like(weight)
+    return weight.grad
 
 
 class _Running:

@@ -213,7 +213,15 @@ class Trainer:
             if stages is not None:
                 (picked,) = stages.cut([picked])
             chunk = HEAD_CHUNK if checkpointed else 0  # (chunk, V) logits at a time, recomputed in backward
-            return layerwise.head_stats(head, picked, mb.targets, mb.temperatures, with_entropy, chunk)
+            return layerwise.head_stats(
+                head,
+                picked,
+                mb.targets,
+                mb.temperatures,
+                with_entropy,
+                chunk,
+                grad_in_place=stages is not None,
+            )
 
     @staticmethod
     def _hidden(decoder: Any, mb: MicroBatch) -> torch.Tensor:
