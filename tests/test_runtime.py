@@ -28,6 +28,14 @@ def test_configure_process_sets_omp_and_respects_the_opt_out(monkeypatch):
     assert calls == [1] and runtime.os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
+def test_configure_process_bounds_the_onednn_kernel_caches_unless_set(monkeypatch):
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "7")
+    runtime.configure_process()
+    assert runtime.os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(runtime.KERNEL_CACHE_CAPACITY)
+    assert runtime.os.environ["LRU_CACHE_CAPACITY"] == "7"
+
+
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only"
 )
