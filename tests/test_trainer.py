@@ -221,6 +221,40 @@ def test_layerwise_checkpointing_keeps_less_for_backward():
     assert kept[1] < kept[0] / 2
 
 
+@pytest.mark.skipif(
+    not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"),
+    reason="no CPU flash attention",
+)
+def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
+    """Selective checkpointing: the backward recomputes each layer but not its attention kernel, whose outputs the
+    forward kept (without it, the kernel runs again for the head's and the members' pass through 2 layers)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from azr import layerwise
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flash = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.flash += func is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+            return func(*args, **(kwargs or {}))
+
+    runs = {}
+    for save in (False, True):
+        monkeypatch.setattr(layerwise, "SAVE_ATTENTION", save)
+        model, tok = tiny_model()
+        model.config._attn_implementation = "sdpa"
+        trainer = Trainer(model, tok, TRAIN, ALGO, ModelConfig(gradient_checkpointing=True))
+        logp, _ = trainer._token_stats(next(iter(trainer._micro_batches(shared_head_batch()))), False)
+        with Count() as count:
+            trainer._backward(logp.sum())
+        runs[save] = (count.flash, model.model.layers[0].self_attn.q_proj.weight.grad)
+    assert runs[False][0] == 4 and runs[True][0] == 0
+    torch.testing.assert_close(runs[True][1], runs[False][1])
+
+
 def test_gradient_matches_naive_reinforce():
     """On-policy step = REINFORCE on the token-mean: compare with a per-sequence naive backward."""
     batch = make_batch(seed=2, n=4)
