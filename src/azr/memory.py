@@ -19,8 +19,9 @@ moments, plus the whole weights gathered between updates for generation (in bf16
 Activations of one micro-batch (``training.micro_batch_size`` sequences of up to ``max_prompt_tokens +
 max_new_tokens`` tokens, 2-byte activations under bf16 autocast, attention without the quadratic term as in SDPA):
 about ``34 * H`` bytes per token and layer (Korthikanti et al. 2022, arXiv 2205.05198), ``2 * H`` with gradient
-checkpointing (one layer's worth recomputed), plus the fp32 logits of the reply tokens (``4 * V`` bytes each, twice
-for the backward; at most 128 of them at once with checkpointing). It is an estimate for a start-up check, not a measurement: it ignores allocator slack.
+checkpointing (one layer's worth recomputed) plus ``2 * H`` for the attention output the checkpoint keeps, plus the
+fp32 logits of the reply tokens (``4 * V`` bytes each, twice for the backward; with checkpointing one tile of 128
+tokens by 4096 vocabulary entries at a time). It is an estimate for a start-up check, not a measurement: it ignores allocator slack.
 
 On CUDA the check raises :class:`AzrError` when the estimate plus the vLLM share
 (``rollout.vllm_gpu_memory_utilization`` of the GPU) exceeds the free memory (``torch.cuda.mem_get_info``). On a
@@ -91,15 +92,16 @@ def activation_bytes(config: Any, cfg: Any) -> int:
     r = cfg.rollout
     reply = max(r.max_new_tokens_propose, r.max_new_tokens_solve)
     tokens = cfg.training.micro_batch_size * (r.max_prompt_tokens + reply)
-    per_token_layer = 2 * hidden if cfg.model.gradient_checkpointing else 34 * hidden
+    per_token_layer = 4 * hidden if cfg.model.gradient_checkpointing else 34 * hidden
     kept = tokens * layers * per_token_layer + (
         tokens * 34 * hidden if cfg.model.gradient_checkpointing else 0
     )
     logit_rows = cfg.training.micro_batch_size * reply
-    if cfg.model.gradient_checkpointing:  # the LM head runs HEAD_CHUNK reply tokens at a time
+    if cfg.model.gradient_checkpointing:  # the LM head runs (HEAD_CHUNK x VOCAB_BLOCK) tiles
+        from azr.layerwise import VOCAB_BLOCK
         from azr.trainer import HEAD_CHUNK
 
-        logit_rows = min(logit_rows, HEAD_CHUNK)
+        logit_rows, vocab = min(logit_rows, HEAD_CHUNK), min(vocab, VOCAB_BLOCK)
     return kept + logit_rows * vocab * 4 * 2
 
 
