@@ -82,3 +82,9 @@ def test_chunked_head_in_place_adds_to_an_existing_grad():
             expected = head.weight.grad.clone()
     torch.testing.assert_close(head.weight.grad, expected)
     assert not torch.equal(expected, torch.ones_like(expected))
+
+
+def test_chunked_head_rejects_a_target_outside_the_vocabulary():
+    head = torch.nn.Linear(8, 20, bias=False)
+    with pytest.raises(ValueError, match="outside the LM head's vocabulary"):
+        layerwise.head_stats(head, torch.randn(2, 8), torch.tensor([3, 20]), None, False, chunk=2)

@@ -265,6 +265,11 @@ def head_stats(
             if torch.is_autocast_enabled(hidden.device.type)
             else None
         )
+        if int(targets.max()) >= head.weight.shape[0] or int(targets.min()) < 0:
+            raise ValueError(
+                f"a reply token id is outside the LM head's vocabulary of {head.weight.shape[0]}: "
+                "the tokenizer and the model do not match"
+            )
         in_place = grad_in_place and head.weight.is_leaf
         logp, ent = _ChunkedHead.apply(
             hidden, head.weight, targets, temperatures, with_entropy, chunk, dtype, in_place
