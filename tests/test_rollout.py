@@ -317,21 +317,26 @@ def test_bf16_copy_holds_weights_only_while_generating(tiny, prompts):
     not packing_works(torch.bfloat16), reason="this torch build cannot pack bf16 linear weights"
 )
 def test_packed_bf16_decoding_gives_the_library_kernels_tokens(tiny, prompts, monkeypatch):
-    """Decoding on packed weights samples the same tokens, with the same log-probs, as the library's kernels, and
-    leaves the copy as the backend expects it (weights freed, no patched layers)."""
+    """Decoding on packed weights gives the library kernels' greedy tokens and log-probs (bit for bit where the
+    library's bf16 product is oneDNN's too, as on AVX512-BF16; within bf16 rounding elsewhere), and leaves the copy
+    as the backend expects it (weights freed, no patched layers)."""
     model, tok = tiny
     calls = []
     packed_forward = linears._linear_packed
     monkeypatch.setattr(linears, "_linear_packed", lambda m, x: calls.append(m) or packed_forward(m, x))
-    s = Sampling(temperature=0.8, max_new_tokens=6, stop=(), n=2, seed=5)
+    s = Sampling(temperature=0.0, max_new_tokens=6, stop=())
     runs = []
     for packed in (False, True):
         b = HFBackend(model, tok, RolloutConfig(), decode_dtype=torch.bfloat16, packed_gemm=packed)
-        runs.append([(c.token_ids, c.logprobs) for c in b.generate(prompts, s)])
+        runs.append(b.generate(prompts, s))
         assert sum(p.numel() for p in b.decoder.parameters()) == 0
         assert not any("forward" in vars(m) for m in b.decoder.modules())
         assert bool(calls) == packed
-    assert runs[0] == runs[1]
+    assert [c.token_ids for c in runs[0]] == [c.token_ids for c in runs[1]]
+    for plain, packed in zip(*runs):
+        torch.testing.assert_close(
+            torch.tensor(packed.logprobs), torch.tensor(plain.logprobs), atol=2e-2, rtol=0
+        )
 
 
 @pytest.mark.skipif(
