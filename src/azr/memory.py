@@ -98,7 +98,7 @@ def activation_bytes(config: Any, cfg: Any) -> int:
     )
     logit_rows = cfg.training.micro_batch_size * reply
     if cfg.model.gradient_checkpointing:  # the LM head runs (HEAD_CHUNK x VOCAB_BLOCK) tiles
-        from azr.layerwise import VOCAB_BLOCK
+        from azr.lm_head import VOCAB_BLOCK
         from azr.trainer import HEAD_CHUNK
 
         logit_rows, vocab = min(logit_rows, HEAD_CHUNK), min(vocab, VOCAB_BLOCK)

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from azr import layerwise
+from azr import layerwise, lm_head
 from azr.algo.loss import ppo_clip_loss
 from azr.batching import MicroBatch, PerToken, TrainBatch, micro_batches, packed, pad, ppo_split
 from azr.distributed import Dist
@@ -213,7 +213,7 @@ class Trainer:
             if stages is not None:
                 (picked,) = stages.cut([picked])
             chunk = HEAD_CHUNK if checkpointed else 0  # (chunk, V) logits at a time, recomputed in backward
-            return layerwise.head_stats(
+            return lm_head.head_stats(
                 head,
                 picked,
                 mb.targets,
