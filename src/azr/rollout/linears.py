@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import types
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -92,14 +93,16 @@ def packed_linears(model: Any, dtype: torch.dtype, rows: int, enabled: bool = Tr
     nothing else reads are emptied meanwhile: the caller refills them (the ``hf`` backend casts its decoding copy's
     weights afresh at every ``generate``). A no-op where :func:`packing_works` says no."""
     patched = _plain_linears(model, dtype) if enabled and packing_works(dtype) else []
-    linear_weights = {id(m.weight) for m in patched}
-    shared = {id(p) for m in model.modules() if m not in patched for p in m.parameters(recurse=False)}
+    ids = {id(m) for m in patched}
+    shared = {id(p) for m in model.modules() if id(m) not in ids for p in m.parameters(recurse=False)}
+    uses = Counter(id(m.weight) for m in patched)
+    shared |= {w for w, n in uses.items() if n > 1}  # one weight in two layers: kept too
     try:
         with torch.no_grad():
             for module in patched:
                 module._azr_packed = _PACK(module.weight.detach(), rows)
                 module.forward = types.MethodType(_linear_packed, module)
-                if id(module.weight) in linear_weights - shared:
+                if id(module.weight) not in shared:
                     module.weight.data = module.weight.data.new_empty(0)
         yield
     finally:
