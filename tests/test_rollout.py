@@ -552,3 +552,17 @@ def spy(fn, calls):
         return fn(*args, **kwargs)
 
     return wrapped
+
+
+@pytest.mark.skipif(
+    not packing_works(torch.bfloat16), reason="this torch build cannot pack bf16 linear weights"
+)
+def test_packed_linears_pack_a_weight_two_layers_share():
+    first = torch.nn.Linear(4, 4, bias=False).to(torch.bfloat16)
+    second = torch.nn.Linear(4, 4, bias=False).to(torch.bfloat16)
+    second.weight = first.weight
+    model = torch.nn.Sequential(first, second)
+    x = torch.randn(3, 4, dtype=torch.bfloat16)
+    want = model(x)
+    with packed_linears(model, torch.bfloat16, rows=3):
+        torch.testing.assert_close(model(x), want)
