@@ -7,6 +7,7 @@ replays a fixed token script; everything else runs the real loop on the random t
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -201,19 +202,49 @@ def test_shared_prompt_heads_decode_like_whole_prompts(tiny, monkeypatch, n):
     assert plan is not None and sorted(len(g.members) for g in plan if g.prefix_len) == [2, 2]
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, fused):
-    """The store's merged parts (head, rest, tail) equal softmax attention over each row's whole sequence, with
-    the fused CPU kernel and with the plain one; a row whose prompt has no head reads an all-masked head entry,
-    which weighs nothing."""
+def test_native_attention_decodes_like_the_pytorch_path(monkeypatch):
+    """Generation through the prompt store with the compiled attention kernel gives the PyTorch path's greedy
+    tokens and log-probs (a tiny model with head size 64, which the kernel is compiled for)."""
+    from azr.models import tiny_model
     from azr.rollout import shared_kv
+    from azr.rollout.kernels import native_kernels
+
+    if native_kernels() is None:
+        pytest.skip("the native kernel is not built here (see test_prompt_store_attention_equals_...)")
+    model, tok = tiny_model(hidden=256)
+    head = "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
+    prompts = [head + "1+2", head + "7*6 and more", "hi", head + "1+2"]
+    s = Sampling(temperature=0.0, max_new_tokens=8, stop=(), n=2)
+    cfg = RolloutConfig(share_prefix=True, bf16=False)
+    plain = HFBackend(model, tok, cfg, native_attention=False).generate(prompts, s)
+    calls = []
+    kernel = native_kernels().prompt_store_attention
+    monkeypatch.setattr(shared_kv, "_native_kernel", lambda like: lambda *a: calls.append(1) or kernel(*a))
+    native = HFBackend(model, tok, cfg).generate(prompts, s)
+    assert len(calls) == 2 * 7  # two layers, seven decode steps
+    assert [c.token_ids for c in native] == [c.token_ids for c in plain]
+    for a, b in zip(native, plain):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["native", "fused", "plain"])
+def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, path):
+    """The store's merged parts (head, rest, tail) equal softmax attention over each row's whole sequence, with
+    the compiled kernel (azr.rollout.kernels), the fused CPU kernel and the plain one, before and after rows leave;
+    a row whose prompt has no head reads an all-masked head entry, which weighs nothing."""
+    from azr.rollout import shared_kv
+    from azr.rollout.kernels import native_kernels
     from azr.rollout.shared_kv import Level, PromptStore
 
-    if not fused:
+    if path == "native" and native_kernels() is None:
+        if shutil.which("c++") is None:
+            pytest.skip("no C++ compiler to build the native kernel")
+        pytest.fail("the native kernel did not build although a C++ compiler is installed")
+    if path == "plain":
         monkeypatch.setattr(shared_kv, "_FLASH_CPU", None)
 
     torch.manual_seed(0)
-    kv_heads, rep, d = 2, 3, 8
+    kv_heads, rep, d = 2, 3, 64
     heads_len, rest_len = [5, 0], [3, 4, 6]  # prompt 2 has no head
     group_of, row_prompt = [0, 0, 1], [0, 0, 1, 2, 2, 2]
 
@@ -231,30 +262,57 @@ def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, fu
 
     hk, hv, hkeep = entries(heads_len)
     rk, rv, rkeep = entries(rest_len)
-    store = PromptStore(
-        [Level([hk], [hv], hkeep, group_of), Level([rk], [rv], rkeep, [0, 1, 2])], row_prompt, max_new=4
-    )
-    past_k, past_v = [], []
-    for _ in range(3):
+    levels = [Level([hk], [hv], hkeep, group_of), Level([rk], [rv], rkeep, [0, 1, 2])]
+    store = PromptStore(levels, row_prompt, max_new=4, native=path == "native")
+    assert (store.native is not None) == (path == "native")
+    past = [[] for _ in row_prompt]  # per live row: its generated (key, value) pairs
+    for step in range(4):
+        if step == 2:  # rows 1 and 4 finish
+            kept = [0, 2, 3, 5]
+            store.select(torch.tensor(kept))
+            row_prompt, past = [row_prompt[i] for i in kept], [past[i] for i in kept]
         b = len(row_prompt)
         q = torch.randn(b, kv_heads * rep, 1, d)
         k, v = torch.randn(b, kv_heads, 1, d), torch.randn(b, kv_heads, 1, d)
-        past_k.append(k)
-        past_v.append(v)
+        for row in range(b):
+            past[row].append((k[row], v[row]))
         got = store.attend(0, q, k, v, scale=0.3)  # (B, 1, heads, d)
         store.advance()
         for row, u in enumerate(row_prompt):
             g = group_of[u]
             keys = torch.cat(
-                [hk[g, :, : heads_len[g]], rk[u, :, : rest_len[u]]] + [t[row] for t in past_k], 1
+                [hk[g, :, : heads_len[g]], rk[u, :, : rest_len[u]]] + [x for x, _ in past[row]], 1
             )
             values = torch.cat(
-                [hv[g, :, : heads_len[g]], rv[u, :, : rest_len[u]]] + [t[row] for t in past_v], 1
+                [hv[g, :, : heads_len[g]], rv[u, :, : rest_len[u]]] + [y for _, y in past[row]], 1
             )
             keys, values = keys.repeat_interleave(rep, 0), values.repeat_interleave(rep, 0)  # (heads, T, d)
             weights = torch.softmax(q[row] @ keys.transpose(-1, -2) * 0.3, dim=-1)  # (heads, 1, T)
             want = (weights @ values)[:, 0]  # (heads, d)
             torch.testing.assert_close(got[row, 0], want, atol=1e-5, rtol=1e-5)
+
+
+def test_native_prompt_store_attention_in_bf16_matches_fp32():
+    """The compiled kernel on bf16 keys/values (the decoding copy on AVX512-BF16 CPUs) gives the fp32 result up to
+    bf16 rounding of its inputs and output."""
+    from azr.rollout.kernels import native_kernels
+
+    module = native_kernels()
+    if module is None:
+        pytest.skip("the native kernel is not built here (see test_prompt_store_attention_equals_...)")
+    torch.manual_seed(1)
+    q = torch.randn(5, 3, 3, 64)
+    keys, values = torch.randn(2, 3, 40, 64), torch.randn(2, 3, 40, 64)
+    keep = torch.ones(2, 40, dtype=torch.bool)
+    keep[1, 30:] = False
+    entry = torch.tensor([0, 1, 1, 0, 1])
+    tail_k, tail_v = torch.randn(5, 3, 8, 64), torch.randn(5, 3, 8, 64)
+    args = ([keep], [entry])
+    fp32 = module.prompt_store_attention(q, [keys], [values], *args, tail_k, tail_v, 6, 0.125)
+    bf = [t.bfloat16() for t in (q, keys, values, tail_k, tail_v)]
+    bf16 = module.prompt_store_attention(bf[0], [bf[1]], [bf[2]], *args, bf[3], bf[4], 6, 0.125)
+    assert bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(bf16.float(), fp32, atol=2e-2, rtol=2e-2)
 
 
 def test_stop_string_and_eos(tiny, monkeypatch):
@@ -566,3 +624,26 @@ def test_packed_linears_pack_a_weight_two_layers_share():
     want = model(x)
     with packed_linears(model, torch.bfloat16, rows=3):
         torch.testing.assert_close(model(x), want)
+
+
+def test_native_kernels_can_be_switched_off_and_a_failed_build_falls_back(monkeypatch):
+    """AZR_NATIVE_KERNELS=0 skips the build; a build that fails warns once and leaves decoding on PyTorch."""
+    from torch.utils import cpp_extension
+
+    from azr.rollout import kernels
+
+    kernels.native_kernels.cache_clear()
+    try:
+        monkeypatch.setenv("AZR_NATIVE_KERNELS", "0")
+        assert kernels.native_kernels() is None
+        kernels.native_kernels.cache_clear()
+        monkeypatch.setenv("AZR_NATIVE_KERNELS", "1")
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("no compiler here")
+
+        monkeypatch.setattr(cpp_extension, "load", broken)
+        with pytest.warns(RuntimeWarning, match="PyTorch path"):
+            assert kernels.native_kernels() is None
+    finally:
+        kernels.native_kernels.cache_clear()

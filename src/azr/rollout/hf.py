@@ -102,7 +102,8 @@ class HFBackend:
     threads during ``generate`` (restored afterwards); ``ignore_eos`` decodes past EOS (benchmarks only);
     ``prealloc_cache=False`` falls back to transformers' ``DynamicCache``; ``small_batch_gemm=False`` keeps the
     library's fp32 linear layers during decoding and ``packed_gemm=False`` the library's kernels for a decoding copy
-    in another dtype (see :mod:`azr.rollout.linears`). After each call ``last_stats`` holds
+    in another dtype (see :mod:`azr.rollout.linears`); ``native_attention=False`` keeps the PyTorch attention of
+    the decode steps instead of the compiled kernel (:mod:`azr.rollout.kernels`). After each call ``last_stats`` holds
     ``tokens``, ``seconds``, ``tokens_per_s``, ``prefill_seconds`` and ``sequences``.
     """
 
@@ -118,10 +119,12 @@ class HFBackend:
         prealloc_cache: bool = True,
         small_batch_gemm: bool = True,
         packed_gemm: bool = True,
+        native_attention: bool = True,
     ) -> None:
         self.cfg = cfg or RolloutConfig()
         self.small_batch_gemm = small_batch_gemm
         self.packed_gemm = packed_gemm
+        self.native_attention = native_attention
         self.tokenizer = tokenizer
         self.num_threads = num_threads
         self.ignore_eos = ignore_eos
@@ -392,7 +395,9 @@ class HFBackend:
             return None
         logits, levels = self._prefill_levels(distinct, plan)
         pos = torch.tensor([len(p) - 1 for p in distinct], device=logits.device)
-        return shared_kv.decode_steps(self.decoder, logits, pos, levels, row_of, max_new)
+        return shared_kv.decode_steps(
+            self.decoder, logits, pos, levels, row_of, max_new, self.native_attention
+        )
 
     def _prefill_levels(
         self, prompts: list[list[int]], plan: list[PrefixGroup] | None
