@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 
+from azr import layerwise
 from azr.algo import ppo_clip_loss
 from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
 from azr.metrics import METRICS as RUN_METRICS
@@ -158,6 +159,9 @@ def test_layerwise_checkpointing_keeps_shared_heads_and_the_exact_gradient(attn,
     monkeypatch.setattr("azr.trainer.HEAD_CHUNK", 4)
     batch = shared_head_batch(temperature=0.7)
     algo = AlgorithmConfig(entropy_coef=entropy)
+    split = []  # member layers run through the split attention (azr.prefix_attention), sdpa on a CPU
+    real = layerwise.prefix_attention
+    monkeypatch.setattr(layerwise, "prefix_attention", lambda *a: split.append(1) or real(*a))
     runs = []
     for ckpt in (False, True):
         model, tok = tiny_model()
@@ -175,6 +179,7 @@ def test_layerwise_checkpointing_keeps_shared_heads_and_the_exact_gradient(attn,
     for k in g0:
         torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
     assert m1["shared_frac"] > 0.3 and m1["grad_norm"] == pytest.approx(m0["grad_norm"], rel=1e-4)
+    assert bool(split) is (attn == "sdpa")
 
 
 def test_layerwise_checkpointing_without_heads_pads_and_all():
@@ -227,10 +232,14 @@ def test_layerwise_checkpointing_keeps_less_for_backward():
 )
 def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
     """Selective checkpointing: the backward recomputes each layer but not its attention kernel, whose outputs the
-    forward kept (without it, the kernel runs again for the head's and the members' pass through 2 layers)."""
+    forward kept (without it, the kernel runs again for the head's and the members' pass through 2 layers; the
+    members' attention is azr's split operator on a CPU)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from azr import layerwise
+    from azr.prefix_attention import OP
+
+    kernels = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default, OP}
 
     class Count(TorchDispatchMode):
         def __init__(self) -> None:
@@ -238,7 +247,7 @@ def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
             self.flash = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.flash += func is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+            self.flash += func in kernels
             return func(*args, **(kwargs or {}))
 
     runs = {}
@@ -312,6 +321,24 @@ def test_gradient_checkpointing_and_bf16_autocast():
     assert m["skipped"] == 0.0 and m["grad_norm"] > 0
     for a, b in zip(bf16.logprobs(batch), plain):
         assert len(a) == len(b)
+
+
+@pytest.mark.filterwarnings("ignore:training.bf16_autocast")
+def test_split_member_attention_under_bf16_autocast(monkeypatch):
+    """Under bf16 autocast (queries/keys leave the rotary embedding in fp32, values in bf16) the members' split
+    attention runs in bf16 like sdpa and gives the single masked call's gradients up to bf16 rounding."""
+    batch = shared_head_batch(temperature=0.7)
+    train = dataclasses.replace(TRAIN, bf16_autocast=True, micro_batch_size=3, share_prefix=True)
+    grads = {}
+    for split in (False, True):
+        monkeypatch.setattr(layerwise, "SPLIT_ATTENTION", split)
+        model, tok = tiny_model()
+        model.config._attn_implementation = "sdpa"
+        trainer = Trainer(model, tok, train, ALGO, ModelConfig(gradient_checkpointing=True))
+        captured = capture_grads(trainer)
+        assert trainer.step(batch)["skipped"] == 0.0
+        grads[split] = torch.cat([g.flatten() for g in captured.values()])
+    assert (grads[True] - grads[False]).norm() <= 0.03 * grads[False].norm()
 
 
 def test_non_finite_gradient_skips_the_update():

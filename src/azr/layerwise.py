@@ -39,6 +39,15 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from azr.prefix_attention import OP as prefix_attention_op
+from azr.prefix_attention import prefix_attention
+from azr.prefix_attention import supported as split_supported
+
+try:
+    from transformers import AttentionInterface
+except ImportError:  # pragma: no cover - transformers without pluggable attention
+    AttentionInterface = None  # type: ignore[assignment,misc]
+
 __all__ = ["StagedBackward", "checkpointed_hidden", "supports"]
 
 
@@ -65,18 +74,22 @@ class StagedBackward:
 
 
 class _LayerCache:
-    """The slice of the ``Cache`` API one attention layer uses: ``update`` appends to an optional preloaded head."""
+    """The slice of the ``Cache`` API one attention layer uses: ``update`` appends to an optional preloaded head
+    (``split``: returns the layer's own keys/values only, the attention reads the head itself)."""
 
-    def __init__(self, head: tuple[torch.Tensor, torch.Tensor] | None = None, rows: int = 1) -> None:
+    def __init__(
+        self, head: tuple[torch.Tensor, torch.Tensor] | None = None, rows: int = 1, split: bool = False
+    ) -> None:
         self.head = head
         self.rows = rows
+        self.split = split
         self.written: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def update(
         self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.written = (key, value)  # (b, kv_heads, L, d) each
-        if self.head is None:
+        if self.head is None or self.split:
             return key, value
         hk, hv = (t.expand(self.rows, -1, -1, -1) for t in self.head)  # (b, kv_heads, P, d), no copy
         return torch.cat([hk, key], dim=2), torch.cat([hv, value], dim=2)
@@ -131,10 +144,51 @@ def _run_layer(
     sin: torch.Tensor,
     cache: _LayerCache,
 ) -> torch.Tensor:
-    out = layer(
-        hidden, attention_mask=mask, position_embeddings=(cos, sin), **{_cache_name(type(layer)): cache}
-    )
+    kwargs = {_cache_name(type(layer)): cache, "position_embeddings": (cos, sin)}
+    if not cache.split:
+        out = layer(hidden, attention_mask=mask, **kwargs)
+        return out[0] if isinstance(out, tuple) else out
+    config = layer.self_attn.config
+    before = config._attn_implementation
+    config._attn_implementation = _SPLIT
+    try:
+        out = layer(hidden, attention_mask=None, azr_head=cache.head, **kwargs)
+    finally:
+        config._attn_implementation = before
     return out[0] if isinstance(out, tuple) else out
+
+
+_SPLIT = "azr_prefix_split"
+
+
+def _split_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    azr_head: tuple[torch.Tensor, torch.Tensor] | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """A member layer's attention as :func:`azr.prefix_attention.prefix_attention` (head part and own causal part
+    merged), switched on by :func:`_run_layer` for that layer's call only."""
+    if azr_head is None or dropout:
+        raise RuntimeError(f"the {_SPLIT} attention runs only in azr's member pass, without dropout")
+    # Like sdpa under autocast, run in the autocast dtype (rotary embeddings leave queries/keys in fp32 and values
+    # in bf16); the custom operator sits below autocast and would see the mix.
+    device = query.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
+    query, key, value, head_key, head_value = (t.to(dtype) for t in (query, key, value, *azr_head))
+    out = prefix_attention(query, key, value, head_key, head_value, scaling)
+    return out.transpose(
+        1, 2
+    ).contiguous(), None  # (b, L, heads, d), as transformers' attention functions return
+
+
+if AttentionInterface is not None:
+    AttentionInterface.register(_SPLIT, _split_attention)
 
 
 def _head_layer(
@@ -156,7 +210,8 @@ def _member_layer(
     sin: torch.Tensor,
 ) -> torch.Tensor:
     head = None if key is None or value is None else (key, value)
-    cache = _LayerCache(head, rows=hidden.shape[0])
+    split = head is not None and mask is None  # checkpointed_hidden drops the mask where the split applies
+    cache = _LayerCache(head, rows=hidden.shape[0], split=split)
     return _run_layer(layer, hidden, mask, cos, sin, cache)
 
 
@@ -169,8 +224,11 @@ _ATTENTION_OPS = frozenset(
         "_scaled_dot_product_efficient_attention",
         "_scaled_dot_product_cudnn_attention",
     )
-) - {None}
+) - {None} | {prefix_attention_op}
 SAVE_ATTENTION = True
+SPLIT_ATTENTION = (
+    True  # members attend to the head and to themselves in two kernel calls (azr.prefix_attention)
+)
 
 
 def _keep_attention(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
@@ -223,8 +281,12 @@ def checkpointed_hidden(
     positions = torch.arange(skip, skip + width, device=device).expand(b, width)  # (b, L)
     cos, sin = decoder.rotary_emb(hidden, positions)
     # Members are right-padded: with no head, causal attention alone never lets a real token see a pad (only the
-    # pads' own outputs change, and nothing reads them), so sdpa runs causal there too.
-    mask = None if impl == "sdpa" and not skip else _mask(_keep(attention_mask, skip), impl, hidden.dtype)
+    # pads' own outputs change, and nothing reads them), so sdpa runs causal there too. With a head, sdpa on a CPU
+    # runs the split attention (azr.prefix_attention), which needs no mask either: SPLIT_ATTENTION.
+    split = SPLIT_ATTENTION and impl == "sdpa" and skip > 0 and AttentionInterface is not None
+    split = split and split_supported(hidden)
+    plain_causal = impl == "sdpa" and not skip
+    mask = None if plain_causal or split else _mask(_keep(attention_mask, skip), impl, hidden.dtype)
     for i, layer in enumerate(layers):
         key, value = heads[i] if heads else (None, None)
         hidden = _checkpoint(_member_layer, layer, hidden, key, value, mask, cos, sin)
