@@ -103,7 +103,8 @@ class HFBackend:
     ``prealloc_cache=False`` falls back to transformers' ``DynamicCache``; ``small_batch_gemm=False`` keeps the
     library's fp32 linear layers during decoding and ``packed_gemm=False`` the library's kernels for a decoding copy
     in another dtype (see :mod:`azr.rollout.linears`); ``native_attention=False`` keeps the PyTorch attention of
-    the decode steps instead of the compiled kernel (:mod:`azr.rollout.kernels`). After each call ``last_stats`` holds
+    the decode steps instead of the compiled kernel (:mod:`azr.rollout.kernels`) and ``lean_decode=False`` runs
+    them through transformers' forward instead of :mod:`azr.rollout.lean`. After each call ``last_stats`` holds
     ``tokens``, ``seconds``, ``tokens_per_s``, ``prefill_seconds`` and ``sequences``.
     """
 
@@ -120,11 +121,13 @@ class HFBackend:
         small_batch_gemm: bool = True,
         packed_gemm: bool = True,
         native_attention: bool = True,
+        lean_decode: bool = True,
     ) -> None:
         self.cfg = cfg or RolloutConfig()
         self.small_batch_gemm = small_batch_gemm
         self.packed_gemm = packed_gemm
         self.native_attention = native_attention
+        self.lean_decode = lean_decode
         self.tokenizer = tokenizer
         self.num_threads = num_threads
         self.ignore_eos = ignore_eos
@@ -396,7 +399,7 @@ class HFBackend:
         logits, levels = self._prefill_levels(distinct, plan)
         pos = torch.tensor([len(p) - 1 for p in distinct], device=logits.device)
         return shared_kv.decode_steps(
-            self.decoder, logits, pos, levels, row_of, max_new, self.native_attention
+            self.decoder, logits, pos, levels, row_of, max_new, self.native_attention, self.lean_decode
         )
 
     def _prefill_levels(

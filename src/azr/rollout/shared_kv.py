@@ -239,11 +239,16 @@ def decode_steps(
     row_of: list[int],
     max_new: int,
     native: bool = True,
+    lean: bool = True,
 ) -> Generator[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None], None]:
     """Decode rows ``row_of`` (row -> distinct prompt) from the distinct prompts' prefill (last logits (U, V),
     last positions (U,), shared ``levels``): yields the rows' first logits, then, for every (tokens, rows kept)
-    sent, the next logits of the rows kept. ``native``: use the compiled attention kernel where it builds."""
+    sent, the next logits of the rows kept. ``native``: use the compiled attention kernel where it builds; ``lean``:
+    run the step through :mod:`azr.rollout.lean` where it supports the model, not transformers' forward."""
+    from azr.rollout import lean as lean_decoder  # imports this module
+
     store = PromptStore(levels, row_of, max_new, native)
+    lean = lean and lean_decoder.supports(model)
     index = torch.tensor(row_of, device=logits.device)
     logits, pos = logits[index], pos[index]
     while True:
@@ -252,7 +257,10 @@ def decode_steps(
             store.select(keep)
             pos = pos[keep]
         pos = pos + 1
-        with decoding(model, store):
-            out = model(input_ids=tokens[:, None], position_ids=pos[:, None], use_cache=False)
+        if lean:
+            logits = lean_decoder.decode_logits(model, tokens, pos, store)  # (A, V)
+        else:
+            with decoding(model, store):
+                out = model(input_ids=tokens[:, None], position_ids=pos[:, None], use_cache=False)
+            logits = out.logits[:, -1]  # (A, V)
         store.advance()
-        logits = out.logits[:, -1]  # (A, V)
