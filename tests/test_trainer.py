@@ -129,6 +129,37 @@ def shared_head_batch(seed: int = 3, temperature: float | None = None) -> TrainB
     return TrainBatch(prompts, replies, torch.randn(7, generator=g).tolist(), temperatures=temps)
 
 
+def test_micro_batch_tokens_runs_each_head_once_for_the_same_update():
+    """training.micro_batch_tokens lets a shared-head group's members share one micro-batch beyond
+    micro_batch_size while rows x longest member stay in the budget: fewer micro-batches and head passes, the same
+    gradient; groups too long for the budget still cut at micro_batch_size."""
+    from azr.batching import micro_batches
+
+    batch = shared_head_batch()
+    cpu = torch.device("cpu")
+    shapes = {
+        t: [
+            (mb.input_ids.shape, mb.prefix_ids is not None) for mb in micro_batches(batch, 2, True, 0, cpu, t)
+        ]
+        for t in (0, 8, 33)
+    }
+    # two heads of 20 tokens with 3 members each (5-13 tokens after the head), one loner
+    assert len(shapes[0]) == 5 and len(shapes[33]) == 3
+    assert all(rows * width <= 33 for (rows, width), _ in shapes[33] if rows > 2)
+    assert len(shapes[8]) == 5  # no member fits 8 tokens four times: micro_batch_size rules
+    runs = []
+    for tokens in (0, 33):
+        model, tok = tiny_model()
+        train = dataclasses.replace(TRAIN, micro_batch_size=2, micro_batch_tokens=tokens)
+        trainer = Trainer(model, tok, train, ALGO)
+        grads = capture_grads(trainer)
+        runs.append((grads, trainer.step(batch)))
+    (g0, m0), (g1, m1) = runs
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
+    assert m1["shared_frac"] > m0["shared_frac"]
+
+
 def test_shared_prompt_head_gives_the_same_logprobs_and_gradients():
     """The head runs once per micro-batch, yet log-probs and the gradient equal those of full sequences."""
     batch = shared_head_batch()

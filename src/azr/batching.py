@@ -126,15 +126,28 @@ def plan(batch: TrainBatch, share_prefix: bool) -> list[PrefixGroup]:
 
 
 def micro_batches(
-    batch: TrainBatch, size: int, share_prefix: bool, pad_id: int, device: torch.device
+    batch: TrainBatch,
+    size: int,
+    share_prefix: bool,
+    pad_id: int,
+    device: torch.device,
+    tokens: int = 0,
 ) -> Iterator[MicroBatch]:
-    """Length-sorted, right-padded micro-batches of at most ``size`` sequences (per shared-head group)."""
+    """Length-sorted, right-padded micro-batches of at most ``size`` sequences (per shared-head group). With
+    ``tokens``, a group with a shared head puts more members in one micro-batch while its padded tokens after the
+    head (rows x its longest member) stay within ``tokens``: one head pass instead of several, for no more
+    activations than that many tokens."""
     total = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
     for group in plan(batch, share_prefix):
         order = sorted(group.members, key=lambda i: -total[i])
-        for start in range(0, len(order), size):
-            index = order[start : start + size]
+        start = 0
+        while start < len(order):
+            n = size
+            if tokens and group.prefix_len:  # the longest member left comes first
+                n = max(size, tokens // max(total[order[start]] - group.prefix_len, 1))
+            index = order[start : start + n]
             yield micro_batch(batch, index, group.prefix_len if len(index) > 1 else 0, pad_id, device)
+            start += n
 
 
 def micro_batch(

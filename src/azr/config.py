@@ -174,6 +174,12 @@ class TrainingConfig:
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     grad_clip: float = _f(1.0, "Gradient norm clip.")
     micro_batch_size: int = _f(4, "Sequences per forward/backward pass; gradients accumulate over the batch.")
+    micro_batch_tokens: int = _f(
+        0,
+        "With share_prefix: members of one shared-head group beyond micro_batch_size join the same micro-batch "
+        "while its padded tokens after the head (rows x longest member) stay within this many, so the head runs "
+        "once (0: micro_batch_size alone cuts).",
+    )
     share_prefix: bool = _f(
         True, "Run a prompt head shared by a micro-batch once and attend all members to it (exact)."
     )
@@ -359,6 +365,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("selfplay.min_program_nodes must be >= 0 (0 turns the check off)")
     if sp.buffer_cap < 0 or 0 < sp.buffer_cap < sp.n_seed:
         raise ConfigError("selfplay.buffer_cap must be 0 (unbounded) or >= selfplay.n_seed")
+    if cfg.training.micro_batch_tokens < 0:
+        raise ConfigError("training.micro_batch_tokens must be >= 0 (0 turns it off)")
     if cfg.algorithm.kl_coef < 0:
         raise ConfigError("algorithm.kl_coef must be >= 0")
     if cfg.algorithm.solve_nll_coef < 0:

@@ -92,11 +92,13 @@ def activation_bytes(config: Any, cfg: Any) -> int:
     r = cfg.rollout
     reply = max(r.max_new_tokens_propose, r.max_new_tokens_solve)
     tokens = cfg.training.micro_batch_size * (r.max_prompt_tokens + reply)
+    if cfg.training.share_prefix and cfg.training.micro_batch_tokens:  # more rows, within a budget after the head
+        tokens = max(tokens, cfg.training.micro_batch_tokens + r.max_prompt_tokens)
     per_token_layer = 4 * hidden if cfg.model.gradient_checkpointing else 34 * hidden
     kept = tokens * layers * per_token_layer + (
         tokens * 34 * hidden if cfg.model.gradient_checkpointing else 0
     )
-    logit_rows = cfg.training.micro_batch_size * reply
+    logit_rows = max(cfg.training.micro_batch_size * reply, cfg.training.micro_batch_tokens)
     if cfg.model.gradient_checkpointing:  # the LM head runs (HEAD_CHUNK x VOCAB_BLOCK) tiles
         from azr.lm_head import VOCAB_BLOCK
         from azr.trainer import HEAD_CHUNK

@@ -167,8 +167,8 @@ class Trainer:
         return Sharded(self.model, self.device, self.dist.world_size, self.bf16)
 
     def _micro_batches(self, batch: TrainBatch) -> Iterator[MicroBatch]:
-        size = self.training.micro_batch_size
-        return micro_batches(batch, size, self.share_prefix, self.pad_id, self.device)
+        size, tokens = self.training.micro_batch_size, self.training.micro_batch_tokens
+        return micro_batches(batch, size, self.share_prefix, self.pad_id, self.device, tokens)
 
     def _autocast(self) -> Any:
         """bf16 autocast when ``training.bf16_autocast`` resolves to on (:mod:`azr.precision`).
