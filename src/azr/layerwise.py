@@ -13,7 +13,9 @@ The replay in backward rebuilds its own cache, so nothing is written twice and t
 forward pass. Kept for backward: one (b, L, H) input per layer plus the head's keys/values, instead of every
 intermediate of every layer (about 1/16th for SmolLM2's shapes), and the fused attention kernel's output and
 log-sum-exps (selective checkpointing, :data:`SAVE_ATTENTION`): the replay runs the layer without its attention, which
-was ~6 s of a 76 s default CPU update (+~85 MB at its peak, 2026-12-06).
+was ~6 s of a 76 s default CPU update (+~85 MB at its peak, 2026-12-06). With sdpa on a CPU the member pass's
+attention is :mod:`azr.prefix_attention`'s split (:data:`SPLIT_ATTENTION`): the head part dense over all members'
+queries at once, the own part causal, no mask, no copy of the head per member.
 
 **Backward in stages.** A weight used twice in one backward pass gets its gradient added to ``.grad`` only once both
 uses have delivered theirs; until then the first waits in autograd's buffers. Each layer's weights serve the head pass
@@ -182,9 +184,8 @@ def _split_attention(
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
     query, key, value, head_key, head_value = (t.to(dtype) for t in (query, key, value, *azr_head))
     out = prefix_attention(query, key, value, head_key, head_value, scaling)
-    return out.transpose(
-        1, 2
-    ).contiguous(), None  # (b, L, heads, d), as transformers' attention functions return
+    # (b, L, heads, d), as transformers' attention functions return it
+    return out.transpose(1, 2).contiguous(), None
 
 
 if AttentionInterface is not None:
@@ -226,9 +227,8 @@ _ATTENTION_OPS = frozenset(
     )
 ) - {None} | {prefix_attention_op}
 SAVE_ATTENTION = True
-SPLIT_ATTENTION = (
-    True  # members attend to the head and to themselves in two kernel calls (azr.prefix_attention)
-)
+# Members attend to the head and to themselves in two kernel calls (azr.prefix_attention), sdpa on a CPU.
+SPLIT_ATTENTION = True
 
 
 def _keep_attention(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:

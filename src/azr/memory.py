@@ -92,7 +92,8 @@ def activation_bytes(config: Any, cfg: Any) -> int:
     r = cfg.rollout
     reply = max(r.max_new_tokens_propose, r.max_new_tokens_solve)
     tokens = cfg.training.micro_batch_size * (r.max_prompt_tokens + reply)
-    if cfg.training.share_prefix and cfg.training.micro_batch_tokens:  # more rows, within a budget after the head
+    # micro_batch_tokens: more rows in one micro-batch, within a token budget after the shared head
+    if cfg.training.share_prefix and cfg.training.micro_batch_tokens:
         tokens = max(tokens, cfg.training.micro_batch_tokens + r.max_prompt_tokens)
     per_token_layer = 4 * hidden if cfg.model.gradient_checkpointing else 34 * hidden
     kept = tokens * layers * per_token_layer + (

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from azr.rollout import lean as lean_decoder
 from azr.rollout.kernels import native_kernels
 
 try:
@@ -58,7 +59,7 @@ class Level:
         self.keys, self.values, self.keep, self.owner = keys, values, keep, owner
         bias = torch.zeros(keep.shape, dtype=keys[0].dtype, device=keep.device)
         self.bias = bias.masked_fill(~keep, float("-inf"))[:, None, None, :]  # (N, 1, 1, L), added to scores
-        self.keep = keep.contiguous()
+        self.keep = keep.contiguous()  # as the compiled kernel reads it
         self.empty = ~keep.any(dim=-1)  # (N,) entries with no position at all (a prompt with no head)
         self.any_empty = bool(self.empty.any())  # read once here, not at every layer of every decode step
 
@@ -245,8 +246,6 @@ def decode_steps(
     last positions (U,), shared ``levels``): yields the rows' first logits, then, for every (tokens, rows kept)
     sent, the next logits of the rows kept. ``native``: use the compiled attention kernel where it builds; ``lean``:
     run the step through :mod:`azr.rollout.lean` where it supports the model, not transformers' forward."""
-    from azr.rollout import lean as lean_decoder  # imports this module
-
     store = PromptStore(levels, row_of, max_new, native)
     lean = lean and lean_decoder.supports(model)
     index = torch.tensor(row_of, device=logits.device)
