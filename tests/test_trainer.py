@@ -261,6 +261,13 @@ def test_layerwise_checkpointing_keeps_less_for_backward():
     not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"),
     reason="no CPU flash attention",
 )
+def layerwise_sdpa_trainer(train: TrainingConfig) -> Trainer:
+    """A tiny model with sdpa attention under layer-wise checkpointing."""
+    model, tok = tiny_model()
+    model.config._attn_implementation = "sdpa"
+    return Trainer(model, tok, train, ALGO, ModelConfig(gradient_checkpointing=True))
+
+
 def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
     """Selective checkpointing: the backward recomputes each layer but not its attention kernel, whose outputs the
     forward kept (without it, the kernel runs again for the head's and the members' pass through 2 layers; the
@@ -284,13 +291,11 @@ def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
     runs = {}
     for save in (False, True):
         monkeypatch.setattr(layerwise, "SAVE_ATTENTION", save)
-        model, tok = tiny_model()
-        model.config._attn_implementation = "sdpa"
-        trainer = Trainer(model, tok, TRAIN, ALGO, ModelConfig(gradient_checkpointing=True))
+        trainer = layerwise_sdpa_trainer(TRAIN)
         logp, _ = trainer._token_stats(next(iter(trainer._micro_batches(shared_head_batch()))), False)
         with Count() as count:
             trainer._backward(logp.sum())
-        runs[save] = (count.flash, model.model.layers[0].self_attn.q_proj.weight.grad)
+        runs[save] = (count.flash, trainer.model.model.layers[0].self_attn.q_proj.weight.grad)
     assert runs[False][0] == 4 and runs[True][0] == 0
     torch.testing.assert_close(runs[True][1], runs[False][1])
 
@@ -363,9 +368,7 @@ def test_split_member_attention_under_bf16_autocast(monkeypatch):
     grads = {}
     for split in (False, True):
         monkeypatch.setattr(layerwise, "SPLIT_ATTENTION", split)
-        model, tok = tiny_model()
-        model.config._attn_implementation = "sdpa"
-        trainer = Trainer(model, tok, train, ALGO, ModelConfig(gradient_checkpointing=True))
+        trainer = layerwise_sdpa_trainer(train)
         captured = capture_grads(trainer)
         assert trainer.step(batch)["skipped"] == 0.0
         grads[split] = torch.cat([g.flatten() for g in captured.values()])
