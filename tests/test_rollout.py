@@ -502,6 +502,25 @@ def test_inverse_cdf_draws_follow_the_weights():
     torch.testing.assert_close(freq, torch.tensor([0.5, 0.0, 0.3, 0.2]), atol=0.01, rtol=0)
 
 
+@pytest.mark.parametrize("size", [7, 256, 300, 49152])
+def test_two_level_draw_picks_what_one_float64_cdf_picks(size):
+    """The block-then-entry inverse CDF gives the tokens a single float64 CDF over the row gives for the same
+    uniforms (vocabularies shorter than, equal to and not a multiple of a block), never a zero-weight one; the
+    sampled token's log-prob is the tempered log-softmax's."""
+    g = torch.Generator().manual_seed(2)
+    weights = torch.softmax(torch.randn(64, size, generator=g) * 3, dim=-1)
+    weights[:, ::5] = 0
+    picks = sampling._draw(weights, torch.Generator().manual_seed(1))
+    cdf = weights.double().cumsum(dim=-1)
+    u = torch.rand((64, 1), generator=torch.Generator().manual_seed(1), dtype=torch.float64) * cdf[:, -1:]
+    assert torch.equal(picks, torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=size - 1))
+    assert (weights.gather(1, picks[:, None]) > 0).all()
+    logits = torch.randn(5, size, generator=g)
+    tokens, logp = sample_next(logits, 0.7, 1.0, torch.Generator().manual_seed(4))
+    want = torch.log_softmax(logits / 0.7, dim=-1).gather(1, tokens[:, None])[:, 0]
+    torch.testing.assert_close(logp, want, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_sample_next_on_cuda_draws_the_cpu_stream():
