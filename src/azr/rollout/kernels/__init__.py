@@ -43,7 +43,8 @@ _FLAGS = [
 
 
 def _cpu_tag() -> str:
-    """A short hash of this CPU's model and instruction-set flags: a build for one CPU never loads on another."""
+    """A short hash of this CPU's model and instruction-set flags, the source and its path: a build for one CPU never
+    loads on another."""
     flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -53,7 +54,9 @@ def _cpu_tag() -> str:
                     break
     except OSError:
         flags = platform.processor()
-    source = _SOURCE.read_bytes()
+    # The source's path too: the build rules name it, so two checkouts sharing one build directory would rebuild
+    # each other's build at every switch.
+    source = _SOURCE.read_bytes() + str(_SOURCE).encode()
     return hashlib.sha256(flags.encode() + source + " ".join(_FLAGS).encode()).hexdigest()[:12]
 
 
