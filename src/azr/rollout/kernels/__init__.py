@@ -89,9 +89,8 @@ def native_kernels() -> Any | None:
         return cpp_extension.load(
             name, [str(_SOURCE)], extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"], verbose=False
         )
-    except (
-        Exception
-    ) as e:  # no compiler, no ninja, no headers, a failed build: decoding still works without it
+    # No compiler, no ninja, no headers, a failed build: decoding still works without the kernel.
+    except Exception as e:
         msg = (
             f"azr: could not build the native decode attention kernel ({type(e).__name__}: {str(e)[:200]}); "
             "decoding uses the slower PyTorch path. Install a C++ compiler and ninja, or set AZR_NATIVE_KERNELS=0 "
