@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from azr.hfcompat import attention_implementation
 from azr.prefix_attention import OP as prefix_attention_op
 from azr.prefix_attention import prefix_attention
 from azr.prefix_attention import supported as split_supported
@@ -150,13 +151,8 @@ def _run_layer(
     if not cache.split:
         out = layer(hidden, attention_mask=mask, **kwargs)
         return out[0] if isinstance(out, tuple) else out
-    config = layer.self_attn.config
-    before = config._attn_implementation
-    config._attn_implementation = _SPLIT
-    try:
+    with attention_implementation(layer.self_attn.config, _SPLIT):
         out = layer(hidden, attention_mask=None, azr_head=cache.head, **kwargs)
-    finally:
-        config._attn_implementation = before
     return out[0] if isinstance(out, tuple) else out
 
 

@@ -74,27 +74,6 @@ class _Chunk:
         self.alive: list[int] = list(range(n_rows))
 
 
-def _level(parts: list[list[tuple[torch.Tensor, torch.Tensor]]], owner: list[int]) -> shared_kv.Level:
-    """A :class:`shared_kv.Level` from per-layer lists of (keys, values) of shape (kv_heads, L_i, d), padded to
-    the longest entry; ``owner``: distinct prompt -> entry."""
-    lengths = [k.shape[1] for k, _ in parts[0]]
-    width = max(max(lengths), 1)
-    keep = torch.zeros(len(lengths), width, dtype=torch.bool)
-    for i, n in enumerate(lengths):
-        keep[i, :n] = True
-    keys, values = [], []
-    for entries in parts:
-        k0, v0 = entries[0]
-        k = k0.new_zeros(len(entries), k0.shape[0], width, k0.shape[2])
-        v = v0.new_zeros(len(entries), v0.shape[0], width, v0.shape[2])
-        for i, (ki, vi) in enumerate(entries):
-            k[i, :, : ki.shape[1]] = ki
-            v[i, :, : vi.shape[1]] = vi
-        keys.append(k)
-        values.append(v)
-    return shared_kv.Level(keys, values, keep.to(keys[0].device), owner)
-
-
 class HFBackend:
     """Sampling loop over a transformers model; see the module docstring.
 
@@ -428,9 +407,9 @@ class HFBackend:
             for g_row, u in enumerate(group.members):
                 logits[u], group_of[u] = g_logits[g_row], g
             del g_cache
-        levels = [_level(rests, list(range(len(prompts))))]
+        levels = [shared_kv.stacked_level(rests, list(range(len(prompts))))]
         if any(group.prefix_len for group in plan):
-            levels.insert(0, _level(heads, group_of))
+            levels.insert(0, shared_kv.stacked_level(heads, group_of))
         return torch.stack(logits), levels
 
     def _store_ok(self) -> bool:

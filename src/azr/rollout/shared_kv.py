@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from azr.hfcompat import attention_implementation
 from azr.rollout import lean as lean_decoder
 from azr.rollout.kernels import native_kernels
 
@@ -42,7 +43,7 @@ try:
 except ImportError:  # pragma: no cover - transformers without pluggable attention
     AttentionInterface = None  # type: ignore[assignment,misc]
 
-__all__ = ["NAME", "Level", "PromptStore", "available", "decode_steps", "decoding"]
+__all__ = ["NAME", "Level", "PromptStore", "available", "decode_steps", "decoding", "stacked_level"]
 
 NAME = "azr_prompt_store"
 _FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
@@ -62,6 +63,27 @@ class Level:
         self.keep = keep.contiguous()  # as the compiled kernel reads it
         self.empty = ~keep.any(dim=-1)  # (N,) entries with no position at all (a prompt with no head)
         self.any_empty = bool(self.empty.any())  # read once here, not at every layer of every decode step
+
+
+def stacked_level(parts: list[list[tuple[torch.Tensor, torch.Tensor]]], owner: list[int]) -> Level:
+    """A :class:`Level` from per-layer lists of (keys, values) of shape (kv_heads, L_i, d), padded to
+    the longest entry; ``owner``: distinct prompt -> entry."""
+    lengths = [k.shape[1] for k, _ in parts[0]]
+    width = max(max(lengths), 1)
+    keep = torch.zeros(len(lengths), width, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        keep[i, :n] = True
+    keys, values = [], []
+    for entries in parts:
+        k0, v0 = entries[0]
+        k = k0.new_zeros(len(entries), k0.shape[0], width, k0.shape[2])
+        v = v0.new_zeros(len(entries), v0.shape[0], width, v0.shape[2])
+        for i, (ki, vi) in enumerate(entries):
+            k[i, :, : ki.shape[1]] = ki
+            v[i, :, : vi.shape[1]] = vi
+        keys.append(k)
+        values.append(v)
+    return Level(keys, values, keep.to(keys[0].device), owner)
 
 
 class _Layout:
@@ -221,14 +243,11 @@ if AttentionInterface is not None:
 @contextlib.contextmanager
 def decoding(model: Any, store: PromptStore) -> Iterator[None]:
     """Run ``model``'s attention through ``store`` inside the block (its config is restored afterwards)."""
-    config = model.config
-    before = config._attn_implementation
     token = _ACTIVE.set(store)
-    config._attn_implementation = NAME
     try:
-        yield
+        with attention_implementation(model.config, NAME):
+            yield
     finally:
-        config._attn_implementation = before
         _ACTIVE.reset(token)
 
 
