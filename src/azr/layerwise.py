@@ -205,10 +205,10 @@ def _member_layer(
     mask: torch.Tensor | None,
     cos: torch.Tensor,
     sin: torch.Tensor,
+    split: bool = False,
 ) -> torch.Tensor:
     head = None if key is None or value is None else (key, value)
-    split = head is not None and mask is None  # checkpointed_hidden drops the mask where the split applies
-    cache = _LayerCache(head, rows=hidden.shape[0], split=split)
+    cache = _LayerCache(head, rows=hidden.shape[0], split=split and head is not None)
     return _run_layer(layer, hidden, mask, cos, sin, cache)
 
 
@@ -285,5 +285,5 @@ def checkpointed_hidden(
     mask = None if plain_causal or split else _mask(_keep(attention_mask, skip), impl, hidden.dtype)
     for i, layer in enumerate(layers):
         key, value = heads[i] if heads else (None, None)
-        hidden = _checkpoint(_member_layer, layer, hidden, key, value, mask, cos, sin)
+        hidden = _checkpoint(_member_layer, layer, hidden, key, value, mask, cos, sin, split)
     return decoder.norm(hidden)
