@@ -300,6 +300,38 @@ def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
     torch.testing.assert_close(runs[True][1], runs[False][1])
 
 
+def test_layerwise_checkpointing_keeps_the_narrow_kv_projections(monkeypatch):
+    """The backward's recompute skips the key/value projections (64 -> 32 in the tiny model, grouped-query
+    attention), whose outputs the forward kept, for the head's and the members' pass through 2 layers; the MLP's
+    down projection is not recomputed either way (the recompute stops at the last tensor backward needs). Same
+    gradients."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from azr import layerwise
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kv = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.mm.default:
+                self.kv += (args[0].shape[1], args[1].shape[1]) == (64, 32)
+            return func(*args, **(kwargs or {}))
+
+    runs = {}
+    for keep in (False, True):
+        monkeypatch.setattr(layerwise, "SAVE_KV_PROJECTIONS", keep)
+        trainer = layerwise_sdpa_trainer(TRAIN)
+        logp, _ = trainer._token_stats(next(iter(trainer._micro_batches(shared_head_batch()))), False)
+        with Count() as count:
+            trainer._backward(logp.sum())
+        runs[keep] = (count.kv, [p.grad.clone() for p in trainer.model.parameters()])
+    assert runs[False][0] == 2 * 2 * 2 and runs[True][0] == 0
+    for kept, recomputed in zip(runs[True][1], runs[False][1]):
+        torch.testing.assert_close(kept, recomputed)
+
+
 def test_gradient_matches_naive_reinforce():
     """On-policy step = REINFORCE on the token-mean: compare with a per-sequence naive backward."""
     batch = make_batch(seed=2, n=4)

@@ -3,7 +3,8 @@ temperatures, without the (tokens x vocabulary) logits when the trainer checkpoi
 
 :func:`head_stats` runs the head whole, or (with ``chunk > 0``, under activation checkpointing) in tiles of ``chunk``
 tokens by ``VOCAB_BLOCK`` vocabulary entries recomputed in backward (:class:`_ChunkedHead`): one tile of logits and one
-block of the weight in the autocast dtype exist at a time, in forward and in backward. Split from
+block of the weight in the autocast dtype exist at a time, in forward and in backward (where one block's logit
+gradients for all tokens, in the autocast dtype, feed two products). Split from
 :mod:`azr.layerwise`, which runs the decoder's layers the same way.
 """
 
@@ -115,18 +116,21 @@ class _ChunkedHead(torch.autograd.Function):
         grad_weight = _weight_grad_buffer(ctx) if ctx.needs_input_grad[1] else None
         for block in _slices(weight.shape[0], VOCAB_BLOCK):
             w = weight[block] if ctx.dtype is None else weight[block].to(ctx.dtype)  # (b, H)
+            # the gradient of the product's output for all rows of the block, in its dtype: one product each for
+            # the hidden states' and the weight's gradients, with all n rows as the inner dimension of the latter
+            dz = torch.empty(n, w.shape[0], dtype=w.dtype, device=w.device)  # (n, b)
             for rows in _slices(n, ctx.chunk):
                 z = _tile_logits(h[rows], w, temperatures, rows)
                 local, hit = _in_block(targets[rows], block.start, z.shape[1])
                 log_p = z.sub_(lse[rows, None])  # (c, b)
-                dz = logits_grad_(log_p, local, entropy[rows], g_logp[rows], g_ent[rows], hit)
+                dz_rows = logits_grad_(log_p, local, entropy[rows], g_logp[rows], g_ent[rows], hit)
                 if temperatures is not None:
-                    dz.div_(temperatures[rows])
-                dz = dz.to(w.dtype)  # (c, b): the gradient of the product's output, in its dtype
-                if grad_hidden is not None:
-                    grad_hidden[rows] += dz @ w
-                if grad_weight is not None:
-                    grad_weight[block] += dz.T @ h[rows]
+                    dz_rows.div_(temperatures[rows])
+                dz[rows] = dz_rows
+            if grad_hidden is not None:
+                grad_hidden += dz @ w
+            if grad_weight is not None:
+                grad_weight[block] += dz.T @ h
         if grad_hidden is not None:
             grad_hidden = grad_hidden.to(hidden.dtype)
         if ctx.in_place:

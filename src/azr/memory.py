@@ -19,9 +19,10 @@ moments, plus the whole weights gathered between updates for generation (in bf16
 Activations of one micro-batch (``training.micro_batch_size`` sequences of up to ``max_prompt_tokens +
 max_new_tokens`` tokens, 2-byte activations under bf16 autocast, attention without the quadratic term as in SDPA):
 about ``34 * H`` bytes per token and layer (Korthikanti et al. 2022, arXiv 2205.05198), ``2 * H`` with gradient
-checkpointing (one layer's worth recomputed) plus ``2 * H`` for the attention output the checkpoint keeps, plus the
-fp32 logits of the reply tokens (``4 * V`` bytes each, twice for the backward; with checkpointing one tile of 128
-tokens by 4096 vocabulary entries at a time). It is an estimate for a start-up check, not a measurement: it ignores allocator slack.
+checkpointing (one layer's worth recomputed) plus ``2 * H`` for the attention output the checkpoint keeps and 2 bytes
+per output of the narrow key/value projections it keeps (:func:`azr.layerwise.kept_kv_width`), plus the fp32 logits of the
+reply tokens (``4 * V`` bytes each, twice for the backward; with checkpointing one tile of 128 tokens by 4096
+vocabulary entries at a time, and one block's 2-byte logit gradients for all of them). It is an estimate for a start-up check, not a measurement: it ignores allocator slack.
 
 On CUDA the check raises :class:`AzrError` when the estimate plus the vLLM share
 (``rollout.vllm_gpu_memory_utilization`` of the GPU) exceeds the free memory (``torch.cuda.mem_get_info``). On a
@@ -95,17 +96,17 @@ def activation_bytes(config: Any, cfg: Any) -> int:
     # micro_batch_tokens: more rows in one micro-batch, within a token budget after the shared head
     if cfg.training.share_prefix and cfg.training.micro_batch_tokens:
         tokens = max(tokens, cfg.training.micro_batch_tokens + r.max_prompt_tokens)
-    per_token_layer = 4 * hidden if cfg.model.gradient_checkpointing else 34 * hidden
-    kept = tokens * layers * per_token_layer + (
-        tokens * 34 * hidden if cfg.model.gradient_checkpointing else 0
-    )
     logit_rows = max(cfg.training.micro_batch_size * reply, cfg.training.micro_batch_tokens)
-    if cfg.model.gradient_checkpointing:  # the LM head runs (HEAD_CHUNK x VOCAB_BLOCK) tiles
-        from azr.lm_head import VOCAB_BLOCK
-        from azr.trainer import HEAD_CHUNK
+    if not cfg.model.gradient_checkpointing:
+        return tokens * layers * 34 * hidden + logit_rows * vocab * 4 * 2
+    from azr.layerwise import kept_kv_width
+    from azr.lm_head import VOCAB_BLOCK
+    from azr.trainer import HEAD_CHUNK
 
-        logit_rows, vocab = min(logit_rows, HEAD_CHUNK), min(vocab, VOCAB_BLOCK)
-    return kept + logit_rows * vocab * 4 * 2
+    per_token_layer = 4 * hidden + 2 * kept_kv_width(config)
+    kept = tokens * layers * per_token_layer + tokens * 34 * hidden
+    # the LM head runs (HEAD_CHUNK x VOCAB_BLOCK) fp32 tiles; its backward holds one block's logit gradients
+    return kept + min(logit_rows, HEAD_CHUNK) * min(vocab, VOCAB_BLOCK) * 4 * 2 + logit_rows * VOCAB_BLOCK * 2
 
 
 def available_ram() -> int | None:
