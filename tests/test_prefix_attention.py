@@ -55,3 +55,80 @@ def test_supported_only_where_the_cpu_kernel_runs():
     assert supported(torch.zeros(1, dtype=torch.bfloat16))
     assert not supported(torch.zeros(1, dtype=torch.int64))
     assert not supported(torch.zeros(1, device="meta"))
+
+
+def _kernels_or_skip():
+    from azr import prefix_attention as pa
+
+    if not pa.kernels_apply(torch.device("cpu"), torch.bfloat16, 64):
+        pytest.skip("azr's attention kernels need a C++ compiler and an AVX512-BF16 CPU")
+
+
+def _fp32_attention(q, k, v, grad, causal, scale):
+    """Forward and backward in fp32 from the (bf16) inputs: the reference both kernels are measured against."""
+    q, k, v = (t.float().requires_grad_() for t in (q, k, v))
+    group = q.shape[1] // k.shape[1]
+    out = F.scaled_dot_product_attention(
+        q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), is_causal=causal, scale=scale
+    )
+    out.backward(grad.float())
+    return [out.detach(), q.grad, k.grad, v.grad]
+
+
+def _relative(got, want):
+    return ((got.float() - want).norm() / want.norm()).item()
+
+
+@pytest.mark.parametrize(
+    ("b", "n", "s", "kv_heads", "causal"),
+    [(1, 37, 37, 3, True), (2, 70, 45, 3, False), (3, 33, 33, 1, True), (1, 100, 300, 9, False)],
+)
+def test_attention_kernels_match_fp32_within_the_flash_kernels_error(b, n, s, kv_heads, causal):
+    """azr's bf16 kernels (forward and backward, grouped-query attention native) against fp32, next to PyTorch's
+    flash kernel on the same bf16 inputs: odd lengths, padding to the kernels' 32-column tiles, causal and dense."""
+    _kernels_or_skip()
+    from azr import prefix_attention as pa
+
+    torch.manual_seed(b * n + s)
+    heads, d, scale = 9, 64, 0.125
+    q = torch.randn(b, heads, n, d).bfloat16()
+    k, v = (torch.randn(b, kv_heads, s, d).bfloat16() for _ in range(2))
+    grad = torch.randn(b, heads, n, d).bfloat16()
+    want = _fp32_attention(q, k, v, grad, causal, scale)
+    errors = {}
+    for use in (True, False):
+        pa.USE_KERNELS = use
+        try:
+            xs = [t.clone().requires_grad_() for t in (q, k, v)]
+            out = pa.attention(*xs, causal, scale)
+            out.backward(grad)
+            errors[use] = [_relative(g, w) for g, w in zip([out.detach()] + [x.grad for x in xs], want)]
+        finally:
+            pa.USE_KERNELS = True
+    for mine, flash in zip(errors[True], errors[False]):
+        assert mine <= max(1.2 * flash, 4e-3)
+
+
+def test_prefix_attention_on_the_kernels_matches_the_flash_path():
+    """The split attention's parts on azr's kernels: the same output and gradients as on PyTorch's flash kernel,
+    up to bf16 rounding (head size 64, grouped-query attention)."""
+    _kernels_or_skip()
+    from azr import prefix_attention as pa
+
+    torch.manual_seed(2)
+    inputs = [torch.randn(3, 6, 40, 64), *(torch.randn(3, 2, 40, 64) for _ in range(2))]
+    inputs += [torch.randn(1, 2, 70, 64) for _ in range(2)]
+    inputs = [t.bfloat16() for t in inputs]
+    grad = torch.randn(3, 6, 40, 64).bfloat16()
+    results = {}
+    for use in (True, False):
+        pa.USE_KERNELS = use
+        try:
+            xs = [t.clone().requires_grad_() for t in inputs]
+            out = prefix_attention(*xs)
+            out.backward(grad)
+            results[use] = [out.detach()] + [x.grad for x in xs]
+        finally:
+            pa.USE_KERNELS = True
+    for mine, flash in zip(results[True], results[False]):
+        assert _relative(mine, flash.float()) < 1e-2

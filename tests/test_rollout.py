@@ -205,9 +205,9 @@ def test_shared_prompt_heads_decode_like_whole_prompts(tiny, monkeypatch, n):
 def test_native_attention_decodes_like_the_pytorch_path(monkeypatch):
     """Generation through the prompt store with the compiled attention kernel gives the PyTorch path's greedy
     tokens and log-probs (a tiny model with head size 64, which the kernel is compiled for)."""
+    from azr.kernels import native_kernels
     from azr.models import tiny_model
     from azr.rollout import shared_kv
-    from azr.rollout.kernels import native_kernels
 
     if native_kernels() is None:
         pytest.skip("the native kernel is not built here (see test_prompt_store_attention_equals_...)")
@@ -269,10 +269,10 @@ def test_lean_decode_declines_other_decoders(tiny):
 @pytest.mark.parametrize("path", ["native", "fused", "plain"])
 def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, path):
     """The store's merged parts (head, rest, tail) equal softmax attention over each row's whole sequence, with
-    the compiled kernel (azr.rollout.kernels), the fused CPU kernel and the plain one, before and after rows leave;
+    the compiled kernel (azr.kernels), the fused CPU kernel and the plain one, before and after rows leave;
     a row whose prompt has no head reads an all-masked head entry, which weighs nothing."""
+    from azr.kernels import native_kernels
     from azr.rollout import shared_kv
-    from azr.rollout.kernels import native_kernels
     from azr.rollout.shared_kv import Level, PromptStore
 
     if path == "native" and native_kernels() is None:
@@ -334,7 +334,7 @@ def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, pa
 def test_native_prompt_store_attention_in_bf16_matches_fp32():
     """The compiled kernel on bf16 keys/values (the decoding copy on AVX512-BF16 CPUs) gives the fp32 result up to
     bf16 rounding of its inputs and output."""
-    from azr.rollout.kernels import native_kernels
+    from azr.kernels import native_kernels
 
     module = native_kernels()
     if module is None:
@@ -688,7 +688,7 @@ def test_native_kernels_can_be_switched_off_and_a_failed_build_falls_back(monkey
     """AZR_NATIVE_KERNELS=0 skips the build; a build that fails warns once and leaves decoding on PyTorch."""
     from torch.utils import cpp_extension
 
-    from azr.rollout import kernels
+    from azr import kernels
 
     kernels.native_kernels.cache_clear()
     try:

@@ -407,6 +407,44 @@ def test_split_member_attention_under_bf16_autocast(monkeypatch):
     assert (grads[True] - grads[False]).norm() <= 0.03 * grads[False].norm()
 
 
+def test_update_on_azr_attention_kernels_under_bf16_autocast(monkeypatch):
+    """Head size 64 under bf16 autocast: the head pass, the members' split attention and the loner's causal pass
+    run on azr's kernels (azr.prefix_attention), kept by the checkpoint rather than run again in backward, and the
+    gradients equal PyTorch's flash kernel's up to bf16 rounding."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from azr import prefix_attention as pa
+
+    if not pa.kernels_apply(torch.device("cpu"), torch.bfloat16, 64):
+        pytest.skip("azr's attention kernels need a C++ compiler and an AVX512-BF16 CPU")
+    ops = {pa.PLAIN_OP, pa.OP}
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls += func in ops
+            return func(*args, **(kwargs or {}))
+
+    batch = shared_head_batch(temperature=0.7)
+    train = dataclasses.replace(TRAIN, bf16_autocast=True, micro_batch_size=3, share_prefix=True)
+    grads, calls = {}, {}
+    for use in (False, True):
+        monkeypatch.setattr(pa, "USE_KERNELS", use)
+        model, tok = tiny_model(hidden=256)
+        model.config._attn_implementation = "sdpa"
+        trainer = Trainer(model, tok, train, ALGO, ModelConfig(gradient_checkpointing=True))
+        captured = capture_grads(trainer)
+        with Count() as count:
+            assert trainer.step(batch)["skipped"] == 0.0
+        grads[use], calls[use] = torch.cat([g.flatten() for g in captured.values()]), count.calls
+    # 3 micro-batches x 2 layers: a head pass and a member pass each for the two groups, one member pass for the loner
+    assert calls[True] == 2 * (2 * 2 + 1) and calls[False] == 2 * 2
+    assert (grads[True] - grads[False]).norm() <= 0.03 * grads[False].norm()
+
+
 def test_non_finite_gradient_skips_the_update():
     model, tok = tiny_model()
     trainer = Trainer(model, tok, TRAIN, ALGO)

@@ -43,7 +43,9 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 from azr.hfcompat import attention_implementation
 from azr.prefix_attention import OP as prefix_attention_op
-from azr.prefix_attention import prefix_attention
+from azr.prefix_attention import PLAIN_OP as plain_attention_op
+from azr.prefix_attention import attention as plain_attention
+from azr.prefix_attention import kernels_apply, prefix_attention
 from azr.prefix_attention import supported as split_supported
 
 try:
@@ -81,11 +83,16 @@ class _LayerCache:
     (``split``: returns the layer's own keys/values only, the attention reads the head itself)."""
 
     def __init__(
-        self, head: tuple[torch.Tensor, torch.Tensor] | None = None, rows: int = 1, split: bool = False
+        self,
+        head: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rows: int = 1,
+        split: bool = False,
+        plain: bool = False,
     ) -> None:
         self.head = head
         self.rows = rows
         self.split = split
+        self.plain = plain  # causal attention without a head or mask, through azr.prefix_attention.attention
         self.written: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def update(
@@ -148,15 +155,26 @@ def _run_layer(
     cache: _LayerCache,
 ) -> torch.Tensor:
     kwargs = {_cache_name(type(layer)): cache, "position_embeddings": (cos, sin)}
-    if not cache.split:
+    if cache.split:
+        with attention_implementation(layer.self_attn.config, _SPLIT):
+            out = layer(hidden, attention_mask=None, azr_head=cache.head, **kwargs)
+    elif cache.plain:
+        with attention_implementation(layer.self_attn.config, _PLAIN):
+            out = layer(hidden, attention_mask=None, **kwargs)
+    else:
         out = layer(hidden, attention_mask=mask, **kwargs)
-        return out[0] if isinstance(out, tuple) else out
-    with attention_implementation(layer.self_attn.config, _SPLIT):
-        out = layer(hidden, attention_mask=None, azr_head=cache.head, **kwargs)
     return out[0] if isinstance(out, tuple) else out
 
 
 _SPLIT = "azr_prefix_split"
+_PLAIN = "azr_causal"
+
+
+def _autocast_dtype(query: torch.Tensor) -> torch.dtype:
+    """The dtype sdpa would run in: autocast's when on (rotary embeddings leave queries/keys in fp32 and values in
+    bf16; the custom operators sit below autocast and would see the mix), else the query's."""
+    device = query.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
 
 
 def _split_attention(
@@ -174,24 +192,46 @@ def _split_attention(
     merged), switched on by :func:`_run_layer` for that layer's call only."""
     if azr_head is None or dropout:
         raise RuntimeError(f"the {_SPLIT} attention runs only in azr's member pass, without dropout")
-    # Like sdpa under autocast, run in the autocast dtype (rotary embeddings leave queries/keys in fp32 and values
-    # in bf16); the custom operator sits below autocast and would see the mix.
-    device = query.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
+    dtype = _autocast_dtype(query)
     query, key, value, head_key, head_value = (t.to(dtype) for t in (query, key, value, *azr_head))
     out = prefix_attention(query, key, value, head_key, head_value, scaling)
     # (b, L, heads, d), as transformers' attention functions return it
     return out.transpose(1, 2).contiguous(), None
 
 
+def _plain_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Causal attention without a mask (the head pass, members without a head) through azr's kernels
+    (:func:`azr.prefix_attention.attention`), switched on by :func:`_run_layer` for that layer's call only."""
+    if attention_mask is not None or dropout:
+        raise RuntimeError(f"the {_PLAIN} attention runs only without a mask or dropout")
+    dtype = _autocast_dtype(query)
+    out = plain_attention(query.to(dtype), key.to(dtype), value.to(dtype), True, scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
 if AttentionInterface is not None:
     AttentionInterface.register(_SPLIT, _split_attention)
+    AttentionInterface.register(_PLAIN, _plain_attention)
 
 
 def _head_layer(
-    layer: Any, hidden: torch.Tensor, mask: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor
+    layer: Any,
+    hidden: torch.Tensor,
+    mask: torch.Tensor | None,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    plain: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    cache = _LayerCache()
+    cache = _LayerCache(plain=plain)
     out = _run_layer(layer, hidden, mask, cos, sin, cache)
     assert cache.written is not None, "the attention layer did not write its keys/values through cache.update"
     return out, *cache.written
@@ -206,9 +246,12 @@ def _member_layer(
     cos: torch.Tensor,
     sin: torch.Tensor,
     split: bool = False,
+    plain: bool = False,
 ) -> torch.Tensor:
     head = None if key is None or value is None else (key, value)
-    cache = _LayerCache(head, rows=hidden.shape[0], split=split and head is not None)
+    cache = _LayerCache(
+        head, rows=hidden.shape[0], split=split and head is not None, plain=plain and head is None
+    )
     return _run_layer(layer, hidden, mask, cos, sin, cache)
 
 
@@ -221,7 +264,7 @@ _ATTENTION_OPS = frozenset(
         "_scaled_dot_product_efficient_attention",
         "_scaled_dot_product_cudnn_attention",
     )
-) - {None} | {prefix_attention_op}
+) - {None} | {prefix_attention_op, plain_attention_op}
 SAVE_ATTENTION = True
 # Members attend to the head and to themselves in two kernel calls (azr.prefix_attention), sdpa on a CPU.
 SPLIT_ATTENTION = True
@@ -291,6 +334,12 @@ def checkpointed_hidden(
     impl = getattr(decoder.config, "_attn_implementation", None) or "eager"
     layers = list(decoder.layers)[: decoder.config.num_hidden_layers]
     device = input_ids.device
+    # Causal attention without a mask runs through azr's kernels where they apply (bf16 on an AVX512-BF16 CPU).
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    plain = impl == "sdpa" and AttentionInterface is not None
+    config = decoder.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    plain = plain and kernels_apply(device, dtype or decoder.embed_tokens.weight.dtype, head_dim)
     heads: list[tuple[torch.Tensor, torch.Tensor]] = []
     skip = 0
     if prefix_ids is not None:
@@ -302,7 +351,7 @@ def checkpointed_hidden(
         # explicit mask makes it compute. Same result.
         mask = None if impl == "sdpa" else _mask(keep, impl, hidden.dtype)
         for layer in layers:
-            hidden, key, value = _checkpoint(_head_layer, layer, hidden, mask, cos, sin)
+            hidden, key, value = _checkpoint(_head_layer, layer, hidden, mask, cos, sin, plain)
             heads.append((key, value))
         if stages is not None and heads:
             flat = stages.cut([t for kv in heads for t in kv])
@@ -320,5 +369,7 @@ def checkpointed_hidden(
     mask = None if plain_causal or split else _mask(_keep(attention_mask, skip), impl, hidden.dtype)
     for i, layer in enumerate(layers):
         key, value = heads[i] if heads else (None, None)
-        hidden = _checkpoint(_member_layer, layer, hidden, key, value, mask, cos, sin, split)
+        hidden = _checkpoint(
+            _member_layer, layer, hidden, key, value, mask, cos, sin, split, plain and plain_causal
+        )
     return decoder.norm(hidden)

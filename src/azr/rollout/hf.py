@@ -82,7 +82,7 @@ class HFBackend:
     ``prealloc_cache=False`` falls back to transformers' ``DynamicCache``; ``small_batch_gemm=False`` keeps the
     library's fp32 linear layers during decoding and ``packed_gemm=False`` the library's kernels for a decoding copy
     in another dtype (see :mod:`azr.rollout.linears`); ``native_attention=False`` keeps the PyTorch attention of
-    the decode steps instead of the compiled kernel (:mod:`azr.rollout.kernels`) and ``lean_decode=False`` runs
+    the decode steps instead of the compiled kernel (:mod:`azr.kernels`) and ``lean_decode=False`` runs
     them through transformers' forward instead of :mod:`azr.rollout.lean`. After each call ``last_stats`` holds
     ``tokens``, ``seconds``, ``tokens_per_s``, ``prefill_seconds`` and ``sequences``.
     """

@@ -17,7 +17,7 @@ the result equals attention over the row's whole sequence, up to float rounding.
 entry whose positions are all masked: its part's weight is exp(-huge) = 0.
 
 On a CPU with a C++ compiler the whole step (every level, the tail and the merge) runs in one compiled call
-(:mod:`azr.rollout.kernels`), about 2-3x faster per layer than the fused-attention calls below; the PyTorch path
+(:mod:`azr.kernels`), about 2-3x faster per layer than the fused-attention calls below; the PyTorch path
 is the fallback and the reference the tests hold the kernel to.
 
 It plugs into transformers as an attention implementation (:data:`NAME`, registered on import) that the ``hf``
@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from azr.hfcompat import attention_implementation
+from azr.kernels import native_kernels
 from azr.rollout import lean as lean_decoder
-from azr.rollout.kernels import native_kernels
 
 try:
     from transformers import AttentionInterface
@@ -165,7 +165,7 @@ class PromptStore:
 
 
 def _native_kernel(like: torch.Tensor) -> Any | None:
-    """The compiled :func:`azr.rollout.kernels` attention for keys like ``like``, or None where it does not apply."""
+    """The compiled :func:`azr.kernels` attention for keys like ``like``, or None where it does not apply."""
     if like.device.type != "cpu" or like.shape[-1] not in (64, 128):
         return None
     if like.dtype not in (torch.float32, torch.bfloat16, torch.float16):

@@ -29,7 +29,12 @@ from typing import Any
 __all__ = ["native_kernels"]
 
 log = logging.getLogger(__name__)
-_SOURCE = Path(__file__).with_name("prompt_store.cpp")
+_DIR = Path(__file__).parent
+_SOURCES = [
+    _DIR / "prompt_store.cpp",
+    _DIR / "attention.cpp",
+]  # one extension; the module is bound in the first
+_HEADERS = [_DIR / "common.h"]
 _FLAGS = [
     "-O3",
     "-march=native",
@@ -56,7 +61,7 @@ def _cpu_tag() -> str:
         flags = platform.processor()
     # The source's path too: the build rules name it, so two checkouts sharing one build directory would rebuild
     # each other's build at every switch.
-    source = _SOURCE.read_bytes() + str(_SOURCE).encode()
+    source = b"".join(f.read_bytes() + str(f).encode() for f in _SOURCES + _HEADERS)
     return hashlib.sha256(flags.encode() + source + " ".join(_FLAGS).encode()).hexdigest()[:12]
 
 
@@ -85,9 +90,9 @@ def native_kernels() -> Any | None:
         name = f"azr_kernels_{_cpu_tag()}"
         root = Path(cpp_extension._get_build_directory(name, False))  # honours TORCH_EXTENSIONS_DIR
         if not any(root.glob("*.so")):
-            log.warning("compiling azr's decode attention kernel for this CPU (once, about 30 s)")
+            log.warning("compiling azr's attention kernels for this CPU (once, about 40 s)")
         return cpp_extension.load(
-            name, [str(_SOURCE)], extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"], verbose=False
+            name, [str(f) for f in _SOURCES], extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"], verbose=False
         )
     # No compiler, no ninja, no headers, a failed build: decoding still works without the kernel.
     except Exception as e:

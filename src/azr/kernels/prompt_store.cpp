@@ -17,31 +17,12 @@
 #include <limits>
 #include <vector>
 
+#include "common.h"
+
 namespace {
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// exp(x) for x <= 0 as 2^n * 2^f, 2^f on [0, 1) by a degree-6 polynomial (relative error below 2e-7), written
-// so that the compiler vectorises the loops that call it (libm's expf does not vectorise here). x = -inf gives 0.
-inline float exp_neg(float x) {
-  float y = x * 1.44269504088896341f;
-  y = y < -126.f ? -126.f : y;
-  const float n = std::floor(y);
-  const float f = y - n;
-  float p = 1.535336188319500e-4f;
-  p = p * f + 1.339887440266574e-3f;
-  p = p * f + 9.618437357674640e-3f;
-  p = p * f + 5.550332471162809e-2f;
-  p = p * f + 2.402264791363012e-1f;
-  p = p * f + 6.931472028550421e-1f;
-  p = p * f + 1.f;
-  int32_t bits;
-  std::memcpy(&bits, &p, sizeof(bits));
-  bits += static_cast<int32_t>(n) << 23;
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return x * 1.44269504088896341f < -126.f ? 0.f : out;
-}
+using azr_kernels::exp_neg;
+using azr_kernels::kNegInf;
 
 template <typename T, int D>
 inline void load_row(const T* src, float* dst) {
@@ -256,6 +237,17 @@ torch::Tensor prompt_store_attention(torch::Tensor q, std::vector<torch::Tensor>
   return out;
 }
 
+// attention.cpp
+bool bf16_attention_available();
+std::vector<torch::Tensor> bf16_attention_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, bool causal,
+                                                  double scale);
+std::vector<torch::Tensor> bf16_attention_backward(torch::Tensor grad, torch::Tensor q, torch::Tensor k,
+                                                   torch::Tensor v, torch::Tensor out, torch::Tensor lse,
+                                                   bool causal, double scale);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("prompt_store_attention", &prompt_store_attention, "azr prompt-store decode attention (CPU)");
+  m.def("bf16_attention_available", &bf16_attention_available, "whether the training attention kernels are built");
+  m.def("bf16_attention_forward", &bf16_attention_forward, "azr bf16 attention forward: (out, lse)");
+  m.def("bf16_attention_backward", &bf16_attention_backward, "azr bf16 attention backward: (dq, dk, dv)");
 }

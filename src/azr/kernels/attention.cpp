@@ -1,0 +1,399 @@
+// Training attention (forward and backward) in bf16 with fp32 accumulation, on AVX512-BF16 dot products.
+//
+// PyTorch's CPU flash-attention kernel does its block products through MKL's bf16 x bf16 -> fp32 GEMM, which on
+// CPUs whose vendor MKL does not optimise for converts both operands to fp32 first; there its attention runs at a
+// third of the dense products' rate. Here every product of the forward and backward pass is one register-blocked
+// micro-kernel (8 rows x 32 columns of fp32 accumulators, `vdpbf16ps`) over operands laid out in pairs along the
+// inner dimension, which is what the instruction reads.
+//
+// Layout: queries (B, H, L, d), keys/values (B, KV, S, d), H a multiple of KV (grouped-query attention: the H / KV
+// query heads of one kv head are processed as one stack of rows). Causal means key j is seen by query i when j <= i
+// (L == S). A task is one block of up to kRows stacked query rows against all the keys it can see, so no online
+// softmax is needed: the block's scores fit in L2.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "common.h"
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define AZR_HAVE_BF16_DOT 1
+#else
+#define AZR_HAVE_BF16_DOT 0
+#endif
+
+namespace {
+
+using azr_kernels::exp_neg;
+using azr_kernels::kNegInf;
+
+constexpr int64_t kRows = 32;  // stacked query rows per task (even)
+constexpr int64_t kCols = 32;  // columns per micro-kernel tile
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+inline uint16_t to_bf16(float f) {  // round to nearest even (no NaNs here)
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+inline float from_bf16(uint16_t h) {
+  uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+#if AZR_HAVE_BF16_DOT
+// C[MR x 32] (+)= A[MR x 2*K2] . B, A row-major bf16 (stride lda), B in pairs along the inner dimension:
+// B[p * ldb + 2 * n + t] = B(2p + t, n) for the tile's 32 columns.
+template <int MR>
+inline void micro(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, int64_t K2, float* C, int64_t ldc,
+                  bool accumulate) {
+  __m512 c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) {
+    c0[r] = accumulate ? _mm512_loadu_ps(C + r * ldc) : _mm512_setzero_ps();
+    c1[r] = accumulate ? _mm512_loadu_ps(C + r * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (int64_t p = 0; p < K2; ++p) {
+    const __m512i b0 = _mm512_loadu_si512(B + p * ldb);
+    const __m512i b1 = _mm512_loadu_si512(B + p * ldb + 32);
+    for (int r = 0; r < MR; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, A + r * lda + 2 * p, 4);
+      const __m512i a = _mm512_set1_epi32(pair);
+      c0[r] = _mm512_dpbf16_ps(c0[r], (__m512bh)a, (__m512bh)b0);
+      c1[r] = _mm512_dpbf16_ps(c1[r], (__m512bh)a, (__m512bh)b1);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    _mm512_storeu_ps(C + r * ldc, c0[r]);
+    _mm512_storeu_ps(C + r * ldc + 16, c1[r]);
+  }
+}
+
+// C[M x N] (+)= A[M x 2*K2] . B for N a multiple of 32, B paired as in `micro` with row stride ldb.
+void gemm(int64_t M, int64_t N, int64_t K2, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float* C,
+          int64_t ldc, bool accumulate) {
+  for (int64_t n0 = 0; n0 < N; n0 += kCols) {
+    for (int64_t m0 = 0; m0 < M; m0 += 8) {
+      const uint16_t* a = A + m0 * lda;
+      const uint16_t* b = B + 2 * n0;
+      float* c = C + m0 * ldc + n0;
+      switch (std::min<int64_t>(8, M - m0)) {
+        case 8: micro<8>(a, lda, b, ldb, K2, c, ldc, accumulate); break;
+        case 7: micro<7>(a, lda, b, ldb, K2, c, ldc, accumulate); break;
+        case 6: micro<6>(a, lda, b, ldb, K2, c, ldc, accumulate); break;
+        case 5: micro<5>(a, lda, b, ldb, K2, c, ldc, accumulate); break;
+        case 4: micro<4>(a, lda, b, ldb, K2, c, ldc, accumulate); break;
+        case 3: micro<3>(a, lda, b, ldb, K2, c, ldc, accumulate); break;
+        case 2: micro<2>(a, lda, b, ldb, K2, c, ldc, accumulate); break;
+        default: micro<1>(a, lda, b, ldb, K2, c, ldc, accumulate); break;
+      }
+    }
+  }
+}
+#endif
+
+// dst[p][c][t] = src(2p + t, c) for a row-major (R x C) src with row stride ld, rows zero-padded to Rpad (even) and
+// columns to Cpad: pairs along the rows.
+void pair_rows(const uint16_t* src, int64_t R, int64_t C, int64_t ld, int64_t Rpad, int64_t Cpad, uint16_t* dst) {
+  for (int64_t p = 0; p < Rpad / 2; ++p) {
+    uint16_t* out = dst + p * Cpad * 2;
+    const uint16_t* r0 = 2 * p < R ? src + 2 * p * ld : nullptr;
+    const uint16_t* r1 = 2 * p + 1 < R ? src + (2 * p + 1) * ld : nullptr;
+    for (int64_t c = 0; c < C; ++c) {
+      out[2 * c] = r0 ? r0[c] : 0;
+      out[2 * c + 1] = r1 ? r1[c] : 0;
+    }
+    std::fill(out + 2 * C, out + 2 * Cpad, 0);
+  }
+}
+
+// dst[p][r][t] = src(r, 2p + t) for a row-major (R x C) src (C even), rows zero-padded to Rpad: pairs along the
+// columns, i.e. the 32-bit words of src transposed.
+void pair_cols(const uint16_t* src, int64_t R, int64_t C, int64_t ld, int64_t Rpad, uint16_t* dst) {
+  uint32_t* out = reinterpret_cast<uint32_t*>(dst);
+  for (int64_t p = 0; p < C / 2; ++p) {
+    for (int64_t r = 0; r < R; ++r) {
+      uint32_t w;
+      std::memcpy(&w, src + r * ld + 2 * p, 4);
+      out[p * Rpad + r] = w;
+    }
+    std::fill(out + p * Rpad + R, out + (p + 1) * Rpad, 0u);
+  }
+}
+
+struct Shape {
+  int64_t B, H, L, KV, S, D, G;  // G = H / KV query heads per kv head; rows of a kv head: G * L
+  bool causal;
+  float scale;
+};
+
+// Stacked row r of kv head h: query head h * G + r / L at position r % L.
+inline int64_t row_offset(const Shape& s, int64_t b, int64_t h, int64_t r) {
+  return ((b * s.H + h * s.G + r / s.L) * s.L + r % s.L) * s.D;
+}
+
+struct Packed {  // per (b, kv head): keys/values in the layouts the products read, keys zero-padded to Spad
+  int64_t Spad;
+  std::vector<uint16_t> k_by_d, k_by_key, v_by_d, v_by_key;  // [d/2][Spad][2] and [Spad/2][d][2]
+};
+
+Packed pack(const Shape& s, const uint16_t* k, const uint16_t* v, bool backward) {
+  Packed pk;
+  pk.Spad = round_up(s.S, kCols);
+  const int64_t n = s.B * s.KV, per_d = s.D * pk.Spad;
+  pk.k_by_d.resize(n * per_d);
+  pk.v_by_key.resize(n * per_d);
+  if (backward) {
+    pk.v_by_d.resize(n * per_d);
+    pk.k_by_key.resize(n * per_d);
+  }
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const uint16_t* ki = k + i * s.S * s.D;
+      const uint16_t* vi = v + i * s.S * s.D;
+      pair_cols(ki, s.S, s.D, s.D, pk.Spad, pk.k_by_d.data() + i * per_d);
+      pair_rows(vi, s.S, s.D, s.D, pk.Spad, s.D, pk.v_by_key.data() + i * per_d);
+      if (backward) {
+        pair_cols(vi, s.S, s.D, s.D, pk.Spad, pk.v_by_d.data() + i * per_d);
+        pair_rows(ki, s.S, s.D, s.D, pk.Spad, s.D, pk.k_by_key.data() + i * per_d);
+      }
+    }
+  });
+  return pk;
+}
+
+// Keys row r may see (its limit) and the block's column count.
+inline int64_t limit(const Shape& s, int64_t r) { return s.causal ? r % s.L + 1 : s.S; }
+
+struct Task {
+  int64_t b, h, r0, nr;
+};
+
+std::vector<Task> tasks(const Shape& s) {
+  std::vector<Task> out;
+  const int64_t rows = s.G * s.L;
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t h = 0; h < s.KV; ++h)
+      for (int64_t r0 = 0; r0 < rows; r0 += kRows) out.push_back({b, h, r0, std::min(kRows, rows - r0)});
+  return out;
+}
+
+inline int64_t block_cols(const Shape& s, const Task& t) {
+  int64_t most = 0;
+  for (int64_t r = t.r0; r < t.r0 + t.nr; ++r) most = std::max(most, limit(s, r));
+  return round_up(most, kCols);
+}
+
+void gather_rows(const Shape& s, const uint16_t* x, const Task& t, uint16_t* dst) {
+  for (int64_t r = 0; r < kRows; ++r) {
+    if (r < t.nr)
+      std::memcpy(dst + r * s.D, x + row_offset(s, t.b, t.h, t.r0 + r), s.D * 2);
+    else
+      std::fill(dst + r * s.D, dst + (r + 1) * s.D, 0);
+  }
+}
+
+#if AZR_HAVE_BF16_DOT
+void forward(const Shape& s, const uint16_t* q, const Packed& pk, uint16_t* out, float* lse) {
+  const auto all = tasks(s);
+  const int64_t per_d = s.D * pk.Spad;
+  at::parallel_for(0, static_cast<int64_t>(all.size()), 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint16_t> qs(kRows * s.D), p(kRows * pk.Spad);
+    std::vector<float> scores(kRows * pk.Spad), o(kRows * s.D), inv(kRows);
+    for (int64_t i = begin; i < end; ++i) {
+      const Task& t = all[i];
+      const int64_t kv = t.b * s.KV + t.h, N = block_cols(s, t);
+      gather_rows(s, q, t, qs.data());
+      gemm(kRows, N, s.D / 2, qs.data(), s.D, pk.k_by_d.data() + kv * per_d, 2 * pk.Spad, scores.data(), N, false);
+      for (int64_t r = 0; r < kRows; ++r) {
+        float* sr = scores.data() + r * N;
+        uint16_t* pr = p.data() + r * N;
+        if (r >= t.nr) {
+          std::fill(pr, pr + N, 0);
+          continue;
+        }
+        const int64_t lim = limit(s, t.r0 + r);
+        float top = kNegInf;
+#pragma omp simd reduction(max : top)
+        for (int64_t j = 0; j < lim; ++j) top = std::max(top, sr[j] * s.scale);
+        float total = 0.f;
+#pragma omp simd reduction(+ : total)
+        for (int64_t j = 0; j < lim; ++j) {
+          const float e = exp_neg(sr[j] * s.scale - top);
+          total += e;
+          pr[j] = to_bf16(e);
+        }
+        std::fill(pr + lim, pr + N, 0);
+        inv[r] = 1.f / total;
+        lse[row_offset(s, t.b, t.h, t.r0 + r) / s.D] = top + std::log(total);
+      }
+      gemm(kRows, s.D, N / 2, p.data(), N, pk.v_by_key.data() + kv * per_d, 2 * s.D, o.data(), s.D, false);
+      for (int64_t r = 0; r < t.nr; ++r) {
+        uint16_t* dst = out + row_offset(s, t.b, t.h, t.r0 + r);
+        for (int64_t c = 0; c < s.D; ++c) dst[c] = to_bf16(o[r * s.D + c] * inv[r]);
+      }
+    }
+  });
+}
+
+void backward(const Shape& s, const uint16_t* grad, const uint16_t* q, const uint16_t* out, const float* lse,
+              const Packed& pk, uint16_t* dq, float* dk_t, float* dv_t) {
+  // dk_t / dv_t: per thread, per (b, kv head), (d x Spad) fp32 sums of the transposed key/value gradients.
+  const auto all = tasks(s);
+  const int64_t per_d = s.D * pk.Spad, per_thread = s.B * s.KV * per_d;
+  at::parallel_for(0, static_cast<int64_t>(all.size()), 1, [&](int64_t begin, int64_t end) {
+    const int64_t tid = at::get_thread_num();
+    float* dk_mine = dk_t + tid * per_thread;
+    float* dv_mine = dv_t + tid * per_thread;
+    std::vector<uint16_t> qs(kRows * s.D), gs(kRows * s.D), os(kRows * s.D), q_t(s.D * kRows), g_t(s.D * kRows);
+    std::vector<uint16_t> ds_rows(kRows * pk.Spad), p_pairs(kRows * pk.Spad), ds_pairs(kRows * pk.Spad);
+    std::vector<float> pr(kRows * pk.Spad), dp(kRows * pk.Spad), dqf(kRows * s.D), delta(kRows), lr(kRows);
+    for (int64_t i = begin; i < end; ++i) {
+      const Task& t = all[i];
+      const int64_t kv = t.b * s.KV + t.h, N = block_cols(s, t);
+      gather_rows(s, q, t, qs.data());
+      gather_rows(s, grad, t, gs.data());
+      gather_rows(s, out, t, os.data());
+      for (int64_t r = 0; r < kRows; ++r) {
+        float d = 0.f;
+        for (int64_t c = 0; c < s.D; ++c) d += from_bf16(gs[r * s.D + c]) * from_bf16(os[r * s.D + c]);
+        delta[r] = d;
+        lr[r] = r < t.nr ? lse[row_offset(s, t.b, t.h, t.r0 + r) / s.D] : 0.f;
+      }
+      gemm(kRows, N, s.D / 2, qs.data(), s.D, pk.k_by_d.data() + kv * per_d, 2 * pk.Spad, pr.data(), N, false);
+      gemm(kRows, N, s.D / 2, gs.data(), s.D, pk.v_by_d.data() + kv * per_d, 2 * pk.Spad, dp.data(), N, false);
+      for (int64_t r = 0; r < kRows; ++r) {
+        float* p = pr.data() + r * N;
+        float* g = dp.data() + r * N;
+        uint16_t* dsr = ds_rows.data() + r * N;
+        const int64_t lim = r < t.nr ? limit(s, t.r0 + r) : 0;
+        const float l = lr[r], dl = delta[r];
+#pragma omp simd
+        for (int64_t j = 0; j < lim; ++j) {
+          p[j] = exp_neg(p[j] * s.scale - l);
+          dsr[j] = to_bf16(p[j] * (g[j] - dl) * s.scale);
+        }
+        std::fill(p + lim, p + N, 0.f);
+        std::fill(dsr + lim, dsr + N, 0);
+      }
+      // P and dS in pairs along the rows, the B operands of dV^T = dO^T P and dK^T = Q^T dS.
+      for (int64_t r2 = 0; r2 < kRows / 2; ++r2) {
+        const float* p0 = pr.data() + 2 * r2 * N;
+        const float* p1 = p0 + N;
+        const uint16_t* d0 = ds_rows.data() + 2 * r2 * N;
+        const uint16_t* d1 = d0 + N;
+        uint16_t* pp = p_pairs.data() + r2 * 2 * N;
+        uint16_t* dd = ds_pairs.data() + r2 * 2 * N;
+        for (int64_t j = 0; j < N; ++j) {
+          pp[2 * j] = to_bf16(p0[j]);
+          pp[2 * j + 1] = to_bf16(p1[j]);
+          dd[2 * j] = d0[j];
+          dd[2 * j + 1] = d1[j];
+        }
+      }
+      // dQ = scale-folded dS . K
+      gemm(kRows, s.D, N / 2, ds_rows.data(), N, pk.k_by_key.data() + kv * per_d, 2 * s.D, dqf.data(), s.D, false);
+      for (int64_t r = 0; r < t.nr; ++r) {
+        uint16_t* dst = dq + row_offset(s, t.b, t.h, t.r0 + r);
+        for (int64_t c = 0; c < s.D; ++c) dst[c] = to_bf16(dqf[r * s.D + c]);
+      }
+      for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t c = 0; c < s.D; ++c) {
+          q_t[c * kRows + r] = qs[r * s.D + c];
+          g_t[c * kRows + r] = gs[r * s.D + c];
+        }
+      gemm(s.D, N, kRows / 2, g_t.data(), kRows, p_pairs.data(), 2 * N, dv_mine + kv * per_d, pk.Spad, true);
+      gemm(s.D, N, kRows / 2, q_t.data(), kRows, ds_pairs.data(), 2 * N, dk_mine + kv * per_d, pk.Spad, true);
+    }
+  });
+}
+#endif
+
+Shape shape_of(const torch::Tensor& q, const torch::Tensor& k, bool causal, double scale) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4, "queries and keys must be (B, heads, length, d)");
+  Shape s{q.size(0), q.size(1), q.size(2), k.size(1), k.size(2), q.size(3), 0, causal, static_cast<float>(scale)};
+  TORCH_CHECK(s.H % s.KV == 0 && k.size(0) == s.B && k.size(3) == s.D, "key shape does not match the queries");
+  TORCH_CHECK(s.D % 32 == 0, "head size must be a multiple of 32");
+  TORCH_CHECK(!causal || s.L == s.S, "causal attention needs as many queries as keys");
+  s.G = s.H / s.KV;
+  return s;
+}
+
+void check_bf16(std::initializer_list<const torch::Tensor*> ts) {
+  for (auto* t : ts)
+    TORCH_CHECK(t->scalar_type() == torch::kBFloat16 && t->is_contiguous(), "expected contiguous bf16 tensors");
+}
+
+const uint16_t* u16(const torch::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>()); }
+uint16_t* u16m(torch::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>()); }
+
+}  // namespace
+
+bool bf16_attention_available() { return AZR_HAVE_BF16_DOT; }
+
+// Output (B, H, L, d) bf16 and log-sum-exps (B, H, L) fp32 of the scaled scores.
+std::vector<torch::Tensor> bf16_attention_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, bool causal,
+                                                  double scale) {
+  check_bf16({&q, &k, &v});
+  const Shape s = shape_of(q, k, causal, scale);
+  auto out = torch::empty_like(q);
+  auto lse = torch::empty({s.B, s.H, s.L}, q.options().dtype(torch::kFloat32));
+#if AZR_HAVE_BF16_DOT
+  const Packed pk = pack(s, u16(k), u16(v), false);
+  forward(s, u16(q), pk, u16m(out), lse.data_ptr<float>());
+#else
+  TORCH_CHECK(false, "this CPU build has no AVX512-BF16 dot products");
+#endif
+  return {out, lse};
+}
+
+// Gradients (dq, dk, dv) of the attention whose forward gave `out` and `lse`; dk/dv summed over each kv head's
+// query heads.
+std::vector<torch::Tensor> bf16_attention_backward(torch::Tensor grad, torch::Tensor q, torch::Tensor k,
+                                                   torch::Tensor v, torch::Tensor out, torch::Tensor lse,
+                                                   bool causal, double scale) {
+  check_bf16({&grad, &q, &k, &v, &out});
+  TORCH_CHECK(lse.scalar_type() == torch::kFloat32 && lse.is_contiguous(), "lse must be contiguous fp32");
+  const Shape s = shape_of(q, k, causal, scale);
+  auto dq = torch::empty_like(q);
+#if AZR_HAVE_BF16_DOT
+  const Packed pk = pack(s, u16(k), u16(v), true);
+  const int64_t threads = at::get_num_threads(), per_thread = s.B * s.KV * s.D * pk.Spad;
+  std::vector<float> dk_t(threads * per_thread, 0.f), dv_t(threads * per_thread, 0.f);
+  backward(s, u16(grad), u16(q), u16(out), lse.data_ptr<float>(), pk, u16m(dq), dk_t.data(), dv_t.data());
+  auto dk = torch::empty_like(k), dv = torch::empty_like(v);
+  uint16_t* dkp = u16m(dk);
+  uint16_t* dvp = u16m(dv);
+  at::parallel_for(0, s.B * s.KV, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      for (int64_t j = 0; j < s.S; ++j)
+        for (int64_t c = 0; c < s.D; ++c) {
+          float a = 0.f, b = 0.f;
+          for (int64_t t = 0; t < threads; ++t) {
+            const int64_t at_ = t * per_thread + (i * s.D + c) * pk.Spad + j;
+            a += dk_t[at_];
+            b += dv_t[at_];
+          }
+          dkp[(i * s.S + j) * s.D + c] = to_bf16(a);
+          dvp[(i * s.S + j) * s.D + c] = to_bf16(b);
+        }
+  });
+  return {dq, dk, dv};
+#else
+  TORCH_CHECK(false, "this CPU build has no AVX512-BF16 dot products");
+  return {dq, dq, dq};
+#endif
+}
