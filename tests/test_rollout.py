@@ -227,6 +227,33 @@ def test_native_attention_decodes_like_the_pytorch_path(monkeypatch):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
 
 
+def test_shared_head_prefill_on_azr_attention_kernels(monkeypatch):
+    """Decoding in bf16, a shared head's prefill runs causal attention on azr's kernels (azr.prefix_attention, one
+    call per layer) and gives the sdpa path's first log-probs up to bf16 rounding (head size 64)."""
+    from azr import prefix_attention as pa
+    from azr.models import tiny_model
+
+    if not pa.kernels_apply(torch.device("cpu"), torch.bfloat16, 64):
+        pytest.skip("azr's attention kernels need a C++ compiler and an AVX512-BF16 CPU")
+    model, tok = tiny_model(hidden=256)
+    model.config._attn_implementation = "sdpa"
+    head = "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
+    prompts = [head + "1+2", head + "7*6 and more", "hi"]
+    s = Sampling(temperature=0.0, max_new_tokens=1, stop=(), n=1)
+    cfg = RolloutConfig(share_prefix=True)
+    runs, calls, real = {}, [], pa._forward
+    monkeypatch.setattr(pa, "_forward", lambda *a: calls.append(1) or real(*a))
+    for use in (False, True):
+        monkeypatch.setattr(pa, "USE_KERNELS", use)
+        calls.clear()
+        backend = HFBackend(model, tok, cfg, decode_dtype=torch.bfloat16)
+        out = backend.generate(prompts, s)
+        runs[use] = (len(calls), out)
+    assert runs[True][0] == 2 and runs[False][0] == 0  # two layers, one shared head
+    for a, b in zip(runs[True][1], runs[False][1]):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=0.05, rtol=0.05)
+
+
 @pytest.mark.parametrize("hidden", [64, 256])
 def test_lean_decode_step_equals_transformers_forward(monkeypatch, hidden):
     """Decode steps through azr.rollout.lean (no per-module machinery) give transformers' forward's greedy tokens

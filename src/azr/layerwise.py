@@ -42,10 +42,10 @@ import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from azr.hfcompat import attention_implementation
+from azr.prefix_attention import CAUSAL_ATTENTION as _PLAIN
 from azr.prefix_attention import OP as prefix_attention_op
 from azr.prefix_attention import PLAIN_OP as plain_attention_op
-from azr.prefix_attention import attention as plain_attention
-from azr.prefix_attention import kernels_apply, prefix_attention
+from azr.prefix_attention import autocast_dtype, kernels_apply, prefix_attention
 from azr.prefix_attention import supported as split_supported
 
 try:
@@ -167,14 +167,6 @@ def _run_layer(
 
 
 _SPLIT = "azr_prefix_split"
-_PLAIN = "azr_causal"
-
-
-def _autocast_dtype(query: torch.Tensor) -> torch.dtype:
-    """The dtype sdpa would run in: autocast's when on (rotary embeddings leave queries/keys in fp32 and values in
-    bf16; the custom operators sit below autocast and would see the mix), else the query's."""
-    device = query.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
 
 
 def _split_attention(
@@ -192,35 +184,15 @@ def _split_attention(
     merged), switched on by :func:`_run_layer` for that layer's call only."""
     if azr_head is None or dropout:
         raise RuntimeError(f"the {_SPLIT} attention runs only in azr's member pass, without dropout")
-    dtype = _autocast_dtype(query)
+    dtype = autocast_dtype(query)
     query, key, value, head_key, head_value = (t.to(dtype) for t in (query, key, value, *azr_head))
     out = prefix_attention(query, key, value, head_key, head_value, scaling)
     # (b, L, heads, d), as transformers' attention functions return it
     return out.transpose(1, 2).contiguous(), None
 
 
-def _plain_attention(
-    module: Any,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """Causal attention without a mask (the head pass, members without a head) through azr's kernels
-    (:func:`azr.prefix_attention.attention`), switched on by :func:`_run_layer` for that layer's call only."""
-    if attention_mask is not None or dropout:
-        raise RuntimeError(f"the {_PLAIN} attention runs only without a mask or dropout")
-    dtype = _autocast_dtype(query)
-    out = plain_attention(query.to(dtype), key.to(dtype), value.to(dtype), True, scaling)
-    return out.transpose(1, 2).contiguous(), None
-
-
 if AttentionInterface is not None:
     AttentionInterface.register(_SPLIT, _split_attention)
-    AttentionInterface.register(_PLAIN, _plain_attention)
 
 
 def _head_layer(

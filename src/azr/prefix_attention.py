@@ -35,7 +35,21 @@ from typing import Any
 
 import torch
 
-__all__ = ["OP", "PLAIN_OP", "attention", "kernels_apply", "prefix_attention", "supported"]
+try:
+    from transformers import AttentionInterface
+except ImportError:  # pragma: no cover - transformers without pluggable attention
+    AttentionInterface = None  # type: ignore[assignment,misc]
+
+__all__ = [
+    "CAUSAL_ATTENTION",
+    "OP",
+    "PLAIN_OP",
+    "attention",
+    "autocast_dtype",
+    "kernels_apply",
+    "prefix_attention",
+    "supported",
+]
 
 _ATEN = torch.ops.aten
 _FORWARD = getattr(_ATEN, "_scaled_dot_product_flash_attention_for_cpu", None)
@@ -249,3 +263,39 @@ def attention(
     if scale is None:
         scale = query.shape[-1] ** -0.5
     return _attention_op(query, key, value, causal, scale)[0]
+
+
+def autocast_dtype(query: torch.Tensor) -> torch.dtype:
+    """The dtype sdpa would run in: autocast's when on (rotary embeddings leave queries/keys in fp32 and values in
+    bf16; the custom operators sit below autocast and would see the mix), else the query's."""
+    device = query.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
+
+
+# A transformers attention function: causal attention without a mask through :func:`attention`, for a model's
+# calls where no token is padding (the trainer's head pass and members without a head, the sampler's prompt heads).
+# transformers builds no mask for a registered function it does not know.
+CAUSAL_ATTENTION = "azr_causal"
+
+
+def _causal_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    if attention_mask is not None or dropout:
+        raise RuntimeError(f"the {CAUSAL_ATTENTION} attention runs only without a mask or dropout")
+    dtype = autocast_dtype(query)
+    out = attention(query.to(dtype), key.to(dtype), value.to(dtype), True, scaling)
+    return out.transpose(
+        1, 2
+    ).contiguous(), None  # (b, L, heads, d), as transformers' attention functions return
+
+
+if AttentionInterface is not None:
+    AttentionInterface.register(CAUSAL_ATTENTION, _causal_attention)

@@ -33,6 +33,7 @@ Not in scope: continuous batching (refilling finished slots with new prompts), s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Generator, Iterator, Sequence
@@ -42,9 +43,10 @@ from typing import Any
 import torch
 
 from azr.config import RolloutConfig
-from azr.hfcompat import with_cache
+from azr.hfcompat import attention_implementation, with_cache
 from azr.precision import native_bf16
 from azr.prefix import PrefixGroup, prefix_groups
+from azr.prefix_attention import CAUSAL_ATTENTION, kernels_apply
 from azr.rollout import shared_kv
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
 from azr.rollout.kvcache import DynamicCache, DynamicLayer, new_cache
@@ -276,11 +278,12 @@ class HFBackend:
         group_cache = DynamicCache(config=self.decoder.config)
         device = self._device()
         if head:
-            self.decoder(
-                input_ids=torch.tensor([prompts[0][:head]], device=device),
-                **with_cache(self.decoder, group_cache),
-                logits_to_keep=1,
-            )
+            with self._head_attention():
+                self.decoder(
+                    input_ids=torch.tensor([prompts[0][:head]], device=device),
+                    **with_cache(self.decoder, group_cache),
+                    logits_to_keep=1,
+                )
             group_cache.batch_repeat_interleave(len(prompts))
         rest = [p[head:] for p in prompts]
         w = max(len(r) for r in rest)
@@ -298,6 +301,16 @@ class HFBackend:
             logits_to_keep=1,
         )
         return out.logits[:, -1], group_cache
+
+    def _head_attention(self) -> Any:
+        """A shared head's prefill (one row, no padding: causal attention needs no mask) on azr's attention kernels
+        where they apply (:mod:`azr.prefix_attention`; 3x PyTorch's sdpa there), else unchanged."""
+        config = self.decoder.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        weight = self.decoder.get_input_embeddings().weight
+        if config._attn_implementation != "sdpa" or not kernels_apply(weight.device, weight.dtype, head_dim):
+            return contextlib.nullcontext()
+        return attention_implementation(config, CAUSAL_ATTENTION)
 
     @torch.inference_mode()
     def _decode_chunk(
