@@ -55,6 +55,24 @@ inline float from_bf16(uint16_t h) {
 }
 
 #if AZR_HAVE_BF16_DOT
+// exp_neg (common.h) on 16 lanes.
+inline __m512 exp_neg16(__m512 x) {
+  const __m512 y0 = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 y = _mm512_max_ps(y0, _mm512_set1_ps(-126.f));
+  const __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(y, n);
+  __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+  const __m512i bits = _mm512_add_epi32(_mm512_castps_si512(p), _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23));
+  const __mmask16 under = _mm512_cmp_ps_mask(y0, _mm512_set1_ps(-126.f), _CMP_LT_OQ);
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), _mm512_castsi512_ps(bits));
+}
+
 // C[MR x 32] (+)= A[MR x 2*K2] . B, A row-major bf16 (stride lda), B in pairs along the inner dimension:
 // B[p * ldb + 2 * n + t] = B(2p + t, n) for the tile's 32 columns.
 template <int MR>
@@ -249,6 +267,37 @@ void forward(const Shape& s, const uint16_t* q, const Packed& pk, uint16_t* out,
   });
 }
 
+// Two rows (r, r + 1) of the backward's elementwise part over N columns (a multiple of 16): from their scores
+// `s` and dO . V^T products `g` (row-major, row stride N), keys past each row's limit zero; writes dS row-major
+// (`ds`, rows r and r + 1) and P and dS interleaved by row (`p_pair`, `ds_pair`: [j][2]).
+inline void softmax_grad_pair(const float* s, const float* g, int64_t N, int64_t lim0, int64_t lim1, float lse0,
+                              float lse1, float delta0, float delta1, float scale, uint16_t* ds, uint16_t* p_pair,
+                              uint16_t* ds_pair) {
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  // word k of the result takes word idx[k] of (row r's 16 values, row r + 1's 16 values)
+  const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (int64_t j = 0; j < N; j += 16) {
+    const __m512i col = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(j)));
+    const __mmask16 in0 = _mm512_cmplt_epi32_mask(col, _mm512_set1_epi32(static_cast<int32_t>(lim0)));
+    const __mmask16 in1 = _mm512_cmplt_epi32_mask(col, _mm512_set1_epi32(static_cast<int32_t>(lim1)));
+    const __m512 p0 = _mm512_maskz_mov_ps(
+        in0, exp_neg16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vs, _mm512_set1_ps(lse0))));
+    const __m512 p1 = _mm512_maskz_mov_ps(
+        in1, exp_neg16(_mm512_fmsub_ps(_mm512_loadu_ps(s + N + j), vs, _mm512_set1_ps(lse1))));
+    const __m512 d0 = _mm512_mul_ps(_mm512_mul_ps(p0, _mm512_sub_ps(_mm512_loadu_ps(g + j), _mm512_set1_ps(delta0))), vs);
+    const __m512 d1 =
+        _mm512_mul_ps(_mm512_mul_ps(p1, _mm512_sub_ps(_mm512_loadu_ps(g + N + j), _mm512_set1_ps(delta1))), vs);
+    const __m512i pb = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);  // words 0-15: row r, 16-31: row r + 1
+    const __m512i db = (__m512i)_mm512_cvtne2ps_pbh(d1, d0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ds + j), _mm512_castsi512_si256(db));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ds + N + j), _mm512_extracti64x4_epi64(db, 1));
+    _mm512_storeu_si512(p_pair + 2 * j, _mm512_permutexvar_epi16(inter, pb));
+    _mm512_storeu_si512(ds_pair + 2 * j, _mm512_permutexvar_epi16(inter, db));
+  }
+}
+
 void backward(const Shape& s, const uint16_t* grad, const uint16_t* q, const uint16_t* out, const float* lse,
               const Packed& pk, uint16_t* dq, float* dk_t, float* dv_t) {
   // dk_t / dv_t: per thread, per (b, kv head), (d x Spad) fp32 sums of the transposed key/value gradients.
@@ -275,34 +324,13 @@ void backward(const Shape& s, const uint16_t* grad, const uint16_t* q, const uin
       }
       gemm(kRows, N, s.D / 2, qs.data(), s.D, pk.k_by_d.data() + kv * per_d, 2 * pk.Spad, pr.data(), N, false);
       gemm(kRows, N, s.D / 2, gs.data(), s.D, pk.v_by_d.data() + kv * per_d, 2 * pk.Spad, dp.data(), N, false);
-      for (int64_t r = 0; r < kRows; ++r) {
-        float* p = pr.data() + r * N;
-        float* g = dp.data() + r * N;
-        uint16_t* dsr = ds_rows.data() + r * N;
-        const int64_t lim = r < t.nr ? limit(s, t.r0 + r) : 0;
-        const float l = lr[r], dl = delta[r];
-#pragma omp simd
-        for (int64_t j = 0; j < lim; ++j) {
-          p[j] = exp_neg(p[j] * s.scale - l);
-          dsr[j] = to_bf16(p[j] * (g[j] - dl) * s.scale);
-        }
-        std::fill(p + lim, p + N, 0.f);
-        std::fill(dsr + lim, dsr + N, 0);
-      }
-      // P and dS in pairs along the rows, the B operands of dV^T = dO^T P and dK^T = Q^T dS.
-      for (int64_t r2 = 0; r2 < kRows / 2; ++r2) {
-        const float* p0 = pr.data() + 2 * r2 * N;
-        const float* p1 = p0 + N;
-        const uint16_t* d0 = ds_rows.data() + 2 * r2 * N;
-        const uint16_t* d1 = d0 + N;
-        uint16_t* pp = p_pairs.data() + r2 * 2 * N;
-        uint16_t* dd = ds_pairs.data() + r2 * 2 * N;
-        for (int64_t j = 0; j < N; ++j) {
-          pp[2 * j] = to_bf16(p0[j]);
-          pp[2 * j + 1] = to_bf16(p1[j]);
-          dd[2 * j] = d0[j];
-          dd[2 * j + 1] = d1[j];
-        }
+      // P = exp(S * scale - lse) and dS = P (dP - delta) * scale, two rows at a time: dS row-major (the A operand
+      // of dQ = dS . K) and both in pairs along the rows (the B operands of dV^T = dO^T P and dK^T = Q^T dS).
+      for (int64_t r = 0; r < kRows; r += 2) {
+        const int64_t lim0 = r < t.nr ? limit(s, t.r0 + r) : 0, lim1 = r + 1 < t.nr ? limit(s, t.r0 + r + 1) : 0;
+        softmax_grad_pair(pr.data() + r * N, dp.data() + r * N, N, lim0, lim1, lr[r], lr[r + 1], delta[r],
+                          delta[r + 1], s.scale, ds_rows.data() + r * N, p_pairs.data() + r * N,
+                          ds_pairs.data() + r * N);
       }
       // dQ = scale-folded dS . K
       gemm(kRows, s.D, N / 2, ds_rows.data(), N, pk.k_by_key.data() + kv * per_d, 2 * s.D, dqf.data(), s.D, false);
