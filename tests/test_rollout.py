@@ -228,10 +228,13 @@ def test_native_attention_decodes_like_the_pytorch_path(monkeypatch):
 
 
 def test_shared_head_prefill_on_azr_attention_kernels(monkeypatch):
-    """Decoding in bf16, a shared head's prefill runs causal attention on azr's kernels (azr.prefix_attention, one
-    call per layer) and gives the sdpa path's first log-probs up to bf16 rounding (head size 64)."""
+    """Decoding in bf16, a group's prefill runs on azr's kernels: the shared head as causal attention (one call per
+    layer) and the rests split against it (two per layer); the first log-probs equal the masked prefill's on
+    PyTorch's kernels up to bf16 rounding (head size 64)."""
     from azr import prefix_attention as pa
+    from azr.kernels import native_kernels
     from azr.models import tiny_model
+    from azr.rollout import prefill
 
     if not pa.kernels_apply(torch.device("cpu"), torch.bfloat16, 64):
         pytest.skip("azr's attention kernels need a C++ compiler and an AVX512-BF16 CPU")
@@ -240,18 +243,55 @@ def test_shared_head_prefill_on_azr_attention_kernels(monkeypatch):
     head = "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
     prompts = [head + "1+2", head + "7*6 and more", "hi"]
     s = Sampling(temperature=0.0, max_new_tokens=1, stop=(), n=1)
-    cfg = RolloutConfig(share_prefix=True)
-    runs, calls, real = {}, [], pa._forward
-    monkeypatch.setattr(pa, "_forward", lambda *a: calls.append(1) or real(*a))
+    module, calls = native_kernels(), []
+    real = module.bf16_attention_forward
+    monkeypatch.setattr(module, "bf16_attention_forward", lambda *a: calls.append(1) or real(*a))
+    runs = {}
     for use in (False, True):
         monkeypatch.setattr(pa, "USE_KERNELS", use)
+        monkeypatch.setattr(prefill, "SPLIT", use)
         calls.clear()
-        backend = HFBackend(model, tok, cfg, decode_dtype=torch.bfloat16)
-        out = backend.generate(prompts, s)
+        out = HFBackend(model, tok, RolloutConfig(share_prefix=True), decode_dtype=torch.bfloat16).generate(
+            prompts, s
+        )
         runs[use] = (len(calls), out)
-    assert runs[True][0] == 2 and runs[False][0] == 0  # two layers, one shared head
+    assert runs[True][0] == 2 * (1 + 2) and runs[False][0] == 0  # two layers
     for a, b in zip(runs[True][1], runs[False][1]):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("hidden", [64, 256])
+def test_split_prefill_equals_the_masked_prefill(monkeypatch, hidden):
+    """In fp32 the split prefill (azr.rollout.prefill: head once, right-padded rests against it) gives the masked
+    prefill's greedy tokens and log-probs, for groups with a shared head, a repeated prompt and a loner."""
+    from azr.models import tiny_model
+    from azr.rollout import prefill
+
+    model, tok = tiny_model(hidden=hidden)
+    model.config._attn_implementation = "sdpa"
+    head = "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
+    prompts = [
+        head + "1+2",
+        head + "7*6 and more",
+        "hi",
+        head + "1+2",
+        "Other head, a long one " * 3 + "x",
+        "Other head, a long one " * 3 + "yz",
+    ]
+    s = Sampling(temperature=0.0, max_new_tokens=6, stop=(), n=2)
+    cfg = RolloutConfig(share_prefix=True, bf16=False)
+    used = []
+    real = prefill.group
+    monkeypatch.setattr(prefill, "group", lambda *a: used.append(1) or real(*a))
+    monkeypatch.setattr(prefill, "SPLIT", False)
+    masked = HFBackend(model, tok, cfg).generate(prompts, s)
+    assert not used
+    monkeypatch.setattr(prefill, "SPLIT", True)
+    split = HFBackend(model, tok, cfg).generate(prompts, s)
+    assert len(used) == 2  # the two groups with a head
+    assert [c.token_ids for c in split] == [c.token_ids for c in masked]
+    for a, b in zip(split, masked):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("hidden", [64, 256])

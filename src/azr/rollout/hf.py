@@ -33,7 +33,6 @@ Not in scope: continuous batching (refilling finished slots with new prompts), s
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from collections.abc import Generator, Iterator, Sequence
@@ -43,11 +42,10 @@ from typing import Any
 import torch
 
 from azr.config import RolloutConfig
-from azr.hfcompat import attention_implementation, with_cache
+from azr.hfcompat import with_cache
 from azr.precision import native_bf16
 from azr.prefix import PrefixGroup, prefix_groups
-from azr.prefix_attention import CAUSAL_ATTENTION, kernels_apply
-from azr.rollout import shared_kv
+from azr.rollout import prefill, shared_kv
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
 from azr.rollout.kvcache import DynamicCache, DynamicLayer, new_cache
 from azr.rollout.linears import packed_linears, small_batch_linears
@@ -278,7 +276,7 @@ class HFBackend:
         group_cache = DynamicCache(config=self.decoder.config)
         device = self._device()
         if head:
-            with self._head_attention():
+            with prefill.head_attention(self.decoder):
                 self.decoder(
                     input_ids=torch.tensor([prompts[0][:head]], device=device),
                     **with_cache(self.decoder, group_cache),
@@ -301,16 +299,6 @@ class HFBackend:
             logits_to_keep=1,
         )
         return out.logits[:, -1], group_cache
-
-    def _head_attention(self) -> Any:
-        """A shared head's prefill (one row, no padding: causal attention needs no mask) on azr's attention kernels
-        where they apply (:mod:`azr.prefix_attention`; 3x PyTorch's sdpa there), else unchanged."""
-        config = self.decoder.config
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        weight = self.decoder.get_input_embeddings().weight
-        if config._attn_implementation != "sdpa" or not kernels_apply(weight.device, weight.dtype, head_dim):
-            return contextlib.nullcontext()
-        return attention_implementation(config, CAUSAL_ATTENTION)
 
     @torch.inference_mode()
     def _decode_chunk(
@@ -406,24 +394,41 @@ class HFBackend:
         logits: list[Any] = [None] * len(prompts)
         group_of = [0] * len(prompts)
         for g, group in enumerate(plan):
-            g_logits, g_cache = self._prefill_group([prompts[i] for i in group.members], group.prefix_len)
-            head = group.prefix_len
-            for layer, src in enumerate(g_cache.layers):
-                heads[layer].append((src.keys[0, :, :head].clone(), src.values[0, :, :head].clone()))
-                span = src.keys.shape[2]
+            g_logits, g_heads, g_rests = self._group_kv([prompts[i] for i in group.members], group.prefix_len)
+            for layer in range(n_layers):
+                heads[layer].append(g_heads[layer])
                 for g_row, u in enumerate(group.members):
-                    rest = len(prompts[u]) - head
-                    rests[layer][u] = (
-                        src.keys[g_row, :, span - rest :].clone(),
-                        src.values[g_row, :, span - rest :].clone(),
-                    )
+                    rests[layer][u] = g_rests[layer][g_row]
             for g_row, u in enumerate(group.members):
                 logits[u], group_of[u] = g_logits[g_row], g
-            del g_cache
         levels = [shared_kv.stacked_level(rests, list(range(len(prompts))))]
         if any(group.prefix_len for group in plan):
             levels.insert(0, shared_kv.stacked_level(heads, group_of))
         return torch.stack(logits), levels
+
+    def _group_kv(
+        self, prompts: list[list[int]], head: int
+    ) -> tuple[torch.Tensor, list[prefill.KV], list[list[prefill.KV]]]:
+        """One group's last logits (g, V), its head's keys/values per layer (kv_heads, head, d) and each member's
+        rest's: split (azr.rollout.prefill) where it applies, else through the masked prefill."""
+        if head and prefill.applies(self.decoder):
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            return prefill.group(self.decoder, prompts, head, pad)
+        g_logits, g_cache = self._prefill_group(prompts, head)
+        heads, rests = [], []
+        for src in g_cache.layers:
+            heads.append((src.keys[0, :, :head].clone(), src.values[0, :, :head].clone()))
+            span = src.keys.shape[2]
+            rests.append(
+                [
+                    (
+                        src.keys[row, :, span + head - len(p) :].clone(),
+                        src.values[row, :, span + head - len(p) :].clone(),
+                    )
+                    for row, p in enumerate(prompts)
+                ]
+            )
+        return g_logits, heads, rests
 
     def _store_ok(self) -> bool:
         return shared_kv.available() and self._plain_cache()

@@ -1,0 +1,125 @@
+"""A prompt group's prefill for the prompt store: the shared head once, then the members' rests attending to it.
+
+The plain way (``HFBackend._prefill_group``) copies the head's keys/values to every member and runs the rests
+left-padded through one masked attention call per layer, which computes the masked and padded scores too. Here the
+rests are right-padded and each layer's attention is :func:`azr.prefix_attention.prefix_attention`: all members'
+queries against the one head (dense, no mask, no copy) and each member causally against its own tokens (a real token
+never sees a pad to its right). Both run on azr's bf16 kernels where they apply (:mod:`azr.kernels`), else on
+PyTorch's flash kernel. The head itself runs as causal attention without a mask (:data:`CAUSAL_ATTENTION`).
+
+Only for Llama-style decoders that :func:`azr.rollout.lean.supports` (no logit soft-capping or other head-side
+extras: the last logits are the LM head of the last real position) with sdpa attention on a CPU; :func:`applies`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from azr.hfcompat import attention_implementation, with_cache
+from azr.prefix_attention import CAUSAL_ATTENTION, kernels_apply, prefix_attention, supported
+from azr.rollout import lean
+from azr.rollout.kvcache import DynamicCache
+
+try:
+    from transformers import AttentionInterface
+except ImportError:  # pragma: no cover - transformers without pluggable attention
+    AttentionInterface = None  # type: ignore[assignment,misc]
+
+__all__ = ["SPLIT", "applies", "group", "head_attention"]
+
+SPLIT = True  # False: the masked prefill of HFBackend._prefill_group for every group
+_SPLIT_NAME = "azr_prefill_split"
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+def _split_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    azr_heads: list[KV] | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    if azr_heads is None or attention_mask is not None or dropout:
+        raise RuntimeError(
+            f"the {_SPLIT_NAME} attention runs only in azr's prefill, without a mask or dropout"
+        )
+    head_key, head_value = azr_heads[module.layer_idx]
+    out = prefix_attention(query, key, value, head_key, head_value, scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+if AttentionInterface is not None:
+    AttentionInterface.register(_SPLIT_NAME, _split_attention)
+
+
+def _head_dim(config: Any) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def head_attention(decoder: Any) -> Any:
+    """A context for running a prompt head (one row, no padding) through ``decoder``: causal attention on azr's
+    kernels where they apply, else nothing changes."""
+    config = decoder.config
+    weight = decoder.get_input_embeddings().weight
+    if config._attn_implementation != "sdpa" or not kernels_apply(
+        weight.device, weight.dtype, _head_dim(config)
+    ):
+        return contextlib.nullcontext()
+    return attention_implementation(config, CAUSAL_ATTENTION)
+
+
+def applies(decoder: Any) -> bool:
+    """Whether :func:`group` can prefill for ``decoder`` (see the module docstring)."""
+    weight = decoder.get_input_embeddings().weight
+    return (
+        SPLIT
+        and AttentionInterface is not None
+        and decoder.config._attn_implementation == "sdpa"
+        and lean.supports(decoder)
+        and supported(weight)
+    )
+
+
+@torch.inference_mode()
+def group(
+    decoder: Any, prompts: list[list[int]], head: int, pad_id: int
+) -> tuple[torch.Tensor, list[KV], list[list[KV]]]:
+    """Prefill prompts sharing their first ``head`` tokens (``head`` >= 1, every rest >= 1 token): the last
+    logits (g, V), the head's keys/values per layer (kv_heads, head, d) and each member's rest's per layer."""
+    device = decoder.get_input_embeddings().weight.device
+    base, lm_head = decoder.model, decoder.lm_head
+    head_cache = DynamicCache(config=decoder.config)
+    with head_attention(decoder):
+        base(input_ids=torch.tensor([prompts[0][:head]], device=device), **with_cache(base, head_cache))
+    heads = [
+        (layer.keys[:, :, :head], layer.values[:, :, :head]) for layer in head_cache.layers
+    ]  # (1, kv, P, d)
+    rests = [p[head:] for p in prompts]
+    width = max(len(r) for r in rests)
+    ids = torch.full((len(rests), width), pad_id, dtype=torch.long)  # right-padded
+    for row, rest in enumerate(rests):
+        ids[row, : len(rest)] = torch.tensor(rest, dtype=torch.long)
+    positions = torch.arange(head, head + width, device=device).expand(len(rests), width)
+    rest_cache = DynamicCache(config=decoder.config)
+    with attention_implementation(decoder.config, _SPLIT_NAME):
+        hidden = base(
+            input_ids=ids.to(device), position_ids=positions, azr_heads=heads, **with_cache(base, rest_cache)
+        ).last_hidden_state  # (g, w, H)
+    last = torch.tensor([len(r) - 1 for r in rests], device=device)
+    logits = lm_head(hidden[torch.arange(len(rests), device=device), last])  # (g, V)
+    own = [
+        [
+            (layer.keys[row, :, : len(r)].clone(), layer.values[row, :, : len(r)].clone())
+            for row, r in enumerate(rests)
+        ]
+        for layer in rest_cache.layers
+    ]
+    return logits, [(k[0].clone(), v[0].clone()) for k, v in heads], own
