@@ -225,6 +225,30 @@ void gather_rows(const Shape& s, const uint16_t* x, const Task& t, uint16_t* dst
 }
 
 #if AZR_HAVE_BF16_DOT
+// One row of the forward's softmax over N columns (a multiple of 16), keys from `lim` on masked: writes the
+// unnormalised probabilities exp(s * scale - top) in bf16 (zero past `lim`), returns their sum and sets `top`.
+inline float softmax_row(const float* s, int64_t N, int64_t lim, float scale, uint16_t* p, float* top) {
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 vs = _mm512_set1_ps(scale);
+  __m512 most = _mm512_set1_ps(kNegInf);
+  for (int64_t j = 0; j < lim; j += 16) {
+    const __m512i col = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(j)));
+    const __mmask16 in = _mm512_cmplt_epi32_mask(col, _mm512_set1_epi32(static_cast<int32_t>(lim)));
+    most = _mm512_mask_max_ps(most, in, most, _mm512_mul_ps(_mm512_loadu_ps(s + j), vs));
+  }
+  *top = _mm512_reduce_max_ps(most);
+  const __m512 vt = _mm512_set1_ps(*top);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < N; j += 16) {
+    const __m512i col = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(j)));
+    const __mmask16 in = _mm512_cmplt_epi32_mask(col, _mm512_set1_epi32(static_cast<int32_t>(lim)));
+    const __m512 e = _mm512_maskz_mov_ps(in, exp_neg16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vs, vt)));
+    sum = _mm512_add_ps(sum, e);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j), (__m256i)_mm512_cvtneps_pbh(e));
+  }
+  return _mm512_reduce_add_ps(sum);
+}
+
 void forward(const Shape& s, const uint16_t* q, const Packed& pk, uint16_t* out, float* lse) {
   const auto all = tasks(s);
   const int64_t per_d = s.D * pk.Spad;
@@ -244,17 +268,8 @@ void forward(const Shape& s, const uint16_t* q, const Packed& pk, uint16_t* out,
           continue;
         }
         const int64_t lim = limit(s, t.r0 + r);
-        float top = kNegInf;
-#pragma omp simd reduction(max : top)
-        for (int64_t j = 0; j < lim; ++j) top = std::max(top, sr[j] * s.scale);
-        float total = 0.f;
-#pragma omp simd reduction(+ : total)
-        for (int64_t j = 0; j < lim; ++j) {
-          const float e = exp_neg(sr[j] * s.scale - top);
-          total += e;
-          pr[j] = to_bf16(e);
-        }
-        std::fill(pr + lim, pr + N, 0);
+        float top;
+        const float total = softmax_row(sr, N, lim, s.scale, pr, &top);
         inv[r] = 1.f / total;
         lse[row_offset(s, t.b, t.h, t.r0 + r) / s.D] = top + std::log(total);
       }
