@@ -480,14 +480,19 @@ def test_bf16_copy_holds_weights_only_while_generating(tiny, prompts):
 @pytest.mark.skipif(
     not packing_works(torch.bfloat16), reason="this torch build cannot pack bf16 linear weights"
 )
-def test_packed_bf16_decoding_gives_the_library_kernels_tokens(tiny, prompts, monkeypatch):
-    """Decoding on packed weights gives the library kernels' greedy tokens and log-probs (bit for bit where the
-    library's bf16 product is oneDNN's too, as on AVX512-BF16; within bf16 rounding elsewhere), and leaves the copy
-    as the backend expects it (weights freed, no patched layers)."""
+@pytest.mark.parametrize("azr_kernels", [False, True])
+def test_packed_bf16_decoding_gives_the_library_kernels_tokens(tiny, prompts, monkeypatch, azr_kernels):
+    """Decoding on packed weights (oneDNN's packing, or azr's own product where its kernels apply) gives the library
+    kernels' greedy tokens and log-probs (within bf16 rounding), and leaves the copy as the backend expects it
+    (weights freed, no patched layers)."""
+    if azr_kernels and linears._azr_kernels(torch.bfloat16) is None:
+        pytest.skip("azr's kernels need a C++ compiler and an AVX512-BF16 CPU")
+    monkeypatch.setattr(linears, "USE_AZR_KERNELS", azr_kernels)
     model, tok = tiny
     calls = []
-    packed_forward = linears._linear_packed
-    monkeypatch.setattr(linears, "_linear_packed", lambda m, x: calls.append(m) or packed_forward(m, x))
+    name = "_linear_azr" if azr_kernels else "_linear_packed"
+    packed_forward = getattr(linears, name)
+    monkeypatch.setattr(linears, name, lambda m, x: calls.append(m) or packed_forward(m, x))
     s = Sampling(temperature=0.0, max_new_tokens=6, stop=())
     runs = []
     for packed in (False, True):
@@ -517,8 +522,25 @@ def test_packed_linears_keep_a_weight_another_module_reads():
     want = head(inner(x))
     with packed_linears(model, torch.bfloat16, rows=3):
         assert inner.weight.numel() == 0 and embed.weight.numel() == 40
-        torch.testing.assert_close(head(inner(x)), want)
+        # within bf16 rounding: azr's product (where it applies) rounds before adding the bias
+        torch.testing.assert_close(head(inner(x)), want, atol=1e-2, rtol=2e-2)
     assert "forward" not in vars(inner) and "_azr_packed" not in vars(head)
+
+
+@pytest.mark.parametrize(("rows", "out", "inner"), [(1, 33, 64), (5, 100, 30), (13, 64, 576), (70, 250, 128)])
+def test_azr_bf16_linear_matches_an_fp32_product(rows, out, inner):
+    """azr's packed bf16 product (decode and prefill linears) against the fp32 product of the same bf16 operands:
+    within one bf16 rounding, for row counts around its 8-row blocks and widths off its 32-column tiles."""
+    kernels = linears._azr_kernels(torch.bfloat16)
+    if kernels is None:
+        pytest.skip("azr's kernels need a C++ compiler and an AVX512-BF16 CPU")
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, inner, generator=g).bfloat16()
+    w = torch.randn(out, inner, generator=g).bfloat16()
+    got = kernels.bf16_linear(x, kernels.bf16_pack_linear(w), out)
+    want = x.float() @ w.float().T
+    assert got.shape == (rows, out) and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=1e-2 * want.abs().max().item(), rtol=1e-2)
 
 
 def test_fp32_backend_shares_the_model(tiny):

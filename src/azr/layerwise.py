@@ -15,7 +15,10 @@ intermediate of every layer (about 1/16th for SmolLM2's shapes), and the fused a
 log-sum-exps (selective checkpointing, :data:`SAVE_ATTENTION`): the replay runs the layer without its attention, which
 was ~6 s of a 76 s default CPU update (+~85 MB at its peak, 2026-12-06). With sdpa on a CPU the member pass's
 attention is :mod:`azr.prefix_attention`'s split (:data:`SPLIT_ATTENTION`): the head part dense over all members'
-queries at once, the own part causal, no mask, no copy of the head per member.
+queries at once, the own part causal, no mask, no copy of the head per member. Where azr's bf16 attention kernels
+apply (:func:`azr.prefix_attention.kernels_apply`), the head pass and members without a head run causal attention
+through :func:`azr.prefix_attention.attention` too; the narrow key/value projections' outputs are kept as well
+(:data:`SAVE_KV_PROJECTIONS`).
 
 **Backward in stages.** A weight used twice in one backward pass gets its gradient added to ``.grad`` only once both
 uses have delivered theirs; until then the first waits in autograd's buffers. Each layer's weights serve the head pass

@@ -244,10 +244,14 @@ std::vector<torch::Tensor> bf16_attention_forward(torch::Tensor q, torch::Tensor
 std::vector<torch::Tensor> bf16_attention_backward(torch::Tensor grad, torch::Tensor q, torch::Tensor k,
                                                    torch::Tensor v, torch::Tensor out, torch::Tensor lse,
                                                    bool causal, double scale);
+torch::Tensor bf16_pack_linear(torch::Tensor w);
+torch::Tensor bf16_linear(torch::Tensor x, torch::Tensor packed, int64_t N);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("prompt_store_attention", &prompt_store_attention, "azr prompt-store decode attention (CPU)");
   m.def("bf16_attention_available", &bf16_attention_available, "whether the training attention kernels are built");
   m.def("bf16_attention_forward", &bf16_attention_forward, "azr bf16 attention forward: (out, lse)");
   m.def("bf16_attention_backward", &bf16_attention_backward, "azr bf16 attention backward: (dq, dk, dv)");
+  m.def("bf16_pack_linear", &bf16_pack_linear, "a linear weight in bf16_linear's layout");
+  m.def("bf16_linear", &bf16_linear, "x @ weight.T for a few rows of bf16, on a packed weight");
 }
