@@ -23,9 +23,10 @@ CPU only (PyTorch's CPU flash kernel returns the log-sum-exps and takes them bac
 (:mod:`azr.kernels`, ``attention.cpp``: forward and backward, grouped-query attention native) instead of PyTorch's
 flash kernel, whose block products go through MKL's bf16 GEMM; on CPUs MKL does not tune for (AMD EPYC here) that
 converts to fp32 first and the attention ran at 45-180 GFLOP/s against ~400 for the model's products. Measured on
-the 2-core AVX512-BF16 EPYC (2026-12-06), forward / backward: the head part (1744 queries x 753 keys, 9 x 64) 10.8 /
-38.6 ms against 20.1 / 51.4, a member's own part (4 x 394, causal) 3.3 / 12.7 against 11.8 / 27.7; errors against
-an fp32 reference equal or below the flash kernel's. :func:`attention` is the same for plain (causal or dense)
+the 2-core AVX512-BF16 EPYC (2026-12-06, one run), forward / backward: the head part (1744 queries x 753 keys, 9 x 64)
+10.6 / 24.6 ms against 20.3 / 52.8, a member's own part (4 x 394, causal) 3.0 / 8.7 against 12.5 / 29.7, a head
+pass (757, causal) 2.5 / 6.6 against 7.5 / 23.8; errors against an fp32 reference equal (output, query gradient) or
+2-3x below (key/value gradients) the flash kernel's. :func:`attention` is the same for plain (causal or dense)
 attention, the head pass's. ``USE_KERNELS = False`` keeps PyTorch's kernel.
 """
 

@@ -1,17 +1,24 @@
-"""Native CPU kernels for decoding, compiled once per machine on first use, with a pure-PyTorch path where they
-cannot be built.
+"""Native CPU kernels, compiled once per machine on first use, with a PyTorch path wherever they cannot be built.
 
-:func:`prompt_store_attention` is one decode step's attention over :mod:`azr.rollout.shared_kv`'s levels and tails in
-one C++ call (``prompt_store.cpp``): each shared entry's keys/values are streamed once for all the rows that read
-them, and the parts are merged through their log-sum-exps in the same pass. The PyTorch path spends most of a decode
-step's attention in three fused-attention calls per layer whose fixed costs dwarf the few kilobytes each reads:
-measured on the 2-core AVX512-BF16 box (2026-12-06), one layer of 12 proposal rows 1016-1094 against 340-349 us,
-28 solve rows 1362-1387 against 605-614 us, bf16.
+One extension, three parts:
 
-Building needs a C++ compiler and ``ninja`` (a dependency of azr); it takes about 30 s once, into PyTorch's
-extension cache (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), under a name that includes
-this CPU's instruction-set flags, since the code is compiled for the CPU it runs on (``-march=native``). Where the
-build fails, decoding warns once and keeps the PyTorch path; ``AZR_NATIVE_KERNELS=0`` skips the build.
+- ``prompt_store_attention`` (``prompt_store.cpp``): one decode step's attention over :mod:`azr.rollout.shared_kv`'s
+  levels and tails in one call: each shared entry's keys/values are streamed once for all the rows that read them,
+  and the parts are merged through their log-sum-exps in the same pass. The PyTorch path spends most of a decode
+  step's attention in three fused-attention calls per layer whose fixed costs dwarf the few kilobytes each reads:
+  measured on the 2-core AVX512-BF16 box (2026-12-06), one layer of 12 proposal rows 1016-1094 against 340-349 us,
+  28 solve rows 1362-1387 against 605-614 us, bf16.
+- ``bf16_attention_forward`` / ``bf16_attention_backward`` (``attention.cpp``): training and prefill attention in
+  bf16 on AVX512-BF16 dot products, used through :mod:`azr.prefix_attention` (see there for why and how fast).
+- ``bf16_linear`` / ``bf16_pack_linear`` (``attention.cpp``): a few rows times a packed weight, the decode and
+  prefill linears of :func:`azr.rollout.linears.packed_linears`.
+
+The ``attention.cpp`` parts exist where the compiler targets AVX512-BF16 (``bf16_attention_available()``); elsewhere
+their callers keep PyTorch's kernels. Building needs a C++ compiler and ``ninja`` (a dependency of azr); it takes
+about 40 s once, into PyTorch's extension cache (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``),
+under a name that includes this CPU's instruction-set flags, since the code is compiled for the CPU it runs on
+(``-march=native``). Where the build fails, azr warns once and keeps the PyTorch paths; ``AZR_NATIVE_KERNELS=0``
+skips the build.
 """
 
 from __future__ import annotations
@@ -97,9 +104,9 @@ def native_kernels() -> Any | None:
     # No compiler, no ninja, no headers, a failed build: decoding still works without the kernel.
     except Exception as e:
         msg = (
-            f"azr: could not build the native decode attention kernel ({type(e).__name__}: {str(e)[:200]}); "
-            "decoding uses the slower PyTorch path. Install a C++ compiler and ninja, or set AZR_NATIVE_KERNELS=0 "
-            "to skip this build."
+            f"azr: could not build the native kernels ({type(e).__name__}: {str(e)[:200]}); "
+            "decoding and training use the slower PyTorch paths. Install a C++ compiler and ninja, or set "
+            "AZR_NATIVE_KERNELS=0 to skip this build."
         )
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
         log.warning(msg)
