@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from azr import layerwise
 from azr.algo import ppo_clip_loss
@@ -268,34 +269,35 @@ def layerwise_sdpa_trainer(train: TrainingConfig) -> Trainer:
     return Trainer(model, tok, train, ALGO, ModelConfig(gradient_checkpointing=True))
 
 
+class OpCounter(TorchDispatchMode):
+    """Counts the dispatched operators for which ``match(func, args)`` holds, while active."""
+
+    def __init__(self, match) -> None:
+        super().__init__()
+        self.match, self.count = match, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += bool(self.match(func, args))
+        return func(*args, **(kwargs or {}))
+
+
 def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
     """Selective checkpointing: the backward recomputes each layer but not its attention kernel, whose outputs the
     forward kept (without it, the kernel runs again for the head's and the members' pass through 2 layers; the
     members' attention is azr's split operator on a CPU)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from azr import layerwise
     from azr.prefix_attention import OP
 
     kernels = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default, OP}
-
-    class Count(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.flash = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.flash += func in kernels
-            return func(*args, **(kwargs or {}))
 
     runs = {}
     for save in (False, True):
         monkeypatch.setattr(layerwise, "SAVE_ATTENTION", save)
         trainer = layerwise_sdpa_trainer(TRAIN)
         logp, _ = trainer._token_stats(next(iter(trainer._micro_batches(shared_head_batch()))), False)
-        with Count() as count:
+        with OpCounter(lambda func, args: func in kernels) as count:
             trainer._backward(logp.sum())
-        runs[save] = (count.flash, trainer.model.model.layers[0].self_attn.q_proj.weight.grad)
+        runs[save] = (count.count, trainer.model.model.layers[0].self_attn.q_proj.weight.grad)
     assert runs[False][0] == 4 and runs[True][0] == 0
     torch.testing.assert_close(runs[True][1], runs[False][1])
 
@@ -305,28 +307,19 @@ def test_layerwise_checkpointing_keeps_the_narrow_kv_projections(monkeypatch):
     attention), whose outputs the forward kept, for the head's and the members' pass through 2 layers; the MLP's
     down projection is not recomputed either way (the recompute stops at the last tensor backward needs). Same
     gradients."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from azr import layerwise
 
-    class Count(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.kv = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten.mm.default:
-                self.kv += (args[0].shape[1], args[1].shape[1]) == (64, 32)
-            return func(*args, **(kwargs or {}))
+    def kv_product(func, args):
+        return func is torch.ops.aten.mm.default and (args[0].shape[1], args[1].shape[1]) == (64, 32)
 
     runs = {}
     for keep in (False, True):
         monkeypatch.setattr(layerwise, "SAVE_KV_PROJECTIONS", keep)
         trainer = layerwise_sdpa_trainer(TRAIN)
         logp, _ = trainer._token_stats(next(iter(trainer._micro_batches(shared_head_batch()))), False)
-        with Count() as count:
+        with OpCounter(kv_product) as count:
             trainer._backward(logp.sum())
-        runs[keep] = (count.kv, [p.grad.clone() for p in trainer.model.parameters()])
+        runs[keep] = (count.count, [p.grad.clone() for p in trainer.model.parameters()])
     assert runs[False][0] == 2 * 2 * 2 and runs[True][0] == 0
     for kept, recomputed in zip(runs[True][1], runs[False][1]):
         torch.testing.assert_close(kept, recomputed)
@@ -411,22 +404,11 @@ def test_update_on_azr_attention_kernels_under_bf16_autocast(monkeypatch):
     """Head size 64 under bf16 autocast: the head pass, the members' split attention and the loner's causal pass
     run on azr's kernels (azr.prefix_attention), kept by the checkpoint rather than run again in backward, and the
     gradients equal PyTorch's flash kernel's up to bf16 rounding."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from azr import prefix_attention as pa
 
     if not pa.kernels_apply(torch.device("cpu"), torch.bfloat16, 64):
         pytest.skip("azr's attention kernels need a C++ compiler and an AVX512-BF16 CPU")
     ops = {pa.PLAIN_OP, pa.OP}
-
-    class Count(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.calls = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.calls += func in ops
-            return func(*args, **(kwargs or {}))
 
     batch = shared_head_batch(temperature=0.7)
     train = dataclasses.replace(TRAIN, bf16_autocast=True, micro_batch_size=3, share_prefix=True)
@@ -437,9 +419,9 @@ def test_update_on_azr_attention_kernels_under_bf16_autocast(monkeypatch):
         model.config._attn_implementation = "sdpa"
         trainer = Trainer(model, tok, train, ALGO, ModelConfig(gradient_checkpointing=True))
         captured = capture_grads(trainer)
-        with Count() as count:
+        with OpCounter(lambda func, args: func in ops) as count:
             assert trainer.step(batch)["skipped"] == 0.0
-        grads[use], calls[use] = torch.cat([g.flatten() for g in captured.values()]), count.calls
+        grads[use], calls[use] = torch.cat([g.flatten() for g in captured.values()]), count.count
     # 3 micro-batches x 2 layers: a head pass and a member pass each for the two groups, one member pass for the loner
     assert calls[True] == 2 * (2 * 2 + 1) and calls[False] == 2 * 2
     assert (grads[True] - grads[False]).norm() <= 0.03 * grads[False].norm()
