@@ -10,10 +10,10 @@ One extension, three parts:
   28 solve rows 1362-1387 against 605-614 us, bf16.
 - ``bf16_attention_forward`` / ``bf16_attention_backward`` (``attention.cpp``): training and prefill attention in
   bf16 on AVX512-BF16 dot products, used through :mod:`azr.prefix_attention` (see there for why and how fast).
-- ``bf16_linear`` / ``bf16_pack_linear`` (``attention.cpp``): a few rows times a packed weight, the decode and
+- ``bf16_linear`` / ``bf16_pack_linear`` (``linear.cpp``): a few rows times a packed weight, the decode and
   prefill linears of :func:`azr.rollout.linears.packed_linears`.
 
-The ``attention.cpp`` parts exist where the compiler targets AVX512-BF16 (``bf16_attention_available()``); elsewhere
+The last two exist where the compiler targets AVX512-BF16 (``bf16_attention_available()``); elsewhere
 their callers keep PyTorch's kernels. Building needs a C++ compiler and ``ninja`` (a dependency of azr); it takes
 about 40 s once, into PyTorch's extension cache (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``),
 under a name that includes this CPU's instruction-set flags, since the code is compiled for the CPU it runs on
@@ -37,11 +37,9 @@ __all__ = ["native_kernels"]
 
 log = logging.getLogger(__name__)
 _DIR = Path(__file__).parent
-_SOURCES = [
-    _DIR / "prompt_store.cpp",
-    _DIR / "attention.cpp",
-]  # one extension; the module is bound in the first
-_HEADERS = [_DIR / "common.h"]
+# One extension; prompt_store.cpp binds the module's functions.
+_SOURCES = [_DIR / "prompt_store.cpp", _DIR / "attention.cpp", _DIR / "linear.cpp"]
+_HEADERS = [_DIR / "common.h", _DIR / "bf16_gemm.h"]
 _FLAGS = [
     "-O3",
     "-march=native",
@@ -97,7 +95,7 @@ def native_kernels() -> Any | None:
         name = f"azr_kernels_{_cpu_tag()}"
         root = Path(cpp_extension._get_build_directory(name, False))  # honours TORCH_EXTENSIONS_DIR
         if not any(root.glob("*.so")):
-            log.warning("compiling azr's attention kernels for this CPU (once, about 40 s)")
+            log.warning("compiling azr's CPU kernels for this machine (once, about 40 s)")
         return cpp_extension.load(
             name, [str(f) for f in _SOURCES], extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"], verbose=False
         )
