@@ -57,28 +57,32 @@ _FORWARD = getattr(_ATEN, "_scaled_dot_product_flash_attention_for_cpu", None)
 _BACKWARD = getattr(_ATEN, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
 
 
-USE_KERNELS = True
+USE_KERNELS = True  # False: PyTorch's flash kernel even where azr's kernels apply
+
+
+def _kernels(device: torch.device, dtype: torch.dtype, head_dim: int) -> Any | None:
+    """azr's compiled kernels where they run (bf16, heads a multiple of 32, a CPU build with AVX512-BF16)."""
+    if not USE_KERNELS or device.type != "cpu" or dtype != torch.bfloat16 or head_dim % 32:
+        return None
+    from azr.kernels import native_kernels
+
+    module = native_kernels()
+    return module if module is not None and module.bf16_attention_available() else None
 
 
 def kernels_apply(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
     """Whether azr's own attention kernels run for queries on ``device`` in ``dtype`` with heads of ``head_dim``
     (bf16, a multiple of 32, on a CPU whose build has AVX512-BF16)."""
-    if not USE_KERNELS or device.type != "cpu" or dtype != torch.bfloat16 or head_dim % 32:
-        return False
-    from azr.kernels import native_kernels
-
-    module = native_kernels()
-    return module is not None and module.bf16_attention_available()
+    return _kernels(device, dtype, head_dim) is not None
 
 
 def _forward(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, causal: bool, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(output, log-sum-exps) of one attention call, azr's kernel where it applies, else PyTorch's flash kernel."""
-    if kernels_apply(query.device, query.dtype, query.shape[-1]):
-        from azr.kernels import native_kernels
-
-        out, lse = native_kernels().bf16_attention_forward(
+    kernels = _kernels(query.device, query.dtype, query.shape[-1])
+    if kernels is not None:
+        out, lse = kernels.bf16_attention_forward(
             query.contiguous(), key.contiguous(), value.contiguous(), causal, scale
         )
         return out, lse
@@ -99,10 +103,9 @@ def _backward_call(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) of one attention call given its output and log-sum-exps. ``repeat_kv``: on PyTorch's kernel,
     repeat the keys/values to every query head and sum afterwards (faster there for a small dense key set)."""
-    if kernels_apply(query.device, query.dtype, query.shape[-1]):
-        from azr.kernels import native_kernels
-
-        dq, dk, dv = native_kernels().bf16_attention_backward(
+    kernels = _kernels(query.device, query.dtype, query.shape[-1])
+    if kernels is not None:
+        dq, dk, dv = kernels.bf16_attention_backward(
             grad.contiguous(), query.contiguous(), key.contiguous(), value.contiguous(), out.contiguous(),
             lse.contiguous(), causal, scale,
         )  # fmt: skip
