@@ -19,10 +19,11 @@ moments, plus the whole weights gathered between updates for generation (in bf16
 Activations of one micro-batch (``training.micro_batch_size`` sequences of up to ``max_prompt_tokens +
 max_new_tokens`` tokens, 2-byte activations under bf16 autocast, attention without the quadratic term as in SDPA):
 about ``34 * H`` bytes per token and layer (Korthikanti et al. 2022, arXiv 2205.05198), ``2 * H`` with gradient
-checkpointing (one layer's worth recomputed) plus ``2 * H`` for the attention output the checkpoint keeps and 2 bytes
-per output of the narrow key/value projections it keeps (:func:`azr.layerwise.kept_kv_width`), plus the fp32 logits of the
-reply tokens (``4 * V`` bytes each, twice for the backward; with checkpointing one tile of 128 tokens by 4096
-vocabulary entries at a time, and one block's 2-byte logit gradients for all of them). It is an estimate for a start-up check, not a measurement: it ignores allocator slack.
+checkpointing (one layer's worth recomputed) plus ``2 * H`` for the attention output the checkpoint keeps and 2
+bytes per output of the narrow key/value projections it keeps (:func:`azr.layerwise.kept_kv_width`), plus the fp32
+logits of the reply tokens (``4 * V`` bytes each, twice for the backward; with checkpointing one tile of 128 tokens
+by 4096 vocabulary entries at a time, and one block's 2-byte logit gradients for all of them). It is an estimate
+for a start-up check, not a measurement: it ignores allocator slack.
 
 On CUDA the check raises :class:`AzrError` when the estimate plus the vLLM share
 (``rollout.vllm_gpu_memory_utilization`` of the GPU) exceeds the free memory (``torch.cuda.mem_get_info``). On a
