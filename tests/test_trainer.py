@@ -192,8 +192,10 @@ def test_layerwise_checkpointing_keeps_shared_heads_and_the_exact_gradient(attn,
     batch = shared_head_batch(temperature=0.7)
     algo = AlgorithmConfig(entropy_coef=entropy)
     split = []  # member layers run through the split attention (azr.prefix_attention), sdpa on a CPU
-    real = layerwise.prefix_attention
-    monkeypatch.setattr(layerwise, "prefix_attention", lambda *a: split.append(1) or real(*a))
+    from azr import prefix_attention as pa
+
+    real = pa.prefix_attention
+    monkeypatch.setattr(pa, "prefix_attention", lambda *a: split.append(1) or real(*a))
     runs = []
     for ckpt in (False, True):
         model, tok = tiny_model()

@@ -48,7 +48,8 @@ from azr.hfcompat import attention_implementation
 from azr.prefix_attention import CAUSAL_ATTENTION as _PLAIN
 from azr.prefix_attention import OP as prefix_attention_op
 from azr.prefix_attention import PLAIN_OP as plain_attention_op
-from azr.prefix_attention import autocast_dtype, kernels_apply, prefix_attention
+from azr.prefix_attention import SPLIT_ATTENTION as _SPLIT
+from azr.prefix_attention import kernels_apply
 from azr.prefix_attention import supported as split_supported
 
 try:
@@ -167,35 +168,6 @@ def _run_layer(
     else:
         out = layer(hidden, attention_mask=mask, **kwargs)
     return out[0] if isinstance(out, tuple) else out
-
-
-_SPLIT = "azr_prefix_split"
-
-
-def _split_attention(
-    module: Any,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    azr_head: tuple[torch.Tensor, torch.Tensor] | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """A member layer's attention as :func:`azr.prefix_attention.prefix_attention` (head part and own causal part
-    merged), switched on by :func:`_run_layer` for that layer's call only."""
-    if azr_head is None or dropout:
-        raise RuntimeError(f"the {_SPLIT} attention runs only in azr's member pass, without dropout")
-    dtype = autocast_dtype(query)
-    query, key, value, head_key, head_value = (t.to(dtype) for t in (query, key, value, *azr_head))
-    out = prefix_attention(query, key, value, head_key, head_value, scaling)
-    # (b, L, heads, d), as transformers' attention functions return it
-    return out.transpose(1, 2).contiguous(), None
-
-
-if AttentionInterface is not None:
-    AttentionInterface.register(_SPLIT, _split_attention)
 
 
 def _head_layer(

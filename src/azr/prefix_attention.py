@@ -45,6 +45,7 @@ __all__ = [
     "CAUSAL_ATTENTION",
     "OP",
     "PLAIN_OP",
+    "SPLIT_ATTENTION",
     "attention",
     "autocast_dtype",
     "kernels_apply",
@@ -276,30 +277,60 @@ def autocast_dtype(query: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
 
 
-# A transformers attention function: causal attention without a mask through :func:`attention`, for a model's
-# calls where no token is padding (the trainer's head pass and members without a head, the sampler's prompt heads).
-# transformers builds no mask for a registered function it does not know.
+# transformers attention functions (plugged in with azr.hfcompat.attention_implementation around the calls that need
+# them; transformers builds no mask for a registered function it does not know):
+# - CAUSAL_ATTENTION: causal attention without a mask through :func:`attention`, for calls where no token is padding
+#   (the trainer's head pass and members without a head, the sampler's prompt heads);
+# - SPLIT_ATTENTION: members after a shared head through :func:`prefix_attention`, the head's keys/values given as
+#   ``azr_head=(key, value)`` (one layer's call) or ``azr_heads=[(key, value) per layer]`` (a whole model's).
 CAUSAL_ATTENTION = "azr_causal"
+SPLIT_ATTENTION = "azr_prefix_split"
 
 
-def _causal_attention(
+def _transformers_attention(name: str, fn: Any) -> Any:
+    """``fn(module, query, key, value, scaling, **kwargs)`` -> (b, H, L, d) as a transformers attention function:
+    no mask or dropout, inputs cast to the dtype sdpa would run in, output (b, L, H, d)."""
+
+    def call(
+        module: Any,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float | None = None,
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]:
+        if attention_mask is not None or dropout:
+            raise RuntimeError(f"the {name} attention runs only without a mask or dropout")
+        dtype = autocast_dtype(query)
+        out = fn(module, query.to(dtype), key.to(dtype), value.to(dtype), scaling, **kwargs)
+        return out.transpose(1, 2).contiguous(), None
+
+    return call
+
+
+def _causal(module: Any, query: Any, key: Any, value: Any, scaling: Any, **kwargs: Any) -> torch.Tensor:
+    return attention(query, key, value, True, scaling)
+
+
+def _split(
     module: Any,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
+    scaling: float | None,
+    azr_head: tuple[torch.Tensor, torch.Tensor] | None = None,
+    azr_heads: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    if attention_mask is not None or dropout:
-        raise RuntimeError(f"the {CAUSAL_ATTENTION} attention runs only without a mask or dropout")
-    dtype = autocast_dtype(query)
-    out = attention(query.to(dtype), key.to(dtype), value.to(dtype), True, scaling)
-    return out.transpose(
-        1, 2
-    ).contiguous(), None  # (b, L, heads, d), as transformers' attention functions return
+) -> torch.Tensor:
+    head = azr_head if azr_head is not None else None if azr_heads is None else azr_heads[module.layer_idx]
+    if head is None:
+        raise RuntimeError(f"the {SPLIT_ATTENTION} attention needs the shared head's keys/values")
+    head_key, head_value = (t.to(query.dtype) for t in head)
+    return prefix_attention(query, key, value, head_key, head_value, scaling)
 
 
 if AttentionInterface is not None:
-    AttentionInterface.register(CAUSAL_ATTENTION, _causal_attention)
+    AttentionInterface.register(CAUSAL_ATTENTION, _transformers_attention(CAUSAL_ATTENTION, _causal))
+    AttentionInterface.register(SPLIT_ATTENTION, _transformers_attention(SPLIT_ATTENTION, _split))

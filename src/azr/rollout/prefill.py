@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from azr.hfcompat import attention_implementation, with_cache
-from azr.prefix_attention import CAUSAL_ATTENTION, kernels_apply, prefix_attention, supported
+from azr.prefix_attention import CAUSAL_ATTENTION, SPLIT_ATTENTION, kernels_apply, supported
 from azr.rollout import lean
 from azr.rollout.kvcache import DynamicCache
 
@@ -31,33 +31,7 @@ except ImportError:  # pragma: no cover - transformers without pluggable attenti
 __all__ = ["SPLIT", "applies", "group", "head_attention"]
 
 SPLIT = True  # False: the masked prefill of HFBackend._prefill_group for every group
-_SPLIT_NAME = "azr_prefill_split"
-
 KV = tuple[torch.Tensor, torch.Tensor]
-
-
-def _split_attention(
-    module: Any,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    azr_heads: list[KV] | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    if azr_heads is None or attention_mask is not None or dropout:
-        raise RuntimeError(
-            f"the {_SPLIT_NAME} attention runs only in azr's prefill, without a mask or dropout"
-        )
-    head_key, head_value = azr_heads[module.layer_idx]
-    out = prefix_attention(query, key, value, head_key, head_value, scaling)
-    return out.transpose(1, 2).contiguous(), None
-
-
-if AttentionInterface is not None:
-    AttentionInterface.register(_SPLIT_NAME, _split_attention)
 
 
 def _head_dim(config: Any) -> int:
@@ -109,7 +83,7 @@ def group(
         ids[row, : len(rest)] = torch.tensor(rest, dtype=torch.long)
     positions = torch.arange(head, head + width, device=device).expand(len(rests), width)
     rest_cache = DynamicCache(config=decoder.config)
-    with attention_implementation(decoder.config, _SPLIT_NAME):
+    with attention_implementation(decoder.config, SPLIT_ATTENTION):
         hidden = base(
             input_ids=ids.to(device), position_ids=positions, azr_heads=heads, **with_cache(base, rest_cache)
         ).last_hidden_state  # (g, w, H)
