@@ -235,11 +235,7 @@ class HFBackend:
 
     def _left_padded(self, prompts: list[list[int]], width: int) -> torch.Tensor:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)  # (U, P)
-        for u, p in enumerate(prompts):
-            if p:
-                ids[u, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        return ids.to(self._device())
+        return prefill.padded(prompts, width, pad, left=True).to(self._device())
 
     def _forward_padded(
         self, prompts: list[list[int]], width: int, mask: torch.Tensor, positions: torch.Tensor, cache: Any
@@ -270,35 +266,6 @@ class HFBackend:
         if DynamicCache is None:
             return False
         return all(type(layer) is DynamicLayer for layer in DynamicCache(config=self.decoder.config).layers)
-
-    def _prefill_group(self, prompts: list[list[int]], head: int) -> tuple[torch.Tensor, Any]:
-        """Run the shared first ``head`` tokens once, then every prompt's rest (left-padded) against them."""
-        group_cache = DynamicCache(config=self.decoder.config)
-        device = self._device()
-        if head:
-            with prefill.head_attention(self.decoder):
-                self.decoder(
-                    input_ids=torch.tensor([prompts[0][:head]], device=device),
-                    **with_cache(self.decoder, group_cache),
-                    logits_to_keep=1,
-                )
-            group_cache.batch_repeat_interleave(len(prompts))
-        rest = [p[head:] for p in prompts]
-        w = max(len(r) for r in rest)
-        mask = torch.zeros((len(rest), head + w), dtype=torch.long)  # (g, head + w)
-        mask[:, :head] = 1
-        for row, r in enumerate(rest):
-            mask[row, head + w - len(r) :] = 1
-        mask = mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]  # (g, w)
-        out = self.decoder(
-            input_ids=self._left_padded(rest, w),
-            attention_mask=mask,
-            position_ids=positions,
-            **with_cache(self.decoder, group_cache),
-            logits_to_keep=1,
-        )
-        return out.logits[:, -1], group_cache
 
     @torch.inference_mode()
     def _decode_chunk(
@@ -411,24 +378,10 @@ class HFBackend:
     ) -> tuple[torch.Tensor, list[prefill.KV], list[list[prefill.KV]]]:
         """One group's last logits (g, V), its head's keys/values per layer (kv_heads, head, d) and each member's
         rest's: split (azr.rollout.prefill) where it applies, else through the masked prefill."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         if head and prefill.applies(self.decoder):
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
             return prefill.group(self.decoder, prompts, head, pad)
-        g_logits, g_cache = self._prefill_group(prompts, head)
-        heads, rests = [], []
-        for src in g_cache.layers:
-            heads.append((src.keys[0, :, :head].clone(), src.values[0, :, :head].clone()))
-            span = src.keys.shape[2]
-            rests.append(
-                [
-                    (
-                        src.keys[row, :, span + head - len(p) :].clone(),
-                        src.values[row, :, span + head - len(p) :].clone(),
-                    )
-                    for row, p in enumerate(prompts)
-                ]
-            )
-        return g_logits, heads, rests
+        return prefill.masked_group(self.decoder, prompts, head, pad)
 
     def _store_ok(self) -> bool:
         return shared_kv.available() and self._plain_cache()

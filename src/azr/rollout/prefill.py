@@ -1,6 +1,6 @@
 """A prompt group's prefill for the prompt store: the shared head once, then the members' rests attending to it.
 
-The plain way (``HFBackend._prefill_group``) copies the head's keys/values to every member and runs the rests
+The plain way (:func:`masked_group`) copies the head's keys/values to every member and runs the rests
 left-padded through one masked attention call per layer, which computes the masked and padded scores too. Here the
 rests are right-padded and each layer's attention is :func:`azr.prefix_attention.prefix_attention`: all members'
 queries against the one head (dense, no mask, no copy) and each member causally against its own tokens (a real token
@@ -28,9 +28,9 @@ try:
 except ImportError:  # pragma: no cover - transformers without pluggable attention
     AttentionInterface = None  # type: ignore[assignment,misc]
 
-__all__ = ["SPLIT", "applies", "group", "head_attention"]
+__all__ = ["SPLIT", "applies", "group", "head_attention", "masked_group", "padded"]
 
-SPLIT = True  # False: the masked prefill of HFBackend._prefill_group for every group
+SPLIT = True  # False: masked_group for every group
 KV = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -78,14 +78,12 @@ def group(
     ]  # (1, kv, P, d)
     rests = [p[head:] for p in prompts]
     width = max(len(r) for r in rests)
-    ids = torch.full((len(rests), width), pad_id, dtype=torch.long)  # right-padded
-    for row, rest in enumerate(rests):
-        ids[row, : len(rest)] = torch.tensor(rest, dtype=torch.long)
+    ids = padded(rests, width, pad_id, left=False).to(device)
     positions = torch.arange(head, head + width, device=device).expand(len(rests), width)
     rest_cache = DynamicCache(config=decoder.config)
     with attention_implementation(decoder.config, SPLIT_ATTENTION):
         hidden = base(
-            input_ids=ids.to(device), position_ids=positions, azr_heads=heads, **with_cache(base, rest_cache)
+            input_ids=ids, position_ids=positions, azr_heads=heads, **with_cache(base, rest_cache)
         ).last_hidden_state  # (g, w, H)
     last = torch.tensor([len(r) - 1 for r in rests], device=device)
     logits = lm_head(hidden[torch.arange(len(rests), device=device), last])  # (g, V)
@@ -97,3 +95,56 @@ def group(
         for layer in rest_cache.layers
     ]
     return logits, [(k[0].clone(), v[0].clone()) for k, v in heads], own
+
+
+@torch.inference_mode()
+def masked_group(
+    decoder: Any, prompts: list[list[int]], head: int, pad_id: int
+) -> tuple[torch.Tensor, list[KV], list[list[KV]]]:
+    """:func:`group` for any decoder (``head`` may be 0): the head once, its keys/values copied to every member, then
+    the rests left-padded through one masked attention call per layer."""
+    device = decoder.get_input_embeddings().weight.device
+    cache = DynamicCache(config=decoder.config)
+    if head:
+        with head_attention(decoder):
+            decoder(
+                input_ids=torch.tensor([prompts[0][:head]], device=device),
+                **with_cache(decoder, cache),
+                logits_to_keep=1,
+            )
+        cache.batch_repeat_interleave(len(prompts))
+    rests = [p[head:] for p in prompts]
+    width = max(len(r) for r in rests)
+    mask = torch.zeros((len(rests), head + width), dtype=torch.long)  # (g, head + w)
+    mask[:, :head] = 1
+    for row, rest in enumerate(rests):
+        mask[row, head + width - len(rest) :] = 1
+    mask = mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]  # (g, w)
+    out = decoder(
+        input_ids=padded(rests, width, pad_id, left=True).to(device),
+        attention_mask=mask,
+        position_ids=positions,
+        **with_cache(decoder, cache),
+        logits_to_keep=1,
+    )
+    span = head + width
+    heads = [(layer.keys[0, :, :head].clone(), layer.values[0, :, :head].clone()) for layer in cache.layers]
+    own = [
+        [
+            (layer.keys[row, :, span - len(r) :].clone(), layer.values[row, :, span - len(r) :].clone())
+            for row, r in enumerate(rests)
+        ]
+        for layer in cache.layers
+    ]
+    return out.logits[:, -1], heads, own
+
+
+def padded(rows: list[list[int]], width: int, pad_id: int, left: bool) -> torch.Tensor:
+    """(len(rows), width) token ids, each row padded with ``pad_id`` on the left or the right."""
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            start = width - len(row) if left else 0
+            ids[i, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
+    return ids
