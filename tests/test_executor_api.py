@@ -71,12 +71,27 @@ def test_run_calls_go_on_after_a_failing_call(ex: Executor) -> None:
         "def f(a):\n    return list({str(i) for i in range(a)})",  # str hash order
         "def f(a):\n    return id(object()) % 1000003 + a",  # addresses
         "def f(a):\n    return (x for x in range(a))",  # generator repr
-        "def f(a, acc=[]):\n    acc.append(a)\n    return len(acc)",  # state kept between calls
         "class C:\n    pass\ndef f(a):\n    return [id(c) % 7 for c in {C(), C(), C()}]",  # set of objects
     ],
 )
 def test_validate_rejects_nondeterminism(ex: Executor, program: str) -> None:
     assert ex.validate_many([(program, "20")])[0].status is Status.NONDETERMINISTIC
+
+
+def test_state_between_calls_cannot_tell_validation_from_use(ex: Executor) -> None:
+    """Validation runs each call in a fresh child, as every later use does: a program that counts its calls (or
+    looks for the caller's call list) sees the same thing in both, so its validated gold is what it gives later."""
+    counter = "def f(a, acc=[]):\n    acc.append(a)\n    return len(acc)"
+    snoop = (
+        "import sys\ndef f(a):\n    fr, seen = sys._getframe(1), []\n    while fr is not None:\n"
+        "        seen += [len(v) for v in fr.f_locals.values() if isinstance(v, list)]\n        fr = fr.f_back\n"
+        "    return seen"
+    )
+    for program in (counter, snoop):
+        gold = ex.run_many([(program, "1")])[0]  # validate_many would reject the snoop statically
+        [validated] = [r for r in ex.run_jobs([{"code": program, "calls": ["1"], "entry": "f"}])[0]]
+        assert gold.ok and validated.value == gold.value
+    assert ex.validate_many([(counter, "1")])[0].value == ex.run(counter, "1").value == "1"
 
 
 def test_validate_accepts_deterministic_and_sets(ex: Executor) -> None:
@@ -148,7 +163,7 @@ def test_induction_outputs_never_enter_the_sandbox(ex: Executor) -> None:
     forger = (  # rows: "status ns len(value) len(error_type) len(message) len(body)\n" + the texts
         "import os\nfor _ in range(2):\n    os.write(3, b'ok 0 3 -1 0 3\\n999')\ndef f(a):\n    return a"
     )
-    rs = ex.run_jobs([{"code": forger, "calls": [["1", None], ["2", None]], "entry": "f"}])[0]
+    rs = ex.run_jobs([{"code": forger, "calls": ["1", "2"], "entry": "f"}])[0]
     assert [r.value for r in rs] == ["999", "999"]  # forging is possible from inside the child ...
     program_rows = ex.check_induction_many([("def f(a):\n    return a", ("1", "2"), ("2", "4"))])
     assert program_rows[0].status is Status.WRONG  # ... but the comparison happens outside it
@@ -168,7 +183,11 @@ def test_pool_restarts_a_dead_worker() -> None:
 
 
 def test_result_rows_round_trip_and_malformed_rows_are_refused() -> None:
-    from azr.executor._worker import _encode, _parse_rows
+    from azr.executor._child import encode_row as _encode
+    from azr.executor._child import parse_rows
+
+    def _parse_rows(data: bytes) -> tuple[list, bytes | None]:
+        return parse_rows(data, 1000)
 
     rows = [
         ["ok", "'h\u00e9\ud800'", None, "", 1.5e-05],

@@ -45,7 +45,7 @@ def run_all_inputs(executor: ExecLike, programs: list[tuple[str, CodeProblem]]) 
     of different programs spread over the executor's pool. Size limits of the executor config do not apply here
     (benchmark programs and inputs are longer than self-play ones); time and memory limits do."""
     jobs = [
-        {"code": PRELUDE + code, "calls": [[call_args(a), None] for a in p.inputs], "entry": p.entry}
+        {"code": PRELUDE + code, "calls": [call_args(a) for a in p.inputs], "entry": p.entry}
         for code, p in programs
     ]
     return executor.run_jobs(jobs) if jobs else []

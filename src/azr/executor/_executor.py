@@ -117,7 +117,7 @@ class Executor:
         """Many independent runs, spread over the pool."""
         out: list[ExecResult | None] = [self._too_big(p, [i]) for p, i in items]
         todo = [k for k, r in enumerate(out) if r is None]
-        jobs = [{"code": items[k][0], "calls": [[items[k][1], None]], "entry": entry} for k in todo]
+        jobs = [{"code": items[k][0], "calls": [items[k][1]], "entry": entry} for k in todo]
         for k, rows in zip(todo, self.run_jobs(jobs)):
             out[k] = rows[0]
         return out  # type: ignore[return-value]
@@ -134,7 +134,7 @@ class Executor:
             return [too_big] * len(inputs)
         if not inputs:
             return []
-        return self.run_jobs([{"code": program, "calls": [[i, None] for i in inputs], "entry": entry}])[0]
+        return self.run_jobs([{"code": program, "calls": list(inputs), "entry": entry}])[0]
 
     def trace_many(self, items: Sequence[tuple[str, str]], max_lines: int = 12) -> list[str | None]:
         """An execution trace of ``f(<input>)`` for each (program, input), written in the sandbox (see
@@ -144,7 +144,7 @@ class Executor:
         jobs = [
             {
                 "code": traced_program(items[k][0], max_lines),
-                "calls": [[items[k][1], None]],
+                "calls": [items[k][1]],
                 "entry": TRACE_ENTRY,
             }
             for k in todo
@@ -155,20 +155,19 @@ class Executor:
         return out
 
     def validate_many(self, items: Sequence[tuple[str, str]], entry: str = "f") -> list[ExecResult]:
-        """Static check, then ``determinism_runs`` runs in separate processes (each in a different worker when the
-        pool has enough: different hash seeds and memory layouts), each calling ``f`` twice on a freshly built
-        input; OK with the gold ``value`` (from the first call) only if every call succeeded with equal results.
-        Catches generators, ``id()``, ``hash()`` of str, set-order dependence, randomness, time and state kept
-        between calls (mutable defaults, globals)."""
+        """Static check, then ``determinism_runs`` runs, each one call of ``f`` in a fresh child (each in a different
+        worker when the pool has enough: different hash seeds and memory layouts); OK with the gold ``value`` (from
+        the first run) only if every run succeeded with equal results. Catches generators, ``id()``, ``hash()`` of
+        str, set-order dependence, randomness and time. Every later use of a task also calls ``f`` once in a fresh
+        child, so validation sees exactly the call pattern the task is used with (a program cannot tell the two
+        apart, and state kept between calls never matters)."""
         runs = max(2, self.cfg.determinism_runs)
         out: list[ExecResult | None] = [self._static(p, [i], entry) for p, i in items]
         todo = [k for k, r in enumerate(out) if r is None]
         jobs, pins = [], []
         for k in todo:
-            for j in range(
-                runs
-            ):  # each child calls f twice: state kept between calls shows up as a difference
-                jobs.append({"code": items[k][0], "calls": [[items[k][1], None]] * 2, "entry": entry})
+            for j in range(runs):
+                jobs.append({"code": items[k][0], "calls": [items[k][1]], "entry": entry})
                 pins.append(j)
         rows = self.run_jobs(jobs, pins)  # type: ignore[arg-type]
         for n, k in enumerate(todo):
@@ -193,7 +192,7 @@ class Executor:
                 bad = rejected("the answer is not a list of literal arguments")
             out.append(bad)
         todo = [k for k, r in enumerate(out) if r is None]
-        jobs = [{"code": items[k][0], "calls": [[items[k][1], None]], "entry": entry} for k in todo]
+        jobs = [{"code": items[k][0], "calls": [items[k][1]], "entry": entry} for k in todo]
         for k, rows in zip(todo, self.run_jobs(jobs)):
             out[k] = _compare(rows[0], items[k][2])
         return out  # type: ignore[return-value]
@@ -206,9 +205,7 @@ class Executor:
         checked, and the hidden outputs are compared outside the sandbox (the program never sees them)."""
         out: list[ExecResult | None] = [self._static(p, list(ins), entry) for p, ins, _ in items]
         todo = [k for k, r in enumerate(out) if r is None]
-        jobs = [
-            {"code": items[k][0], "calls": [[i, None] for i in items[k][1]], "entry": entry} for k in todo
-        ]
+        jobs = [{"code": items[k][0], "calls": list(items[k][1]), "entry": entry} for k in todo]
         for k, rows in zip(todo, self.run_jobs(jobs)):
             rows = [_compare(r, gold) for r, gold in zip(rows, items[k][2])]
             bad = [r for r in rows if not r.ok]

@@ -1,6 +1,6 @@
 """The pool of fork-server workers and the scheduler that spreads jobs over them.
 
-A job is a dict ``{"code", "calls": [[input_text, expected_or_None], ...] | None, "entry"}``; its answer is one
+A job is a dict ``{"code", "calls": [input_text, ...] | None, "entry"}``; its answer is one
 raw result row per call (``[status, value, error_type, message, seconds, stdout]``). A job may be pinned to a
 worker (``worker`` index modulo the pool size): the determinism check pins its runs to different workers, which
 are separate interpreters with different hash seeds and address-space layouts.
@@ -41,6 +41,8 @@ class Pool:
         self.tier, self.n, self._wcfg = tier, n, wcfg
         self._stage = stage_package()
         self._seeds = random.sample(range(1, 2**31), n)
+        # As root outside bwrap every child slot runs as a uid of its own, in a range no other pool picks.
+        self._uid_base = 1_000_000_000 + random.randrange(700_000) * 4096
         self._workers: list[_Worker] = []
         try:
             self._workers = [self._spawn(i) for i in range(n)]
@@ -49,20 +51,30 @@ class Pool:
             raise
 
     def _spawn(self, i: int) -> _Worker:
-        argv, env = worker_command(self.tier, self._stage, self._wcfg, self._seeds[i])
+        wcfg = dict(self._wcfg, uid_base=self._uid_base + 16 * i)
+        argv, env = worker_command(self.tier, self._stage, wcfg, self._seeds[i])
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,  # read only if it fails to start, then closed: nothing of ours is inherited
             env=env,
             cwd="/",
             start_new_session=True,
             bufsize=0,
         )
         w = _Worker(proc, i)
-        hello = self._read_message(w)
+        try:
+            hello = self._read_message(w)
+        except (EOFError, OSError, ValueError):
+            hello = None
         if not (isinstance(hello, dict) and "ready" in hello):
-            raise RuntimeError(f"sandbox worker {i} failed to start in tier {self.tier}")
+            self._kill(w)
+            err = proc.stderr.read().decode(errors="replace").strip()[-2000:]  # type: ignore[union-attr]
+            raise RuntimeError(
+                f"sandbox worker {i} failed to start in tier {self.tier}: {err or 'no message'}"
+            )
+        proc.stderr.close()  # type: ignore[union-attr]
         return w
 
     @property
@@ -90,7 +102,7 @@ class Pool:
             return None
         data = bytes(w.buf[4 : 4 + n])
         del w.buf[: 4 + n]
-        return json.loads(data)
+        return json.loads(data)  # a worker is trusted, but a bad frame still only restarts it (ValueError)
 
     def _send(self, w: _Worker, jobs: list[tuple[int, dict]]) -> None:
         w.in_flight = jobs
@@ -150,11 +162,21 @@ class Pool:
             self._restart(w)
             return len(done)
         w.buf += chunk
-        msg = self._take(w)
+        try:
+            msg = self._take(w)
+        except ValueError:
+            msg = []
         if msg is None:
             return 0
         done, w.in_flight = w.in_flight, []
-        for (i, _), rows in zip(done, msg):  # type: ignore[call-overload]
+        if not (isinstance(msg, list) and len(msg) == len(done)):  # out of protocol: restart it
+            msg = [[list(_DEAD_ROW)] * max(1, len(job.get("calls") or ())) for _, job in done]
+            sel.unregister(w.proc.stdout)
+            self._restart(w)
+            for (i, _), rows in zip(done, msg, strict=True):
+                results[i] = rows
+            return len(done)
+        for (i, _), rows in zip(done, msg, strict=True):
             results[i] = rows
         sel.unregister(w.proc.stdout)
         return len(done)
@@ -179,7 +201,7 @@ class Pool:
         except OSError:
             pass
         w.proc.wait()
-        for f in (w.proc.stdin, w.proc.stdout):
+        for f in (w.proc.stdin, w.proc.stdout, w.proc.stderr):
             try:
                 f.close()  # type: ignore[union-attr]
             except OSError:

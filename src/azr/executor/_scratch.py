@@ -1,45 +1,35 @@
-"""Cleaning the sandbox's writable places between jobs (standard library only: the worker imports it).
+"""Sweeping what a job left in the host's world-writable directories (standard library only).
 
-Inside bwrap a child runs with the worker's uid, so it can write to the worker's private /tmp, /dev/shm and the small
-tmpfs that hide the user's directories. :func:`sweep` removes, after every child, whatever was not there when the
-worker started, and every working directory but those of running children.
+Only needed in the ``rlimits`` tier run as root: there a job has no seccomp filter (which denies every change to
+the file system) and runs as a uid of its own, so whatever it created in a world-writable directory is owned by
+that uid and is removed before the uid runs another job. Jobs in every other tier cannot create files.
 """
 
 import os
 
-_dirs: dict[str, tuple[int, set[str]]] = {}  # writable dir -> (mtime, entries) when the worker started
+WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/dev/mqueue")
 
 
-def snapshot(dirs: list[str]) -> None:
-    """Remember what the writable places hold when the worker starts."""
-    for d in dirs:
+def sweep_owned(uid: int) -> None:
+    """Remove every entry owned by ``uid`` directly inside the world-writable directories."""
+    for d in WORLD_WRITABLE:
         try:
-            _dirs[d] = (os.stat(d).st_mtime_ns, set(os.listdir(d)))
+            names = os.listdir(d)
         except OSError:
-            pass
-
-
-def sweep(base: str, busy: set[str]) -> None:
-    """Remove whatever a child left outside its working directory in the sandbox's writable places (the private
-    /tmp, /dev/shm and the small tmpfs over hidden directories), so that no job can leave files for the next."""
-    for name in os.listdir(base):
-        if name not in busy:
-            remove(os.path.join(base, name))
-    for d, (mtime, entries) in _dirs.items():
-        try:
-            if os.stat(d).st_mtime_ns == mtime:
-                continue
-            for name in set(os.listdir(d)) - entries:
-                remove(os.path.join(d, name))
-            _dirs[d] = (os.stat(d).st_mtime_ns, entries)
-        except OSError:
-            pass
+            continue
+        for name in names:
+            path = os.path.join(d, name)
+            try:
+                if os.lstat(path).st_uid == uid:
+                    remove(path)
+            except OSError:
+                pass
 
 
 def remove(path: str) -> None:
     """Remove a file or a directory tree, ignoring errors."""
     if os.path.isdir(path) and not os.path.islink(path):
-        import shutil  # only when a child left something: shutil pulls in bz2, lzma, zlib (a larger zygote)
+        import shutil  # only when a job left something: shutil pulls in bz2, lzma, zlib
 
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -137,13 +137,26 @@ BANNED_ATTRIBUTES: frozenset[str] = frozenset(
         "cr_frame",
         "ag_frame",
         "tb_frame",
+        "tb_next",
         "co_code",
+        "__traceback__",
+        "__context__",
+        "__cause__",
+        "f_trace",
+        "gi_yieldfrom",
+        "cr_await",
+        "ag_await",
+        "attrgetter",
+        "methodcaller",
+        "get_field",
+        "vformat",
     ]
 )
 """Attributes used to walk from an ordinary object to the interpreter's internals."""
 
 
 _NEVER = frozenset({"__builtins__", "__import__", "__loader__", "__spec__"})
+_ATTR_FUNCTIONS = ("getattr", "setattr", "delattr", "hasattr")
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
 
@@ -166,14 +179,21 @@ def static_check(program: str, max_chars: int = 4_000, entry: str | None = "f") 
     ):
         return f"no top-level function {entry!r}"
     banned_read = False
+    attr_names, attr_calls = 0, 0
     for node in ast.walk(tree):
         kind = type(node)
         if kind is ast.Name:
             banned_read = banned_read or node.id in BANNED_NAMES  # type: ignore[attr-defined]
+            attr_names += node.id in _ATTR_FUNCTIONS  # type: ignore[attr-defined]
         elif kind in _CHECKED_NODES:
             reason = _check_node(node)
             if reason:
                 return reason
+            attr_calls += kind is ast.Call and getattr(node.func, "id", None) in _ATTR_FUNCTIONS  # type: ignore[attr-defined]
+    if (
+        attr_names != attr_calls
+    ):  # getattr passed around (``reduce(getattr, names, x)``) escapes the name check
+        return "getattr/setattr/delattr/hasattr used other than as a direct call"
     # the scope analysis only matters when a banned name is read at all (rare): skip it otherwise
     return _check_names(tree.body, [], []) if banned_read else None
 
@@ -244,6 +264,9 @@ def _check_node(node: ast.AST) -> str | None:
         module = node.module or ""
         if node.level or module.split(".")[0] in BANNED_MODULES:
             return f"banned import: {'.' * node.level}{module}"
+        for alias in node.names:
+            if alias.name in BANNED_ATTRIBUTES or alias.name == "*":
+                return f"banned import: {alias.name} from {module}"
     elif isinstance(node, ast.Attribute) and node.attr in BANNED_ATTRIBUTES:
         return f"banned attribute: {node.attr}"
     elif (
@@ -253,8 +276,10 @@ def _check_node(node: ast.AST) -> str | None:
         and len(node.args) >= 2
     ):
         name = node.args[1]
-        if not (isinstance(name, ast.Constant) and isinstance(name.value, str)) or name.value.startswith(
-            "__"
+        if (
+            not (isinstance(name, ast.Constant) and isinstance(name.value, str))
+            or name.value.startswith("__")
+            or name.value in BANNED_ATTRIBUTES
         ):
-            return f"{node.func.id} with a computed or dunder attribute name"
+            return f"{node.func.id} with a computed, dunder or banned attribute name"
     return None

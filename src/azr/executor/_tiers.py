@@ -15,11 +15,10 @@ import tempfile
 from pathlib import Path
 
 TIERS: tuple[str, ...] = ("none", "rlimits", "seccomp", "bwrap")
-_WORKER_MODULES = ("_worker.py", "_seccomp.py", "_values.py", "_scratch.py")
+_WORKER_MODULES = ("_worker.py", "_zygote.py", "_child.py", "_seccomp.py", "_scratch.py")
 _PACKAGE = "azrsbx"
 _IN_SANDBOX_ROOT = "/tmp/.azr-pkg"
 _HIDDEN = ("/root", "/home", "/tmp", "/var/tmp", "/run", "/mnt", "/media", "/srv", "/work")
-_TMP_BYTES = 256 * 1024 * 1024
 _SECRET_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
 _SYSTEM_TOP = {
     "",
@@ -109,22 +108,26 @@ def _supports_size(bwrap: str) -> bool:
 
 
 def bwrap_prefix(bwrap: str, stage: str, hash_seed: int) -> list[str]:
-    """The bwrap command line that wraps a worker: no network, read-only root, private /tmp, home hidden."""
-    args = [bwrap, "--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL", "--clearenv"]
-    args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    """The bwrap command line that wraps a worker: the worker is the sandbox's pid 1 (no bwrap process inside it),
+    no network, every mount read-only (``/``, a device-only ``/dev``, empty tmpfs over ``/proc``, ``/tmp`` and the
+    directories that hold users' files), an empty environment."""
+    args = [bwrap, "--die-with-parent", "--new-session", "--unshare-all", "--as-pid-1", "--cap-drop", "ALL"]
+    args += ["--clearenv", "--ro-bind", "/", "/", "--dev", "/dev", "--remount-ro", "/dev"]
+    hidden = ["/proc", *_hidden_dirs()]  # /proc: the host's, through the bind of /, and nothing else
     sized = _supports_size(bwrap)
-    for d in _hidden_dirs():  # hidden behind small tmpfs; /tmp is the jobs' scratch space
-        args += ["--size", str(_TMP_BYTES if d == "/tmp" else 1 << 20)] if sized else []
-        args += ["--tmpfs", d]
+    for d in hidden:
+        args += [*(["--size", str(1 << 20)] if sized else []), "--tmpfs", d]
     for f in _SECRET_FILES:
         if os.path.exists(f):
             args += ["--ro-bind", "/dev/null", f]
     prefix = os.path.realpath(sys.base_prefix)
-    if any(prefix == d or prefix.startswith(d + "/") for d in _hidden_dirs()):
+    if any(prefix == d or prefix.startswith(d + "/") for d in hidden):
         args += ["--ro-bind", prefix, prefix]
-    args += ["--ro-bind", stage, _IN_SANDBOX_ROOT, "--setenv", "PYTHONHASHSEED", str(hash_seed)]
-    args += ["--setenv", "LD_BIND_NOW", "1"]
-    return [*args, "--chdir", "/tmp", "--"]
+    args += ["--ro-bind", stage, _IN_SANDBOX_ROOT]
+    for d in hidden:
+        args += ["--remount-ro", d]
+    args += ["--setenv", "PYTHONHASHSEED", str(hash_seed), "--setenv", "LD_BIND_NOW", "1"]
+    return [*args, "--chdir", "/", "--"]
 
 
 def worker_command(tier: str, stage: str, cfg: dict, hash_seed: int) -> tuple[list[str], dict[str, str]]:
@@ -133,7 +136,6 @@ def worker_command(tier: str, stage: str, cfg: dict, hash_seed: int) -> tuple[li
     boot = _BOOT.format(root=root, preload=_PRELOAD)
     wcfg = dict(cfg, tier=tier, seccomp=rank(tier) >= rank("seccomp"))
     wcfg["drop_uid"] = tier in ("rlimits", "seccomp") and os.geteuid() == 0
-    wcfg["scratch"] = _hidden_dirs()
     argv = [python_executable(), "-S", "-s", "-B", "-c", boot, json.dumps(wcfg)]
     if tier == "bwrap":
         bwrap = find_bwrap()
