@@ -33,6 +33,18 @@ BAD_PROGRAMS = {
     "def f(x):\n    return __builtins__": "banned name: __builtins__",
     "def f(x):\n    return getattr(x, '__class__')": "getattr",
     "def f(x):\n    return getattr(x, x)": "getattr",
+    # frames reached from an exception or by non-dunder attribute names (the fork server's globals before)
+    "def f(x):\n    try:\n        1 / 0\n    except Exception as e:\n        return e.__traceback__": "__traceback__",
+    "def f(x):\n    return getattr(x, 'tb_frame')": "getattr",
+    "def f(x):\n    return getattr(getattr(x, 'gi_frame'), 'f_back')": "getattr",
+    "def f(x):\n    return getattr(x, 'f_globals')": "getattr",
+    "def f(x):\n    return getattr(x, 'f_locals')": "getattr",
+    # attribute names hidden in data: getattr passed around, attrgetter, str.format's field lookup
+    "from functools import reduce\ndef f(x):\n    return reduce(getattr, ['a'], x)": "direct call",
+    "def f(x):\n    g = getattr\n    return g(x, 'a')": "direct call",
+    "from operator import attrgetter\ndef f(x):\n    return attrgetter('a')(x)": "attrgetter",
+    "import operator\ndef f(x):\n    return operator.methodcaller('a')(x)": "methodcaller",
+    "import string\ndef f(x):\n    return string.Formatter().get_field('0.a', [x], {})": "get_field",
     "def g(x):\n    return x": "no top-level function 'f'",
     "def f(x):\n    return (": "syntax error",
 }

@@ -133,7 +133,8 @@ def bwrap_prefix(bwrap: str, stage: str, hash_seed: int) -> list[str]:
 def worker_command(tier: str, stage: str, cfg: dict, hash_seed: int) -> tuple[list[str], dict[str, str]]:
     """(argv, env) that start one fork-server worker in ``tier``."""
     root = _IN_SANDBOX_ROOT if tier == "bwrap" else stage
-    boot = _BOOT.format(root=root, preload=_PRELOAD)
+    extra = os.environ.get("AZR_SANDBOX_PRELOAD", "")  # tests: modules a job running as a uid of its own
+    boot = _BOOT.format(root=root, preload=f"{_PRELOAD} {extra}")  # could not import from a root-only stdlib
     wcfg = dict(cfg, tier=tier, seccomp=rank(tier) >= rank("seccomp"))
     wcfg["drop_uid"] = tier in ("rlimits", "seccomp") and os.geteuid() == 0
     argv = [python_executable(), "-S", "-s", "-B", "-c", boot, json.dumps(wcfg)]
