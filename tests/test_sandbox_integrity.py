@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +82,8 @@ def _attack_modules() -> Iterator[None]:
 
 @pytest.fixture(scope="module", params=TIERS)
 def tier(request: pytest.FixtureRequest) -> str:
+    if request.param == "rlimits" and os.geteuid() != 0:
+        pytest.skip("rlimits run as a non-root user is resource limits only (see the threat model)")
     return request.param
 
 
@@ -389,7 +392,7 @@ def _children() -> dict[int, list[int]]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                stat = open(f"/proc/{entry}/stat").read()
+                stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
             tree.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
@@ -417,7 +420,7 @@ def _at_depth(pid: int, depth: int) -> set[int]:
 
 def _alive(pid: int) -> bool:
     try:
-        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
     return state != "Z"
@@ -455,3 +458,44 @@ def f(a):
     assert "'thread'" not in made and "'fork'" not in made, made
     if tier != "rlimits":  # without the seccomp filter a job may create files where its uid may write
         assert made == "[]", made
+
+
+# The whole suite again as an unprivileged user (bwrap through user namespaces, seccomp with the user's own uid).
+
+
+def _others_may_enter(path: Path) -> bool:
+    """Whether a user other than the owner can read ``path`` and reach it (os.access says yes to root)."""
+    return path.stat().st_mode & 0o005 == 0o005 and all(p.stat().st_mode & 0o001 for p in path.parents)
+
+
+def test_the_suite_holds_for_an_unprivileged_user() -> None:
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0 or os.environ.get("AZR_UNPRIVILEGED_RUN"):
+        pytest.skip("needs root, to drop to an unprivileged user")
+    # an interpreter outside root-only directories, of this version (the test imports pytest from this venv)
+    python = shutil.which(
+        f"python{sys.version_info[0]}.{sys.version_info[1]}", path="/usr/bin:/usr/local/bin"
+    )
+    if python is None or shutil.which("setpriv") is None:
+        pytest.skip("no system Python of this version, or no setpriv, to run the suite as nobody")
+    src = Path(__file__).resolve().parents[1] / "src"
+    site = Path(pytest.__file__).resolve().parents[1]
+    if not all(_others_may_enter(p) for p in (src, site)):
+        pytest.skip("the checkout or its packages are not readable by other users")
+    with tempfile.TemporaryDirectory(prefix="azr-unprivileged-") as home:  # pytest's tmp_path is root-only
+        os.chmod(home, 0o777)
+        env = {
+            "HOME": home,
+            "PATH": "/usr/bin:/bin",
+            "AZR_UNPRIVILEGED_RUN": "1",
+            "PYTHONPATH": f"{src}:{site}",
+        }
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-m", "pytest", "-q"]
+        cmd += ["-p", "no:cacheprovider", "--rootdir", home, __file__]
+        r = subprocess.run(cmd, cwd=home, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 
@@ -50,6 +51,16 @@ def _choose_tier(cfg: ExecutorConfig, tier: str | None) -> str:
     return chosen
 
 
+def _close_own_proc_entries() -> None:
+    """Without bwrap, run as a non-root user, jobs share this process's uid and its /proc: mark it not dumpable,
+    so that a job cannot read its memory or descriptors (the gold outputs compared here, the worker's pipes)."""
+    from ._seccomp import prctl
+
+    if prctl(4, 0) != 0:  # PR_SET_DUMPABLE
+        raise AzrError("could not protect this process from sandboxed jobs (prctl PR_SET_DUMPABLE failed)")
+    log.info("sandbox tier without namespaces as a non-root user: this process is now not dumpable")
+
+
 class Executor:
     """A pool of sandboxed fork-server workers. Use as a context manager; every ``*_many`` call uses all workers.
 
@@ -71,6 +82,8 @@ class Executor:
             "max_file_bytes": 4 * 1024 * 1024,
             "parallel": 8,  # children per worker; forked in batches of half that (see _worker.run_jobs)
         }
+        if self.tier in ("rlimits", "seccomp") and os.geteuid() != 0:
+            _close_own_proc_entries()
         self._pool = Pool(self.tier, n, wcfg)
         log.info("sandbox started: tier=%s workers=%d", self.tier, n)
 
