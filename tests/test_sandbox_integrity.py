@@ -460,6 +460,17 @@ def f(a):
         assert made == "[]", made
 
 
+def test_selfcheck_probes_report_what_the_tier_stops(tier: str) -> None:
+    from azr.executor import check_protections
+
+    held = {name: ok for name, ok, _ in check_protections(tier)}
+    always = ["no new process", "no new thread", "no signal to the worker", "worker's limits out of reach"]
+    assert all(held[name] for name in [*always, "worker's memory out of reach"]), held
+    if tier != "rlimits":
+        assert held["no network"] and held["no file created"], held
+    assert held["no other process visible"] == (tier == "bwrap")
+
+
 # The whole suite again as an unprivileged user (bwrap through user namespaces, seccomp with the user's own uid).
 
 

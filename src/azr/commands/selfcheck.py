@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         ("sandbox tier", _sandbox_tier()),
         ("malloc", _malloc_line()),
     ]
+    rows += _sandbox_protections()
     rows += [(f"model {m['alias']}", f"wheel {m['wheel']}; cached: {m['cached']}") for m in list_models()]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -64,9 +65,23 @@ def _malloc_line() -> str:
     return "glibc (apt install libjemalloc2: the update's peak memory is about 1 GiB lower with it)"
 
 
+def _sandbox_protections() -> list[tuple[str, str]]:
+    """One row per live probe of the active tier (what a job could not do here), or why none ran."""
+    try:
+        from azr.executor import check_protections
+
+        checks = check_protections()
+    except Exception as e:  # selfcheck reports; it does not fail on a broken sandbox
+        return [("sandbox probes", f"could not run: {e}")]
+    return [(f"  {name}", ("yes" if held else "NO") + f" ({how})") for name, held, how in checks]
+
+
 def _sandbox_tier() -> str:
     try:
         from azr.executor import probe_tier
     except ImportError:
         return "unknown (executor not installed)"
-    return probe_tier()
+    tier = probe_tier()
+    return tier + (
+        "" if tier == "bwrap" else " (weaker than bwrap: install bubblewrap; see azr.executor's threat model)"
+    )
