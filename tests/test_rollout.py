@@ -816,3 +816,19 @@ def test_native_kernels_can_be_switched_off_and_a_failed_build_falls_back(monkey
             assert kernels.native_kernels() is None
     finally:
         kernels.native_kernels.cache_clear()
+
+
+def test_a_model_off_the_cpu_never_compiles_the_cpu_kernels(tiny, monkeypatch):
+    """The hf backend packs its decoding copy's linear layers on a CPU; for a model on a GPU (here the meta
+    device) it must not build azr's CPU kernels first (about 40 s) only to find nothing to pack."""
+    import copy
+
+    import azr.kernels
+
+    def refuse():
+        raise AssertionError("compiled the CPU kernels for a model that is not on the CPU")
+
+    monkeypatch.setattr(azr.kernels, "native_kernels", refuse)
+    model = copy.deepcopy(tiny[0]).to(device="meta", dtype=torch.bfloat16)
+    with packed_linears(model, torch.bfloat16, rows=4):
+        assert all("forward" not in vars(m) for m in model.modules() if type(m) is torch.nn.Linear)
