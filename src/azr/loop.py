@@ -183,7 +183,7 @@ def _check_memory(cfg: Config, trainer: Any, console: Console) -> None:
     trainable = sum(p.numel() for p in trainer.params)
     shards = trainer.dist.world_size if trainer.sharded else 1
     master = trainer.params[0].element_size() if trainer.params else 0
-    est = memory.estimate(trainer.model, cfg, trainable, vllm, shards, master)
+    est = memory.estimate(trainer.model, cfg, trainable, vllm, shards, master, device)
     console.print(est.line())
     warning = memory.check(est, device, resident=est.weights + est.reference)
     if warning:
