@@ -75,6 +75,12 @@ def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:
     td.init_process_group("gloo")  # started here, so the runs below leave it open for the next one
     dist = from_env("cpu")
     out = {"rank": dist.rank, "world": dist.world_size}
+    # 0. Ranks started without --run-dir name different runs/<time> folders: all take rank 0's.
+    from pathlib import Path
+
+    from azr.distributed import shared_run_dir
+
+    out["run_dir"] = str(shared_run_dir(Path(f"runs/2026-rank{rank}"), dist))
     # 1. One update on this rank's part of the batch.
     model, tok = tiny_model()
     trainer = Trainer(model, tok, TRAIN, ALGO, dist=dist)
@@ -102,8 +108,6 @@ def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:
     factory = lambda m, t: ScriptedBackend(pure_reply, tokenizer=t)  # noqa: E731
     run_dir = f"{out_dir}/run"
     console = Console(file=io.StringIO(), width=200)
-    from pathlib import Path
-
     out["first"] = train(cfg_for(model_dir, 1), Path(run_dir), console=console, backend_factory=factory)
     cfg2 = with_steps(cfg_for(model_dir, 1), 2)
     out["resumed"] = train(cfg2, Path(run_dir), resume=True, console=console, backend_factory=factory)
@@ -165,6 +169,27 @@ def test_advantages_are_those_of_the_global_batch(spawned):
         want = [s.advantage for i, s in enumerate(union) if i % WORLD == rank]
         assert outs[rank]["advantages"] == pytest.approx(want, abs=1e-6)
         assert outs[rank]["metrics_view"] == len(union)
+
+
+def test_ranks_agree_on_rank_0s_run_directory(spawned):
+    outs, _ = spawned
+    assert [o["run_dir"] for o in outs] == ["runs/2026-rank0"] * WORLD
+
+
+def test_gradients_are_summed_in_buckets():
+    """One all-reduce per bucket: runs of one dtype up to the byte limit, a larger tensor alone, order kept."""
+    from azr.distributed import grad_buckets
+
+    grads = [
+        torch.zeros(10),
+        torch.zeros(10),
+        torch.zeros(40),
+        torch.zeros(3, dtype=torch.float64),
+        torch.zeros(5),
+    ]
+    got = grad_buckets(grads, max_bytes=100)
+    assert [[g.numel() for g in b] for b in got] == [[10, 10], [40], [3], [5]]
+    assert [g for b in got for g in b] == grads
 
 
 def test_run_writes_once_and_resumes(spawned):

@@ -56,6 +56,12 @@ def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:
     td.init_process_group("gloo")
     dist = from_env("cpu")
     out: dict = {}
+    # 0. Gathering in bf16 leaves the root's inputs alone: the temperatures stay fp32.
+    from azr.sharding import Sharded
+
+    bf16 = Sharded(tiny_model()[0], torch.device("cpu"), WORLD, bf16=True)
+    t = bf16.run(lambda x: x, torch.tensor([0.7]))
+    out["temperature"] = [str(t.dtype), t.item()]
     # 1. One sharded update on this rank's part, a checkpoint, a fresh trainer from it, a second update.
     model, tok = tiny_model()
     trainer = Trainer(model, tok, FSDP, ALGO, dist=dist)
@@ -125,6 +131,11 @@ def assert_same(got: dict, want: dict, what: str) -> None:
     assert set(got) == set(want), what
     for k in want:
         torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=0, msg=f"{what}: {k}")
+
+
+def test_bf16_gathering_keeps_the_temperatures_fp32(spawned):
+    outs, _ = spawned
+    assert all(o["temperature"] == ["torch.float32", pytest.approx(0.7, abs=1e-7)] for o in outs)
 
 
 def test_parameters_are_sharded(spawned):

@@ -63,3 +63,19 @@ def test_chunked_head_rejects_a_target_outside_the_vocabulary():
     head = torch.nn.Linear(8, 20, bias=False)
     with pytest.raises(ValueError, match="outside the LM head's vocabulary"):
         lm_head.head_stats(head, torch.randn(2, 8), torch.tensor([3, 20]), None, False, chunk=2)
+
+
+def test_tiles_are_large_on_a_gpu_and_any_block_gives_the_same_stats():
+    """A GPU gets 1024 x 16384 tiles (80 for an 8k reply over 152k entries, not ~2,400 of the CPU's 128 x 4096);
+    the block size changes nothing in the results."""
+    from azr.trainer import head_tile
+
+    assert head_tile(torch.device("cpu")) == (128, lm_head.VOCAB_BLOCK)
+    assert head_tile(torch.device("cuda")) == (1024, 16384)
+    g = torch.Generator().manual_seed(1)
+    head = torch.nn.Linear(8, 30, bias=False)
+    hidden, targets = torch.randn(5, 8, generator=g), torch.randint(0, 30, (5,), generator=g)
+    whole = lm_head.head_stats(head, hidden, targets, None, True)
+    for block in (7, 30, 64):
+        got = lm_head.head_stats(head, hidden, targets, None, True, chunk=2, block=block)
+        torch.testing.assert_close(got, whole, atol=1e-5, rtol=0)

@@ -48,3 +48,25 @@ def test_a_gpu_that_cannot_hold_the_run_stops_it_with_what_to_change(monkeypatch
     with pytest.raises(AzrError, match="micro_batch_size"):
         memory.check(est, "cuda", resident=est.weights)
     assert memory.check(memory.estimate(model, from_dict({}), 10), "cpu", resident=0) is None
+
+
+def test_activations_of_the_7b_recipe_by_hand():
+    """Qwen2.5-7B under configs/paper-7b.toml on a GPU (H = 3584, I = 18944, K = 2 x 4 x 128 = 1024, 28 layers,
+    V = 152064; one sequence of 6144 + 8096 = 14240 tokens; fp32 weights, bf16 autocast):
+
+    - kept per layer and token: the fp32 input 4H + the bf16 attention output 2H = 21504 B; x 28 x 14240;
+    - the layer replayed: 2 x (5H + K + 4I) + 16H = 189440 + 57344 = 246784 B; x 14240;
+    - LM head: one 1024 x 16384 fp32 tile twice, + 8096 x 16384 bf16 logit gradients.
+    """
+    from types import SimpleNamespace
+
+    from azr.config import load
+    from azr.memory import activation_bytes
+
+    q7 = SimpleNamespace(hidden_size=3584, num_hidden_layers=28, vocab_size=152064, num_attention_heads=28,
+                         num_key_value_heads=4, intermediate_size=18944)  # fmt: skip
+    cfg = load("configs/paper-7b.toml")
+    want = 21504 * 28 * 14240 + 246784 * 14240 + 1024 * 16384 * 8 + 8096 * 16384 * 2
+    assert activation_bytes(q7, cfg, "cuda", weight_bytes=4) == want  # 11.6 GiB
+    bf16_weights = activation_bytes(q7, cfg, "cuda", weight_bytes=2)
+    assert want - bf16_weights == 2 * 3584 * 28 * 14240, "a bf16 residual stream keeps 2H a layer, not 4H"

@@ -38,3 +38,15 @@ def test_cpu_flags_are_read_from_proc():
     assert isinstance(flags, frozenset)
     if flags:  # Linux: the first 'flags' line of /proc/cpuinfo
         assert "fpu" in flags or "sse2" in flags or "fp" in flags
+
+
+@pytest.mark.parametrize(
+    ("capability", "native"), [((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)]
+)
+def test_native_bf16_on_cuda_needs_ampere(monkeypatch, capability, native):
+    """A V100 (7.0) or T4 (7.5) emulates bf16 (``is_bf16_supported()`` still says yes) and vLLM refuses it there."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    assert precision.native_bf16(torch.device("cuda")) is native
+    assert precision.use_bf16("auto", torch.device("cuda")) is native

@@ -110,7 +110,29 @@ def test_stop_detector_candidates_and_tail(tiny):
     hits = [k for k in range(1, len(ids) + 1) if det.may_end[ids[k - 1]] and det.hit(ids[:k])]
     assert hits == [len(ids)]  # "</think>" ends in ">" too, but only the full "</answer>" is a hit
     plain = tok("Hello", add_special_tokens=False)["input_ids"][0]
-    assert det.candidates(torch.tensor([plain, ids[-1]])) == [1]
+    assert det.candidates([plain, ids[-1]]) == [1]
+    assert det.candidates([plain, len(tok) + 3]) == [1], "an id past the tokenizer (a padded LM head) may end"
+
+
+def test_decoding_copies_tokens_to_the_host_once_per_step(tiny, monkeypatch):
+    """The stop and EOS checks run on host ints (a CUDA token id never indexes a CPU table), and each decode
+    step costs one device-to-host copy: ``to_host``, exact for ids far above any vocabulary."""
+    from azr.rollout import sampling
+
+    ids, lps = sampling.to_host(torch.tensor([0, 151_935, 2**40]), torch.tensor([-0.5, -1.25, 0.0]))
+    assert ids == [0, 151_935, 2**40] and lps == [-0.5, -1.25, 0.0]
+    calls = []
+
+    def counting(tokens, logps):
+        calls.append(len(tokens))
+        return sampling.to_host(tokens, logps)
+
+    monkeypatch.setattr(hf_mod, "to_host", counting)
+    model, tok = tiny
+    out = HFBackend(model, tok, RolloutConfig(bf16=False), ignore_eos=True).generate(
+        ["a", "bc"], Sampling(temperature=1.0, max_new_tokens=5, n=2, seed=0, stop=("</answer>",))
+    )
+    assert len(calls) == max(len(c.token_ids) for c in out) and calls[0] == 4
 
 
 def test_sample_next_greedy_top_p_and_logprobs():
@@ -375,7 +397,7 @@ def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, pa
     for step in range(4):
         if step == 2:  # rows 1 and 4 finish
             kept = [0, 2, 3, 5]
-            store.select(torch.tensor(kept))
+            store.select(kept)
             row_prompt, past = [row_prompt[i] for i in kept], [past[i] for i in kept]
         b = len(row_prompt)
         q = torch.randn(b, kv_heads * rep, 1, d)
@@ -794,3 +816,19 @@ def test_native_kernels_can_be_switched_off_and_a_failed_build_falls_back(monkey
             assert kernels.native_kernels() is None
     finally:
         kernels.native_kernels.cache_clear()
+
+
+def test_a_model_off_the_cpu_never_compiles_the_cpu_kernels(tiny, monkeypatch):
+    """The hf backend packs its decoding copy's linear layers on a CPU; for a model on a GPU (here the meta
+    device) it must not build azr's CPU kernels first (about 40 s) only to find nothing to pack."""
+    import copy
+
+    import azr.kernels
+
+    def refuse():
+        raise AssertionError("compiled the CPU kernels for a model that is not on the CPU")
+
+    monkeypatch.setattr(azr.kernels, "native_kernels", refuse)
+    model = copy.deepcopy(tiny[0]).to(device="meta", dtype=torch.bfloat16)
+    with packed_linears(model, torch.bfloat16, rows=4):
+        assert all("forward" not in vars(m) for m in model.modules() if type(m) is torch.nn.Linear)

@@ -110,3 +110,28 @@ print(kept, status_kib(os.getpid(), "VmRSS"))
 """
     kept, after = map(int, _run(script, LD_PRELOAD=_JEMALLOC).split())
     assert kept - after > 50 * 1024, (kept, after)  # KiB: jemalloc hands some back at once, the rest on purge
+
+
+def test_a_gpu_host_gets_none_of_the_cpu_settings(tmp_path, monkeypatch):
+    """On a machine whose driver lists a GPU: no OpenMP or allocator settings (measured for CPU work only), no
+    jemalloc re-exec unless asked; hiding the GPUs (CUDA_VISIBLE_DEVICES=-1) makes it a CPU host again."""
+    from azr import runtime
+
+    gpus = tmp_path / "gpus"
+    (gpus / "0000:01:00.0").mkdir(parents=True)
+    monkeypatch.setattr(runtime, "NVIDIA_GPUS", str(gpus))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for key in ("OMP_WAIT_POLICY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY", "AZR_ALLOCATOR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(
+        runtime.os, "execve", lambda *a: pytest.fail("re-executed with jemalloc on a GPU host")
+    )
+    assert runtime.gpu_host()
+    runtime.configure_process()
+    runtime.use_jemalloc(["-c", "pass"])
+    assert "OMP_WAIT_POLICY" not in runtime.os.environ
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert not runtime.gpu_host()
+    monkeypatch.setattr(runtime, "NVIDIA_GPUS", str(tmp_path / "none"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert not runtime.gpu_host()

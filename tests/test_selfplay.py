@@ -232,3 +232,23 @@ def test_step_with_tiny_random_model(tmp_path, executor, tiny):
     assert len(store.rollouts(1)) == 6 * B
     assert result.metrics["count/deduction/propose"] == B
     assert 0 < len(result.samples[0].completion.token_ids) <= 12
+
+
+def test_seeding_proposes_the_whole_batch_when_given(tmp_path, executor, tiny):
+    """Under several processes rank 0 seeds alone with its share of the batch in its config; the loop passes the
+    whole batch size (8 proposals a round for the paper config over 8 ranks would be 64)."""
+    from azr.seeding import seed_buffers
+
+    _, tokenizer = tiny
+    counter = [0]
+    backend = ScriptedBackend(lambda p: scripted_reply(p, counter), tokenizer=tokenizer)
+    asked: list[int] = []
+    real = backend.generate
+    backend.generate = lambda prompts, sampling, progress=None: (
+        asked.append(len(prompts)),
+        real(prompts, sampling),
+    )[1]
+    cfg = make_cfg(selfplay={"batch_size": 2, "n_seed": 1000, "max_seed_rounds": 1})
+    sp = SelfPlay(cfg, backend, executor, seeded_store(tmp_path, executor), tokenizer, seed=0)
+    seed_buffers(sp, batch_size=12)
+    assert asked[0] == 12

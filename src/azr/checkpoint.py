@@ -201,6 +201,14 @@ def _check_reference(path: Path, saved: float | None, current: float | None) -> 
         )
 
 
+def _optimizer_state(file: Path, sharded: bool) -> dict[str, Any]:
+    """The whole AdamW state of ``optimizer.pt``, on the CPU: the optimizer moves each tensor to its parameter's
+    device, and under FSDP only this rank's shard of each reaches the GPU (one whole tensor at a time), instead of
+    the whole state on every GPU (61 GB for 7B). Under FSDP the file is memory-mapped, so the ranks of a machine
+    share its pages instead of each reading a private copy into RAM."""
+    return torch.load(file, map_location="cpu", weights_only=True, mmap=sharded)
+
+
 def load(path: str | Path, trainer: Trainer) -> tuple[int, dict]:
     """Restore model (or adapter), optimizer, schedule and RNG states into ``trainer``; return (step, extra_state).
 
@@ -218,8 +226,7 @@ def load(path: str | Path, trainer: Trainer) -> tuple[int, dict]:
     _check_reference(path, state.get("reference_checksum"), trainer.reference_checksum())
     with torch.no_grad():
         _load_model_weights(path / "model", trainer)
-    device = trainer.device
-    trainer.load_optimizer_state(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+    trainer.load_optimizer_state(_optimizer_state(path / "optimizer.pt", sharded=trainer.sharded is not None))
     trainer.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     trainer.updates = int(state["updates"])
     rng_tensors = torch.load(path / "rng.pt", weights_only=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before anything imports torch (see azr.runtime)
+from azr.runtime import configure_process, gpu_host, use_jemalloc  # imports no torch
+
+if not gpu_host():
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before anything imports torch (see azr.runtime)
 
 import argparse
 import importlib
@@ -13,7 +16,6 @@ import sys
 from azr import __version__
 from azr.config import ConfigError
 from azr.errors import AzrError
-from azr.runtime import configure_process, use_jemalloc
 
 COMMANDS: dict[str, str] = {
     "train": "Run self-play: seed the buffers, then propose, solve and update.",

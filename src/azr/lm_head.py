@@ -30,13 +30,14 @@ def head_stats(
     with_entropy: bool,
     chunk: int = 0,
     grad_in_place: bool = False,
+    block: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (n,) of ``targets`` under ``softmax(head(hidden) / T)``, and entropies (n,) when asked, in fp32.
 
     With ``chunk > 0`` no (n, V) logits ever exist, in forward or in backward. A bias-free ``nn.Linear`` head (the
     usual tied LM head) runs through :class:`_ChunkedHead`, in tiles of ``chunk`` rows by ``VOCAB_BLOCK`` vocabulary
     entries; any other head runs ``chunk`` rows at a time checkpointed, which makes a whole (V, H) gradient per
-    chunk.
+    chunk. ``block``: vocabulary entries per tile (default :data:`VOCAB_BLOCK`).
 
     ``grad_in_place``: the chunked head adds its weight's gradient straight into ``weight.grad`` (creating it when
     None) instead of handing autograd a whole (V, H) fp32 gradient to add there (113 MB for SmolLM2-135M, at the
@@ -58,7 +59,15 @@ def head_stats(
             )
         in_place = grad_in_place and head.weight.is_leaf
         logp, ent = _ChunkedHead.apply(
-            hidden, head.weight, targets, temperatures, with_entropy, chunk, dtype, in_place
+            hidden,
+            head.weight,
+            targets,
+            temperatures,
+            with_entropy,
+            chunk,
+            dtype,
+            in_place,
+            block or VOCAB_BLOCK,
         )
         return logp, (ent if with_entropy else None)
     parts = []
@@ -93,11 +102,12 @@ class _ChunkedHead(torch.autograd.Function):
         chunk: int,
         dtype: torch.dtype | None,
         grad_in_place: bool = False,
+        block_size: int = VOCAB_BLOCK,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n = hidden.shape[0]
         h = hidden if dtype is None else hidden.to(dtype)
         stats = _Running(n, hidden.device, with_entropy)
-        for block in _slices(weight.shape[0], VOCAB_BLOCK):
+        for block in _slices(weight.shape[0], block_size):
             w = weight[block] if dtype is None else weight[block].to(dtype)  # (b, H)
             for rows in _slices(n, chunk):
                 z = _tile_logits(h[rows], w, temperatures, rows)  # (c, b) fp32
@@ -105,6 +115,7 @@ class _ChunkedHead(torch.autograd.Function):
         lse, logp, entropy = stats.result()
         ctx.save_for_backward(hidden, weight, targets, temperatures, lse, entropy)
         ctx.chunk, ctx.dtype, ctx.weight, ctx.in_place = chunk, dtype, weight, grad_in_place
+        ctx.block_size = block_size
         return logp, entropy
 
     @staticmethod
@@ -114,7 +125,7 @@ class _ChunkedHead(torch.autograd.Function):
         h = hidden if ctx.dtype is None else hidden.to(ctx.dtype)
         grad_hidden = torch.zeros(hidden.shape, device=hidden.device) if ctx.needs_input_grad[0] else None
         grad_weight = _weight_grad_buffer(ctx) if ctx.needs_input_grad[1] else None
-        for block in _slices(weight.shape[0], VOCAB_BLOCK):
+        for block in _slices(weight.shape[0], ctx.block_size):
             w = weight[block] if ctx.dtype is None else weight[block].to(ctx.dtype)  # (b, H)
             # the gradient of the product's output for all rows of the block, in its dtype: one product each for
             # the hidden states' and the weight's gradients, with all n rows as the inner dimension of the latter
@@ -135,7 +146,7 @@ class _ChunkedHead(torch.autograd.Function):
             grad_hidden = grad_hidden.to(hidden.dtype)
         if ctx.in_place:
             grad_weight = None  # already in weight.grad
-        return grad_hidden, grad_weight, None, None, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None, None, None
 
 
 def _weight_grad_buffer(ctx: Any) -> torch.Tensor:

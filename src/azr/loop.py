@@ -33,6 +33,7 @@ from azr.distributed import (
     from_env,
     rank_store_dir,
     remove_rank_dir,
+    shared_run_dir,
     shutdown,
 )
 from azr.errors import AzrError
@@ -182,7 +183,7 @@ def _check_memory(cfg: Config, trainer: Any, console: Console) -> None:
     trainable = sum(p.numel() for p in trainer.params)
     shards = trainer.dist.world_size if trainer.sharded else 1
     master = trainer.params[0].element_size() if trainer.params else 0
-    est = memory.estimate(trainer.model, cfg, trainable, vllm, shards, master)
+    est = memory.estimate(trainer.model, cfg, trainable, vllm, shards, master, device)
     console.print(est.line())
     warning = memory.check(est, device, resident=est.weights + est.reference)
     if warning:
@@ -274,6 +275,7 @@ def train(
     Under a launcher this is one rank of the run (:mod:`azr.distributed`); only rank 0 prints.
     """
     dist = from_env(_device(cfg))
+    run_dir = shared_run_dir(run_dir, dist)
     console = (console or Console()) if dist.is_main else Console(quiet=True)
     try:
         cfg = _launcher_fsdp(cfg, dist, console)
@@ -303,7 +305,7 @@ def _seed(run: Run, progress: Any) -> Any:
     """The seeding stage; with several processes rank 0 runs it alone on its own store, before the others copy."""
     from azr.seeding import seed_buffers
 
-    return seed_buffers(run.selfplay, progress=progress.callback)
+    return seed_buffers(run.selfplay, progress=progress.callback, batch_size=run.cfg.selfplay.batch_size)
 
 
 def _steps(run: Run, log: MetricsLogger | None, progress: Any, console: Console) -> int:

@@ -17,13 +17,26 @@ moments, plus the whole weights gathered between updates for generation (in bf16
 ``2 + (4 + 4 + 8) / W`` bytes a parameter (7B on 8 processes: 30 GB instead of 112). LoRA trains ~0.5% of the parameters, so the base weights dominate.
 
 Activations of one micro-batch (``training.micro_batch_size`` sequences of up to ``max_prompt_tokens +
-max_new_tokens`` tokens, 2-byte activations under bf16 autocast, attention without the quadratic term as in SDPA):
-about ``34 * H`` bytes per token and layer (Korthikanti et al. 2022, arXiv 2205.05198), ``2 * H`` with gradient
-checkpointing (one layer's worth recomputed) plus ``2 * H`` for the attention output the checkpoint keeps and 2
-bytes per output of the narrow key/value projections it keeps (:func:`azr.layerwise.kept_kv_width`), plus the fp32
-logits of the reply tokens (``4 * V`` bytes each, twice for the backward; with checkpointing one tile of 128 tokens
-by 4096 vocabulary entries at a time, and one block's 2-byte logit gradients for all of them). It is an estimate
-for a start-up check, not a measurement: it ignores allocator slack.
+max_new_tokens`` tokens; ``a`` bytes per activation, 2 under bf16 autocast; attention without the quadratic term as
+in SDPA). Per token, with hidden size H, MLP width I and key + value width K:
+
+- one layer's intermediates while it runs (forward, or its replay in backward under checkpointing): in the
+  activation dtype the normed inputs of attention and MLP, the queries, the attention output and the output
+  projection's (5H), the keys and values (K) and the MLP's gate, up, SiLU and product (4I); in fp32 the residual
+  sums and RMSNorm's fp32 copies (4 x 4H). For Qwen2.5-7B (I = 5.3H) that is 69H bytes, where Korthikanti et
+  al.'s ``34 * H`` (arXiv 2205.05198) assumes a 4H MLP without a gate;
+- without checkpointing every layer keeps all of that;
+- with checkpointing (:mod:`azr.layerwise`) each layer keeps its input, in the residual stream's dtype (the
+  weights' dtype: fp32 master weights keep an fp32 stream under autocast), and the attention output (``a * H``);
+  on a CPU where azr's kernels apply also the key/value projections' outputs (:func:`azr.layerwise.kept_kv_width`;
+  on a GPU it keeps none);
+- the fp32 logits of the reply tokens (``4 * V`` bytes each, twice for the backward); with checkpointing one tile
+  at a time (:func:`azr.trainer.head_tile`: 128 x 4096 on a CPU, 1024 x 16384 on a GPU) and one vocabulary block's
+  logit gradients for all reply tokens.
+
+For 7B (``configs/paper-7b.toml``: 14,240 tokens, fp32 weights, bf16 autocast) that is 8.0 GiB of kept layer
+inputs and attention outputs, 3.3 GiB for the layer being replayed and 0.4 GiB for the LM head: ~11.6 GiB. It is
+an estimate for a start-up check, not a measurement: it ignores allocator slack.
 
 On CUDA the check raises :class:`AzrError` when the estimate plus the vLLM share
 (``rollout.vllm_gpu_memory_utilization`` of the GPU) exceeds the free memory (``torch.cuda.mem_get_info``). On a
@@ -64,12 +77,18 @@ class Estimate:
 
 
 def estimate(
-    model: Any, cfg: Any, trainable: int, vllm_bytes: int = 0, shards: int = 1, master_bytes: int = 0
+    model: Any,
+    cfg: Any,
+    trainable: int,
+    vllm_bytes: int = 0,
+    shards: int = 1,
+    master_bytes: int = 0,
+    device: str = "cpu",
 ) -> Estimate:
     """The estimate for the trainer's ``model`` under run config ``cfg``; ``trainable``: the parameters the
     optimizer updates; ``vllm_bytes``: the GPU memory the vLLM engine will take; ``shards``: the processes FSDP
     shards over (1: none); ``master_bytes``: bytes of a trainable parameter when they differ from the model's
-    (FSDP gathers fp32 shards as bf16)."""
+    (FSDP gathers fp32 shards as bf16); ``device``: the training device's type."""
     params = list(model.parameters())
     total = sum(p.numel() for p in params)
     weight_bytes = sum(p.numel() * p.element_size() for p in params)
@@ -82,15 +101,27 @@ def estimate(
         gradients=trainable * per // shards,
         optimizer=trainable * 2 * per // shards,
         reference=reference,
-        activations=activation_bytes(model.config, cfg),
+        activations=activation_bytes(model.config, cfg, device, params[0].element_size() if params else 4),
         vllm=vllm_bytes,
     )
 
 
-def activation_bytes(config: Any, cfg: Any) -> int:
-    """Activations of one micro-batch (see the module docstring)."""
+def layer_bytes(config: Any, act: int) -> int:
+    """Bytes per token of one layer's intermediates while it runs, activations of ``act`` bytes (module
+    docstring)."""
+    hidden, heads = int(config.hidden_size), int(config.num_attention_heads)
+    width = int(getattr(config, "intermediate_size", None) or 4 * hidden)
+    head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
+    kv = 2 * int(getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    return act * (5 * hidden + kv + 4 * width) + 4 * 4 * hidden
+
+
+def activation_bytes(config: Any, cfg: Any, device: str = "cpu", weight_bytes: int = 4) -> int:
+    """Activations of one micro-batch on a ``device`` of that type, the weights ``weight_bytes`` bytes each
+    (see the module docstring)."""
     hidden, layers = int(config.hidden_size), int(config.num_hidden_layers)
     vocab = int(config.vocab_size)
+    act = 2 if cfg.training.bf16_autocast is not False or weight_bytes == 2 else 4
     r = cfg.rollout
     reply = max(r.max_new_tokens_propose, r.max_new_tokens_solve)
     tokens = cfg.training.micro_batch_size * (r.max_prompt_tokens + reply)
@@ -99,15 +130,17 @@ def activation_bytes(config: Any, cfg: Any) -> int:
         tokens = max(tokens, cfg.training.micro_batch_tokens + r.max_prompt_tokens)
     logit_rows = max(cfg.training.micro_batch_size * reply, cfg.training.micro_batch_tokens)
     if not cfg.model.gradient_checkpointing:
-        return tokens * layers * 34 * hidden + logit_rows * vocab * 4 * 2
-    from azr.layerwise import kept_kv_width
-    from azr.lm_head import VOCAB_BLOCK
-    from azr.trainer import HEAD_CHUNK
+        return tokens * layers * layer_bytes(config, act) + logit_rows * vocab * 4 * 2
+    import torch
 
-    per_token_layer = 4 * hidden + 2 * kept_kv_width(config)
-    kept = tokens * layers * per_token_layer + tokens * 34 * hidden
-    # the LM head runs (HEAD_CHUNK x VOCAB_BLOCK) fp32 tiles; its backward holds one block's logit gradients
-    return kept + min(logit_rows, HEAD_CHUNK) * min(vocab, VOCAB_BLOCK) * 4 * 2 + logit_rows * VOCAB_BLOCK * 2
+    from azr.layerwise import kept_kv_width
+    from azr.trainer import head_tile
+
+    kv = act * kept_kv_width(config) if device == "cpu" else 0
+    kept = tokens * layers * (weight_bytes * hidden + act * hidden + kv) + tokens * layer_bytes(config, act)
+    # the LM head runs (rows x block) fp32 tiles; its backward holds one block's logit gradients for every row
+    rows, block = head_tile(torch.device(device))
+    return kept + min(logit_rows, rows) * min(vocab, block) * 4 * 2 + logit_rows * min(vocab, block) * act
 
 
 def available_ram() -> int | None:

@@ -31,7 +31,9 @@ def _cpu_flags() -> frozenset[str]:
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 matmuls natively (a CUDA device with bf16, a CPU with AMX/AVX512-BF16)."""
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # Not torch.cuda.is_bf16_supported(): it also counts emulation on pre-Ampere GPUs (a V100, a T4), where
+        # bf16 is slow and vLLM refuses the dtype. bf16 tensor cores start with compute capability 8.0.
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
         return any(flag in _cpu_flags() for flag in _CPU_BF16_FLAGS)
     return False

@@ -23,6 +23,9 @@
   left 751 of them (187 MiB) behind, growing with every step until the caches are full. With 64: 189 of them, 164 MiB
   less after one update, and the same update time within noise (81.4 against 79.7 s, AVX512-BF16, 2026-12-06); a
   micro-batch's or decode step's own kernels (a few dozen shapes) still stay cached.
+- **None of it on a GPU host** (an NVIDIA driver with a GPU visible, :func:`gpu_host`): the work runs on the GPU,
+  the settings above were measured for CPU training and decoding, and a preloaded jemalloc would sit under CUDA's
+  and NCCL's host allocations untested. ``AZR_ALLOCATOR=jemalloc`` still preloads it there.
 - **Freed memory goes back at phase boundaries.** Kept forever, the retained heap made the process hold the union of
   generation's working set (KV caches) and the update's (gradients, activations): 4.99 GB peak on the default CPU run
   with checkpointing. The loop calls :func:`release_freed_memory` after generation and after the update, so each phase
@@ -54,8 +57,22 @@ KERNEL_CACHE_CAPACITY = 64  # compiled oneDNN kernels kept per cache (module doc
 _ARENAS_ALL = 4096  # jemalloc's MALLCTL_ARENAS_ALL: "arena.4096.purge" purges every arena
 
 
+def gpu_host() -> bool:
+    """Whether an NVIDIA GPU is visible to this process (read from the driver's ``/proc`` entries, without
+    importing torch); ``CUDA_VISIBLE_DEVICES`` set empty or to -1 hides them."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
+        return False
+    gpus = Path(NVIDIA_GPUS)
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+NVIDIA_GPUS = "/proc/driver/nvidia/gpus"
+
+
 def configure_process() -> None:
-    """Apply the settings (idempotent); call before torch allocates anything big."""
+    """Apply the settings (idempotent); call before torch allocates anything big. Nothing on a GPU host."""
+    if gpu_host():
+        return
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for cache in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):  # read at oneDNN's first use
         os.environ.setdefault(cache, str(KERNEL_CACHE_CAPACITY))
@@ -86,6 +103,8 @@ def use_jemalloc(argv: Sequence[str] | None = None) -> None:
     if choice not in ("auto", "jemalloc", "glibc"):
         raise AzrError(f"AZR_ALLOCATOR={choice!r}: use auto, jemalloc or glibc")
     if choice == "glibc" or not sys.platform.startswith("linux") or jemalloc_active():
+        return
+    if choice == "auto" and gpu_host():
         return
     library = jemalloc_library()
     if library is None or os.environ.get("_AZR_REEXEC"):  # already tried once: preloading did not take

@@ -32,8 +32,12 @@ class SeedReport:
         return f"seeding: {imported}{rounds}; buffers: {sizes}"
 
 
-def seed_buffers(sp: SelfPlay, progress: Progress | None = None) -> SeedReport:
-    """Make sure every buffer holds its seeds; returns what was done. Seeds are stored at step 0."""
+def seed_buffers(sp: SelfPlay, progress: Progress | None = None, batch_size: int | None = None) -> SeedReport:
+    """Make sure every buffer holds its seeds; returns what was done. Seeds are stored at step 0.
+
+    ``batch_size``: proposals per round (default ``selfplay.batch_size`` of ``sp``'s config). With several
+    processes rank 0 seeds alone with a self-play object built for its share of the batch, so the loop passes the
+    whole batch size here."""
     cfg, store = sp.cfg.selfplay, sp.store
     report = SeedReport()
     if store.count() == 0:
@@ -45,14 +49,14 @@ def seed_buffers(sp: SelfPlay, progress: Progress | None = None) -> SeedReport:
         report.rounds += 1
         if progress:
             progress("seeding", min(store.count(TaskType.DEDUCTION), cfg.n_seed), cfg.n_seed)
-        _seed_round(sp, report, progress)
+        _seed_round(sp, report, progress, batch_size or sp.cfg.selfplay.batch_size)
     report.counts = {k.value: store.count(k) for k in TaskType}
     return report
 
 
-def _seed_round(sp: SelfPlay, report: SeedReport, progress: Progress | None) -> None:
+def _seed_round(sp: SelfPlay, report: SeedReport, progress: Progress | None, batch_size: int) -> None:
     timings: dict[str, float] = {}
-    B = max(sp.cfg.selfplay.batch_size, 4)
+    B = max(batch_size, 4)
     phase_step = -report.rounds  # negative "steps" keep seeding samples distinct from RL steps
     proposals = sp.propose(phase_step, timings, None, counts={TaskType.DEDUCTION: B})
     report.proposed += len(proposals)

@@ -73,7 +73,12 @@ class Sharded:
         kw: dict[str, Any] = {"mesh": mesh, **({"mp_policy": mp} if mp else {})}
         self.policy = policy
         self.units: list[Any] = [fully_shard(layer, **kw) for layer in _layers(policy)]
-        self.root: Any = fully_shard(_Root(policy), **kw)
+        # The root's inputs stay as given: FSDP would cast every float tensor in them to bf16, the micro-batch's
+        # sampling temperatures included (0.7 would score as 0.6992).
+        root_mp = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False
+        )
+        self.root: Any = fully_shard(_Root(policy), **{**kw, **({"mp_policy": root_mp} if mp else {})})
         named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]  # the shards (DTensors): what the optimizer steps

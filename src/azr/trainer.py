@@ -75,7 +75,16 @@ def constant_lr(_: int) -> float:
     return 1.0
 
 
-HEAD_CHUNK = 128  # reply tokens whose logits exist at once under gradient checkpointing
+HEAD_CHUNK = 128  # reply tokens whose logits exist at once under gradient checkpointing, on a CPU
+GPU_HEAD_TILE = (1024, 16384)  # (reply tokens, vocabulary entries) of one LM-head tile on a GPU
+
+
+def head_tile(device: torch.device) -> tuple[int, int]:
+    """(reply tokens, vocabulary entries) of one tile of the checkpointed LM head (:func:`azr.lm_head.head_stats`).
+    Small on a CPU, where a tile of logits should stay in its caches; large on a GPU, where every tile costs a
+    dozen kernel launches: an 8096-token reply over Qwen2.5's 152k vocabulary is ~2,400 tiles of 128 x 4096 and
+    80 of 1024 x 16384 (64 MiB of fp32 logits)."""
+    return (HEAD_CHUNK, lm_head.VOCAB_BLOCK) if device.type == "cpu" else GPU_HEAD_TILE
 
 
 class Trainer:
@@ -212,7 +221,9 @@ class Trainer:
             picked = hidden[mb.rows, mb.cols]  # (n, H)
             if stages is not None:
                 (picked,) = stages.cut([picked])
-            chunk = HEAD_CHUNK if checkpointed else 0  # (chunk, V) logits at a time, recomputed in backward
+            chunk, block = (
+                head_tile(picked.device) if checkpointed else (0, 0)
+            )  # tiles, recomputed in backward
             return lm_head.head_stats(
                 head,
                 picked,
@@ -221,6 +232,7 @@ class Trainer:
                 with_entropy,
                 chunk,
                 grad_in_place=stages is not None,
+                block=block,
             )
 
     @staticmethod

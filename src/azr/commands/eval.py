@@ -77,7 +77,14 @@ def run(args: argparse.Namespace) -> int:
     if args.model in ("oracle", "oracle-wrong"):
         backend, tokenizer = OracleBackend(wrong=args.model == "oracle-wrong"), None
     else:
-        backend, tokenizer = _load(args, RolloutConfig(generation_batch_size=args.batch_size))
+        # Benchmark prompts carry demonstrations: room for longer ones than self-play's (the vllm backend sizes
+        # its KV cache for max_prompt_tokens plus the reply budget).
+        rollout = RolloutConfig(
+            generation_batch_size=args.batch_size,
+            max_prompt_tokens=EVAL_PROMPT_TOKENS,
+            max_new_tokens_solve=max(args.max_new_tokens or 0, EVAL_REPLY_TOKENS),
+        )
+        backend, tokenizer = _load(args, rollout)
     # Benchmark programs and inputs are longer than self-play ones: only the size limits are raised.
     cfg = dataclasses.replace(ExecutorConfig(), max_output_chars=1_000_000)
 
@@ -96,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {report.write_json(args.json)}")
     return 0 if report.results else 1
+
+
+EVAL_PROMPT_TOKENS = 4096
+EVAL_REPLY_TOKENS = 1024  # above every benchmark's default reply budget (azr.evaluation.benchmarks)
 
 
 def _load(args: argparse.Namespace, rollout_cfg: object) -> tuple[object, object]:

@@ -49,7 +49,7 @@ from azr.rollout import prefill, shared_kv
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
 from azr.rollout.kvcache import DynamicCache, DynamicLayer, new_cache
 from azr.rollout.linears import packed_linears, small_batch_linears
-from azr.rollout.sampling import StopDetector, sample_next
+from azr.rollout.sampling import StopDetector, sample_next, to_host
 
 
 def pick_decode_dtype(model: Any, want_bf16: bool) -> torch.dtype:
@@ -283,7 +283,7 @@ class HFBackend:
         logits = next(steps)  # (A, V) after the prefill
         stats["prefill_seconds"] += time.perf_counter() - t0
         state, detector = _Chunk(len(prompts)), self._detector(sampling.stop)
-        eos = self.eos_ids.to(logits.device)
+        eos = set() if self.ignore_eos else set(self.eos_ids.tolist())
         for step in range(sampling.max_new_tokens):
             tokens, logps = sample_next(logits, sampling.temperature, sampling.top_p, gen)  # (A,), (A,)
             finished = self._record(
@@ -295,11 +295,9 @@ class HFBackend:
                 break
             keep = None
             if finished:
-                keep = torch.tensor(
-                    [i for i in range(len(state.alive)) if i not in finished], device=tokens.device
-                )
-                tokens = tokens[keep]
-                state.alive = [r for i, r in enumerate(state.alive) if i not in finished]
+                keep = [i for i in range(len(state.alive)) if i not in finished]
+                tokens = tokens[torch.tensor(keep, device=tokens.device)]
+                state.alive = [state.alive[i] for i in keep]
             logits = steps.send((tokens, keep))
         steps.close()
         stats["tokens"] += sum(len(t) for t in state.tokens)
@@ -307,9 +305,9 @@ class HFBackend:
 
     def _cache_steps(
         self, prompts: list[list[int]], max_new: int
-    ) -> Generator[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None], None]:
+    ) -> Generator[torch.Tensor, tuple[torch.Tensor, list[int] | None], None]:
         """Decode with one KV-cache row per row: yields the prefill's logits (A, V), then, for every (tokens,
-        rows kept) sent, the next logits of the rows kept."""
+        positions of the rows kept) sent, the next logits of the rows kept."""
         width = max(len(p) for p in prompts)
         logits, mask, pos, cache = self._prefill(prompts, max_new)  # mask (A, P + N), pos (A,)
         cache_kw = with_cache(self.decoder, cache)  # the same cache object for every step of the chunk
@@ -317,8 +315,9 @@ class HFBackend:
         while True:
             tokens, keep = yield logits
             if keep is not None:
-                cache.batch_select_indices(keep)
-                mask, pos = mask[keep], pos[keep]
+                index = torch.tensor(keep, device=mask.device)
+                cache.batch_select_indices(index)
+                mask, pos = mask[index], pos[index]
             mask[:, width + step] = 1
             pos = pos + 1
             out = self.decoder(
@@ -332,7 +331,7 @@ class HFBackend:
 
     def _prompt_store_steps(
         self, prompts: list[list[int]], max_new: int
-    ) -> Generator[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None], None] | None:
+    ) -> Generator[torch.Tensor, tuple[torch.Tensor, list[int] | None], None] | None:
         """:meth:`_cache_steps` with shared heads and repeated prompts kept once (:mod:`azr.rollout.shared_kv`),
         or None where that does not apply (nothing shared, sharing off, or a model it cannot drive)."""
         if not self.cfg.share_prefix or not self._store_ok():
@@ -392,19 +391,20 @@ class HFBackend:
         tokens: torch.Tensor,
         logps: torch.Tensor,
         detector: StopDetector,
-        eos: torch.Tensor,
+        eos: set[int],
         last: bool,
     ) -> set[int]:
-        """Append the new tokens to the live rows; return the batch positions that finished this step."""
+        """Append the new tokens to the live rows; return the batch positions that finished this step. The
+        tokens and log-probs come to the host in one copy; the checks below run on Python ints."""
         finished: set[int] = set()
-        is_eos = torch.isin(tokens, eos).tolist() if not self.ignore_eos else [False] * len(state.alive)
-        for i, (row, tok, lp) in enumerate(zip(state.alive, tokens.tolist(), logps.tolist())):
+        ids, lps = to_host(tokens, logps)
+        for i, (row, tok, lp) in enumerate(zip(state.alive, ids, lps)):
             state.tokens[row].append(tok)
             state.logprobs[row].append(lp)
-            if is_eos[i]:
+            if tok in eos:
                 state.finish[row] = "eos"
                 finished.add(i)
-        for i in detector.candidates(tokens):
+        for i in detector.candidates(ids):
             if i not in finished and detector.hit(state.tokens[state.alive[i]]):
                 state.finish[state.alive[i]] = "stop"
                 finished.add(i)

@@ -125,8 +125,10 @@ def packed_linears(model: Any, dtype: torch.dtype, rows: int, enabled: bool = Tr
     copies of their weights (layout tuned for products of ``rows`` rows; any count works). The plain weights that
     nothing else reads are emptied meanwhile: the caller refills them (the ``hf`` backend casts its decoding copy's
     weights afresh at every ``generate``). A no-op where :func:`packing_works` says no."""
-    kernels = _azr_kernels(dtype) if enabled else None
-    patched = _plain_linears(model, dtype) if enabled and (kernels or packing_works(dtype)) else []
+    candidates = _plain_linears(model, dtype) if enabled else []
+    # No CPU layers (a model on a GPU): nothing to pack, and azr's CPU kernels are never compiled (about 40 s).
+    kernels = _azr_kernels(dtype) if candidates else None
+    patched = candidates if candidates and (kernels or packing_works(dtype)) else []
     ids = {id(m) for m in patched}
     shared = {id(p) for m in model.modules() if id(m) not in ids for p in m.parameters(recurse=False)}
     uses = Counter(id(m.weight) for m in patched)

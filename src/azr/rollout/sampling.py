@@ -79,33 +79,41 @@ class StopDetector:
     """Finds stop strings at the end of growing token sequences without decoding whole sequences each step.
 
     ``may_end[t]`` says whether token ``t``'s text contains the last character of some stop string; only such a
-    token can complete a stop string, so only those rows get a tail decode of ``window`` tokens.
+    token can complete a stop string, so only those rows get a tail decode of ``window`` tokens. It works on token
+    ids already on the host (the decode loop copies each step's tokens there once), so it never meets a device
+    tensor.
     """
 
     def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
         self.tokenizer = tokenizer
         self.stops = tuple(stops)
         self.window = max((len(s) for s in self.stops), default=0) + 1  # every token adds >= 1 char
-        self.may_end: torch.Tensor | None = None  # (V,) bool, built on first use
-        if self.stops:
-            self.may_end = self._build_may_end()
+        self.may_end: list[bool] = self._build_may_end() if self.stops else []  # (V,)
 
-    def _build_may_end(self) -> torch.Tensor:
+    def _build_may_end(self) -> list[bool]:
         size = len(self.tokenizer)
         last_chars = {s[-1] for s in self.stops}
         if any(not c.isascii() for c in last_chars):  # a byte-split character: check every token
-            return torch.ones(size, dtype=torch.bool)
+            return [True] * size
         texts = self.tokenizer.batch_decode([[i] for i in range(size)])
-        return torch.tensor([any(c in t for c in last_chars) for t in texts], dtype=torch.bool)
+        return [any(c in t for c in last_chars) for t in texts]
 
-    def candidates(self, tokens: torch.Tensor) -> list[int]:
-        """Row indices whose new token (``tokens`` (A,)) could complete a stop string."""
-        if self.may_end is None:
+    def candidates(self, tokens: Sequence[int]) -> list[int]:
+        """Positions in ``tokens`` (one new token id per row) whose token could complete a stop string; an id
+        beyond the tokenizer's vocabulary (a padded LM head) always could."""
+        if not self.stops:
             return []
-        in_vocab = tokens.clamp(max=self.may_end.numel() - 1)
-        return torch.nonzero(self.may_end[in_vocab] | (tokens >= self.may_end.numel())).flatten().tolist()
+        size = len(self.may_end)
+        return [i for i, t in enumerate(tokens) if t >= size or self.may_end[t]]
 
     def hit(self, token_ids: Sequence[int]) -> bool:
         """Whether the decoded tail of ``token_ids`` contains a stop string (call after every candidate token)."""
         tail = self.tokenizer.decode(list(token_ids[-self.window :]), skip_special_tokens=False)
         return any(s in tail for s in self.stops)
+
+
+def to_host(tokens: torch.Tensor, logprobs: torch.Tensor) -> tuple[list[int], list[float]]:
+    """``tokens`` (A,) and ``logprobs`` (A,) as Python lists, in one device-to-host copy (one sync per decode
+    step on a GPU instead of one per list). Token ids travel as float64, exact below 2**53."""
+    both = torch.stack((tokens.double(), logprobs.double())).cpu()  # (2, A)
+    return [int(t) for t in both[0].tolist()], both[1].tolist()

@@ -119,11 +119,12 @@ class PromptStore:
         device = self.levels[-1].keep.device
         self.layouts = [_Layout([level.owner[u] for u in row_prompt], device) for level in self.levels]
 
-    def select(self, keep: torch.Tensor) -> None:
+    def select(self, keep: list[int]) -> None:
         """Keep only the rows at positions ``keep`` (finished rows leave)."""
-        self.tail_k = [t[keep] for t in self.tail_k]
-        self.tail_v = [t[keep] for t in self.tail_v]
-        self._set_rows([self.row_prompt[i] for i in keep.tolist()])
+        index = torch.tensor(keep, device=self.tail_k[0].device)
+        self.tail_k = [t[index] for t in self.tail_k]
+        self.tail_v = [t[index] for t in self.tail_v]
+        self._set_rows([self.row_prompt[i] for i in keep])
 
     def advance(self) -> None:
         self.length += 1
@@ -260,7 +261,7 @@ def decode_steps(
     max_new: int,
     native: bool = True,
     lean: bool = True,
-) -> Generator[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None], None]:
+) -> Generator[torch.Tensor, tuple[torch.Tensor, list[int] | None], None]:
     """Decode rows ``row_of`` (row -> distinct prompt) from the distinct prompts' prefill (last logits (U, V),
     last positions (U,), shared ``levels``): yields the rows' first logits, then, for every (tokens, rows kept)
     sent, the next logits of the rows kept. ``native``: use the compiled attention kernel where it builds; ``lean``:
@@ -273,7 +274,7 @@ def decode_steps(
         tokens, keep = yield logits
         if keep is not None:
             store.select(keep)
-            pos = pos[keep]
+            pos = pos[torch.tensor(keep, device=pos.device)]
         pos = pos + 1
         if lean:
             logits = lean_decoder.decode_logits(model, tokens, pos, store)  # (A, V)

