@@ -97,18 +97,22 @@ def child_main(cfg: dict, fds: tuple[int, int, int], zygote: int) -> None:
     _max_out = cfg["max_out"]
     try:
         os.setpgid(0, 0)
-        os.dup2(cfg["devnull"], 0)
-        os.dup2(out_w, 1)
-        os.dup2(out_w, 2)
-        os.dup2(res_w, 3)
-        os.dup2(job_r, 4)
-        os.closerange(5, cfg["maxfd"])  # the zygote's socket and any other descriptor
         try:
-            program, entry, inputs, cpu, uid = _read_job(4)
-            os.close(4)
+            program, entry, inputs, cpu, uid = _read_job(job_r)
+            os.dup2(res_w, 3)
+            os.dup2(cfg["devnull"], 0)
+            os.dup2(out_w, 1)
+            os.dup2(out_w, 2)
+            os.closerange(4, cfg["maxfd"])  # the job pipe, the zygote's socket, any other descriptor
             _isolate(cfg, cpu, uid, zygote)
         except BaseException as e:
-            _write_row(["error", None, "SandboxError", f"isolation failed: {e!r}", 0.0])
+            row = encode_row(["error", None, "SandboxError", f"isolation failed: {e!r}", 0.0])
+            for fd in (res_w, 3):  # fd 3 once the result pipe is moved there (res_w is then closed)
+                try:
+                    os.write(fd, row)
+                    break
+                except OSError:
+                    pass
             raise
         _run(program, entry, inputs)
     finally:
