@@ -151,6 +151,34 @@ def test_likelihood_term_adds_correct_mc_solves_of_learnable_tasks(tmp_path, exe
         assert 0.0 < owner.role_reward < 1.0
 
 
+def test_policy_gradient_switch_keeps_only_the_likelihood_terms(tmp_path, executor, tiny):
+    """algorithm.policy_gradient = false (the ablation): every TRR++ sample has advantage 0 while rewards and
+    metrics are those of the default step; the likelihood samples keep their fixed advantage."""
+    _, tokenizer = tiny
+    runs = {}
+    for pg in (True, False):
+        counter = [0]
+        backend = ScriptedBackend(lambda p, c=counter: scripted_reply(p, c), tokenizer=tokenizer)
+        cfg = make_cfg(algorithm={"solve_nll_coef": 0.5, "policy_gradient": pg})
+        sp = SelfPlay(cfg, backend, executor, seeded_store(tmp_path / str(pg), executor), tokenizer, seed=0)
+        runs[pg] = sp.step(1)
+    on, off = runs[True], runs[False]
+    core_on = [s for s in on.samples if not s.auxiliary]
+    core_off = [s for s in off.samples if not s.auxiliary]
+    assert any(s.advantage != 0 for s in core_on)
+    assert core_off and all(s.advantage == 0.0 for s in core_off)
+    assert [s.reward for s in core_off] == [s.reward for s in core_on]
+    aux = [s for s in off.samples if s.auxiliary]
+    assert aux and all(s.advantage == 0.5 for s in aux)
+
+    def same(m: dict) -> dict:
+        return {k: v for k, v in m.items() if not k.startswith(("perf/", "advantage"))}
+
+    assert same(off.metrics) == same(on.metrics)
+    with pytest.raises(Exception, match="policy_gradient"):
+        make_cfg(algorithm={"policy_gradient": False})
+
+
 def test_trace_term_adds_sandbox_written_solves(tmp_path, executor, tiny):
     """trace_nll_coef > 0: each new deduction/abduction task not always solved gets one solve reply written by the
     sandbox (a trace, then the gold answer), after its Monte-Carlo prompt, scored at temperature 1 with the fixed

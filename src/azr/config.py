@@ -151,6 +151,15 @@ class AlgorithmConfig:
         "most selfplay.demo_trace lines; its answer is the gold one), with this fixed advantage, scored at "
         "temperature 1. No human data; outside TRR++'s groups. Needs selfplay.demo_trace > 0.",
     )
+    policy_gradient: bool = _f(
+        True,
+        "Ablation switch (paper: true). false zeroes the RL loss of proposer and solver: every TRR++ sample's "
+        "advantage is set to 0 after the rewards are computed (rewards and reward metrics are unchanged; the "
+        "advantage metrics show the zeros), so "
+        "only the likelihood terms (solve_nll_coef, trace_nll_coef) move the model. The zero-advantage replies "
+        "stay in the batch, so the likelihood terms keep the weight they have in the token-mean of the default "
+        "run, and the entropy bonus applies as usual. Needs solve_nll_coef or trace_nll_coef > 0.",
+    )
     std_eps: float = _f(1e-6, "Added to the group std before dividing.")
 
 
@@ -374,6 +383,11 @@ def validate(cfg: Config) -> None:
     if cfg.algorithm.trace_nll_coef < 0 or (cfg.algorithm.trace_nll_coef and not sp.demo_trace):
         raise ConfigError(
             "algorithm.trace_nll_coef must be >= 0, and needs selfplay.demo_trace > 0 (0 turns it off)"
+        )
+    a = cfg.algorithm
+    if not a.policy_gradient and a.solve_nll_coef <= 0 and a.trace_nll_coef <= 0:
+        raise ConfigError(
+            "algorithm.policy_gradient = false trains nothing unless solve_nll_coef or trace_nll_coef > 0"
         )
     if cfg.executor.determinism_runs < 2:
         raise ConfigError("executor.determinism_runs must be >= 2 (determinism needs two separate runs)")

@@ -151,6 +151,11 @@ class SelfPlay:
         # stays out of the group statistics and the update, and is counted in <role>/parser_error_rate/<type>.
         trained = [s for s in samples if not s.parser_error]
         self.assign_advantages(trained)
+        if (
+            not self.cfg.algorithm.policy_gradient
+        ):  # the ablation: no RL loss, only the likelihood terms below
+            for s in trained:
+                s.advantage = 0.0
         extra = self.likelihood_samples(mc_samples) + self.trace_samples(proposals, mc_samples)
         if self.cfg.safety.zero_reward:  # a flagged reply gets no likelihood term either
             extra = [s for s in extra if not self.monitor([s])]
