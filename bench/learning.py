@@ -36,7 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from azr.evaluation.compare import compare_bench
+from azr.evaluation.compare import compare_bench, shown_items
 from azr.fsutil import atomic_write_text
 from azr.metrics import read_metrics
 
@@ -145,12 +145,21 @@ def select(scores: list[tuple[int, float]], how: str) -> int:
     return next(step for step, score in scores if score == best)
 
 
-def compare(base: dict[str, Any], final: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per benchmark present in both: the paired McNemar test of base (before) against final (after)."""
+def compare(
+    base: dict[str, Any], final: dict[str, Any], data_dir: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per benchmark present in both: the paired McNemar test of base (before) against final (after); for
+    CRUXEval also a row on the items where copying the shown input/output cannot score, and the copy counts
+    (``azr compare``'s shortcut accounting)."""
     rows = {}
     for bench in base["results"]:
-        if bench in final["results"] and (c := compare_bench(base, final, bench)) is not None:
+        shown = shown_items(base, final, bench, data_dir)
+        if bench in final["results"] and (c := compare_bench(base, final, bench, shown)) is not None:
             rows[bench] = asdict(c.stats)
+            if c.copy:
+                rows[bench] |= {"copies_before": c.copy.copies_before, "copies_after": c.copy.copies_after,
+                                "copy_baseline": c.copy.copy_baseline}  # fmt: skip
+                rows[f"{bench} (copy cannot score)"] = asdict(c.copy.no_copy)
     return rows
 
 
@@ -212,7 +221,7 @@ def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -
     base = load_eval(out, 0)
     final = load_eval(out, chosen)
     assert base is not None and final is not None
-    tests = compare(base, final)
+    tests = compare(base, final, args.data_dir)
     how = "the last" if args.select == "last" else "the best on the probe"
     title = f"base vs step {chosen}, {how} of {len(found)} checkpoints ({args.minutes:g} min of training)"
     table = Table(title=title)
@@ -222,6 +231,10 @@ def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -
         table.add_row(bench, str(t["n"]), str(t["before"]), str(t["after"]), str(t["gained"]),
                       str(t["lost"]), f"{t['p_value']:.3g}")  # fmt: skip
     console.print(table)
+    for bench, t in tests.items():
+        if "copies_before" in t:
+            console.print(f"{bench}: answers that copy what the prompt shows {t['copies_before']} -> "
+                          f"{t['copies_after']} of {t['n']}; copying scores on {t['copy_baseline']} items")  # fmt: skip
     loop = in_loop(run_dir)
     side = Table(title=f"in-loop metrics (mean of the first and last {EDGE} steps)")
     for col in ("metric", "first", "last"):

@@ -60,8 +60,9 @@ def _report(bench: str, verdicts: dict[str, bool], **meta: object) -> EvalReport
     """A report as ``azr eval`` builds it: one record per item, one result per benchmark."""
     report = EvalReport(meta={"shots": 2, "demo_sha256": "abc", "samples": 1, "max_new_tokens": {bench: 96}})
     report.meta.update(meta)
+    shown = {"shown": "s", "copy_can_score": False} if bench.startswith("cruxeval") else {}
     for item, ok in verdicts.items():
-        report.records.append(ItemRecord(bench, item, "g", ["r"], ["x"], [ok], [""]))
+        report.records.append(ItemRecord(bench, item, "g", ["r"], ["x"], [ok], [""], **shown))
     score = sum(verdicts.values()) / len(verdicts)
     report.results[bench] = BenchResult(bench, score, len(verdicts), 1, {1: score}, 0.0)
     return report
@@ -123,6 +124,7 @@ def test_compare_real_eval_reports(tmp_path, shared_data, capsys):
     assert main(["compare", *paths, "--json", str(tmp_path / "cmp.json")]) == 0
     row = json.loads((tmp_path / "cmp.json").read_text())["benches"]["cruxeval-o"]
     assert (row["before"], row["after"], row["lost"], row["p_value"]) == (3, 0, 3, 0.25)
+    assert row["copy"] is not None and row["copy"]["no_copy"]["n"] + row["copy"]["copy_baseline"] == 3
     assert capsys.readouterr().err == ""  # same shots, demonstrations and budget: nothing to warn about
 
 
@@ -144,3 +146,49 @@ def test_compare_errors_are_one_line(tmp_path, capsys):
     disjoint = _report("cruxeval-o", {"s9": True})
     with pytest.raises(AzrError, match="no benchmark has items in both reports"):
         compare_reports(json.loads(Path(good).read_text()), disjoint.to_dict())
+
+
+def _crux_report(bench: str, rows: list[tuple[str, str, str, bool]], with_shown: bool = True) -> dict:
+    """A CRUXEval report: per item (shown text, gold answer, the greedy answer, right or not)."""
+    records = []
+    for i, (shown, gold, answer, right) in enumerate(rows):
+        rec = ItemRecord(bench, str(i), gold, [answer], [answer], [right], [""])
+        d = rec.__dict__ | ({"shown": shown, "copy_can_score": shown == gold} if with_shown else {})
+        if not with_shown:
+            d.pop("shown"), d.pop("copy_can_score")
+        records.append(d)
+    n = len(rows)
+    result = BenchResult(bench, sum(r[3] for r in rows) / n, n, 1, {1: 0.0}, 1.0)
+    return {"results": {bench: result.__dict__}, "records": records, "meta": {}}
+
+
+def test_shortcut_accounting_on_a_crafted_pair():
+    """CRUXEval-O, 6 items; items 0-1 return their input (copying scores there), items 2-5 do not.
+
+    before: answers copy the input on 0, 1, 2 (right on 0, 1; wrong on 2); 3 right; 4, 5 wrong.
+    after:  answers copy the input on 0, 1, 2, 3, 4 (right on 0, 1); 5 right.
+    All items: before 3 right, after 3 right. Where copying cannot score (2-5): before 1 (item 3), after 1
+    (item 5); gained 1 (5), lost 1 (3), p = 1. Copies 3 -> 5, copy baseline 2.
+    """
+    shown = ["[1]", "'a'", "[2, 3]", "5", "'xy'", "(1, 2)"]
+    gold = ["[1]", "'a'", "[3, 2]", "6", "'yx'", "3"]
+    before = [("[1]", True), ("'a'", True), ("[2,3]", False), ("6", True), ("'z'", False), ("0", False)]
+    after = [("[1]", True), ("'a'", True), ("[2, 3]", False), ("5", False), ("'xy'", False), ("3", True)]
+    a = _crux_report("cruxeval-o", [(s, g, x, r) for s, g, (x, r) in zip(shown, gold, before)])
+    b = _crux_report("cruxeval-o", [(s, g, x, r) for s, g, (x, r) in zip(shown, gold, after)])
+    (c,) = compare_reports(a, b).benches
+    assert c.copy is not None
+    assert (c.copy.copies_before, c.copy.copies_after, c.copy.copy_baseline) == (3, 5, 2)
+    s = c.copy.no_copy
+    assert (s.n, s.before, s.after, s.gained, s.lost, s.p_value) == (4, 1, 1, 1, 1, 1.0)
+    table = compare_reports(a, b).table()
+    assert "cruxeval-o (copy cannot score)" in table and "copy the shown input: 3 -> 5 of 6" in table
+
+
+def test_shortcut_accounting_needs_what_the_prompts_show(tmp_path):
+    """Old reports without the shown texts: a warning, no accounting; other benchmarks never get one."""
+    rows = [("1", "2", "1", False), ("3", "3", "3", True)]
+    a = _crux_report("cruxeval-i", rows, with_shown=False)
+    result = compare_reports(a, a)
+    assert result.benches[0].copy is None
+    assert any("no shortcut accounting" in w and "--data-dir" in w for w in result.warnings)

@@ -2,7 +2,9 @@
 
 For every benchmark in both reports: items paired by id (greedy verdict), the scores before (A) and after (B),
 the items gained and lost, and the exact two-sided McNemar p-value (:mod:`azr.evaluation.compare`). Warnings go
-to stderr when items are unpaired or the runs differ in shots, demonstrations, samples or token budget.
+to stderr when items are unpaired or the runs differ in shots, demonstrations, samples or token budget. For
+CRUXEval-O and -I it also counts the answers that copy what the prompt shows (the input, the output) and repeats
+the test on the items where copying cannot score (:mod:`azr.evaluation.shortcut`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--json", metavar="PATH", help="Also write the comparison (with every flipped id) here."
     )
     parser.add_argument("--ids", type=int, default=10, help="Flipped ids printed per benchmark (default 10).")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="Where the CRUXEval file is, for the shortcut accounting of reports that do not record the "
+        "items' inputs and outputs (written before azr eval did).",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from azr.evaluation.compare import compare_reports, load_report
     from azr.fsutil import atomic_write_json
 
-    result = compare_reports(load_report(args.before), load_report(args.after))
+    result = compare_reports(load_report(args.before), load_report(args.after), args.data_dir)
     for warning in result.warnings:
         print(f"azr compare: warning: {warning}", file=sys.stderr)
     print(result.table(max_ids=max(args.ids, 0)))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from azr.errors import AzrError
+from azr.evaluation.shortcut import COPY_FIELDS, Shown, copies, shown_from_data, shown_from_records
 
 META_KEYS = ("shots", "demo_sha256", "samples")
 """Settings that must agree for two runs to be comparable (the token budget is checked per benchmark)."""
@@ -60,14 +61,28 @@ def mcnemar(before: Sequence[bool], after: Sequence[bool]) -> McNemar:
 
 
 @dataclass(frozen=True)
+class CopyStats:
+    """Shortcut accounting of one CRUXEval set (:mod:`azr.evaluation.shortcut`) over the paired items: answers
+    that copy what the prompt shows, before and after; the items where copying scores (the copy baseline); and
+    the paired test on the other items, where copying cannot score."""
+
+    copies_before: int
+    copies_after: int
+    copy_baseline: int
+    no_copy: McNemar
+
+
+@dataclass(frozen=True)
 class BenchComparison:
-    """One benchmark of both runs: the paired test, the flipped ids, and how many unpaired items were dropped."""
+    """One benchmark of both runs: the paired test, the flipped ids, how many unpaired items were dropped, and
+    for CRUXEval the shortcut accounting."""
 
     bench: str
     stats: McNemar
     gained_ids: list[str]
     lost_ids: list[str]
     dropped: int = 0
+    copy: CopyStats | None = None
 
 
 @dataclass
@@ -86,8 +101,20 @@ class Comparison:
             for c in self.benches
             for s in [c.stats]
         ]  # fmt: skip
+        for c in self.benches:
+            if c.copy:
+                s = c.copy.no_copy
+                rows.append([f"{c.bench} (copy cannot score)", str(s.n), _pct(s.before, s.n), _pct(s.after, s.n),
+                             str(s.gained), str(s.lost), f"{s.p_value:.4g}"])  # fmt: skip
         widths = [max(len(x) for x in col) for col in zip(head, *rows)]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [head, *rows]]
+        for c in self.benches:
+            if c.copy:
+                what = COPY_FIELDS[c.bench][0]
+                lines.append(
+                    f"{c.bench}: answers that copy the shown {what}: {c.copy.copies_before} -> "
+                    f"{c.copy.copies_after} of {c.stats.n}; copying the {what} scores on {c.copy.copy_baseline}"
+                )
         for c in self.benches:
             for word, ids in (("gained", c.gained_ids), ("lost", c.lost_ids)):
                 if ids:
@@ -102,6 +129,7 @@ class Comparison:
                 "gained_ids": c.gained_ids,
                 "lost_ids": c.lost_ids,
                 "dropped": c.dropped,
+                "copy": asdict(c.copy) if c.copy else None,
             }
             for c in self.benches
         }
@@ -151,8 +179,11 @@ def _benches(report: dict[str, Any]) -> list[str]:
     return names or list(dict.fromkeys(str(r.get("bench", "")) for r in report["records"]))
 
 
-def compare_bench(a: dict[str, Any], b: dict[str, Any], bench: str) -> BenchComparison | None:
-    """One benchmark, paired over the items both reports hold (None when they share none)."""
+def compare_bench(
+    a: dict[str, Any], b: dict[str, Any], bench: str, shown: dict[str, Shown] | None = None
+) -> BenchComparison | None:
+    """One benchmark, paired over the items both reports hold (None when they share none). With ``shown`` (a
+    CRUXEval set's :class:`Shown` per item) it adds the shortcut accounting."""
     va, vb = greedy_verdicts(a, bench), greedy_verdicts(b, bench)
     common = [i for i in va if i in vb]
     if not common:
@@ -160,7 +191,43 @@ def compare_bench(a: dict[str, Any], b: dict[str, Any], bench: str) -> BenchComp
     stats = mcnemar([va[i] for i in common], [vb[i] for i in common])
     gained = [i for i in common if vb[i] and not va[i]]
     lost = [i for i in common if va[i] and not vb[i]]
-    return BenchComparison(bench, stats, gained, lost, len(va) + len(vb) - 2 * len(common))
+    copy = _copy_stats(a, b, bench, common, va, vb, shown) if shown else None
+    return BenchComparison(bench, stats, gained, lost, len(va) + len(vb) - 2 * len(common), copy)
+
+
+def _copy_stats(
+    a: dict[str, Any],
+    b: dict[str, Any],
+    bench: str,
+    common: list[str],
+    va: dict[str, bool],
+    vb: dict[str, bool],
+    shown: dict[str, Shown],
+) -> CopyStats | None:
+    items = [i for i in common if i in shown]
+    if len(items) < len(common):
+        return None
+    ca, cb = copies(a["records"], bench, shown), copies(b["records"], bench, shown)
+    rest = [i for i in items if not shown[i].copy_can_score]
+    return CopyStats(
+        sum(ca.get(i, False) for i in items),
+        sum(cb.get(i, False) for i in items),
+        len(items) - len(rest),
+        mcnemar([va[i] for i in rest], [vb[i] for i in rest]),
+    )
+
+
+def shown_items(
+    a: dict[str, Any], b: dict[str, Any], bench: str, data_dir: str | Path | None
+) -> dict[str, Shown] | None:
+    """What the prompts of a CRUXEval set show, from the reports' records, else from the data in ``data_dir``;
+    None for other benchmarks or when neither has it."""
+    if bench not in COPY_FIELDS:
+        return None
+    found = shown_from_records(b["records"], bench) or shown_from_records(a["records"], bench)
+    if not found and data_dir:
+        found = shown_from_data(bench, data_dir)
+    return found or None
 
 
 def meta_warnings(a: dict[str, Any], b: dict[str, Any], benches: Sequence[str]) -> list[str]:
@@ -179,8 +246,10 @@ def meta_warnings(a: dict[str, Any], b: dict[str, Any], benches: Sequence[str]) 
     return out
 
 
-def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> Comparison:
-    """Every benchmark both reports scored, in the first report's order; AzrError when they share none."""
+def compare_reports(a: dict[str, Any], b: dict[str, Any], data_dir: str | Path | None = None) -> Comparison:
+    """Every benchmark both reports scored, in the first report's order; AzrError when they share none. For
+    CRUXEval the shortcut accounting too; ``data_dir`` supplies the items' inputs and outputs for reports
+    written before their records held them."""
     shared = [name for name in _benches(a) if name in set(_benches(b))]
     if not shared:
         raise AzrError(
@@ -189,7 +258,12 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> Comparison:
         )
     result = Comparison(warnings=meta_warnings(a, b, shared))
     for name in shared:
-        comparison = compare_bench(a, b, name)
+        shown = shown_items(a, b, name, data_dir)
+        if name in COPY_FIELDS and shown is None:
+            result.warnings.append(
+                f"{name}: no shortcut accounting (the reports do not record what the prompts show); pass --data-dir"
+            )
+        comparison = compare_bench(a, b, name, shown)
         if comparison is None:
             result.warnings.append(f"{name}: the reports have no item id in common; skipped")
             continue

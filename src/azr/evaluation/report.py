@@ -21,6 +21,10 @@ class ItemRecord:
     extracted: list[str | None]
     correct: list[bool]
     details: list[str]
+    shown: str | None = (
+        None  # CRUXEval: what the prompt shows that an answer could copy (evaluation.shortcut)
+    )
+    copy_can_score: bool | None = None  # ... and whether copying it would be right
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from azr.evaluation.demos import DEMO_FILE, demo_sha256, first_demos
 from azr.evaluation.loaders import BenchmarkUnavailable
 from azr.evaluation.passk import mean_pass_at_k
 from azr.evaluation.report import BenchResult, EvalReport, ItemRecord
+from azr.evaluation.shortcut import shown_for
 
 Progress = Callable[[str, int, int], None]  # (bench, done, total)
 
@@ -145,6 +146,7 @@ def _record(
     for i, item in enumerate(items):
         name = bench.part(item) if bench.part else bench.name
         part = scored[i * samples : (i + 1) * samples]
+        shown = shown_for(bench.name, item.data)
         report.records.append(
             ItemRecord(
                 bench=name,
@@ -154,6 +156,8 @@ def _record(
                 extracted=[s.extracted for s in part],
                 correct=[s.correct for s in part],
                 details=[s.detail for s in part],
+                shown=shown.text if shown else None,
+                copy_can_score=shown.copy_can_score if shown else None,
             )
         )
         counts[name].append((samples, sum(s.correct for s in part)))

@@ -1,0 +1,81 @@
+"""Shortcut accounting on CRUXEval: answers that copy what the prompt shows, and the items where copying cannot
+score.
+
+A CRUXEval-O prompt shows the program and its input; an answer that writes the input back as the output is right
+whenever the program returns its input (69 of the 800 items). A CRUXEval-I prompt shows the output; writing it
+back as the input scores wherever ``f(output) == output``. A gain made of such copies is a shortcut, not
+reasoning, so :mod:`.compare` reports, for both sets, how many answers copy the shown text before and after, and
+the paired test again on the items where copying cannot score:
+
+- CRUXEval-O: the gold output differs from the input;
+- CRUXEval-I: the gold input differs from the shown output.
+
+"Differs" and "copies" compare the texts as Python literals (``literals_equal``), falling back to the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azr.executor import literals_equal
+
+COPY_FIELDS = {"cruxeval-o": ("input", "output"), "cruxeval-i": ("output", "input")}
+"""Per benchmark: (the field its prompt shows that an answer could copy, the field the answer stands for)."""
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What an item's prompt shows that an answer could copy, and whether copying it can score."""
+
+    text: str
+    copy_can_score: bool
+
+
+def same_literal(a: str, b: str) -> bool:
+    """Equal as Python literals (``[1,2]`` and ``[1, 2]``), or as stripped text when either is not a literal."""
+    return a.strip() == b.strip() or literals_equal(a, b)
+
+
+def shown_for(bench: str, data: dict[str, Any]) -> Shown | None:
+    """The :class:`Shown` of a CRUXEval item from its row (``input``, ``output``); None for other benchmarks."""
+    fields = COPY_FIELDS.get(bench)
+    if fields is None:
+        return None
+    shown, answer = str(data[fields[0]]), str(data[fields[1]])
+    return Shown(shown, same_literal(shown, answer))
+
+
+def shown_from_records(records: Iterable[dict[str, Any]], bench: str) -> dict[str, Shown]:
+    """``{item id: Shown}`` from a report's records (reports from azr eval that record ``shown``)."""
+    out = {}
+    for rec in records:
+        if rec.get("bench") == bench and rec.get("shown") is not None:
+            out[str(rec["id"])] = Shown(str(rec["shown"]), bool(rec.get("copy_can_score")))
+    return out
+
+
+def shown_from_data(bench: str, data_dir: str | Path) -> dict[str, Shown]:
+    """``{item id: Shown}`` from the benchmark's own rows (for reports written before records held it)."""
+    from azr.evaluation.benchmarks import resolve
+
+    out = {}
+    for item in resolve([bench])[0].load(data_dir, None):
+        shown = shown_for(bench, item.data)
+        if shown is not None:
+            out[item.id] = shown
+    return out
+
+
+def copies(records: Iterable[dict[str, Any]], bench: str, shown: dict[str, Shown]) -> dict[str, bool]:
+    """``{item id: the greedy answer copies what the prompt shows}`` over the items in ``shown``."""
+    out = {}
+    for rec in records:
+        item = str(rec.get("id"))
+        if rec.get("bench") != bench or item not in shown:
+            continue
+        answer = (rec.get("extracted") or [None])[0]
+        out[item] = answer is not None and same_literal(str(answer), shown[item].text)
+    return out
