@@ -122,7 +122,12 @@ def _score_crux_i(ctx: ScoreContext, items: list[Item], replies: list[str]) -> l
         raise ValueError("cruxeval-i needs an executor")
     preds = [crux_input_answer(r) for r in replies]
     programs = [it.data["code"] for it in items]
-    verdicts = score_input_predictions(ctx.executor, programs, preds, [it.data["output"] for it in items])
+    outputs = [it.data["output"] for it in items]
+    verdicts = score_input_predictions(ctx.executor, programs, preds, outputs)
+    # whether writing the shown output back as the input would score (the shortcut accounting's copy baseline)
+    copy_ok = score_input_predictions(ctx.executor, programs, list(outputs), outputs)
+    for it, v in zip(items, copy_ok, strict=True):
+        it.data["copy_scores"] = v.correct
     return [Scored(v.correct, p, v.detail) for v, p in zip(verdicts, preds, strict=True)]
 
 

@@ -7,8 +7,10 @@ back as the input scores wherever ``f(output) == output``. A gain made of such c
 reasoning, so :mod:`.compare` reports, for both sets, how many answers copy the shown text before and after, and
 the paired test again on the items where copying cannot score:
 
-- CRUXEval-O: the gold output differs from the input;
-- CRUXEval-I: the gold input differs from the shown output.
+- CRUXEval-O: the gold output differs from the input (scoring compares literals, so that is exact);
+- CRUXEval-I: ``f(shown output)`` does not return the shown output, as run in the sandbox when the item was scored
+  (``copy_scores``; 181 of the 800 items score by copying, only 69 of them because the gold input equals the
+  output).
 
 "Differs" and "copies" compare the texts as Python literals (``literals_equal``), falling back to the text.
 """
@@ -45,6 +47,12 @@ def shown_for(bench: str, data: dict[str, Any]) -> Shown | None:
     if fields is None:
         return None
     shown, answer = str(data[fields[0]]), str(data[fields[1]])
+    if bench == "cruxeval-i":
+        if "copy_scores" not in data:
+            raise KeyError(
+                "copy_scores: run the copy answers in the sandbox first (copy_scores_by_execution)"
+            )
+        return Shown(shown, bool(data["copy_scores"]))
     return Shown(shown, same_literal(shown, answer))
 
 
@@ -61,12 +69,29 @@ def shown_from_data(bench: str, data_dir: str | Path) -> dict[str, Shown]:
     """``{item id: Shown}`` from the benchmark's own rows (for reports written before records held it)."""
     from azr.evaluation.benchmarks import resolve
 
+    items = resolve([bench])[0].load(data_dir, None)
+    if bench == "cruxeval-i":
+        copy_scores_by_execution(items)
     out = {}
-    for item in resolve([bench])[0].load(data_dir, None):
+    for item in items:
         shown = shown_for(bench, item.data)
         if shown is not None:
             out[item.id] = shown
     return out
+
+
+def copy_scores_by_execution(items: list[Any]) -> None:
+    """Set ``copy_scores`` on CRUXEval-I items: does ``f(shown output)`` return the output? (in the sandbox)"""
+    from azr.config import ExecutorConfig
+    from azr.evaluation.scoring_code import score_input_predictions
+    from azr.executor import Executor
+
+    programs = [it.data["code"] for it in items]
+    outputs = [it.data["output"] for it in items]
+    with Executor(ExecutorConfig()) as ex:
+        verdicts = score_input_predictions(ex, programs, list(outputs), outputs)
+    for it, v in zip(items, verdicts, strict=True):
+        it.data["copy_scores"] = v.correct
 
 
 def copies(records: Iterable[dict[str, Any]], bench: str, shown: dict[str, Shown]) -> dict[str, bool]:
