@@ -67,7 +67,7 @@ _IOCTL_ALLOWED = (0x5401, 0x5413, 0x541B, 0x5421, 0x5450, 0x5451)
 
 _DENIED = (
     41, 53,  # socket, socketpair
-    59, 322,  # execve, execveat
+    57, 58, 59, 322,  # fork, vfork (glibc's fork is clone), execve, execveat
     200, 424, 434, 438,  # tkill, pidfd_send_signal, pidfd_open, pidfd_getfd
     101, 310, 311,  # ptrace, process_vm_readv, process_vm_writev
     165, 166, 155, 161, 272, 308, 428, 429, 430, 431, 432, 433, 442,  # mounts, namespaces
@@ -83,13 +83,12 @@ _DENIED = (
     240, 241, 242, 243, 244, 245,  # POSIX message queues
     154, 135, 153, 179, 443, 134, 139, 136, 212, 180,  # modify_ldt, personality, vhangup, quotas, legacy
 )  # fmt: skip
-_CHILD_DENIED = (
-    56, 435, 57, 58,  # clone, clone3, fork, vfork: no new process or thread
-    109, 112,  # setpgid, setsid
-    105, 106, 113, 114, 116, 117, 119, 122, 123, 126,  # set*id, setgroups, setfs*id, capset
-)  # fmt: skip
-"""Denied by the child filter only: the worker and its zygote fork (glibc's fork is ``clone``), the zygote sets
-its children's process groups, and (as root outside bwrap) a child changes uid before it installs its filter."""
+_CHILD_DENIED = (56, 435, 109, 112)  # clone, clone3 (no new process or thread), setpgid, setsid
+"""Denied by the child filter only: the worker and its zygote fork (glibc's fork is ``clone``) and the zygote sets
+its children's process groups. The child filter is kept this short because every child installs it."""
+_ID_CHANGES = (105, 106, 113, 114, 116, 117, 119, 122, 123, 126)  # set*id, setgroups, setfs*id, capset
+"""Denied by the worker filter, unless a child must change its uid before it installs its own filter (as root
+outside bwrap): then by the child filter."""
 
 _NR_OPEN, _NR_OPENAT, _NR_OPENAT2, _NR_FCNTL, _NR_IOCTL, _NR_PRLIMIT = 2, 257, 437, 72, 16, 302
 _NR_KILL, _NR_TGKILL, _NR_SIGQUEUE, _NR_TGSIGQUEUE = 62, 234, 129, 297
@@ -127,11 +126,13 @@ def _deny_if_any_bit(arg: int, mask: int) -> list[_Insn]:
     return [_arg(arg), (_JSET, 1, 0, mask), (_RET, 0, 0, ALLOW), (_RET, 0, 0, DENY)]
 
 
-def build_filter(own_pid: int, part: str = "all") -> bytes:
+def build_filter(own_pid: int, part: str = "all", child_changes_uid: bool = False) -> bytes:
     """Assemble the BPF program for a process whose pid is ``own_pid`` (signals only to itself). ``part`` is
-    ``"all"`` (the whole policy in one filter), ``"worker"`` or ``"child"`` (the two stacked halves)."""
+    ``"all"`` (the whole policy in one filter), ``"worker"`` or ``"child"`` (the two stacked halves);
+    ``child_changes_uid`` moves the identity changes from the worker half to the child half."""
     if part not in ("all", "worker", "child"):
         raise ValueError(f"unknown filter part {part!r}")
+    ids_in_child = part == "all" or child_changes_uid
     prog: list[_Insn] = [
         (_LD_ABS_W, 0, 0, 4),  # seccomp_data.arch
         (_JEQ, 1, 0, _AUDIT_ARCH_X86_64),
@@ -145,7 +146,7 @@ def build_filter(own_pid: int, part: str = "all") -> bytes:
         prog += _rule(_NR_KILL, _deny_unless_equal(0, (0, own)))
         for nr in (_NR_TGKILL, _NR_SIGQUEUE, _NR_TGSIGQUEUE):
             prog += _rule(nr, _deny_unless_equal(0, (own,)))
-        for nr in _CHILD_DENIED:
+        for nr in (*_CHILD_DENIED, *(_ID_CHANGES if ids_in_child else ())):
             prog += _rule(nr, [(_RET, 0, 0, DENY)])
     if part != "child":
         prog += _rule(_NR_OPEN, _deny_if_any_bit(1, _WRITE_FLAGS))
@@ -154,7 +155,7 @@ def build_filter(own_pid: int, part: str = "all") -> bytes:
         prog += _rule(_NR_FCNTL, _deny_if_equal(1, _FCNTL_DENIED))
         prog += _rule(_NR_IOCTL, _deny_unless_equal(1, _IOCTL_ALLOWED))
         prog += _rule(_NR_PRLIMIT, _deny_unless_equal(0, (0,)))
-        for nr in _DENIED:
+        for nr in (*_DENIED, *(() if ids_in_child else _ID_CHANGES)):
             prog += _rule(nr, [(_RET, 0, 0, DENY)])
     prog.append((_RET, 0, 0, ALLOW))
     if len(prog) > 4096:
@@ -216,8 +217,8 @@ class Prepared:
     prctl once (no_new_privs is set here and inherited). ``part`` as in :func:`build_filter`: the worker installs
     the ``"worker"`` part on itself (:func:`install_worker`) and prepares the short ``"child"`` part."""
 
-    def __init__(self, part: str = "all") -> None:
-        code = build_filter(_PID_MARK, part)
+    def __init__(self, part: str = "all", child_changes_uid: bool = False) -> None:
+        code = build_filter(_PID_MARK, part, child_changes_uid)
         mark = struct.pack("=I", _PID_MARK)
         self._offsets = [i for i in range(0, len(code), 8) if code[i + 4 : i + 8] == mark]
         self._buf = ctypes.create_string_buffer(code, len(code))
@@ -240,6 +241,6 @@ def install(own_pid: int) -> None:
     Prepared().install(own_pid)
 
 
-def install_worker() -> None:
+def install_worker(child_changes_uid: bool = False) -> None:
     """Install the worker half of the policy on the calling process (the fork-server worker)."""
-    Prepared("worker").install(0)
+    Prepared("worker", child_changes_uid).install(0)

@@ -263,7 +263,7 @@ def _prepare() -> None:
         _cfg["uid_base"] = 0
     _child.warm_up()
     if _cfg["seccomp"]:
-        _cfg["filter"] = _seccomp.Prepared("child")
+        _cfg["filter"] = _seccomp.Prepared("child", child_changes_uid=bool(_cfg["uid_base"]))
 
 
 def _start_zygote() -> None:
@@ -273,7 +273,9 @@ def _start_zygote() -> None:
 
     ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     if _cfg["seccomp"]:
-        _seccomp.install_worker()  # inherited by the zygote and every child, which add the short child filter
+        _seccomp.install_worker(
+            child_changes_uid=bool(_cfg["uid_base"])
+        )  # inherited by the zygote and every child, which add the short child filter
     gc.collect()
     gc.freeze()  # children's collections then skip the zygote's objects (fewer copy-on-write faults)
     if os.fork() == 0:
