@@ -35,6 +35,7 @@ from collections import deque
 from . import _child, _scratch, _seccomp, _zygote
 
 _cfg: dict = {}
+_PIPE_BUFFER = 65536  # Linux's default pipe capacity
 _zsock: object = None
 
 
@@ -76,11 +77,22 @@ class _Child:
     def child_fds(self) -> list[int]:
         return [self.job_r, self.res_w, self.out_w]
 
+    def hand_over(self) -> None:
+        """Before the fork: a job that fits in the pipe's buffer is written now, so that the child finds it
+        there and never waits for it (a wait is a sleep and a wake-up per child)."""
+        if len(self.payload) <= _PIPE_BUFFER:
+            self._write_job()
+
     def started(self, pid: int) -> None:
-        """After the zygote forked it: drop the child's ends, hand it its job, start its clock."""
+        """After the zygote forked it: drop the child's ends, hand it the rest of its job, start its clock."""
         self.pid = pid
         for fd in self.child_fds:
             os.close(fd)
+        if self.job_w >= 0:
+            self._write_job()
+        self.t0 = time.monotonic()
+
+    def _write_job(self) -> None:
         try:
             data = self.payload
             while data:
@@ -88,7 +100,7 @@ class _Child:
         except OSError:  # the child died before reading it: its result pipe says so
             pass
         os.close(self.job_w)
-        self.t0 = time.monotonic()
+        self.job_w = -1
 
     @property
     def deadline(self) -> float:
@@ -135,6 +147,8 @@ _unreaped: list[int] = []  # killed children whose exit status nobody needs: the
 
 def _fork_batch(batch: list[_Child]) -> None:
     """One message to the zygote: reap the children in ``_unreaped``, then fork ``batch``."""
+    for c in batch:
+        c.hand_over()
     fds = [fd for c in batch for fd in c.child_fds]
     _zygote.send(_zsock, b"F", _unreaped, fds)
     _unreaped.clear()
