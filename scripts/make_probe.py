@@ -7,8 +7,9 @@ How it is made, so that it measures in-distribution skill without leaking into t
   seed (``--seed``, never a training seed), starting from the same warm-start buffers as a training run;
 - every proposal is validated by the sandbox exactly as in training (determinism, limits); the gold answers are
   the executor's;
-- a task is kept only if its program differs (after whitespace normalisation) from every training seed program
-  (the identity seed and ``configs/seeds/cpu-warmstart.jsonl``) and from every program already kept;
+- a task is kept only if its program differs (after normalisation) from every training seed program (the
+  identity seed and the warm-start file) and from every program already kept, and none of its input/output
+  pairs is one of the seeds' (whatever the program: ``3 -> 4`` of ``x + 1`` is the same example as of ``1 + x``);
 - accepted tasks also join this run's own buffers, so later proposals see them as references (as seeding does).
 
 Run it from the repository root (about 15-25 minutes on 2 cores)::
@@ -66,12 +67,23 @@ def normalise(program: str) -> str:
 
 
 def training_seed_programs(seed_file: str) -> set[str]:
-    """Normalised programs of every task a default training run starts from."""
-    programs = {normalise("def f(a):\n    return a")}  # the identity seed
+    """Normalised programs of every task a default training run starts from, and (as keys, see
+    :func:`pair_keys`) their input/output examples."""
+    rows = [{"snippet": "def f(a):\n    return a", "input": "'Hello world'", "output": "'Hello world'"}]
     for line in resolve_seed_file(seed_file).read_text().splitlines():
         if line.strip():
-            programs.add(normalise(json.loads(line)["snippet"]))
-    return programs
+            rows.append(json.loads(line))
+    banned = {normalise(r["snippet"]) for r in rows}
+    for r in rows:  # deduction/abduction rows hold one example, induction rows lists of them
+        ins = [r["input"]] if "input" in r else list(r["inputs"])
+        outs = [r["output"]] if "output" in r else list(r["outputs"])
+        banned |= pair_keys(ins, outs)
+    return banned
+
+
+def pair_keys(inputs: list[str], outputs: list[str]) -> set[str]:
+    """``input NUL output`` per example (texts without spaces): the keys by which an example is recognised."""
+    return {"\0".join(re.sub(r"\s+", "", x) for x in pair) for pair in zip(inputs, outputs, strict=True)}
 
 
 def record(task: Task, index: int, visible: int) -> dict[str, object]:
@@ -160,7 +172,11 @@ def deduplicate(tasks: list[Task], banned: set[str], seen: set[str] | None = Non
     out = []
     for task in tasks:
         key = _key(task)
-        if normalise(task.program) in banned or key in seen:
+        if (
+            normalise(task.program) in banned
+            or key in seen
+            or pair_keys(list(task.inputs), list(task.outputs)) & banned
+        ):
             continue
         seen.add(key)
         out.append(task)

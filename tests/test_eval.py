@@ -317,3 +317,26 @@ def test_write_json_replaces_the_file_whole(tmp_path):
     assert report.write_json(path) == path
     assert json.loads(path.read_text())["meta"] == {"shots": 2}
     assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]  # no temporary file left behind
+
+
+def test_make_probe_drops_seed_programs_and_seed_examples():
+    """The probe builder drops a task whose program is a training seed's (renamed), and a task with another
+    program that shares an input/output example with a seed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_probe", Path(__file__).parents[1] / "scripts/make_probe.py"
+    )
+    mp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mp)
+    banned = mp.training_seed_programs("cpu-warmstart.jsonl")
+    plus_one = "def f(y):\n    return y + 1"  # a warm-start program, renamed
+    other = "def f(n):\n    return 1 + n"
+    tasks = [
+        Task(type="deduction", program=plus_one, inputs=("7",), outputs=("8",)),
+        Task(type="induction", program=other, inputs=("3", "5"), outputs=("4", "6"), message="m"),  # 3 -> 4
+        Task(type="induction", program=other, inputs=("5", "9"), outputs=("6", "10"), message="m"),
+        Task(type="deduction", program="def f(x):\n    return x * 7", inputs=("2",), outputs=("14",)),
+    ]
+    kept = mp.deduplicate(tasks, banned)
+    assert [(t.type, t.inputs) for t in kept] == [("induction", ("5", "9")), ("deduction", ("2",))]
