@@ -35,8 +35,9 @@ captured with a cap, typed results, oversized results rejected. Stops runaway lo
 
 ``rlimits``: adds address-space, CPU-time, file-size, open-file, process-count and core-dump limits. As root each
 child slot runs as a uid of its own (no other process on the machine has it), with the guarantees above. Does NOT
-stop: network access, reading world-readable files and the host's ``/proc``, files left in world-writable
-directories other than ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock`` and ``/dev/mqueue``. As a non-root user it
+stop: network access, reading world-readable files and the host's ``/proc``, filling the world-writable
+directories while the job runs (what it left directly in ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock`` and
+``/dev/mqueue`` is removed after it; files in other world-writable directories stay). As a non-root user it
 is resource limits only: a job can signal, trace and write anything as you. Side effect as root: stdlib modules
 that the worker did not preload cannot be imported from a root-only directory (the worker preloads math,
 collections, itertools, functools, operator, heapq, bisect, re, string and copy).
