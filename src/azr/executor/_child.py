@@ -48,8 +48,13 @@ def job_payload(code: str, entry: str | None, calls: list[str] | None, cpu: int,
 
 
 def _read_job(fd: int) -> tuple:
-    (n,) = struct.unpack(">I", _read_exact(fd, 4))
-    return marshal.loads(_read_exact(fd, n))
+    data = os.read(fd, 65536)  # usually the whole job: it was written before the fork
+    if len(data) < 4:
+        data += _read_exact(fd, 4 - len(data))
+    (n,) = struct.unpack(">I", data[:4])
+    if len(data) < 4 + n:
+        data += _read_exact(fd, 4 + n - len(data))
+    return marshal.loads(data[4 : 4 + n])
 
 
 def _read_exact(fd: int, n: int) -> bytes:
@@ -95,8 +100,7 @@ def child_main(cfg: dict, fds: tuple[int, int, int], zygote: int) -> None:
     global _max_out
     job_r, res_w, out_w = fds
     _max_out = cfg["max_out"]
-    try:
-        os.setpgid(0, 0)
+    try:  # the zygote has made it a process group leader before the worker learns its pid
         try:
             program, entry, inputs, cpu, uid = _read_job(job_r)
             os.dup2(res_w, 3)
@@ -119,8 +123,8 @@ def child_main(cfg: dict, fds: tuple[int, int, int], zygote: int) -> None:
         os._exit(0)
 
 
-def _run(program: object, entry: str, inputs: list | None) -> None:
-    """Run the job's program, then each call; one row per call (one row if there are none)."""
+def _run(program: object, entry: str, inputs: list | None, fd: int = 3) -> None:
+    """Run the job's program, then each call; one row per call (one row if there are none) to ``fd``."""
     t0 = time.perf_counter()
     g: dict = {"__name__": "__main__", "__builtins__": builtins}
     failed = program if _type(program) is _list else None
@@ -132,10 +136,10 @@ def _run(program: object, entry: str, inputs: list | None) -> None:
         except BaseException as e:
             failed = ["error", None, _type(e).__name__, _tb(e), time.perf_counter() - t0]
     if inputs is None:
-        _write_row(failed or ["ok", None, None, "", time.perf_counter() - t0])
+        _write_row(failed or ["ok", None, None, "", time.perf_counter() - t0], fd)
         return
     for code in inputs:
-        _write_row(failed or _one_call(g, entry, code))
+        _write_row(failed or _one_call(g, entry, code), fd)
     # no flush: sys.stdout and sys.stderr write through (see the worker's _prepare)
 
 
@@ -201,10 +205,10 @@ def encode_row(line: list) -> bytes:
     return f"{status} {_int(dt * 1e9)} {nv} {ne} {_len(msg)} {_len(body)}\n".encode() + body
 
 
-def _write_row(line: list) -> None:
+def _write_row(line: list, fd: int = 3) -> None:
     data = encode_row(line)
     while data:
-        data = data[os.write(3, data) :]
+        data = data[os.write(fd, data) :]
 
 
 def parse_rows(buf: bytes, max_value: int) -> tuple[list[list], bytes | None]:
@@ -259,14 +263,18 @@ def malformed() -> list:
 
 
 def warm_up() -> None:
-    """Run the child's code path (minus the isolation) here, so that the interpreter's adaptive caches are
-    specialised before the zygote forks: a child then writes to fewer shared pages (copy-on-write)."""
+    """Run the child's code path (minus the isolation) here, through a pipe, so that the interpreter's adaptive
+    caches are specialised before the zygote forks: a child then writes to fewer shared pages (copy-on-write)."""
     payload = job_payload("def f(a):\n    return a", "f", ["[1, 'a']"], 1, None)
-    for _ in range(64):
-        program, entry, inputs, _cpu, _uid = marshal.loads(payload[4:])
-        g: dict = {"__name__": "__main__", "__builtins__": builtins}
-        exec(program, g)
-        line = _one_call(g, entry, inputs[0])
-        parse_rows(
-            encode_row(line) + encode_row(["error", None, "ValueError", _tb(ValueError("x")), 0.5]), 100
-        )
+    r, w = os.pipe()
+    try:
+        for _ in range(64):
+            os.write(w, payload)
+            program, entry, inputs, _cpu, _uid = _read_job(r)
+            _run(program, entry, inputs, w)
+            _run(program, entry, None, w)
+            parse_rows(os.read(r, 65536), 100)
+            parse_rows(encode_row(["error", None, "ValueError", _tb(ValueError("x")), 0.5]), 100)
+    finally:
+        os.close(r)
+        os.close(w)

@@ -35,8 +35,8 @@ from collections import deque
 from . import _child, _scratch, _seccomp, _zygote
 
 _cfg: dict = {}
+_link: _ZygoteLink
 _PIPE_BUFFER = 65536  # Linux's default pipe capacity
-_zsock: object = None
 
 
 def _send(fd: int, obj: object) -> None:
@@ -103,7 +103,7 @@ class _Child:
         self.job_w = -1
 
     @property
-    def deadline(self) -> float:
+    def deadline(self) -> float:  # only once started (pid known)
         """Call k (counting from 1) must have answered k * timeout_s after the start: rows cannot buy time."""
         return self.t0 + _cfg["timeout_s"] * (len(self.lines) + 1)
 
@@ -142,24 +142,46 @@ class _Child:
         return rows, rest or None
 
 
-_unreaped: list[int] = []  # killed children whose exit status nobody needs: the zygote reaps them in passing
+class _ZygoteLink:
+    """The worker's end of the zygote's socket. Forks are asked for without waiting (the pids come back while
+    the worker reads other children's rows); reaps that need an answer wait for it, handling the fork answers
+    that come before it (the zygote answers in order). Children whose exit status nobody needs are reaped by
+    the zygote in passing, with the next fork request."""
+
+    def __init__(self, sock: object) -> None:
+        self.sock = sock
+        self.fd: int = sock.fileno()  # type: ignore[attr-defined]
+        self.waiting: deque[list[_Child]] = deque()
+        self.unreaped: list[int] = []
+
+    def fork(self, batch: list[_Child]) -> None:
+        for c in batch:
+            c.hand_over()
+        _zygote.send(self.sock, b"F", self.unreaped, [fd for c in batch for fd in c.child_fds])
+        self.unreaped = []
+        self.waiting.append(batch)
+
+    def on_readable(self) -> None:
+        """One answer from the zygote: the pids of the oldest batch not yet started."""
+        tag, pids, _ = _zygote.receive(self.sock)
+        batch = self.waiting.popleft() if self.waiting else []
+        if tag != b"P" or len(pids) != len(batch):
+            raise RuntimeError("zygote answered out of protocol")
+        for c, pid in zip(batch, pids, strict=True):
+            c.started(pid)
+
+    def reap(self, pids: list[int]) -> list[int]:
+        """Have the zygote reap ``pids`` now; returns their wait statuses."""
+        _zygote.send(self.sock, b"R", pids)
+        while self.waiting:
+            self.on_readable()
+        tag, statuses, _ = _zygote.receive(self.sock)
+        if tag != b"S" or len(statuses) != len(pids):
+            raise RuntimeError("zygote answered out of protocol")
+        return statuses
 
 
-def _fork_batch(batch: list[_Child]) -> None:
-    """One message to the zygote: reap the children in ``_unreaped``, then fork ``batch``."""
-    for c in batch:
-        c.hand_over()
-    fds = [fd for c in batch for fd in c.child_fds]
-    _zygote.send(_zsock, b"F", _unreaped, fds)
-    _unreaped.clear()
-    tag, pids, _ = _zygote.receive(_zsock)
-    if tag != b"P" or len(pids) != len(batch):
-        raise RuntimeError("zygote answered out of protocol")
-    for c, pid in zip(batch, pids, strict=True):
-        c.started(pid)
-
-
-def _end(children: list[_Child]) -> list[int]:
+def _end(link: _ZygoteLink, children: list[_Child]) -> list[int]:
     """Kill the children's process groups; returns their wait statuses where they matter (0 elsewhere). A child
     that answered every call needs none: the zygote reaps it with the next batch. As root outside bwrap every
     child is reaped now, so that its uid is free (and what it left swept) before the next child gets it."""
@@ -170,14 +192,10 @@ def _end(children: list[_Child]) -> list[int]:
             pass
     sync = bool(_cfg["uid_base"])
     wanted = [c for c in children if sync or (len(c.lines) < c.n and c.why != "output")]
-    _unreaped.extend(c.pid for c in children if c not in wanted)
-    statuses = {}
-    if wanted:
-        _zygote.send(_zsock, b"R", [c.pid for c in wanted])
-        tag, got, _ = _zygote.receive(_zsock)
-        if tag != b"S" or len(got) != len(wanted):
-            raise RuntimeError("zygote answered out of protocol")
-        statuses = {c.pid: st for c, st in zip(wanted, got, strict=True)}
+    link.unreaped += [c.pid for c in children if c not in wanted]
+    statuses = (
+        dict(zip((c.pid for c in wanted), link.reap([c.pid for c in wanted]), strict=True)) if wanted else {}
+    )
     if sync and not _cfg["seccomp"]:  # files a job without the filter left where its uid could write
         for c in wanted:
             _scratch.sweep_owned(_cfg["uid_base"] + c.slot)
@@ -186,59 +204,82 @@ def _end(children: list[_Child]) -> list[int]:
 
 def run_jobs(jobs: list[dict], parallel: int) -> list[list[list]]:
     """Answer all jobs, with up to ``parallel`` children running at once."""
+    link = _link
     results: list[list[list]] = [[] for _ in jobs]
     pending = deque((i, job.get("calls")) for i, job in enumerate(jobs))
     active: dict[int, _Child] = {}  # read fd -> child
     free = list(range(parallel))  # slots (a uid each when running as root outside bwrap)
     poller = select.poll()
-    refill = max(1, parallel // 2)
+    poller.register(link.fd, select.POLLIN)
+    refill = max(
+        1, parallel * 3 // 4
+    )  # forks come in batches: one message to the zygote each (measured: 6 of 8 best)
     while pending or active:
         if pending and len(free) >= min(refill, len(pending)):
             batch = []
             while pending and free:
                 i, calls = pending.popleft()
                 batch.append(_Child(i, calls, jobs[i], free.pop()))
-            _fork_batch(batch)
+            link.fork(batch)
             for c in batch:
                 for fd in (c.res_r, c.out_r):
                     active[fd] = c
                     poller.register(fd, select.POLLIN)
         children = set(active.values())
-        wait = max(0.0, min(c.deadline for c in children) - time.monotonic())
-        for fd, _ in poller.poll(wait * 1000):
-            c = active.get(fd)
-            if c is None or c.why:
+        deadlines = [c.deadline for c in children if c.pid]
+        wait = max(0.0, min(deadlines) - time.monotonic()) * 1000 if deadlines else None
+        for fd, _ in poller.poll(wait):
+            if fd == link.fd:
+                link.on_readable()
                 continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                poller.unregister(fd)
-                if fd == c.res_r:  # the child closed its result pipe (it exited, or will not answer)
-                    c.why = "done"
-            else:
-                (c.on_output if fd == c.out_r else c.on_result)(chunk)
+            _on_readable(active, poller, fd)
         now = time.monotonic()
-        ended = [c for c in children if c.why or c.deadline <= now]
-        if not ended:
-            continue
-        for c in ended:
-            c.why = c.why or "timeout"
-            for fd in (c.res_r, c.out_r):
-                del active[fd]
-                try:
-                    poller.unregister(fd)
-                except KeyError:
-                    pass
-        for c, wstatus in zip(ended, _end(ended), strict=True):
-            free.append(c.slot)
-            rows, rest = c.result(wstatus)
-            results[c.index] += rows
-            if rest is not None:
-                pending.appendleft((c.index, rest))
-    if _unreaped:  # before answering: no child of this request outlives it, not even as a zombie
-        _zygote.send(_zsock, b"R", _unreaped)
-        _unreaped.clear()
-        _zygote.receive(_zsock)
+        ended = [c for c in children if c.pid and (c.why or c.deadline <= now)]
+        if ended:
+            _finish(link, ended, active, poller, free, results, pending)
+    if link.unreaped:  # before answering: no child of this request outlives it, not even as a zombie
+        link.reap(link.unreaped)
+        link.unreaped = []
     return results
+
+
+def _on_readable(active: dict[int, _Child], poller: select.poll, fd: int) -> None:
+    c = active.get(fd)
+    if c is None or c.why:
+        return
+    chunk = os.read(fd, 65536)
+    if not chunk:
+        poller.unregister(fd)
+        if fd == c.res_r:  # the child closed its result pipe (it exited, or will not answer)
+            c.why = "done"
+    else:
+        (c.on_output if fd == c.out_r else c.on_result)(chunk)
+
+
+def _finish(
+    link: _ZygoteLink,
+    ended: list[_Child],
+    active: dict[int, _Child],
+    poller: select.poll,
+    free: list[int],
+    results: list[list[list]],
+    pending: deque,
+) -> None:
+    """Kill, reap and record the ended children; a child that died mid-way queues the rest of its calls."""
+    for c in ended:
+        c.why = c.why or "timeout"
+        for fd in (c.res_r, c.out_r):
+            del active[fd]
+            try:
+                poller.unregister(fd)
+            except KeyError:
+                pass
+    for c, wstatus in zip(ended, _end(link, ended), strict=True):
+        free.append(c.slot)
+        rows, rest = c.result(wstatus)
+        results[c.index] += rows
+        if rest is not None:
+            pending.appendleft((c.index, rest))
 
 
 def _death(why: str, wstatus: int) -> list:
@@ -282,7 +323,7 @@ def _prepare() -> None:
 
 def _start_zygote() -> None:
     """Fork the zygote (before any request: it never holds a job's data) and keep our end of its socket."""
-    global _zsock
+    global _link
     import _socket
 
     ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
@@ -296,7 +337,7 @@ def _start_zygote() -> None:
         ours.close()
         _zygote.serve(theirs, _cfg)
     theirs.close()
-    _zsock = ours
+    _link = _ZygoteLink(ours)
 
 
 def main() -> None:
@@ -310,5 +351,6 @@ def main() -> None:
             request = _child.read_message(0)
         except EOFError:
             break
-        parallel = max(1, min(int(_cfg.get("parallel", 8)), _zygote.MAX_BATCH))
+        # at most 8: a child in a fork batch holds 6 of the worker's 64 descriptors (3 pipes), then 2-3
+        parallel = max(1, min(int(_cfg.get("parallel", 8)), 8))
         _send(1, run_jobs(request["jobs"], parallel))  # type: ignore[index]
