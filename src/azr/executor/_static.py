@@ -180,7 +180,7 @@ def static_check(program: str, max_chars: int = 4_000, entry: str | None = "f") 
         return f"no top-level function {entry!r}"
     banned_read = False
     attr_names, attr_calls = 0, 0
-    for node in ast.walk(tree):
+    for node in _nodes(tree):
         kind = type(node)
         if kind is ast.Name:
             banned_read = banned_read or node.id in BANNED_NAMES  # type: ignore[attr-defined]
@@ -196,6 +196,26 @@ def static_check(program: str, max_chars: int = 4_000, entry: str | None = "f") 
         return "getattr/setattr/delattr/hasattr used other than as a direct call"
     # the scope analysis only matters when a banned name is read at all (rare): skip it otherwise
     return _check_names(tree.body, [], []) if banned_read else None
+
+
+_AST, _LIST = ast.AST, list
+
+
+def _nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` (what ``ast.walk`` yields, in another order), about 3x faster: one list, no
+    generator per node. The static check runs in the trainer for every proposal, beside the sandbox's work."""
+    out = [tree]
+    i = 0
+    while i < len(out):
+        node = out[i]
+        i += 1
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if isinstance(value, _AST):
+                out.append(value)
+            elif type(value) is _LIST:
+                out += [v for v in value if isinstance(v, _AST)]
+    return out
 
 
 def _bound_names(body: list[ast.AST], args: ast.arguments | None) -> set[str]:
