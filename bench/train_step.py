@@ -46,7 +46,7 @@ import torch
 from azr.config import AlgorithmConfig, TrainingConfig
 from azr.models import load_model
 from azr.runtime import configure_process
-from azr.trainer import TrainBatch, Trainer
+from azr.training.trainer import TrainBatch, Trainer
 
 
 def make_batch(

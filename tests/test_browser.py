@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from azr.report import write_report
+from azr.report.run import write_report
 from azr.store import TaskStore
 from azr.types import Task, TaskType
 from test_loop import cfg_for, run

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from azr import checkpoint
 from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
 from azr.models import tiny_model
-from azr.trainer import TrainBatch, Trainer
+from azr.training import checkpoint
+from azr.training.trainer import TrainBatch, Trainer
 
 TRAIN = TrainingConfig(lr=1e-2, bf16_autocast=False, micro_batch_size=2, device="cpu")
 ALGO = AlgorithmConfig(entropy_coef=0.001)

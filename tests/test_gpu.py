@@ -11,8 +11,8 @@ import torch
 from azr.config import AlgorithmConfig, TrainingConfig
 from azr.models import tiny_model
 from azr.rollout import make_backend
-from azr.selfplay import SelfPlay
-from azr.trainer import TrainBatch, Trainer
+from azr.selfplay.step import SelfPlay
+from azr.training.trainer import TrainBatch, Trainer
 from test_selfplay import make_cfg, seeded_store
 
 pytestmark = [
@@ -102,7 +102,7 @@ def test_qwen2_checkpointed_update_with_the_chunked_head_matches_the_plain_one()
 
 
 def test_resume_on_cuda_is_exact(tmp_path):
-    from azr import checkpoint
+    from azr.training import checkpoint
 
     batch = TrainBatch([[5, 6, 7]], [[8, 9, 10]], [1.0], temperatures=[1.0])
     training = TrainingConfig(device="cuda", lr=1e-2, bf16_autocast=False)
@@ -122,8 +122,8 @@ def test_resume_on_cuda_is_exact(tmp_path):
 
 
 def test_memory_check_reads_the_gpu():
-    from azr import memory
     from azr.config import Config
+    from azr.training import memory
 
     model, tok = _qwen2()
     trainer = Trainer(model, tok, TrainingConfig(device="cuda"), AlgorithmConfig())

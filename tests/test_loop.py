@@ -12,13 +12,13 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from azr.checkpoint import latest, list_checkpoints
 from azr.cli import main
 from azr.config import ConfigError, from_dict
 from azr.loop import _update, train, with_steps
 from azr.metrics import read_metrics
 from azr.rollout import ScriptedBackend
 from azr.store import TaskStore
+from azr.training.checkpoint import latest, list_checkpoints
 from test_selfplay import scripted_reply
 
 
@@ -109,7 +109,7 @@ def test_update_scores_each_sample_at_its_sampling_temperature():
     from types import SimpleNamespace
 
     from azr.rollout import Completion
-    from azr.selfplay import Sample, StepResult
+    from azr.selfplay.samples import Sample, StepResult
     from azr.types import Role, TaskType
 
     def sample(role, tokens, temperature):

@@ -1,4 +1,4 @@
-"""The split attention of members after a shared head (azr.prefix_attention) against one masked attention call."""
+"""The split attention of members after a shared head (azr.kernels.prefix_attention) against one masked attention call."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from azr.prefix_attention import prefix_attention, supported
+from azr.kernels.prefix_attention import prefix_attention, supported
 
 
 def _reference(q, k, v, hk, hv, scale):
@@ -58,7 +58,7 @@ def test_supported_only_where_the_cpu_kernel_runs():
 
 
 def _kernels_or_skip():
-    from azr import prefix_attention as pa
+    from azr.kernels import prefix_attention as pa
 
     if not pa.kernels_apply(torch.device("cpu"), torch.bfloat16, 64):
         pytest.skip("azr's attention kernels need a C++ compiler and an AVX512-BF16 CPU")
@@ -87,7 +87,7 @@ def test_attention_kernels_match_fp32_within_the_flash_kernels_error(b, n, s, kv
     """azr's bf16 kernels (forward and backward, grouped-query attention native) against fp32, next to PyTorch's
     flash kernel on the same bf16 inputs: odd lengths, padding to the kernels' 32-column tiles, causal and dense."""
     _kernels_or_skip()
-    from azr import prefix_attention as pa
+    from azr.kernels import prefix_attention as pa
 
     torch.manual_seed(b * n + s)
     heads, d, scale = 9, 64, 0.125
@@ -113,7 +113,7 @@ def test_prefix_attention_on_the_kernels_matches_the_flash_path():
     """The split attention's parts on azr's kernels: the same output and gradients as on PyTorch's flash kernel,
     up to bf16 rounding (head size 64, grouped-query attention)."""
     _kernels_or_skip()
-    from azr import prefix_attention as pa
+    from azr.kernels import prefix_attention as pa
 
     torch.manual_seed(2)
     inputs = [torch.randn(3, 6, 40, 64), *(torch.randn(3, 2, 40, 64) for _ in range(2))]

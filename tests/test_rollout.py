@@ -229,7 +229,7 @@ def test_native_attention_decodes_like_the_pytorch_path(monkeypatch):
     tokens and log-probs (a tiny model with head size 64, which the kernel is compiled for)."""
     from azr.kernels import native_kernels
     from azr.models import tiny_model
-    from azr.rollout import shared_kv
+    from azr.rollout import prompt_store
 
     if native_kernels() is None:
         pytest.skip("the native kernel is not built here (see test_prompt_store_attention_equals_...)")
@@ -241,7 +241,7 @@ def test_native_attention_decodes_like_the_pytorch_path(monkeypatch):
     plain = HFBackend(model, tok, cfg, native_attention=False).generate(prompts, s)
     calls = []
     kernel = native_kernels().prompt_store_attention
-    monkeypatch.setattr(shared_kv, "_native_kernel", lambda like: lambda *a: calls.append(1) or kernel(*a))
+    monkeypatch.setattr(prompt_store, "_native_kernel", lambda like: lambda *a: calls.append(1) or kernel(*a))
     native = HFBackend(model, tok, cfg).generate(prompts, s)
     assert len(calls) == 2 * 7  # two layers, seven decode steps
     assert [c.token_ids for c in native] == [c.token_ids for c in plain]
@@ -253,8 +253,8 @@ def test_shared_head_prefill_on_azr_attention_kernels(monkeypatch):
     """Decoding in bf16, a group's prefill runs on azr's kernels: the shared head as causal attention (one call per
     layer) and the rests split against it (two per layer); the first log-probs equal the masked prefill's on
     PyTorch's kernels up to bf16 rounding (head size 64)."""
-    from azr import prefix_attention as pa
     from azr.kernels import native_kernels
+    from azr.kernels import prefix_attention as pa
     from azr.models import tiny_model
     from azr.rollout import prefill
 
@@ -361,15 +361,15 @@ def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, pa
     the compiled kernel (azr.kernels), the fused CPU kernel and the plain one, before and after rows leave;
     a row whose prompt has no head reads an all-masked head entry, which weighs nothing."""
     from azr.kernels import native_kernels
-    from azr.rollout import shared_kv
-    from azr.rollout.shared_kv import Level, PromptStore
+    from azr.rollout import prompt_store
+    from azr.rollout.prompt_store import Level, PromptStore
 
     if path == "native" and native_kernels() is None:
         if shutil.which("c++") is None:
             pytest.skip("no C++ compiler to build the native kernel")
         pytest.fail("the native kernel did not build although a C++ compiler is installed")
     if path == "plain":
-        monkeypatch.setattr(shared_kv, "_FLASH_CPU", None)
+        monkeypatch.setattr(prompt_store, "_FLASH_CPU", None)
 
     torch.manual_seed(0)
     kv_heads, rep, d = 2, 3, 64
@@ -720,7 +720,7 @@ def test_vllm_logprobs_are_at_the_sampling_temperature(vllm_engine):
     import dataclasses
 
     from azr.config import AlgorithmConfig, TrainingConfig
-    from azr.trainer import TrainBatch, Trainer
+    from azr.training.trainer import TrainBatch, Trainer
 
     model, tok, vb, _ = vllm_engine
     out = vb.generate(_vllm_prompts(tok), Sampling(temperature=0.7, max_new_tokens=8, n=2, seed=1))

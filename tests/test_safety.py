@@ -20,7 +20,7 @@ from azr.safety import (
     scan_reply,
     split_reply,
 )
-from azr.selfplay import SelfPlay
+from azr.selfplay.step import SelfPlay
 from azr.types import Role
 from test_selfplay import executor, make_cfg, scripted_reply, seeded_store  # noqa: F401
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from azr import layerwise
 from azr.algo import ppo_clip_loss
 from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
 from azr.metrics import METRICS as RUN_METRICS
 from azr.models import tiny_model
-from azr.trainer import METRICS as TRAINER_METRICS
-from azr.trainer import TrainBatch, Trainer
+from azr.training import layerwise
+from azr.training.trainer import METRICS as TRAINER_METRICS
+from azr.training.trainer import TrainBatch, Trainer
 
 TRAIN = TrainingConfig(lr=1e-2, bf16_autocast=False, micro_batch_size=2, device="cpu")
 ALGO = AlgorithmConfig(entropy_coef=0.0)
@@ -134,7 +134,7 @@ def test_micro_batch_tokens_runs_each_head_once_for_the_same_update():
     """training.micro_batch_tokens lets a shared-head group's members share one micro-batch beyond
     micro_batch_size while rows x longest member stay in the budget: fewer micro-batches and head passes, the same
     gradient; groups too long for the budget still cut at micro_batch_size."""
-    from azr.batching import micro_batches
+    from azr.training.batching import micro_batches
 
     batch = shared_head_batch()
     cpu = torch.device("cpu")
@@ -186,13 +186,13 @@ def test_shared_prompt_head_gives_the_same_logprobs_and_gradients():
     ("attn", "lora", "entropy"), [("sdpa", False, 0.0), ("eager", False, 0.01), ("sdpa", True, 0.01)]
 )
 def test_layerwise_checkpointing_keeps_shared_heads_and_the_exact_gradient(attn, lora, entropy, monkeypatch):
-    """Checkpointing layer by layer (azr.layerwise) keeps the shared heads (HF's own cannot keep a cache), and
+    """Checkpointing layer by layer (azr.training.layerwise) keeps the shared heads (HF's own cannot keep a cache), and
     log-probs and gradients equal those of the plain forward over whole sequences; the LM head runs in chunks."""
-    monkeypatch.setattr("azr.trainer.HEAD_CHUNK", 4)
+    monkeypatch.setattr("azr.training.trainer.HEAD_CHUNK", 4)
     batch = shared_head_batch(temperature=0.7)
     algo = AlgorithmConfig(entropy_coef=entropy)
-    split = []  # member layers run through the split attention (azr.prefix_attention), sdpa on a CPU
-    from azr import prefix_attention as pa
+    split = []  # member layers run through the split attention (azr.kernels.prefix_attention), sdpa on a CPU
+    from azr.kernels import prefix_attention as pa
 
     real = pa.prefix_attention
     monkeypatch.setattr(pa, "prefix_attention", lambda *a: split.append(1) or real(*a))
@@ -287,8 +287,8 @@ def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
     """Selective checkpointing: the backward recomputes each layer but not its attention kernel, whose outputs the
     forward kept (without it, the kernel runs again for the head's and the members' pass through 2 layers; the
     members' attention is azr's split operator on a CPU)."""
-    from azr import layerwise
-    from azr.prefix_attention import OP
+    from azr.kernels.prefix_attention import OP
+    from azr.training import layerwise
 
     kernels = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default, OP}
 
@@ -309,7 +309,7 @@ def test_layerwise_checkpointing_keeps_the_narrow_kv_projections(monkeypatch):
     attention), whose outputs the forward kept, for the head's and the members' pass through 2 layers; the MLP's
     down projection is not recomputed either way (the recompute stops at the last tensor backward needs). Same
     gradients."""
-    from azr import layerwise
+    from azr.training import layerwise
 
     def kv_product(func, args):
         return func is torch.ops.aten.mm.default and (args[0].shape[1], args[1].shape[1]) == (64, 32)
@@ -404,9 +404,9 @@ def test_split_member_attention_under_bf16_autocast(monkeypatch):
 
 def test_update_on_azr_attention_kernels_under_bf16_autocast(monkeypatch):
     """Head size 64 under bf16 autocast: the head pass, the members' split attention and the loner's causal pass
-    run on azr's kernels (azr.prefix_attention), kept by the checkpoint rather than run again in backward, and the
+    run on azr's kernels (azr.kernels.prefix_attention), kept by the checkpoint rather than run again in backward, and the
     gradients equal PyTorch's flash kernel's up to bf16 rounding."""
-    from azr import prefix_attention as pa
+    from azr.kernels import prefix_attention as pa
 
     if not pa.kernels_apply(torch.device("cpu"), torch.bfloat16, 64):
         pytest.skip("azr's attention kernels need a C++ compiler and an AVX512-BF16 CPU")
@@ -580,7 +580,7 @@ def test_clipping_acts_on_a_crafted_batch():
 
 
 def test_ppo_split_is_strided_and_disjoint():
-    from azr.batching import ppo_split
+    from azr.training.batching import ppo_split
 
     assert ppo_split([0, 1, 2, 3, 4], 2) == [[0, 2, 4], [1, 3]]
     assert ppo_split([3, 5], 4) == [[3], [5]]  # never an empty mini-batch

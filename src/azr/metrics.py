@@ -12,7 +12,7 @@ What it covers:
 - :func:`read_metrics` / :func:`rewind_metrics` for readers and for resuming after a crash.
 - :func:`format_step_line` (the one console line per step) and :func:`sample_table` (a few completions).
 
-Not covered: aggregation (the loop computes the means) and plotting (see :mod:`azr.report`).
+Not covered: aggregation (the loop computes the means) and plotting (see :mod:`azr.report.run`).
 """
 
 from __future__ import annotations

@@ -2,14 +2,14 @@
 
 One extension, three parts:
 
-- ``prompt_store_attention`` (``prompt_store.cpp``): one decode step's attention over :mod:`azr.rollout.shared_kv`'s
+- ``prompt_store_attention`` (``prompt_store.cpp``): one decode step's attention over :mod:`azr.rollout.prompt_store`'s
   levels and tails in one call: each shared entry's keys/values are streamed once for all the rows that read them,
   and the parts are merged through their log-sum-exps in the same pass. The PyTorch path spends most of a decode
   step's attention in three fused-attention calls per layer whose fixed costs dwarf the few kilobytes each reads:
   measured on the 2-core AVX512-BF16 box (2026-12-06), one layer of 12 proposal rows 1016-1094 against 340-349 us,
   28 solve rows 1362-1387 against 605-614 us, bf16.
 - ``bf16_attention_forward`` / ``bf16_attention_backward`` (``attention.cpp``): training and prefill attention in
-  bf16 on AVX512-BF16 dot products, used through :mod:`azr.prefix_attention` (see there for why and how fast).
+  bf16 on AVX512-BF16 dot products, used through :mod:`azr.kernels.prefix_attention` (see there for why and how fast).
 - ``bf16_linear`` / ``bf16_pack_linear`` (``linear.cpp``): a few rows times a packed weight, the decode and
   prefill linears of :func:`azr.rollout.linears.packed_linears`.
 

@@ -49,6 +49,7 @@ from azr.rollout import prefill, shared_kv
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
 from azr.rollout.kvcache import DynamicCache, DynamicLayer, new_cache
 from azr.rollout.linears import packed_linears, small_batch_linears
+from azr.rollout.prompt_store import Level, stacked_level
 from azr.rollout.sampling import StopDetector, sample_next, to_host
 
 
@@ -350,7 +351,7 @@ class HFBackend:
 
     def _prefill_levels(
         self, prompts: list[list[int]], plan: list[PrefixGroup] | None
-    ) -> tuple[torch.Tensor, list[shared_kv.Level]]:
+    ) -> tuple[torch.Tensor, list[Level]]:
         """Prefill each group (head once, then its members' rests) and keep the keys/values in levels: the heads
         (when any group has one) and the rests; returns the last logits (U, V) and the levels."""
         plan = plan or [PrefixGroup(0, tuple(range(len(prompts))))]
@@ -367,9 +368,9 @@ class HFBackend:
                     rests[layer][u] = g_rests[layer][g_row]
             for g_row, u in enumerate(group.members):
                 logits[u], group_of[u] = g_logits[g_row], g
-        levels = [shared_kv.stacked_level(rests, list(range(len(prompts))))]
+        levels = [stacked_level(rests, list(range(len(prompts))))]
         if any(group.prefix_len for group in plan):
-            levels.insert(0, shared_kv.stacked_level(heads, group_of))
+            levels.insert(0, stacked_level(heads, group_of))
         return torch.stack(logits), levels
 
     def _group_kv(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -33,55 +33,17 @@ from azr.config import Config
 from azr.distributed import Dist, metrics_view
 from azr.flops import generation_work
 from azr.rollout import Backend, Completion, Sampling
-from azr.safety import Flag, load_detector, safety_metrics, sandbox_flags, scan_reply, zero_flagged
-from azr.shots import Demonstrations
-from azr.step_log import rollout_row, step_metrics
+from azr.safety import load_detector, safety_metrics, sandbox_flags, scan_reply, zero_flagged
+from azr.selfplay.demonstrations import Demonstrations
+from azr.selfplay.samples import Sample, StepResult
+from azr.selfplay.step_log import rollout_row, step_metrics
 from azr.store import TaskStore, content_hash
-from azr.tasks.parsing import ParseReason, parse_proposal, parse_solution
+from azr.tasks.parsing import parse_proposal, parse_solution
 from azr.tasks.prompts import build_prompt
 from azr.tasks.validate import score_solutions, validate_proposals
 from azr.types import GROUPS, TASK_TYPES, Role, Task, TaskType
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
-
-
-@dataclass
-class Sample:
-    """One generated reply that enters the policy update."""
-
-    task_type: TaskType
-    role: Role
-    prompt: str
-    completion: Completion
-    parsed: Any  # a parsed proposal/solution, or a parse failure with a .reason
-    format_ok: bool
-    success: bool = False  # proposer: the task was valid; solver: the answer was correct
-    role_reward: float = 0.0  # learnability (proposer) or accuracy (solver) before the format composite
-    reward: float = 0.0
-    advantage: float = 0.0
-    task: Task | None = None
-    temperature: float = 1.0  # what the reply was sampled at; the update scores it at the same temperature
-    # Outside TRR++: "mc", a correct Monte-Carlo solve (solve_nll_coef); "trace", a sandbox-written solve (trace_nll_coef)
-    auxiliary: str = ""
-    verdict: str = ""  # proposer: valid, duplicate (valid, already stored) or the validation reject reason
-    flags: list[Flag] = field(default_factory=list)  # the safety monitor's flags and sandbox signals
-
-    @property
-    def group(self) -> tuple[TaskType, Role]:
-        return (self.task_type, self.role)
-
-    @property
-    def parser_error(self) -> bool:
-        """The parser itself failed on this reply (a bug in azr, not a format failure of the model)."""
-        return getattr(self.parsed, "reason", None) == ParseReason.PARSER_ERROR
-
-
-@dataclass
-class StepResult:
-    step: int
-    samples: list[Sample]
-    new_tasks: list[Task]
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class SelfPlay:
