@@ -355,6 +355,15 @@ def test_entropy_metric_and_old_logprobs_equal_on_policy():
         torch.testing.assert_close(params(t2.model)[k], v, atol=1e-6, rtol=1e-5)
 
 
+def test_entropy_is_not_reported_when_not_computed():
+    """With entropy_coef = 0 the entropy is never computed, so the step must not report it (it used to log 0,
+    which reads as a collapsed policy)."""
+    model, tok = tiny_model()
+    metrics = Trainer(model, tok, TRAIN, ALGO).step(make_batch(seed=4, n=3))
+    assert "entropy" not in metrics
+    assert "pg_loss" in metrics and "kl" not in metrics
+
+
 def test_lora_trains_only_the_adapter():
     model, tok = tiny_model()
     cfg = ModelConfig(lora=True, lora_rank=4, lora_alpha=8)

@@ -60,7 +60,7 @@ METRICS: dict[str, str] = {
     "train/loss": "Policy loss of the update (PPO-clip, token mean, with entropy and KL terms); mean over the optimizer steps.",
     "train/grad_norm": "Gradient norm before clipping; mean over the optimizer steps.",
     "train/clip_frac": "Fraction of tokens whose probability ratio was clipped; mean over the optimizer steps (0 with one step per batch).",
-    "train/entropy": "Mean token entropy of the policy, at the sampling temperature, on the update batch (when entropy_coef > 0).",
+    "train/entropy": "Mean token entropy of the policy, at the sampling temperature, on the update batch; absent unless entropy_coef > 0.",
     "train/kl": "Token mean of the k3 estimate of the KL divergence of the policy from the initial policy, before each optimizer step (when kl_coef > 0).",
     "train/lr": "Learning rate used for the update.",
     "train/tokens": "Completion tokens in the update batch.",

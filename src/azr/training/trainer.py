@@ -343,9 +343,14 @@ class Trainer:
 
         ``n_tokens``: the mini-batch's reply tokens (over all ranks). Returns the step's metrics and its token
         counts: (decoder positions computed, padding among them, prompt + reply tokens of the mini-batch)."""
-        sums = {"pg_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "entropy": 0.0, "loss": 0.0}
-        if self.algorithm.kl_coef > 0:  # present even for a rank with no sequences, so the ranks sum alike
-            sums["kl"] = 0.0
+        sums = {"pg_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "loss": 0.0}
+        # Present only when computed (a 0 would read as a collapsed policy), and then even for a rank with no
+        # sequences, so the ranks sum alike.
+        sums |= {
+            k: 0.0
+            for k, coef in (("entropy", self.algorithm.entropy_coef), ("kl", self.algorithm.kl_coef))
+            if coef > 0
+        }
         computed = padding = 0
         self.optimizer.zero_grad(set_to_none=True)
         mbs = list(self._micro_batches(mini))
@@ -479,7 +484,7 @@ METRICS: dict[str, str] = {
     "pg_loss": "policy-gradient part of the loss",
     "clip_frac": "fraction of reply tokens where the clipped objective was active",
     "approx_kl": "token-mean of old_logp - logp (0 on the first optimizer step of a batch)",
-    "entropy": "token-mean policy entropy at the sampling temperature (only when entropy_coef > 0)",
+    "entropy": "token-mean policy entropy at the sampling temperature (absent unless entropy_coef > 0)",
     "kl": "token-mean k3 estimate of the KL divergence of the policy from the reference (kl_coef > 0)",
     "grad_norm": "gradient norm before clipping",
     "skipped": "fraction of optimizer steps skipped because the gradient was not finite",
