@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BENCH_DATA = SHARED_DATA / "benchmarks"
 SEED_DATA = SHARED_DATA / "azr_seeds"
@@ -52,16 +54,23 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def start_executor():
+    """A real sandbox pool with the default executor config. Where the sandbox cannot exist (not Linux: no fork
+    server, rlimits or seccomp) the test is skipped; anywhere else a sandbox that fails to start fails the test,
+    so a broken sandbox shows as failures, never as skips."""
+    import sys
+
+    if sys.platform != "linux":
+        pytest.skip(f"the sandbox needs Linux (this is {sys.platform})")
+    from azr.config import Config
+    from azr.executor import Executor
+
+    return Executor(Config().executor)
+
+
 @pytest.fixture(scope="module")
 def executor():
-    """A real sandbox pool with the default executor config (skips where no tier can start)."""
-    from azr.config import Config
-
-    try:
-        from azr.executor import Executor
-
-        ex = Executor(Config().executor)
-    except Exception as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"real executor unavailable: {e}")
+    """A real sandbox pool (:func:`start_executor`), shared by a module's tests."""
+    ex = start_executor()
     yield ex
     ex.close()

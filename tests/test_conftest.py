@@ -1,0 +1,27 @@
+"""The shared fixtures fail loudly: a sandbox that cannot start fails the tests that need it, never skips them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def test_executor_fixture_fails_when_the_sandbox_cannot_start(pytester):
+    """The fixture used to turn any exception into a skip, so a broken sandbox skipped ~50 tests silently."""
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text(encoding="utf-8"))
+    pytester.makepyfile(
+        """
+        import azr.executor
+
+        class Broken:
+            def __init__(self, cfg):
+                raise RuntimeError("sandbox worker 0 failed to start in tier bwrap: boom")
+
+        azr.executor.Executor = Broken
+
+        def test_uses_the_sandbox(executor):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*failed to start in tier bwrap: boom*"])
