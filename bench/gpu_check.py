@@ -109,7 +109,9 @@ def check_vllm(model, tok) -> list[Row]:
         [c.prompt_ids for c in sample], [c.token_ids for c in sample], [0.0] * 8, temperatures=[1.0] * 8
     )
     ref = trainer.logprobs(batch)
-    gap = max(abs(a - b) for c, r in zip(sample, ref) for a, b in zip(c.logprobs, r))
+    gap = max(
+        abs(a - b) for c, r in zip(sample, ref, strict=True) for a, b in zip(c.logprobs, r, strict=True)
+    )
     greedy = Sampling(temperature=0.0, max_new_tokens=16)
     before = [c.token_ids for c in backend.generate(["sync check"], greedy)]
     with torch.no_grad():
@@ -152,7 +154,10 @@ def check_fsdp_nccl() -> list[Row]:
             path = checkpoint.save(run_dir, 1, trainer, sharded=trainer.sharded_state())
             fresh = Trainer(*tiny_model(hidden=256, layers=2), training, AlgorithmConfig(), dist=OneRank())
             checkpoint.load(path, fresh)
-        same = all(torch.equal(a, b) for a, b in zip(trainer.model.parameters(), fresh.model.parameters()))
+        same = all(
+            torch.equal(a, b)
+            for a, b in zip(trainer.model.parameters(), fresh.model.parameters(), strict=True)
+        )
         result = "weights equal after resume" if same else "weights differ after resume"
         return [("FSDP2 over NCCL (1 rank): update, save, resume", result, "ok" if same else "FAIL")]
     finally:

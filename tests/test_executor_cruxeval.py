@@ -25,7 +25,7 @@ def _check(rows: list[dict]) -> None:
         results = ex.validate_many([(r["code"], r["input"]) for r in rows])
     bad = [
         (row["id"], res.status, res.message[:80])
-        for row, res in zip(rows, results)
+        for row, res in zip(rows, results, strict=True)
         if not (res.ok and literals_equal(res.value or "", row["output"]))
     ]
     assert bad == []

@@ -39,7 +39,7 @@ def test_chunked_head_matches_the_whole_head(bf16, entropy, monkeypatch):
         chunked = run(chunk, in_place)
         tol = {"atol": 2e-2, "rtol": 2e-2} if bf16 else {"atol": 1e-5, "rtol": 1e-5}
         assert all(t.dtype == torch.float32 for t in chunked)
-        for a, b in zip(whole, chunked):
+        for a, b in zip(whole, chunked, strict=True):
             torch.testing.assert_close(b, a, **tol)
 
 

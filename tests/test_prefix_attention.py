@@ -37,7 +37,7 @@ def test_split_attention_equals_one_masked_call_forward_and_backward(b, n, p, kv
         out = fn(*xs, 0.3)
         out.backward(grad)
         results.append([out.detach()] + [x.grad for x in xs])
-    for got, want in zip(*reversed(results)):
+    for got, want in zip(*reversed(results), strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -102,10 +102,12 @@ def test_attention_kernels_match_fp32_within_the_flash_kernels_error(b, n, s, kv
             xs = [t.clone().requires_grad_() for t in (q, k, v)]
             out = pa.attention(*xs, causal, scale)
             out.backward(grad)
-            errors[use] = [_relative(g, w) for g, w in zip([out.detach()] + [x.grad for x in xs], want)]
+            errors[use] = [
+                _relative(g, w) for g, w in zip([out.detach()] + [x.grad for x in xs], want, strict=True)
+            ]
         finally:
             pa.USE_KERNELS = True
-    for mine, flash in zip(errors[True], errors[False]):
+    for mine, flash in zip(errors[True], errors[False], strict=True):
         assert mine <= max(1.2 * flash, 4e-3)
 
 
@@ -130,5 +132,5 @@ def test_prefix_attention_on_the_kernels_matches_the_flash_path():
             results[use] = [out.detach()] + [x.grad for x in xs]
         finally:
             pa.USE_KERNELS = True
-    for mine, flash in zip(results[True], results[False]):
+    for mine, flash in zip(results[True], results[False], strict=True):
         assert _relative(mine, flash.float()) < 1e-2

@@ -40,7 +40,7 @@ def make_batch(seed: int = 0, n: int = 5, advantages: list[float] | None = None)
 def naive_logprobs(model, batch: TrainBatch) -> list[torch.Tensor]:
     """Reference: one unpadded full forward per sequence, log_softmax over all logits."""
     out = []
-    for p, c in zip(batch.prompt_ids, batch.completion_ids):
+    for p, c in zip(batch.prompt_ids, batch.completion_ids, strict=True):
         ids = torch.tensor([p + c])
         logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)  # (L, V)
         pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)
@@ -59,7 +59,7 @@ def test_logprobs_match_unpadded_forward():
     got = trainer.logprobs(batch)
     with torch.no_grad():
         want = naive_logprobs(trainer.model, batch)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(torch.tensor(g), w, atol=1e-5, rtol=1e-5)
 
 
@@ -174,7 +174,7 @@ def test_shared_prompt_head_gives_the_same_logprobs_and_gradients():
         grads = capture_grads(trainer)
         runs.append((logp, grads, trainer.step(batch)))
     (lp0, g0, m0), (lp1, g1, m1) = runs
-    for a, b in zip(lp0, lp1):
+    for a, b in zip(lp0, lp1, strict=True):
         torch.testing.assert_close(torch.tensor(b), torch.tensor(a), atol=1e-5, rtol=1e-5)
     for k in g0:
         torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
@@ -207,7 +207,7 @@ def test_layerwise_checkpointing_keeps_shared_heads_and_the_exact_gradient(attn,
         grads = capture_grads(trainer)
         runs.append((trainer.logprobs(batch), grads, trainer.step(batch)))
     (lp0, g0, m0), (lp1, g1, m1) = runs
-    for a, b in zip(lp0, lp1):
+    for a, b in zip(lp0, lp1, strict=True):
         torch.testing.assert_close(torch.tensor(b), torch.tensor(a), atol=1e-5, rtol=1e-5)
     assert g0 and g0.keys() == g1.keys()
     for k in g0:
@@ -234,7 +234,7 @@ def test_layerwise_checkpointing_without_heads_pads_and_all():
         runs.append((trainer.logprobs(batch), grads, trainer.step(batch)))
     (lp0, g0, _), (lp1, g1, m1) = runs
     assert m1["padding_frac"] > 0
-    for a, b in zip(lp0, lp1):
+    for a, b in zip(lp0, lp1, strict=True):
         torch.testing.assert_close(torch.tensor(b), torch.tensor(a), atol=1e-5, rtol=1e-5)
     for k in g0:
         torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
@@ -323,7 +323,7 @@ def test_layerwise_checkpointing_keeps_the_narrow_kv_projections(monkeypatch):
             trainer._backward(logp.sum())
         runs[keep] = (count.count, [p.grad.clone() for p in trainer.model.parameters()])
     assert runs[False][0] == 2 * 2 * 2 and runs[True][0] == 0
-    for kept, recomputed in zip(runs[True][1], runs[False][1]):
+    for kept, recomputed in zip(runs[True][1], runs[False][1], strict=True):
         torch.testing.assert_close(kept, recomputed)
 
 
@@ -334,7 +334,10 @@ def test_gradient_matches_naive_reinforce():
     trainer = Trainer(model, tok, dataclasses.replace(TRAIN, grad_clip=1e9), ALGO)
     ref_model, _ = tiny_model()
     n = sum(len(c) for c in batch.completion_ids)
-    loss = sum(-a * lp.sum() for a, lp in zip(batch.advantages, naive_logprobs(ref_model, batch))) / n
+    loss = (
+        sum(-a * lp.sum() for a, lp in zip(batch.advantages, naive_logprobs(ref_model, batch), strict=True))
+        / n
+    )
     loss.backward()
     ref_norm = torch.nn.utils.clip_grad_norm_(ref_model.parameters(), 1e9)
     assert trainer.step(batch)["grad_norm"] == pytest.approx(float(ref_norm), rel=1e-4)
@@ -384,14 +387,14 @@ def test_gradient_checkpointing_and_bf16_autocast():
     plain = Trainer(model, tok, TRAIN, ALGO).logprobs(batch)
     model, tok = tiny_model()
     ckpt = Trainer(model, tok, TRAIN, ALGO, ModelConfig(gradient_checkpointing=True))
-    for a, b in zip(ckpt.logprobs(batch), plain):
+    for a, b in zip(ckpt.logprobs(batch), plain, strict=True):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-5, rtol=1e-5)
     assert ckpt.step(batch)["grad_norm"] > 0
     model, tok = tiny_model()
     bf16 = Trainer(model, tok, dataclasses.replace(TRAIN, bf16_autocast=True), ALGO)
     m = bf16.step(batch)
     assert m["skipped"] == 0.0 and m["grad_norm"] > 0
-    for a, b in zip(bf16.logprobs(batch), plain):
+    for a, b in zip(bf16.logprobs(batch), plain, strict=True):
         assert len(a) == len(b)
 
 
@@ -495,11 +498,18 @@ def test_logprobs_equal_the_hf_samplers_at_its_temperature(temperature):
         [0.0] * len(out),
         temperatures=[temperature] * 3,
     )
-    for got, c in zip(trainer.logprobs(batch), out):
+    for got, c in zip(trainer.logprobs(batch), out, strict=True):
         torch.testing.assert_close(torch.tensor(got), torch.tensor(c.logprobs), atol=1e-4, rtol=1e-4)
     if temperature:  # the untempered scores differ: the comparison above tells the two apart
         untempered = trainer.logprobs(dataclasses.replace(batch, temperatures=None))
-        assert max(abs(a - b) for u, c in zip(untempered, out) for a, b in zip(u, c.logprobs)) > 1e-2
+        assert (
+            max(
+                abs(a - b)
+                for u, c in zip(untempered, out, strict=True)
+                for a, b in zip(u, c.logprobs, strict=True)
+            )
+            > 1e-2
+        )
 
 
 @pytest.mark.parametrize("entropy_coef", [0.0, 0.01])
@@ -514,7 +524,7 @@ def test_gradient_is_that_of_the_tempered_policy(entropy_coef):
     ref_model, _ = tiny_model()
     n = sum(len(c) for c in batch.completion_ids)
     loss = 0.0
-    for i, (a, c) in enumerate(zip(batch.advantages, batch.completion_ids)):
+    for i, (a, c) in enumerate(zip(batch.advantages, batch.completion_ids, strict=True)):
         one = batch.subset([i])
         logits = ref_model(input_ids=torch.tensor([one.prompt_ids[0] + c])).logits[0].float() / temps[i]
         logp = torch.log_softmax(logits, -1)[len(one.prompt_ids[0]) - 1 : -1]  # (T, V)
@@ -614,7 +624,9 @@ def test_kl_to_the_initial_policy(lora):
     assert second["loss"] == pytest.approx(second["pg_loss"] + 0.5 * second["kl"], rel=1e-5)
     ref = trainer.reference_logprobs(batch)
     fresh, _ = tiny_model()
-    for got, want in zip(ref, naive_logprobs(fresh, batch)):  # the reference is still the initial model
+    for got, want in zip(
+        ref, naive_logprobs(fresh, batch), strict=True
+    ):  # the reference is still the initial model
         torch.testing.assert_close(torch.tensor(got), want, atol=1e-5, rtol=1e-5)
 
 

@@ -121,7 +121,7 @@ class Dist:
         for bucket in grad_buckets([p.grad for p in params], BUCKET_BYTES):
             flat = torch.cat([g.reshape(-1) for g in bucket])  # (sum of numels,)
             td.all_reduce(flat, op=td.ReduceOp.SUM)
-            for g, part in zip(bucket, flat.split([g.numel() for g in bucket])):
+            for g, part in zip(bucket, flat.split([g.numel() for g in bucket]), strict=True):
                 g.copy_(part.view_as(g))
 
     def any(self, flag: bool) -> bool:

@@ -37,7 +37,7 @@ import copy
 import time
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -194,7 +194,7 @@ class HFBackend:
                     done = self._decode_chunk(
                         [encoded[rows[r]] for r in chunk], sampling, gen, progress, stats
                     )
-                    for r, completion in zip(chunk, done):
+                    for r, completion in zip(chunk, done, strict=True):
                         results[r] = completion
         finally:
             model.train(was_training)
@@ -202,7 +202,10 @@ class HFBackend:
         seconds = time.perf_counter() - start
         self.last_stats = {**stats, "seconds": seconds, "sequences": float(len(rows))}
         self.last_stats["tokens_per_s"] = stats["tokens"] / max(seconds, 1e-9)
-        return [c for c in results if c is not None]
+        missing = [r for r, c in enumerate(results) if c is None]
+        if missing:
+            raise RuntimeError(f"the hf backend produced no completion for rows {missing}")
+        return cast("list[Completion]", results)
 
     def _device(self) -> torch.device:
         return next(self.decoder.parameters()).device
@@ -399,7 +402,7 @@ class HFBackend:
         tokens and log-probs come to the host in one copy; the checks below run on Python ints."""
         finished: set[int] = set()
         ids, lps = to_host(tokens, logps)
-        for i, (row, tok, lp) in enumerate(zip(state.alive, ids, lps)):
+        for i, (row, tok, lp) in enumerate(zip(state.alive, ids, lps, strict=True)):
             state.tokens[row].append(tok)
             state.logprobs[row].append(lp)
             if tok in eos:

@@ -129,12 +129,12 @@ class PromptStore:
         tk, tv = self.tail_k[layer][:, :, : t + 1], self.tail_v[layer][:, :, : t + 1]  # (B, K, t+1, d)
         out, lse = _part(q, tk, tv, None, scale)
         lses, outs = [lse], [out]
-        for level, layout in zip(self.levels, self.layouts):
+        for level, layout in zip(self.levels, self.layouts, strict=True):
             out, lse = _stacked(q, level, layout, layer, scale)
             lses.append(lse)
             outs.append(out)
         lse_all = torch.logsumexp(torch.stack(lses), dim=0)
-        out = sum(torch.exp(lse - lse_all) * part for lse, part in zip(lses, outs))
+        out = sum(torch.exp(lse - lse_all) * part for lse, part in zip(lses, outs, strict=True))
         return out.to(query.dtype).reshape(b, 1, heads, d)
 
 

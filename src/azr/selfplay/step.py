@@ -234,7 +234,11 @@ class SelfPlay:
             mc[owner] = correct[start : start + n]
             mc_samples[owner] = samples[start : start + n]
         self.store.record_solve_stats_many(
-            [(task.id, 1, int(c)) for (_, task), c in zip(real, correct, strict=False) if task.id is not None]
+            [
+                (task.id, 1, int(c))
+                for (_, task), c in zip(real, correct[: len(real)], strict=True)
+                if task.id is not None
+            ]
         )
         return samples[: len(real)], mc, mc_samples
 

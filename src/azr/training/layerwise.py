@@ -70,7 +70,7 @@ class StagedBackward:
         """Leaves with the values of ``tensors``; :meth:`run` later sends their gradients into ``tensors``' graph,
         all of them in one backward pass (a stage)."""
         leaves = [t.detach().requires_grad_() if t.requires_grad else t for t in tensors]
-        self._groups.append([(t, leaf) for t, leaf in zip(tensors, leaves) if leaf is not t])
+        self._groups.append([(t, leaf) for t, leaf in zip(tensors, leaves, strict=True) if leaf is not t])
         return leaves
 
     def run(self) -> None:
@@ -304,7 +304,7 @@ def checkpointed_hidden(
             heads.append((key, value))
         if stages is not None and heads:
             flat = stages.cut([t for kv in heads for t in kv])
-            heads = list(zip(flat[::2], flat[1::2]))
+            heads = list(zip(flat[::2], flat[1::2], strict=True))
     b, width = input_ids.shape
     hidden = decoder.embed_tokens(input_ids)  # (b, L, H)
     positions = torch.arange(skip, skip + width, device=device).expand(b, width)  # (b, L)

@@ -264,7 +264,7 @@ class Trainer:
         out: PerToken = [[] for _ in range(len(batch))]
         for mb in self._micro_batches(batch):
             logp, _ = self._token_stats(mb, with_entropy=False, model=model)
-            for i, chunk in zip(mb.index, torch.split(logp.cpu(), mb.lengths)):
+            for i, chunk in zip(mb.index, torch.split(logp.cpu(), mb.lengths), strict=True):
                 out[i] = chunk.tolist()
         return out
 
@@ -379,7 +379,7 @@ class Trainer:
             self.scheduler.step()
             self.updates += 1
         self.optimizer.zero_grad(set_to_none=True)
-        real = sum(len(p) + len(c) for p, c in zip(mini.prompt_ids, mini.completion_ids))
+        real = sum(len(p) + len(c) for p, c in zip(mini.prompt_ids, mini.completion_ids, strict=True))
         return {**sums, "grad_norm": grad_norm, "skipped": float(not finite)}, (computed, padding, real)
 
     def _backward(self, loss: torch.Tensor) -> None:
@@ -410,7 +410,7 @@ class Trainer:
         total = self.dist.sum_(
             torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
         )
-        return dict(zip(keys, total.tolist()))
+        return dict(zip(keys, total.tolist(), strict=True))
 
     def _token_counts(self, batch: TrainBatch, parts: list[list[int]]) -> list[int]:
         """Reply tokens of each mini-batch over all ranks, then those of the whole batch and its sequences."""
@@ -454,7 +454,7 @@ class Trainer:
             results = [
                 self._optimizer_step(batch if whole else batch.subset(index), tokens)
                 for _ in range(algo.ppo_epochs)
-                for index, tokens in zip(parts, part_tokens)
+                for index, tokens in zip(parts, part_tokens, strict=True)
             ]
         self.last_steps = [metrics for metrics, _ in results]
         computed, padding, real = (sum(c[k] for _, c in results) for k in range(3))
