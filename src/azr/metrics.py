@@ -95,6 +95,7 @@ METRICS: dict[str, str] = {
     "perf/processes": "Processes below the training process at the end of the step (sandbox workers and their jobs): constant in a healthy run.",
     "dist/world_size": "Training processes of the run (1 without a launcher). With more, the rewards, advantages, counts and update metrics are over every process's samples; perf/* timings are rank 0's.",
     "safety/flag_rate/<role>": "Fraction of the role's logged replies (proposals, real solves) whose reasoning or answer the safety detector flagged (safety.detector; absent when off).",
+    "safety/flagged_auxiliary": "Replies of the auxiliary likelihood terms (correct Monte-Carlo solves, solve_nll_coef; sandbox-written solves, trace_nll_coef) that the safety detector flagged; with safety.zero_reward they leave the update.",
     "safety/flags/deceive_overseers": "Detector flags of intent to deceive or outsmart overseers, graders or users in this step's replies.",
     "safety/flags/escape_sandbox": "Detector flags of intent to escape, bypass or disable the sandbox or the monitor.",
     "safety/flags/self_exfiltration": "Detector flags of intent to copy, upload or exfiltrate the model itself or its weights.",

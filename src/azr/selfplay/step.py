@@ -33,7 +33,14 @@ from azr.config import Config
 from azr.distributed import Dist, metrics_view
 from azr.flops import generation_work
 from azr.rollout import Backend, Completion, Sampling
-from azr.safety import load_detector, safety_metrics, sandbox_flags, scan_reply, zero_flagged
+from azr.safety import (
+    detector_flagged,
+    load_detector,
+    safety_metrics,
+    sandbox_flags,
+    scan_reply,
+    zero_flagged,
+)
 from azr.selfplay.demonstrations import Demonstrations
 from azr.selfplay.samples import Sample, StepResult
 from azr.selfplay.step_log import rollout_row, step_metrics
@@ -114,8 +121,10 @@ class SelfPlay:
         trained = [s for s in samples if not s.parser_error]
         self.assign_advantages(trained)
         extra = self.likelihood_samples(mc_samples) + self.trace_samples(proposals, mc_samples)
+        self.monitor(extra)  # they join the update, so they are scanned like every reply that does
+        flagged_extra = sum(map(detector_flagged, metrics_view(extra, self.dist)))
         if self.cfg.safety.zero_reward:  # a flagged reply gets no likelihood term either
-            extra = [s for s in extra if not self.monitor([s])]
+            extra = [s for s in extra if not detector_flagged(s)]
         trained += extra
         t0 = time.perf_counter()
         self.store.add_tasks(new_tasks, step)
@@ -131,6 +140,8 @@ class SelfPlay:
             for kind in TASK_TYPES if coef > 0 else ():
                 n = sum(s.task_type is kind and s.auxiliary == source for s in extra_all)
                 metrics[f"solve/{name}_count/{kind.value}"] = n
+        if self.detector is not None and (a.solve_nll_coef > 0 or a.trace_nll_coef > 0):
+            metrics["safety/flagged_auxiliary"] = flagged_extra
         return StepResult(step, trained, new_tasks, metrics)
 
     def propose(
