@@ -167,6 +167,20 @@ def test_help_config_lists_keys(capsys):
     assert "micro_batch_size" in capsys.readouterr().out
 
 
+def test_help_config_shows_the_values_the_command_uses(capsys):
+    """Without --config, azr train runs the CPU recipe: --help-config used to print the dataclass defaults
+    (lr 1e-6, temperature 1.0) instead of the recipe's (2e-5, 0.7)."""
+    from azr.config import DEFAULT_RECIPE, load
+
+    recipe = load(DEFAULT_RECIPE)
+    assert main(["train", "--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert f"  lr = {recipe.training.lr}  #" in out and "(dataclass default 1e-06)" in out
+    assert f"  temperature = {recipe.rollout.temperature}  #" in out
+    assert main(["train", "--help-config", "--training.lr=3e-5"]) == 0
+    assert "  lr = 3e-05  #" in capsys.readouterr().out
+
+
 def test_resolved_config_is_saved_and_eval_is_logged(tmp_path, model_dir, shared_data):
     run_dir = tmp_path / "cfg"
     cfg = cfg_for(model_dir, 1)
