@@ -9,9 +9,20 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-BENCH_DATA = SHARED_DATA / "benchmarks"
-SEED_DATA = SHARED_DATA / "azr_seeds"
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA_ENV = "AZR_TEST_DATA"
+
+
+def data_dir(config: pytest.Config | None = None) -> Path:
+    """The shared data directory (benchmarks/, azr_seeds/): ``--data-dir``, else ``$AZR_TEST_DATA``, else
+    ``../shared/data`` beside the checkout. Tests that need it skip where it is missing."""
+    option = config.getoption("--data-dir") if config is not None else None
+    return Path(option or os.environ.get(DATA_ENV) or DEFAULT_DATA)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--data-dir", help=f"shared test data (default: ${DATA_ENV}, else {DEFAULT_DATA})")
+
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -37,10 +48,11 @@ def model_dir(tmp_path_factory, tiny):
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def shared_data(request) -> Path:
+    path = data_dir(request.config)
+    if not path.is_dir():
+        pytest.skip(f"shared benchmark data not found at {path} (--data-dir or ${DATA_ENV})")
+    return path
 
 
 @pytest.fixture(scope="module")
