@@ -238,7 +238,8 @@ def _shot_turns(
     n_visible: int,
     thinks: Sequence[str | None] = (),
 ) -> list[tuple[str, str]]:
-    thinks = [*thinks, *[None] * (len(shots) - len(thinks))]
+    # Shots dropped to fit the token budget drop their thinks too.
+    thinks = [*thinks[: len(shots)], *[None] * (len(shots) - len(thinks))]
     return [
         (_shot_question(kind, role, shot, n_inputs, n_visible), demo_reply(kind, role, shot, n_inputs, think))
         for shot, think in zip(shots, thinks, strict=True)
