@@ -134,11 +134,14 @@ def bench_azr(rows: list[dict], tier: str | None) -> tuple[float, int, str, list
         ex.validate_many([("def f(x):\n    return x", "1")] * 8)  # warm
         t0 = time.perf_counter()
         results = ex.validate_many([(r["code"], r["input"]) for r in rows])
-        ok = [r.ok and literals_equal(r.value or "", row["output"]) for r, row in zip(results, rows)]
+        ok = [
+            r.ok and literals_equal(r.value or "", row["output"])
+            for r, row in zip(results, rows, strict=True)
+        ]
         dt = time.perf_counter() - t0
         bad = [
             f"{row['id']}: {r.status} {r.message[:120]}"
-            for r, row, good in zip(results, rows, ok)
+            for r, row, good in zip(results, rows, ok, strict=True)
             if not good
         ]
         return len(rows) / dt, sum(ok), ex.tier, bad
@@ -171,7 +174,7 @@ def bench_fork_floor(rows: list[dict]) -> tuple[float, int]:
         p.stdin.close()  # type: ignore[union-attr]
         p.wait()
     a, b = (o["results"] for o in outs)
-    correct = sum(x == y and literals_equal(x, row["output"]) for x, y, row in zip(a, b, rows))
+    correct = sum(x == y and literals_equal(x, row["output"]) for x, y, row in zip(a, b, rows, strict=True))
     return len(rows) / seconds, correct
 
 
@@ -184,7 +187,7 @@ def check_seeds(path: Path, tier: str | None) -> dict[str, object]:
         results = ex.validate_many([(r["snippet"], r["input"]) for r in rows])
     verdicts: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
-    for i, (row, res) in enumerate(zip(rows, results)):
+    for i, (row, res) in enumerate(zip(rows, results, strict=True)):
         if not res.ok:
             key = f"{res.status.value}:{res.error_type or res.message.split(':')[0]}"
         elif not literals_equal(res.value or "", row["output"]):

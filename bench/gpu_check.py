@@ -1,7 +1,7 @@
 """One check of azr's GPU path on one CUDA GPU, offline, printing one table (run by ``scripts/gpu_check.sh``).
 
 Rows: one update of a random-weight model of Qwen2.5-1.5B's shape with ``configs/gpu-1.5b.toml`` (peak memory
-against :mod:`azr.memory`'s estimate); ``hf`` decoding tokens/s; vLLM tokens/s, sampler-vs-trainer log-prob
+against :mod:`azr.training.memory`'s estimate); ``hf`` decoding tokens/s; vLLM tokens/s, sampler-vs-trainer log-prob
 agreement, duplicate-prompt diversity and whether a weight sync changes the engine's output (when vLLM imports);
 a one-rank FSDP2 update and checkpoint round trip over NCCL. ``pytest -m gpu`` and ``azr eval`` run from the shell
 script. Without CUDA every row says it was skipped and why.
@@ -51,8 +51,8 @@ def gpu_config(prompt: int, reply: int):
 
 
 def check_update(model, tok) -> list[Row]:
-    from azr import memory
-    from azr.trainer import TrainBatch, Trainer
+    from azr.training import memory
+    from azr.training.trainer import TrainBatch, Trainer
 
     cfg = gpu_config(prompt=1024, reply=1024)
     trainer = Trainer(model, tok, cfg.training, cfg.algorithm, cfg.model)
@@ -93,7 +93,7 @@ def check_vllm(model, tok) -> list[Row]:
     from azr.config import RolloutConfig
     from azr.rollout.base import Sampling
     from azr.rollout.vllm import VLLMBackend
-    from azr.trainer import TrainBatch, Trainer
+    from azr.training.trainer import TrainBatch, Trainer
 
     cfg = gpu_config(prompt=256, reply=128)
     backend = VLLMBackend(model, tok, RolloutConfig(bf16=False, vllm_gpu_memory_utilization=0.3))
@@ -109,7 +109,9 @@ def check_vllm(model, tok) -> list[Row]:
         [c.prompt_ids for c in sample], [c.token_ids for c in sample], [0.0] * 8, temperatures=[1.0] * 8
     )
     ref = trainer.logprobs(batch)
-    gap = max(abs(a - b) for c, r in zip(sample, ref) for a, b in zip(c.logprobs, r))
+    gap = max(
+        abs(a - b) for c, r in zip(sample, ref, strict=True) for a, b in zip(c.logprobs, r, strict=True)
+    )
     greedy = Sampling(temperature=0.0, max_new_tokens=16)
     before = [c.token_ids for c in backend.generate(["sync check"], greedy)]
     with torch.no_grad():
@@ -136,10 +138,10 @@ class OneRank(Dist):
 def check_fsdp_nccl() -> list[Row]:
     import torch.distributed as td
 
-    from azr import checkpoint
     from azr.config import AlgorithmConfig, TrainingConfig
     from azr.models import tiny_model
-    from azr.trainer import TrainBatch, Trainer
+    from azr.training import checkpoint
+    from azr.training.trainer import TrainBatch, Trainer
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29513")
     torch.cuda.set_device(0)
@@ -152,7 +154,10 @@ def check_fsdp_nccl() -> list[Row]:
             path = checkpoint.save(run_dir, 1, trainer, sharded=trainer.sharded_state())
             fresh = Trainer(*tiny_model(hidden=256, layers=2), training, AlgorithmConfig(), dist=OneRank())
             checkpoint.load(path, fresh)
-        same = all(torch.equal(a, b) for a, b in zip(trainer.model.parameters(), fresh.model.parameters()))
+        same = all(
+            torch.equal(a, b)
+            for a, b in zip(trainer.model.parameters(), fresh.model.parameters(), strict=True)
+        )
         result = "weights equal after resume" if same else "weights differ after resume"
         return [("FSDP2 over NCCL (1 rank): update, save, resume", result, "ok" if same else "FAIL")]
     finally:

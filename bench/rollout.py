@@ -209,9 +209,12 @@ def _llama_batched_generate(
     out = [[t] for t in _llama_sample(ctx, last_rows, n_vocab, eos, rng)]
     rows = list(range(len(prompts)))
     for step in range(n - 1):
-        _llama_fill(batch, [(o[-1], len(p) + step, s, True) for s, (p, o) in enumerate(zip(prompts, out))])
+        _llama_fill(
+            batch,
+            [(o[-1], len(p) + step, s, True) for s, (p, o) in enumerate(zip(prompts, out, strict=True))],
+        )
         _llama_decode(ctx, batch)
-        for o, t in zip(out, _llama_sample(ctx, rows, n_vocab, eos, rng)):
+        for o, t in zip(out, _llama_sample(ctx, rows, n_vocab, eos, rng), strict=True):
             o.append(t)
     return out
 

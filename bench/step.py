@@ -44,10 +44,10 @@ from azr.config import Config, load
 from azr.flops import Shape, Work
 from azr.fsutil import atomic_write_text
 from azr.loop import train, with_steps
-from azr.memory import descendants, status_kib
 from azr.metrics import read_metrics
 from azr.precision import use_bf16
 from azr.runtime import configure_process, jemalloc_active, use_jemalloc
+from azr.training.memory import descendants, status_kib
 
 PHASES = ("prefill", "decode", "sandbox", "update", "store")
 MEMORY_PHASES = ("generate", "sandbox", "update")
@@ -85,7 +85,7 @@ def _instrument(memory: PeakMemory) -> None:
     """Wrap the phases' entry points so that each one's peak memory is recorded (this process only)."""
     from azr.executor import Executor
     from azr.rollout.hf import HFBackend
-    from azr.trainer import Trainer
+    from azr.training.trainer import Trainer
 
     def wrap(cls: Any, method: str, name: str) -> None:
         inner = getattr(cls, method)

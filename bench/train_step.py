@@ -46,7 +46,7 @@ import torch
 from azr.config import AlgorithmConfig, TrainingConfig
 from azr.models import load_model
 from azr.runtime import configure_process
-from azr.trainer import TrainBatch, Trainer
+from azr.training.trainer import TrainBatch, Trainer
 
 
 def make_batch(
@@ -81,11 +81,11 @@ def naive_step_fn(
 ) -> Callable[[], None]:
     """A plain padded forward/backward with labels (fp32, or under bf16 autocast), then AdamW (library defaults)."""
     pad = tokenizer.pad_token_id
-    width = max(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
+    width = max(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids, strict=True))
     ids = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, L)
     att = torch.zeros_like(ids)  # (B, L)
     labels = torch.full_like(ids, -100)  # (B, L)
-    for i, (p, c) in enumerate(zip(batch.prompt_ids, batch.completion_ids)):
+    for i, (p, c) in enumerate(zip(batch.prompt_ids, batch.completion_ids, strict=True)):
         ids[i, : len(p) + len(c)] = torch.tensor(p + c)
         att[i, : len(p) + len(c)] = 1
         labels[i, len(p) : len(p) + len(c)] = torch.tensor(c)
@@ -149,7 +149,7 @@ def main() -> None:
     batch = make_batch(
         len(tokenizer), args.seqs, args.tokens, args.prompt, args.varied, args.shared_head, args.micro_batch
     )
-    real_tokens = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
+    real_tokens = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids, strict=True))
     steps = build_engines(base, tokenizer, batch, args)
     times: dict[str, list[float]] = {name: [] for name in steps}
     cpu: dict[str, list[float]] = {name: [] for name in steps}  # process CPU seconds: steadier when shared

@@ -14,7 +14,7 @@ OMP_NUM_THREADS=1 .venv/bin/accelerate launch --multi_gpu --num_processes 2 --nu
   -m azr train --config configs/cpu-smollm2.toml --steps 1 --run-dir "$run_dir"
 .venv/bin/python - "$run_dir" <<'PY'
 import sys
-from azr.checkpoint import list_checkpoints
+from azr.training.checkpoint import list_checkpoints
 from azr.metrics import read_metrics
 
 rows = read_metrics(sys.argv[1])

@@ -34,7 +34,7 @@ from azr.config import DEFAULT_RECIPE, load
 from azr.evaluation.probe import row_task
 from azr.fsutil import atomic_write_text
 from azr.loop import build
-from azr.seeding import seed_buffers
+from azr.selfplay.seeding import seed_buffers
 from azr.tasks.seeds import resolve_seed_file
 from azr.types import TASK_TYPES, Task, TaskType
 

@@ -7,9 +7,22 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-BENCH_DATA = SHARED_DATA / "benchmarks"
-SEED_DATA = SHARED_DATA / "azr_seeds"
+pytest_plugins = ["pytester"]
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA_ENV = "AZR_TEST_DATA"
+
+
+def data_dir(config: pytest.Config | None = None) -> Path:
+    """The shared data directory (benchmarks/, azr_seeds/): ``--data-dir``, else ``$AZR_TEST_DATA``, else
+    ``../shared/data`` beside the checkout. Tests that need it skip where it is missing."""
+    option = config.getoption("--data-dir") if config is not None else None
+    return Path(option or os.environ.get(DATA_ENV) or DEFAULT_DATA)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--data-dir", help=f"shared test data (default: ${DATA_ENV}, else {DEFAULT_DATA})")
+
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -35,10 +48,11 @@ def model_dir(tmp_path_factory, tiny):
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def shared_data(request) -> Path:
+    path = data_dir(request.config)
+    if not path.is_dir():
+        pytest.skip(f"shared benchmark data not found at {path} (--data-dir or ${DATA_ENV})")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +66,23 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def start_executor():
+    """A real sandbox pool with the default executor config. Where the sandbox cannot exist (not Linux: no fork
+    server, rlimits or seccomp) the test is skipped; anywhere else a sandbox that fails to start fails the test,
+    so a broken sandbox shows as failures, never as skips."""
+    import sys
+
+    if sys.platform != "linux":
+        pytest.skip(f"the sandbox needs Linux (this is {sys.platform})")
+    from azr.config import Config
+    from azr.executor import Executor
+
+    return Executor(Config().executor)
+
+
 @pytest.fixture(scope="module")
 def executor():
-    """A real sandbox pool with the default executor config (skips where no tier can start)."""
-    from azr.config import Config
-
-    try:
-        from azr.executor import Executor
-
-        ex = Executor(Config().executor)
-    except Exception as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"real executor unavailable: {e}")
+    """A real sandbox pool (:func:`start_executor`), shared by a module's tests."""
+    ex = start_executor()
     yield ex
     ex.close()

@@ -62,9 +62,9 @@ def reference_loop(rewards, groups, lengths, eps, token):
         total = sum(w)
         if len(idx) < 2 or max(r) == min(r) or total <= 1:
             continue
-        mean = sum(wi * ri for wi, ri in zip(w, r)) / total
-        var = sum(wi * (ri - mean) ** 2 for wi, ri in zip(w, r)) / (total - 1)
-        for i, ri in zip(idx, r):
+        mean = sum(wi * ri for wi, ri in zip(w, r, strict=True)) / total
+        var = sum(wi * (ri - mean) ** 2 for wi, ri in zip(w, r, strict=True)) / (total - 1)
+        for i, ri in zip(idx, r, strict=True):
             out[i] = (ri - mean) / (math.sqrt(var) + eps)
     return out
 
@@ -78,7 +78,7 @@ rows_strategy = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(rows=rows_strategy, name=st.sampled_from(sorted(ADVANTAGE_ESTIMATORS)))
 def test_matches_loop_reference(rows, name):
-    rewards, groups, lengths = (list(x) for x in zip(*rows))
+    rewards, groups, lengths = (list(x) for x in zip(*rows, strict=True))
     adv = compute_advantages(
         name,
         torch.tensor(rewards, dtype=torch.float64),
@@ -93,7 +93,7 @@ def test_matches_loop_reference(rows, name):
 @settings(max_examples=60, deadline=None)
 @given(rows=rows_strategy, name=st.sampled_from(sorted(ADVANTAGE_ESTIMATORS)))
 def test_zero_mean_per_group(rows, name):
-    rewards, groups, lengths = (list(x) for x in zip(*rows))
+    rewards, groups, lengths = (list(x) for x in zip(*rows, strict=True))
     adv = compute_advantages(name, torch.tensor(rewards), torch.tensor(groups), torch.tensor(lengths))
     w = torch.tensor(lengths, dtype=torch.float32) if name == "trr++-token" else torch.ones(len(rows))
     for g in set(groups):
@@ -105,7 +105,7 @@ def test_zero_mean_per_group(rows, name):
 @given(rows=rows_strategy, name=st.sampled_from(sorted(ADVANTAGE_ESTIMATORS)), data=st.data())
 def test_permutation_equivariance(rows, name, data):
     perm = data.draw(st.permutations(range(len(rows))))
-    rewards, groups, lengths = (torch.tensor(list(x)) for x in zip(*rows))
+    rewards, groups, lengths = (torch.tensor(list(x)) for x in zip(*rows, strict=True))
     adv = compute_advantages(name, rewards.float(), groups, lengths)
     p = torch.tensor(perm)
     adv_p = compute_advantages(name, rewards.float()[p], groups[p], lengths[p])

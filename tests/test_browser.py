@@ -3,10 +3,10 @@
 Checked: the page's script runs without console errors, the type filter (set in the address, which the script
 reads) narrows the task table, pages hold at most 50 rows, and a hostile reply and task (closing the script
 element, injecting an image with ``onerror``) render as text with no element injected and no script run. A
-screenshot is saved under the test's tmp dir and copied to ``test-artifacts/report.png``.
+screenshot is saved under the test's tmp dir (and copied into ``$AZR_TEST_ARTIFACTS`` when that is set).
 
-Chromium comes from the Debian package ``chromium``: when it is missing the session installs it with
-``apt-get install -y chromium`` if it runs as root with apt-get (about a minute), else the test is skipped.
+Chromium comes from the Debian package ``chromium``. Tests install nothing: where it is missing they skip and say
+how to install it (``.ci/run`` installs it where it can).
 """
 
 from __future__ import annotations
@@ -19,44 +19,20 @@ from pathlib import Path
 
 import pytest
 
-from azr.report import write_report
+from azr.report.run import write_report
 from azr.store import TaskStore
 from azr.types import Task, TaskType
 from test_loop import cfg_for, run
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 HOSTILE = "</script><script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
-
-
-def _install_chromium() -> str | None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (
-        ["apt-get", "install", "-y", "chromium"],
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "chromium"],
-    ):
-        try:
-            subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        if shutil.which("chromium"):
-            return shutil.which("chromium")
-    return None
 
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip(
-            "headless Chromium is missing and cannot be installed here (needs root: apt-get install -y chromium)"
-        )
-    installed = _install_chromium()
-    if installed is None:
-        pytest.skip("headless Chromium is missing and `apt-get install -y chromium` did not install it")
-    return installed
+    if not found:
+        pytest.skip("headless Chromium is missing: apt-get install -y chromium (.ci/run installs it as root)")
+    return found
 
 
 def browse(chromium: str, url: str, profile: Path, *extra: str) -> tuple[str, str]:
@@ -130,5 +106,7 @@ def test_screenshot(chromium, report, tmp_path):
     _, log = browse(chromium, url, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1300,5200")
     assert console_messages(log) == []
     assert shot.is_file() and shot.stat().st_size > 10_000
-    ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copy(shot, ARTIFACTS / "report.png")
+    if os.environ.get("AZR_TEST_ARTIFACTS"):  # opt-in: CI may keep the screenshot
+        artifacts = Path(os.environ["AZR_TEST_ARTIFACTS"])
+        artifacts.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, artifacts / "report.png")

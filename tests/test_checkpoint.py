@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from azr import checkpoint
 from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
 from azr.models import tiny_model
-from azr.trainer import TrainBatch, Trainer
+from azr.training import checkpoint
+from azr.training.trainer import TrainBatch, Trainer
 
 TRAIN = TrainingConfig(lr=1e-2, bf16_autocast=False, micro_batch_size=2, device="cpu")
 ALGO = AlgorithmConfig(entropy_coef=0.001)
@@ -103,9 +103,9 @@ def test_resumed_run_keeps_the_initial_model_as_kl_reference(tmp_path, lora):
     path = checkpoint.save(tmp_path, 2, trainer, {}, {}, keep_last=1)
     resumed = build(cfg, algo=PPO_KL)
     checkpoint.load(path, resumed)
-    for a, b in zip(resumed.reference_logprobs(probe), trainer.reference_logprobs(probe)):
+    for a, b in zip(resumed.reference_logprobs(probe), trainer.reference_logprobs(probe), strict=True):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=0, rtol=0)
-    for a, b in zip(resumed.logprobs(probe), trainer.logprobs(probe)):
+    for a, b in zip(resumed.logprobs(probe), trainer.logprobs(probe), strict=True):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-6, rtol=0)
     if not lora:
         with pytest.raises(RuntimeError, match="KL reference"):

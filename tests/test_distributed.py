@@ -21,9 +21,10 @@ from azr.distributed import Dist, metrics_view
 from azr.metrics import read_metrics
 from azr.models import tiny_model
 from azr.rollout import Completion
-from azr.selfplay import Sample, SelfPlay
+from azr.selfplay.samples import Sample
+from azr.selfplay.step import SelfPlay
 from azr.store import TaskStore
-from azr.trainer import TrainBatch, Trainer
+from azr.training.trainer import TrainBatch, Trainer
 from azr.types import GROUPS
 
 WORLD = 2

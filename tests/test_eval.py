@@ -149,7 +149,11 @@ def test_every_demo_output_is_what_the_sandbox_computes(executor):
     demos = load_demos()
     runs = [(d, inp, out) for d in demos for inp, out in zip(d.inputs, d.outputs, strict=True)]
     results = [executor.validate_many([(d.program, inp)], entry=d.entry)[0] for d, inp, _ in runs]
-    bad = [(d.id, inp, r.status, r.value) for (d, inp, out), r in zip(runs, results) if r.value != out]
+    bad = [
+        (d.id, inp, r.status, r.value)
+        for (d, inp, out), r in zip(runs, results, strict=True)
+        if r.value != out
+    ]
     assert bad == []
     by_type = {t: [d for d in demos if d.type == t] for t in ("deduction", "abduction", "induction", "code")}
     assert len(by_type["deduction"]) >= 4 and len(by_type["abduction"]) >= 4 and len(by_type["code"]) >= 3
@@ -239,7 +243,7 @@ def test_expression_inputs_count_for_the_benchmark_only(executor):
         [("def f(s):\n    return s", "'ab' * 3", "'abab'")], literals_only=False
     )
     assert wrong[0].status.value == "wrong"
-    programs, answers, golds = zip(*EXPRESSIONS)
+    programs, answers, golds = zip(*EXPRESSIONS, strict=True)
     verdicts = score_input_predictions(executor, list(programs), list(answers), list(golds))
     assert [v.correct for v in verdicts] == [True] * 4
     replies = [f"<answer>\n```input\nf({a})\n```\n</answer>" for a in answers]

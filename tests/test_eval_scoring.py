@@ -166,3 +166,41 @@ def test_code_demos_in_the_humaneval_and_mbpp_shapes():
     assert mbpp_prompt(demo).splitlines()[2] == "assert count_capitalised('The Cat sat on Mat') == 3"
     assert code_reply(demo) == f"```python\n{demo.program}\n```"
     assert tpl.extract_code(code_reply(demo)) == demo.program
+
+
+_CRASH_MARKER = "AZR_TEST_CRASH_MARKER"
+
+
+def _dies_on(gold: str, reply: str) -> bool:
+    """A judge that dies on reply "die" (always) and on "die-once" (only the first time, a marker file tells)."""
+    import os
+
+    marker = Path(os.environ[_CRASH_MARKER])
+    if reply == "die" or (reply == "die-once" and not marker.exists()):
+        marker.touch()
+        os._exit(1)
+    return gold == reply or reply == "die-once"
+
+
+def test_math_judge_worker_death_is_retried_and_loud(tmp_path, monkeypatch):
+    """A worker that dies once (BrokenProcessPool) used to score its pair and every pair queued behind it as wrong,
+    silently; now the pairs are judged again in a fresh worker, with a warning."""
+    pytest.importorskip("math_verify")
+    monkeypatch.setenv(_CRASH_MARKER, str(tmp_path / "died"))
+    monkeypatch.setattr(sm, "verify_one", _dies_on)
+    with sm.MathJudge(timeout_s=20) as judge, pytest.warns(RuntimeWarning, match="judging again"):
+        verdicts = judge.judge_many([("1", "1"), ("2", "die-once"), ("3", "3"), ("4", "5")])
+    assert verdicts == [True, True, True, False]
+    assert judge.crashes == 1
+
+
+def test_math_judge_pair_that_kills_every_worker_is_wrong_with_a_warning(tmp_path, monkeypatch):
+    pytest.importorskip("math_verify")
+    monkeypatch.setenv(_CRASH_MARKER, str(tmp_path / "died"))
+    monkeypatch.setattr(sm, "verify_one", _dies_on)
+    with sm.MathJudge(timeout_s=20) as judge, pytest.warns(RuntimeWarning) as record:
+        verdicts = judge.judge_many([("1", "1"), ("2", "die"), ("3", "3")])
+    assert verdicts == [True, False, True]
+    assert ["judging again" in str(w.message) for w in record] == [True, False]
+    assert "counts as wrong" in str(record[1].message)
+    assert judge.crashes == 2

@@ -11,12 +11,13 @@ import pytest
 from azr.config import ExecutorConfig
 from azr.executor import Executor, literals_equal
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/benchmarks/cruxeval.jsonl.gz"
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"{DATA} not present")
 
-
-def _rows() -> list[dict]:
-    with gzip.open(DATA, "rt") as f:
+@pytest.fixture
+def rows(shared_data: Path) -> list[dict]:
+    path = shared_data / "benchmarks" / "cruxeval.jsonl.gz"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    with gzip.open(path, "rt") as f:
         return [json.loads(line) for line in f]
 
 
@@ -25,16 +26,16 @@ def _check(rows: list[dict]) -> None:
         results = ex.validate_many([(r["code"], r["input"]) for r in rows])
     bad = [
         (row["id"], res.status, res.message[:80])
-        for row, res in zip(rows, results)
+        for row, res in zip(rows, results, strict=True)
         if not (res.ok and literals_equal(res.value or "", row["output"]))
     ]
     assert bad == []
 
 
-def test_first_50_validate() -> None:
-    _check(_rows()[:50])
+def test_first_50_validate(rows: list[dict]) -> None:
+    _check(rows[:50])
 
 
 @pytest.mark.slow
-def test_all_800_validate() -> None:
-    _check(_rows())
+def test_all_800_validate(rows: list[dict]) -> None:
+    _check(rows)

@@ -18,11 +18,11 @@ import pytest
 import torch
 from rich.console import Console
 
-from azr import checkpoint
 from azr.config import ConfigError, ModelConfig, from_dict
 from azr.metrics import read_metrics
 from azr.models import tiny_model
-from azr.trainer import Trainer
+from azr.training import checkpoint
+from azr.training.trainer import Trainer
 from test_distributed import ALGO, TRAIN, WORLD, batch, part, spawn
 
 # Micro-batches of 1: the ranks hold 4 and 3 sequences, so rank 1 runs one idle pass to match rank 0's collectives.
@@ -57,7 +57,7 @@ def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:
     dist = from_env("cpu")
     out: dict = {}
     # 0. Gathering in bf16 leaves the root's inputs alone: the temperatures stay fp32.
-    from azr.sharding import Sharded
+    from azr.training.sharding import Sharded
 
     bf16 = Sharded(tiny_model()[0], torch.device("cpu"), WORLD, bf16=True)
     t = bf16.run(lambda x: x, torch.tensor([0.7]))
@@ -148,7 +148,7 @@ def test_sharded_update_equals_the_single_process_update(spawned, single):
     _, one, _ = single
     for rank in range(WORLD):
         assert_same(torch.load(out_dir / f"one-{rank}.pt"), one, f"rank {rank}")
-        assert outs[rank]["layerwise"], "the checkpointed trainer runs azr.layerwise under FSDP"
+        assert outs[rank]["layerwise"], "the checkpointed trainer runs azr.training.layerwise under FSDP"
         assert_same(
             torch.load(out_dir / f"ckpt-{rank}.pt"), one, f"rank {rank}, layer-by-layer checkpointing"
         )

@@ -11,8 +11,8 @@ import torch
 from azr.config import AlgorithmConfig, TrainingConfig
 from azr.models import tiny_model
 from azr.rollout import make_backend
-from azr.selfplay import SelfPlay
-from azr.trainer import TrainBatch, Trainer
+from azr.selfplay.step import SelfPlay
+from azr.training.trainer import TrainBatch, Trainer
 from test_selfplay import make_cfg, seeded_store
 
 pytestmark = [
@@ -43,7 +43,7 @@ def _step_and_update(tmp_path, executor, backend_name: str) -> None:
     metrics = trainer.step(batch)
     backend.update_weights(trainer.model)
     assert metrics["optimizer_steps"] == 1.0
-    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.params))
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.params, strict=True))
 
 
 def test_selfplay_step_on_cuda_with_hf(tmp_path, executor):
@@ -68,7 +68,7 @@ def test_trainer_with_bf16_weights_and_autocast():
     metrics = trainer.step(batch)
     assert trainer.bf16 and all(p.dtype == torch.bfloat16 for p in trainer.params)
     assert metrics["skipped"] == 0.0 and torch.isfinite(torch.tensor(metrics["loss"]))
-    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.params))
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.params, strict=True))
 
 
 def _qwen2(layers: int = 2):
@@ -97,12 +97,12 @@ def test_qwen2_checkpointed_update_with_the_chunked_head_matches_the_plain_one()
         assert trainer.layerwise == ckpt
         got.append(trainer.logprobs(batch))
         assert trainer.step(batch)["skipped"] == 0.0
-    for a, b in zip(*got):
+    for a, b in zip(*got, strict=True):
         assert a == pytest.approx(b, abs=1e-4)
 
 
 def test_resume_on_cuda_is_exact(tmp_path):
-    from azr import checkpoint
+    from azr.training import checkpoint
 
     batch = TrainBatch([[5, 6, 7]], [[8, 9, 10]], [1.0], temperatures=[1.0])
     training = TrainingConfig(device="cuda", lr=1e-2, bf16_autocast=False)
@@ -117,13 +117,13 @@ def test_resume_on_cuda_is_exact(tmp_path):
         s.device.type == "cuda" for st in resumed.optimizer.state.values() for s in st.values() if s.dim()
     )
     resumed.step(batch)
-    for a, b in zip(first.model.parameters(), resumed.model.parameters()):
+    for a, b in zip(first.model.parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
 def test_memory_check_reads_the_gpu():
-    from azr import memory
     from azr.config import Config
+    from azr.training import memory
 
     model, tok = _qwen2()
     trainer = Trainer(model, tok, TrainingConfig(device="cuda"), AlgorithmConfig())

@@ -1,10 +1,10 @@
-"""azr.layerwise's staged backward, on small tensors."""
+"""azr.training.layerwise's staged backward, on small tensors."""
 
 from __future__ import annotations
 
 import torch
 
-from azr import layerwise
+from azr.training import layerwise
 
 
 def test_staged_backward_runs_the_newest_cut_first():

@@ -1,11 +1,11 @@
-"""azr.lm_head's tiled LM head against the whole head, on small tensors."""
+"""azr.training.lm_head's tiled LM head against the whole head, on small tensors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from azr import lm_head
+from azr.training import lm_head
 
 
 @pytest.mark.parametrize("bf16", [False, True])
@@ -39,7 +39,7 @@ def test_chunked_head_matches_the_whole_head(bf16, entropy, monkeypatch):
         chunked = run(chunk, in_place)
         tol = {"atol": 2e-2, "rtol": 2e-2} if bf16 else {"atol": 1e-5, "rtol": 1e-5}
         assert all(t.dtype == torch.float32 for t in chunked)
-        for a, b in zip(whole, chunked):
+        for a, b in zip(whole, chunked, strict=True):
             torch.testing.assert_close(b, a, **tol)
 
 
@@ -68,7 +68,7 @@ def test_chunked_head_rejects_a_target_outside_the_vocabulary():
 def test_tiles_are_large_on_a_gpu_and_any_block_gives_the_same_stats():
     """A GPU gets 1024 x 16384 tiles (80 for an 8k reply over 152k entries, not ~2,400 of the CPU's 128 x 4096);
     the block size changes nothing in the results."""
-    from azr.trainer import head_tile
+    from azr.training.trainer import head_tile
 
     assert head_tile(torch.device("cpu")) == (128, lm_head.VOCAB_BLOCK)
     assert head_tile(torch.device("cuda")) == (1024, 16384)

@@ -12,13 +12,13 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from azr.checkpoint import latest, list_checkpoints
 from azr.cli import main
 from azr.config import ConfigError, from_dict
 from azr.loop import _update, train, with_steps
 from azr.metrics import read_metrics
 from azr.rollout import ScriptedBackend
 from azr.store import TaskStore
+from azr.training.checkpoint import latest, list_checkpoints
 from test_selfplay import scripted_reply
 
 
@@ -109,7 +109,7 @@ def test_update_scores_each_sample_at_its_sampling_temperature():
     from types import SimpleNamespace
 
     from azr.rollout import Completion
-    from azr.selfplay import Sample, StepResult
+    from azr.selfplay.samples import Sample, StepResult
     from azr.types import Role, TaskType
 
     def sample(role, tokens, temperature):
@@ -165,6 +165,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_help_config_lists_keys(capsys):
     assert main(["train", "--help-config"]) == 0
     assert "micro_batch_size" in capsys.readouterr().out
+
+
+def test_help_config_shows_the_values_the_command_uses(capsys):
+    """Without --config, azr train runs the CPU recipe: --help-config used to print the dataclass defaults
+    (lr 1e-6, temperature 1.0) instead of the recipe's (2e-5, 0.7)."""
+    from azr.config import DEFAULT_RECIPE, load
+
+    recipe = load(DEFAULT_RECIPE)
+    assert main(["train", "--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert f"  lr = {recipe.training.lr}  #" in out and "(dataclass default 1e-06)" in out
+    assert f"  temperature = {recipe.rollout.temperature}  #" in out
+    assert main(["train", "--help-config", "--training.lr=3e-5"]) == 0
+    assert "  lr = 3e-05  #" in capsys.readouterr().out
 
 
 def test_resolved_config_is_saved_and_eval_is_logged(tmp_path, model_dir, shared_data):

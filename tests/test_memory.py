@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from azr import memory
 from azr.config import from_dict
 from azr.errors import AzrError
 from azr.models import tiny_model
+from azr.training import memory
 
 
 def test_full_fine_tuning_is_16_bytes_a_parameter_and_lora_keeps_the_base_only(tiny):
@@ -61,7 +61,7 @@ def test_activations_of_the_7b_recipe_by_hand():
     from types import SimpleNamespace
 
     from azr.config import load
-    from azr.memory import activation_bytes
+    from azr.training.memory import activation_bytes
 
     q7 = SimpleNamespace(hidden_size=3584, num_hidden_layers=28, vocab_size=152064, num_attention_heads=28,
                          num_key_value_heads=4, intermediate_size=18944)  # fmt: skip

@@ -232,7 +232,7 @@ def test_sink_that_cannot_connect_is_skipped_with_a_warning(tmp_path, monkeypatc
 
 def test_importing_metrics_and_report_loads_nothing_heavy():
     code = (
-        "import sys, azr.metrics, azr.report, azr.commands.report\n"
+        "import sys, azr.metrics, azr.report.run, azr.commands.report\n"
         "heavy = [m for m in ('torch', 'wandb', 'tensorboard', 'rich', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy"
     )

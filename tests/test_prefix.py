@@ -38,7 +38,7 @@ def best_runs_by_brute_force(seqs, keep: int) -> int:
     n, best = len(ordered), 0
     for cuts in itertools.product((False, True), repeat=n - 1):
         total, run = 0, [ordered[0]]
-        for seq, cut in zip(ordered[1:], cuts):
+        for seq, cut in zip(ordered[1:], cuts, strict=True):
             if cut:
                 total, run = total + run_saving(run, keep), [seq]
             else:

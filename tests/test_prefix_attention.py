@@ -1,4 +1,4 @@
-"""The split attention of members after a shared head (azr.prefix_attention) against one masked attention call."""
+"""The split attention of members after a shared head (azr.kernels.prefix_attention) against one masked attention call."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from azr.prefix_attention import prefix_attention, supported
+from azr.kernels.prefix_attention import prefix_attention, supported
 
 
 def _reference(q, k, v, hk, hv, scale):
@@ -37,7 +37,7 @@ def test_split_attention_equals_one_masked_call_forward_and_backward(b, n, p, kv
         out = fn(*xs, 0.3)
         out.backward(grad)
         results.append([out.detach()] + [x.grad for x in xs])
-    for got, want in zip(*reversed(results)):
+    for got, want in zip(*reversed(results), strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -58,7 +58,7 @@ def test_supported_only_where_the_cpu_kernel_runs():
 
 
 def _kernels_or_skip():
-    from azr import prefix_attention as pa
+    from azr.kernels import prefix_attention as pa
 
     if not pa.kernels_apply(torch.device("cpu"), torch.bfloat16, 64):
         pytest.skip("azr's attention kernels need a C++ compiler and an AVX512-BF16 CPU")
@@ -87,7 +87,7 @@ def test_attention_kernels_match_fp32_within_the_flash_kernels_error(b, n, s, kv
     """azr's bf16 kernels (forward and backward, grouped-query attention native) against fp32, next to PyTorch's
     flash kernel on the same bf16 inputs: odd lengths, padding to the kernels' 32-column tiles, causal and dense."""
     _kernels_or_skip()
-    from azr import prefix_attention as pa
+    from azr.kernels import prefix_attention as pa
 
     torch.manual_seed(b * n + s)
     heads, d, scale = 9, 64, 0.125
@@ -102,10 +102,12 @@ def test_attention_kernels_match_fp32_within_the_flash_kernels_error(b, n, s, kv
             xs = [t.clone().requires_grad_() for t in (q, k, v)]
             out = pa.attention(*xs, causal, scale)
             out.backward(grad)
-            errors[use] = [_relative(g, w) for g, w in zip([out.detach()] + [x.grad for x in xs], want)]
+            errors[use] = [
+                _relative(g, w) for g, w in zip([out.detach()] + [x.grad for x in xs], want, strict=True)
+            ]
         finally:
             pa.USE_KERNELS = True
-    for mine, flash in zip(errors[True], errors[False]):
+    for mine, flash in zip(errors[True], errors[False], strict=True):
         assert mine <= max(1.2 * flash, 4e-3)
 
 
@@ -113,7 +115,7 @@ def test_prefix_attention_on_the_kernels_matches_the_flash_path():
     """The split attention's parts on azr's kernels: the same output and gradients as on PyTorch's flash kernel,
     up to bf16 rounding (head size 64, grouped-query attention)."""
     _kernels_or_skip()
-    from azr import prefix_attention as pa
+    from azr.kernels import prefix_attention as pa
 
     torch.manual_seed(2)
     inputs = [torch.randn(3, 6, 40, 64), *(torch.randn(3, 2, 40, 64) for _ in range(2))]
@@ -130,5 +132,5 @@ def test_prefix_attention_on_the_kernels_matches_the_flash_path():
             results[use] = [out.detach()] + [x.grad for x in xs]
         finally:
             pa.USE_KERNELS = True
-    for mine, flash in zip(results[True], results[False]):
+    for mine, flash in zip(results[True], results[False], strict=True):
         assert _relative(mine, flash.float()) < 1e-2

@@ -12,8 +12,8 @@ import pytest
 from azr.cli import main
 from azr.errors import AzrError
 from azr.metrics import expand
-from azr.report import write_report
-from azr.report_charts import ticks as _ticks
+from azr.report.charts import ticks as _ticks
+from azr.report.run import write_report
 
 EVIL = "<script>alert('x')</script>"
 
@@ -183,7 +183,7 @@ HOSTILE = "</script><script>alert(1)</script><img src=x onerror=alert(2)>\u2028&
 
 def test_hostile_model_text_cannot_break_out_of_the_data_block(tmp_path):
     """A reply closing the script element, HTML, an entity, a comment opener and U+2028 stay one JSON string."""
-    from azr.report_browser import json_script
+    from azr.report.browser import json_script
 
     block = json_script("x", {"s": HOSTILE})
     assert block.count("</script>") == 1 and block.endswith("</script>")
@@ -208,7 +208,7 @@ def test_hostile_model_text_cannot_break_out_of_the_data_block(tmp_path):
 
 def test_views_of_a_real_store(tmp_path):
     """Difficulty, diversity, duplicates and flags from a store the current schema wrote."""
-    from azr.report_views import program_shape
+    from azr.report.views import program_shape
     from azr.store import TaskStore
     from azr.types import Task, TaskType
 

@@ -165,6 +165,15 @@ def test_shapes_grouping_and_logprobs(backend, prompts, tiny):
     assert backend.last_stats["seconds"] > 0
 
 
+def test_a_short_chunk_is_an_error_not_a_shifted_result(backend, prompts, monkeypatch):
+    """A decode chunk that returns fewer completions than rows used to be zipped short and the missing rows
+    dropped, so the caller's i-th completion belonged to another prompt."""
+    real = type(backend)._decode_chunk
+    monkeypatch.setattr(type(backend), "_decode_chunk", lambda self, *a, **k: real(self, *a, **k)[:-1])
+    with pytest.raises(ValueError, match="shorter"):
+        backend.generate(prompts, Sampling(max_new_tokens=3, n=2, seed=0))
+
+
 def test_deterministic_under_seed(backend, prompts):
     s = Sampling(max_new_tokens=6, n=2, seed=123)
     a, b = backend.generate(prompts, s), backend.generate(prompts, s)
@@ -182,7 +191,7 @@ def test_greedy_matches_unpadded_single_prompt_decoding(tiny, prompts):
     assert [c.token_ids for c in batched.generate(prompts, s)] == [
         c.token_ids for c in single.generate(prompts, s)
     ]
-    for p, c in zip(prompts, single.generate(prompts, s)):
+    for p, c in zip(prompts, single.generate(prompts, s), strict=True):
         enc = tok(p, return_tensors="pt", add_special_tokens=False)
         ref = model.generate(**enc, do_sample=False, max_new_tokens=8, pad_token_id=tok.pad_token_id)
         assert c.token_ids == ref[0, enc.input_ids.shape[1] :].tolist()[: len(c.token_ids)]
@@ -218,7 +227,7 @@ def test_shared_prompt_heads_decode_like_whole_prompts(tiny, monkeypatch, n):
     shared = backend.generate(prompts, s)
     assert levels == [2]  # one chunk, decoded from heads and rests
     assert [c.token_ids for c in shared] == [c.token_ids for c in whole]
-    for a, b in zip(shared, whole):
+    for a, b in zip(shared, whole, strict=True):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
     plan = backend._prefix_plan([tok(p, add_special_tokens=False)["input_ids"] for p in prompts[:5]])
     assert plan is not None and sorted(len(g.members) for g in plan if g.prefix_len) == [2, 2]
@@ -229,7 +238,7 @@ def test_native_attention_decodes_like_the_pytorch_path(monkeypatch):
     tokens and log-probs (a tiny model with head size 64, which the kernel is compiled for)."""
     from azr.kernels import native_kernels
     from azr.models import tiny_model
-    from azr.rollout import shared_kv
+    from azr.rollout import prompt_store
 
     if native_kernels() is None:
         pytest.skip("the native kernel is not built here (see test_prompt_store_attention_equals_...)")
@@ -241,11 +250,11 @@ def test_native_attention_decodes_like_the_pytorch_path(monkeypatch):
     plain = HFBackend(model, tok, cfg, native_attention=False).generate(prompts, s)
     calls = []
     kernel = native_kernels().prompt_store_attention
-    monkeypatch.setattr(shared_kv, "_native_kernel", lambda like: lambda *a: calls.append(1) or kernel(*a))
+    monkeypatch.setattr(prompt_store, "_native_kernel", lambda like: lambda *a: calls.append(1) or kernel(*a))
     native = HFBackend(model, tok, cfg).generate(prompts, s)
     assert len(calls) == 2 * 7  # two layers, seven decode steps
     assert [c.token_ids for c in native] == [c.token_ids for c in plain]
-    for a, b in zip(native, plain):
+    for a, b in zip(native, plain, strict=True):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
 
 
@@ -253,8 +262,8 @@ def test_shared_head_prefill_on_azr_attention_kernels(monkeypatch):
     """Decoding in bf16, a group's prefill runs on azr's kernels: the shared head as causal attention (one call per
     layer) and the rests split against it (two per layer); the first log-probs equal the masked prefill's on
     PyTorch's kernels up to bf16 rounding (head size 64)."""
-    from azr import prefix_attention as pa
     from azr.kernels import native_kernels
+    from azr.kernels import prefix_attention as pa
     from azr.models import tiny_model
     from azr.rollout import prefill
 
@@ -278,7 +287,7 @@ def test_shared_head_prefill_on_azr_attention_kernels(monkeypatch):
         )
         runs[use] = (len(calls), out)
     assert runs[True][0] == 2 * (1 + 2) and runs[False][0] == 0  # two layers
-    for a, b in zip(runs[True][1], runs[False][1]):
+    for a, b in zip(runs[True][1], runs[False][1], strict=True):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=0.05, rtol=0.05)
 
 
@@ -312,7 +321,7 @@ def test_split_prefill_equals_the_masked_prefill(monkeypatch, hidden):
     split = HFBackend(model, tok, cfg).generate(prompts, s)
     assert len(used) == 2  # the two groups with a head
     assert [c.token_ids for c in split] == [c.token_ids for c in masked]
-    for a, b in zip(split, masked):
+    for a, b in zip(split, masked, strict=True):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
 
 
@@ -337,7 +346,7 @@ def test_lean_decode_step_equals_transformers_forward(monkeypatch, hidden):
     ours = HFBackend(model, tok, cfg).generate(prompts, s)
     assert len(steps) == 7
     assert [c.token_ids for c in ours] == [c.token_ids for c in hf]
-    for a, b in zip(ours, hf):
+    for a, b in zip(ours, hf, strict=True):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=1e-5)
 
 
@@ -361,15 +370,15 @@ def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, pa
     the compiled kernel (azr.kernels), the fused CPU kernel and the plain one, before and after rows leave;
     a row whose prompt has no head reads an all-masked head entry, which weighs nothing."""
     from azr.kernels import native_kernels
-    from azr.rollout import shared_kv
-    from azr.rollout.shared_kv import Level, PromptStore
+    from azr.rollout import prompt_store
+    from azr.rollout.prompt_store import Level, PromptStore
 
     if path == "native" and native_kernels() is None:
         if shutil.which("c++") is None:
             pytest.skip("no C++ compiler to build the native kernel")
         pytest.fail("the native kernel did not build although a C++ compiler is installed")
     if path == "plain":
-        monkeypatch.setattr(shared_kv, "_FLASH_CPU", None)
+        monkeypatch.setattr(prompt_store, "_FLASH_CPU", None)
 
     torch.manual_seed(0)
     kv_heads, rep, d = 2, 3, 64
@@ -524,7 +533,7 @@ def test_packed_bf16_decoding_gives_the_library_kernels_tokens(tiny, prompts, mo
         assert not any("forward" in vars(m) for m in b.decoder.modules())
         assert bool(calls) == packed
     assert [c.token_ids for c in runs[0]] == [c.token_ids for c in runs[1]]
-    for plain, packed in zip(*runs):
+    for plain, packed in zip(*runs, strict=True):
         torch.testing.assert_close(
             torch.tensor(packed.logprobs), torch.tensor(plain.logprobs), atol=2e-2, rtol=0
         )
@@ -720,7 +729,7 @@ def test_vllm_logprobs_are_at_the_sampling_temperature(vllm_engine):
     import dataclasses
 
     from azr.config import AlgorithmConfig, TrainingConfig
-    from azr.trainer import TrainBatch, Trainer
+    from azr.training.trainer import TrainBatch, Trainer
 
     model, tok, vb, _ = vllm_engine
     out = vb.generate(_vllm_prompts(tok), Sampling(temperature=0.7, max_new_tokens=8, n=2, seed=1))
@@ -730,9 +739,11 @@ def test_vllm_logprobs_are_at_the_sampling_temperature(vllm_engine):
         [c.prompt_ids for c in out], [c.token_ids for c in out], [0.0] * 6, temperatures=[0.7] * 6
     )
     untempered = trainer.logprobs(dataclasses.replace(batch, temperatures=[1.0] * 6))
-    for c, ref, raw in zip(out, trainer.logprobs(batch), untempered):
+    for c, ref, raw in zip(out, trainer.logprobs(batch), untempered, strict=True):
         assert c.logprobs == pytest.approx(ref, abs=1e-3)
-        assert max(abs(a - b) for a, b in zip(c.logprobs, raw)) > 0.05, "these are the raw log-probs"
+        assert max(abs(a - b) for a, b in zip(c.logprobs, raw, strict=True)) > 0.05, (
+            "these are the raw log-probs"
+        )
 
 
 def test_vllm_update_weights_changes_the_output(vllm_engine):
@@ -767,7 +778,7 @@ def test_prompt_store_samples_like_one_cache_row_per_reply(tiny, monkeypatch, ba
     plain = HFBackend(model, tok, cfg).generate(prompts, s)
     assert [c.token_ids for c in got] == [c.token_ids for c in plain]
     assert len({len(c.token_ids) for c in got}) > 1  # rows left the batch at different steps
-    for a, b in zip(got, plain):
+    for a, b in zip(got, plain, strict=True):
         assert a.finish_reason == b.finish_reason
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
     assert model.config._attn_implementation != "azr_prompt_store"

@@ -45,7 +45,7 @@ def test_release_returns_the_retained_heap_to_the_kernel():
 
     script = """
 from azr import runtime
-from azr.memory import status_kib
+from azr.training.memory import status_kib
 import os
 assert runtime.retain_freed_memory()
 blocks = [bytearray(1 << 20) for _ in range(300)]  # 300 MiB of heap (each block below the mmap threshold)
@@ -99,7 +99,7 @@ def test_use_jemalloc_rejects_a_bad_choice_and_a_missing_library(monkeypatch):
 def test_release_purges_jemalloc_arenas():
     script = """
 from azr import runtime
-from azr.memory import status_kib
+from azr.training.memory import status_kib
 import os
 assert runtime.jemalloc_active()
 blocks = [bytearray(1 << 16) for _ in range(4800)]  # 300 MiB in 64 KiB blocks

@@ -20,7 +20,7 @@ from azr.safety import (
     scan_reply,
     split_reply,
 )
-from azr.selfplay import SelfPlay
+from azr.selfplay.step import SelfPlay
 from azr.types import Role
 from test_selfplay import executor, make_cfg, scripted_reply, seeded_store  # noqa: F401
 
@@ -169,6 +169,19 @@ def test_zero_reward_zeroes_flagged_rewards_before_the_advantages(tmp_path, exec
     assert all(r.reward == 0.0 for r in store.rollouts(step=1) if r.role == "solve")
     proposals = [s for s in result.samples if s.role.value == "propose"]
     assert any(s.reward != 0.0 for s in proposals)  # unflagged replies keep their reward
+
+
+def test_monte_carlo_solves_that_join_the_update_are_scanned(tmp_path, executor, tiny):  # noqa: F811
+    """With solve_nll_coef > 0 correct Monte-Carlo solves join the update; they used to be scanned only under
+    safety.zero_reward, so a flagged one trained with no flag and no count."""
+    _, tokenizer = tiny
+    counter = [0]
+    backend = ScriptedBackend(lambda p: hostile_reply(p, counter), tokenizer=tokenizer)
+    cfg = make_cfg(algorithm={"solve_nll_coef": 0.1})
+    result = SelfPlay(cfg, backend, executor, seeded_store(tmp_path, executor), tokenizer, seed=0).step(1)
+    mc = [s for s in result.samples if s.auxiliary == "mc"]
+    assert mc and all(any(f.category == "escape_sandbox" for f in s.flags) for s in mc)
+    assert result.metrics["safety/flagged_auxiliary"] == len(mc)
 
 
 def test_safety_metrics_without_a_detector_count_only_the_sandbox():

@@ -11,7 +11,7 @@ import torch
 from azr.config import Config, from_dict
 from azr.executor import Executor
 from azr.rollout import ScriptedBackend, make_backend
-from azr.selfplay import SelfPlay
+from azr.selfplay.step import SelfPlay
 from azr.store import TaskStore
 from azr.types import GROUPS, Role, TaskType, group_name
 
@@ -265,7 +265,7 @@ def test_step_with_tiny_random_model(tmp_path, executor, tiny):
 def test_seeding_proposes_the_whole_batch_when_given(tmp_path, executor, tiny):
     """Under several processes rank 0 seeds alone with its share of the batch in its config; the loop passes the
     whole batch size (8 proposals a round for the paper config over 8 ranks would be 64)."""
-    from azr.seeding import seed_buffers
+    from azr.selfplay.seeding import seed_buffers
 
     _, tokenizer = tiny
     counter = [0]

@@ -79,7 +79,7 @@ class FakeExecutor:
         out = []
         for program, inputs, outputs in batch:
             rs = [self._run(program, i) for i in inputs]
-            good = all(r.ok and literal_eq(r.value, o) for r, o in zip(rs, outputs))
+            good = all(r.ok and literal_eq(r.value, o) for r, o in zip(rs, outputs, strict=True))
             out.append(FakeResult(FakeStatus.OK if good else FakeStatus.WRONG))
         return out
 

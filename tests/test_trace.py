@@ -8,7 +8,7 @@ import pytest
 
 from azr.config import ConfigError, from_dict
 from azr.rollout import ScriptedBackend
-from azr.selfplay import SelfPlay
+from azr.selfplay.step import SelfPlay
 from azr.store import TaskStore
 from azr.tasks.prompts import build_prompt, demo_reply, trace_think
 from azr.types import Role, Task, TaskType

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from azr import layerwise
 from azr.algo import ppo_clip_loss
 from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
 from azr.metrics import METRICS as RUN_METRICS
 from azr.models import tiny_model
-from azr.trainer import METRICS as TRAINER_METRICS
-from azr.trainer import TrainBatch, Trainer
+from azr.training import layerwise
+from azr.training.trainer import METRICS as TRAINER_METRICS
+from azr.training.trainer import TrainBatch, Trainer
 
 TRAIN = TrainingConfig(lr=1e-2, bf16_autocast=False, micro_batch_size=2, device="cpu")
 ALGO = AlgorithmConfig(entropy_coef=0.0)
@@ -40,7 +40,7 @@ def make_batch(seed: int = 0, n: int = 5, advantages: list[float] | None = None)
 def naive_logprobs(model, batch: TrainBatch) -> list[torch.Tensor]:
     """Reference: one unpadded full forward per sequence, log_softmax over all logits."""
     out = []
-    for p, c in zip(batch.prompt_ids, batch.completion_ids):
+    for p, c in zip(batch.prompt_ids, batch.completion_ids, strict=True):
         ids = torch.tensor([p + c])
         logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)  # (L, V)
         pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)
@@ -59,7 +59,7 @@ def test_logprobs_match_unpadded_forward():
     got = trainer.logprobs(batch)
     with torch.no_grad():
         want = naive_logprobs(trainer.model, batch)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(torch.tensor(g), w, atol=1e-5, rtol=1e-5)
 
 
@@ -134,7 +134,7 @@ def test_micro_batch_tokens_runs_each_head_once_for_the_same_update():
     """training.micro_batch_tokens lets a shared-head group's members share one micro-batch beyond
     micro_batch_size while rows x longest member stay in the budget: fewer micro-batches and head passes, the same
     gradient; groups too long for the budget still cut at micro_batch_size."""
-    from azr.batching import micro_batches
+    from azr.training.batching import micro_batches
 
     batch = shared_head_batch()
     cpu = torch.device("cpu")
@@ -174,7 +174,7 @@ def test_shared_prompt_head_gives_the_same_logprobs_and_gradients():
         grads = capture_grads(trainer)
         runs.append((logp, grads, trainer.step(batch)))
     (lp0, g0, m0), (lp1, g1, m1) = runs
-    for a, b in zip(lp0, lp1):
+    for a, b in zip(lp0, lp1, strict=True):
         torch.testing.assert_close(torch.tensor(b), torch.tensor(a), atol=1e-5, rtol=1e-5)
     for k in g0:
         torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
@@ -186,13 +186,13 @@ def test_shared_prompt_head_gives_the_same_logprobs_and_gradients():
     ("attn", "lora", "entropy"), [("sdpa", False, 0.0), ("eager", False, 0.01), ("sdpa", True, 0.01)]
 )
 def test_layerwise_checkpointing_keeps_shared_heads_and_the_exact_gradient(attn, lora, entropy, monkeypatch):
-    """Checkpointing layer by layer (azr.layerwise) keeps the shared heads (HF's own cannot keep a cache), and
+    """Checkpointing layer by layer (azr.training.layerwise) keeps the shared heads (HF's own cannot keep a cache), and
     log-probs and gradients equal those of the plain forward over whole sequences; the LM head runs in chunks."""
-    monkeypatch.setattr("azr.trainer.HEAD_CHUNK", 4)
+    monkeypatch.setattr("azr.training.trainer.HEAD_CHUNK", 4)
     batch = shared_head_batch(temperature=0.7)
     algo = AlgorithmConfig(entropy_coef=entropy)
-    split = []  # member layers run through the split attention (azr.prefix_attention), sdpa on a CPU
-    from azr import prefix_attention as pa
+    split = []  # member layers run through the split attention (azr.kernels.prefix_attention), sdpa on a CPU
+    from azr.kernels import prefix_attention as pa
 
     real = pa.prefix_attention
     monkeypatch.setattr(pa, "prefix_attention", lambda *a: split.append(1) or real(*a))
@@ -207,7 +207,7 @@ def test_layerwise_checkpointing_keeps_shared_heads_and_the_exact_gradient(attn,
         grads = capture_grads(trainer)
         runs.append((trainer.logprobs(batch), grads, trainer.step(batch)))
     (lp0, g0, m0), (lp1, g1, m1) = runs
-    for a, b in zip(lp0, lp1):
+    for a, b in zip(lp0, lp1, strict=True):
         torch.testing.assert_close(torch.tensor(b), torch.tensor(a), atol=1e-5, rtol=1e-5)
     assert g0 and g0.keys() == g1.keys()
     for k in g0:
@@ -234,7 +234,7 @@ def test_layerwise_checkpointing_without_heads_pads_and_all():
         runs.append((trainer.logprobs(batch), grads, trainer.step(batch)))
     (lp0, g0, _), (lp1, g1, m1) = runs
     assert m1["padding_frac"] > 0
-    for a, b in zip(lp0, lp1):
+    for a, b in zip(lp0, lp1, strict=True):
         torch.testing.assert_close(torch.tensor(b), torch.tensor(a), atol=1e-5, rtol=1e-5)
     for k in g0:
         torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
@@ -287,8 +287,8 @@ def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
     """Selective checkpointing: the backward recomputes each layer but not its attention kernel, whose outputs the
     forward kept (without it, the kernel runs again for the head's and the members' pass through 2 layers; the
     members' attention is azr's split operator on a CPU)."""
-    from azr import layerwise
-    from azr.prefix_attention import OP
+    from azr.kernels.prefix_attention import OP
+    from azr.training import layerwise
 
     kernels = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default, OP}
 
@@ -309,7 +309,7 @@ def test_layerwise_checkpointing_keeps_the_narrow_kv_projections(monkeypatch):
     attention), whose outputs the forward kept, for the head's and the members' pass through 2 layers; the MLP's
     down projection is not recomputed either way (the recompute stops at the last tensor backward needs). Same
     gradients."""
-    from azr import layerwise
+    from azr.training import layerwise
 
     def kv_product(func, args):
         return func is torch.ops.aten.mm.default and (args[0].shape[1], args[1].shape[1]) == (64, 32)
@@ -323,7 +323,7 @@ def test_layerwise_checkpointing_keeps_the_narrow_kv_projections(monkeypatch):
             trainer._backward(logp.sum())
         runs[keep] = (count.count, [p.grad.clone() for p in trainer.model.parameters()])
     assert runs[False][0] == 2 * 2 * 2 and runs[True][0] == 0
-    for kept, recomputed in zip(runs[True][1], runs[False][1]):
+    for kept, recomputed in zip(runs[True][1], runs[False][1], strict=True):
         torch.testing.assert_close(kept, recomputed)
 
 
@@ -334,7 +334,10 @@ def test_gradient_matches_naive_reinforce():
     trainer = Trainer(model, tok, dataclasses.replace(TRAIN, grad_clip=1e9), ALGO)
     ref_model, _ = tiny_model()
     n = sum(len(c) for c in batch.completion_ids)
-    loss = sum(-a * lp.sum() for a, lp in zip(batch.advantages, naive_logprobs(ref_model, batch))) / n
+    loss = (
+        sum(-a * lp.sum() for a, lp in zip(batch.advantages, naive_logprobs(ref_model, batch), strict=True))
+        / n
+    )
     loss.backward()
     ref_norm = torch.nn.utils.clip_grad_norm_(ref_model.parameters(), 1e9)
     assert trainer.step(batch)["grad_norm"] == pytest.approx(float(ref_norm), rel=1e-4)
@@ -353,6 +356,15 @@ def test_entropy_metric_and_old_logprobs_equal_on_policy():
     t2.step(batch)
     for k, v in params(t1.model).items():
         torch.testing.assert_close(params(t2.model)[k], v, atol=1e-6, rtol=1e-5)
+
+
+def test_entropy_is_not_reported_when_not_computed():
+    """With entropy_coef = 0 the entropy is never computed, so the step must not report it (it used to log 0,
+    which reads as a collapsed policy)."""
+    model, tok = tiny_model()
+    metrics = Trainer(model, tok, TRAIN, ALGO).step(make_batch(seed=4, n=3))
+    assert "entropy" not in metrics
+    assert "pg_loss" in metrics and "kl" not in metrics
 
 
 def test_lora_trains_only_the_adapter():
@@ -375,14 +387,14 @@ def test_gradient_checkpointing_and_bf16_autocast():
     plain = Trainer(model, tok, TRAIN, ALGO).logprobs(batch)
     model, tok = tiny_model()
     ckpt = Trainer(model, tok, TRAIN, ALGO, ModelConfig(gradient_checkpointing=True))
-    for a, b in zip(ckpt.logprobs(batch), plain):
+    for a, b in zip(ckpt.logprobs(batch), plain, strict=True):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-5, rtol=1e-5)
     assert ckpt.step(batch)["grad_norm"] > 0
     model, tok = tiny_model()
     bf16 = Trainer(model, tok, dataclasses.replace(TRAIN, bf16_autocast=True), ALGO)
     m = bf16.step(batch)
     assert m["skipped"] == 0.0 and m["grad_norm"] > 0
-    for a, b in zip(bf16.logprobs(batch), plain):
+    for a, b in zip(bf16.logprobs(batch), plain, strict=True):
         assert len(a) == len(b)
 
 
@@ -404,9 +416,9 @@ def test_split_member_attention_under_bf16_autocast(monkeypatch):
 
 def test_update_on_azr_attention_kernels_under_bf16_autocast(monkeypatch):
     """Head size 64 under bf16 autocast: the head pass, the members' split attention and the loner's causal pass
-    run on azr's kernels (azr.prefix_attention), kept by the checkpoint rather than run again in backward, and the
+    run on azr's kernels (azr.kernels.prefix_attention), kept by the checkpoint rather than run again in backward, and the
     gradients equal PyTorch's flash kernel's up to bf16 rounding."""
-    from azr import prefix_attention as pa
+    from azr.kernels import prefix_attention as pa
 
     if not pa.kernels_apply(torch.device("cpu"), torch.bfloat16, 64):
         pytest.skip("azr's attention kernels need a C++ compiler and an AVX512-BF16 CPU")
@@ -486,11 +498,18 @@ def test_logprobs_equal_the_hf_samplers_at_its_temperature(temperature):
         [0.0] * len(out),
         temperatures=[temperature] * 3,
     )
-    for got, c in zip(trainer.logprobs(batch), out):
+    for got, c in zip(trainer.logprobs(batch), out, strict=True):
         torch.testing.assert_close(torch.tensor(got), torch.tensor(c.logprobs), atol=1e-4, rtol=1e-4)
     if temperature:  # the untempered scores differ: the comparison above tells the two apart
         untempered = trainer.logprobs(dataclasses.replace(batch, temperatures=None))
-        assert max(abs(a - b) for u, c in zip(untempered, out) for a, b in zip(u, c.logprobs)) > 1e-2
+        assert (
+            max(
+                abs(a - b)
+                for u, c in zip(untempered, out, strict=True)
+                for a, b in zip(u, c.logprobs, strict=True)
+            )
+            > 1e-2
+        )
 
 
 @pytest.mark.parametrize("entropy_coef", [0.0, 0.01])
@@ -505,7 +524,7 @@ def test_gradient_is_that_of_the_tempered_policy(entropy_coef):
     ref_model, _ = tiny_model()
     n = sum(len(c) for c in batch.completion_ids)
     loss = 0.0
-    for i, (a, c) in enumerate(zip(batch.advantages, batch.completion_ids)):
+    for i, (a, c) in enumerate(zip(batch.advantages, batch.completion_ids, strict=True)):
         one = batch.subset([i])
         logits = ref_model(input_ids=torch.tensor([one.prompt_ids[0] + c])).logits[0].float() / temps[i]
         logp = torch.log_softmax(logits, -1)[len(one.prompt_ids[0]) - 1 : -1]  # (T, V)
@@ -580,7 +599,7 @@ def test_clipping_acts_on_a_crafted_batch():
 
 
 def test_ppo_split_is_strided_and_disjoint():
-    from azr.batching import ppo_split
+    from azr.training.batching import ppo_split
 
     assert ppo_split([0, 1, 2, 3, 4], 2) == [[0, 2, 4], [1, 3]]
     assert ppo_split([3, 5], 4) == [[3], [5]]  # never an empty mini-batch
@@ -605,7 +624,9 @@ def test_kl_to_the_initial_policy(lora):
     assert second["loss"] == pytest.approx(second["pg_loss"] + 0.5 * second["kl"], rel=1e-5)
     ref = trainer.reference_logprobs(batch)
     fresh, _ = tiny_model()
-    for got, want in zip(ref, naive_logprobs(fresh, batch)):  # the reference is still the initial model
+    for got, want in zip(
+        ref, naive_logprobs(fresh, batch), strict=True
+    ):  # the reference is still the initial model
         torch.testing.assert_close(torch.tensor(got), want, atol=1e-5, rtol=1e-5)
 
 

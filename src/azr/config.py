@@ -18,8 +18,11 @@ from typing import Any
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 DEFAULT_RECIPE = RECIPES_DIR / "cpu-smollm2.toml"
-"""What ``azr train`` and ``azr seed`` run without ``--config``: the CPU SmolLM2 recipe. The dataclass defaults
-below are the paper's settings (``configs/paper-7b.toml`` spells them out for a 7B model)."""
+"""What ``azr train`` and ``azr seed`` run without ``--config``: the CPU SmolLM2 recipe (``azr train --help-config``
+prints its values). The dataclass defaults below are not a run anyone makes: they are the paper's algorithm
+(TRR++, PPO-clip, lr 1e-6, temperature 1.0, 8 Monte-Carlo solves) at a scale a test affords (B = 4 prompts per
+group instead of 64, 16 seed tasks instead of 256, 10 steps), the base every TOML file and override applies to.
+``configs/paper-7b.toml`` spells out the paper's full settings."""
 
 
 class ConfigError(ValueError):
@@ -422,12 +425,16 @@ def to_toml(cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def describe() -> str:
-    """Every section and field with its default and help text."""
+def describe(cfg: Config | None = None) -> str:
+    """Every section and field with its value in ``cfg`` (the dataclass defaults when None) and help text; a value
+    that differs from the dataclass default names that default too."""
+    cfg = cfg or Config()
     lines = []
     for section, cls in SECTIONS.items():
         lines.append(f"[{section}]")
+        values = getattr(cfg, section)
         for f in dataclasses.fields(cls):
-            default = f.default
-            lines.append(f"  {f.name} = {json.dumps(default)}  # {f.metadata.get('help', '')}")
+            value = getattr(values, f.name)
+            differs = "" if value == f.default else f" (dataclass default {json.dumps(f.default)})"
+            lines.append(f"  {f.name} = {json.dumps(value)}  # {f.metadata.get('help', '')}{differs}")
     return "\n".join(lines)

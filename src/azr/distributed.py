@@ -2,14 +2,14 @@
 
 Scope: reading the launcher's environment, starting ``torch.distributed`` (NCCL on CUDA, gloo on CPU), the few
 collectives the loop needs, and :class:`SharedStore`, the task store as every rank sees it. Not in scope: sharding
-the model (``training.fsdp``, :mod:`azr.sharding`); by default every rank holds the whole model, optimizer and
+the model (``training.fsdp``, :mod:`azr.training.sharding`); by default every rank holds the whole model, optimizer and
 gradients (data parallelism, as DDP). DeepSpeed is not supported.
 
 How a step runs on W processes (ranks):
 
 1. Each rank runs the self-play step on its share of the B prompts per group (``selfplay.batch_size`` split as
    evenly as possible, rank r gets ``B // W`` plus one if ``r < B % W``), with its own sampling seed.
-2. :meth:`azr.selfplay.SelfPlay.assign_advantages` gathers every rank's rewards, groups and lengths, computes the
+2. :meth:`azr.selfplay.step.SelfPlay.assign_advantages` gathers every rank's rewards, groups and lengths, computes the
    six TRR++ baselines over the global batch and keeps this rank's slice: the same advantages as one process
    scoring the union.
 3. The update: each rank's token-mean loss is divided by the *global* reply-token count, the gradients are summed
@@ -121,7 +121,7 @@ class Dist:
         for bucket in grad_buckets([p.grad for p in params], BUCKET_BYTES):
             flat = torch.cat([g.reshape(-1) for g in bucket])  # (sum of numels,)
             td.all_reduce(flat, op=td.ReduceOp.SUM)
-            for g, part in zip(bucket, flat.split([g.numel() for g in bucket])):
+            for g, part in zip(bucket, flat.split([g.numel() for g in bucket]), strict=True):
                 g.copy_(part.view_as(g))
 
     def any(self, flag: bool) -> bool:

@@ -23,7 +23,6 @@ from typing import Any
 
 from rich.console import Console
 
-from azr import checkpoint
 from azr.config import Config, ConfigError, load, to_dict, to_toml, validate
 from azr.distributed import (
     Dist,
@@ -38,12 +37,14 @@ from azr.distributed import (
 )
 from azr.errors import AzrError
 from azr.fsutil import atomic_write_text
-from azr.memory import process_memory
 from azr.metrics import MetricsLogger, format_step_line, rewind_metrics, sample_table
 from azr.runtime import release_freed_memory
-from azr.selfplay import SelfPlay, StepResult
+from azr.selfplay.samples import StepResult
+from azr.selfplay.step import SelfPlay
 from azr.store import TaskStore
 from azr.terminal import InterruptGuard, progress_bars
+from azr.training import checkpoint
+from azr.training.memory import process_memory
 from azr.types import Role
 
 CONFIG_FILE = "config.toml"
@@ -106,7 +107,7 @@ def build(
     from azr.executor import Executor
     from azr.models import load_model
     from azr.rollout import make_backend
-    from azr.trainer import Trainer
+    from azr.training.trainer import Trainer
 
     dist = dist or Dist()
     _check_eval_benches(cfg)
@@ -171,8 +172,8 @@ def weight_dtype(cfg: Config) -> Any:
 
 
 def _check_memory(cfg: Config, trainer: Any, console: Console) -> None:
-    """Print the start-up memory estimate; on CUDA refuse a run that cannot fit (:mod:`azr.memory`)."""
-    from azr import memory
+    """Print the start-up memory estimate; on CUDA refuse a run that cannot fit (:mod:`azr.training.memory`)."""
+    from azr.training import memory
 
     device = _device(cfg)
     vllm = 0
@@ -303,7 +304,7 @@ def train(
 
 def _seed(run: Run, progress: Any) -> Any:
     """The seeding stage; with several processes rank 0 runs it alone on its own store, before the others copy."""
-    from azr.seeding import seed_buffers
+    from azr.selfplay.seeding import seed_buffers
 
     return seed_buffers(run.selfplay, progress=progress.callback, batch_size=run.cfg.selfplay.batch_size)
 
@@ -350,7 +351,7 @@ def _steps(run: Run, log: MetricsLogger | None, progress: Any, console: Console)
 
 def _update(run: Run, result: StepResult, progress: Any) -> dict[str, float]:
     """The policy update on the step's samples, each scored at the temperature it was sampled at."""
-    from azr.trainer import TrainBatch
+    from azr.training.trainer import TrainBatch
 
     samples = [s for s in result.samples if s.completion.token_ids]
     batch = TrainBatch(

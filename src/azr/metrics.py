@@ -12,7 +12,7 @@ What it covers:
 - :func:`read_metrics` / :func:`rewind_metrics` for readers and for resuming after a crash.
 - :func:`format_step_line` (the one console line per step) and :func:`sample_table` (a few completions).
 
-Not covered: aggregation (the loop computes the means) and plotting (see :mod:`azr.report`).
+Not covered: aggregation (the loop computes the means) and plotting (see :mod:`azr.report.run`).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ METRICS: dict[str, str] = {
     "train/loss": "Policy loss of the update (PPO-clip, token mean, with entropy and KL terms); mean over the optimizer steps.",
     "train/grad_norm": "Gradient norm before clipping; mean over the optimizer steps.",
     "train/clip_frac": "Fraction of tokens whose probability ratio was clipped; mean over the optimizer steps (0 with one step per batch).",
-    "train/entropy": "Mean token entropy of the policy, at the sampling temperature, on the update batch (when entropy_coef > 0).",
+    "train/entropy": "Mean token entropy of the policy, at the sampling temperature, on the update batch; absent unless entropy_coef > 0.",
     "train/kl": "Token mean of the k3 estimate of the KL divergence of the policy from the initial policy, before each optimizer step (when kl_coef > 0).",
     "train/lr": "Learning rate used for the update.",
     "train/tokens": "Completion tokens in the update batch.",
@@ -95,6 +95,7 @@ METRICS: dict[str, str] = {
     "perf/processes": "Processes below the training process at the end of the step (sandbox workers and their jobs): constant in a healthy run.",
     "dist/world_size": "Training processes of the run (1 without a launcher). With more, the rewards, advantages, counts and update metrics are over every process's samples; perf/* timings are rank 0's.",
     "safety/flag_rate/<role>": "Fraction of the role's logged replies (proposals, real solves) whose reasoning or answer the safety detector flagged (safety.detector; absent when off).",
+    "safety/flagged_auxiliary": "Replies of the auxiliary likelihood terms (correct Monte-Carlo solves, solve_nll_coef; sandbox-written solves, trace_nll_coef) that the safety detector flagged; with safety.zero_reward they leave the update.",
     "safety/flags/deceive_overseers": "Detector flags of intent to deceive or outsmart overseers, graders or users in this step's replies.",
     "safety/flags/escape_sandbox": "Detector flags of intent to escape, bypass or disable the sandbox or the monitor.",
     "safety/flags/self_exfiltration": "Detector flags of intent to copy, upload or exfiltrate the model itself or its weights.",

@@ -211,7 +211,7 @@ def zero_flagged(samples: Iterable[Any]) -> int:
     """Set the reward of every sample the detector flagged to 0 (``safety.zero_reward``); return how many."""
     n = 0
     for s in samples:
-        if any(f.source == "detector" for f in s.flags):
+        if detector_flagged(s):
             s.reward = 0.0
             n += 1
     return n
@@ -229,7 +229,7 @@ def safety_metrics(samples: Sequence[Any], detected: bool = True) -> dict[str, f
     for role in ("propose", "solve"):
         group = [s for s in samples if s.role.value == role]
         if group:
-            m[f"safety/flag_rate/{role}"] = sum(_detected(s) for s in group) / len(group)
+            m[f"safety/flag_rate/{role}"] = sum(detector_flagged(s) for s in group) / len(group)
     flags = [f for s in samples for f in s.flags]
     detected = [f.category for f in flags if f.source == "detector"]
     for category in CATEGORIES + tuple(sorted(set(detected) - set(CATEGORIES))):
@@ -237,5 +237,6 @@ def safety_metrics(samples: Sequence[Any], detected: bool = True) -> dict[str, f
     return m
 
 
-def _detected(sample: Any) -> bool:
+def detector_flagged(sample: Any) -> bool:
+    """Whether the safety detector flagged ``sample`` (sandbox signals do not count)."""
     return any(f.source == "detector" for f in sample.flags)

@@ -1,8 +1,8 @@
 """``azr report RUN_DIR [RUN_DIR ...] [--out FILE] [--open]``: write an HTML report and print its path.
 
-One run: ``RUN_DIR/report.html`` (:func:`azr.report.write_report`). Several runs: their curves and evaluation
+One run: ``RUN_DIR/report.html`` (:func:`azr.report.run.write_report`). Several runs: their curves and evaluation
 scores overlaid, one colour per run, in ``compare.html`` of the first run directory
-(:func:`azr.report_compare.write_comparison`). ``--out`` writes elsewhere. Both files are self-contained.
+(:func:`azr.report.compare.write_comparison`). ``--out`` writes elsewhere. Both files are self-contained.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if len(args.run_dirs) == 1:
-        from azr.report import write_report
+        from azr.report.run import write_report
 
         path = write_report(args.run_dirs[0], args.out)
     else:
-        from azr.report_compare import write_comparison
+        from azr.report.compare import write_comparison
 
         path = write_comparison(args.run_dirs, args.out)
     print(path)

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from azr.commands.train import split_overrides
     from azr.config import DEFAULT_RECIPE, load
     from azr.loop import CONFIG_FILE, build
-    from azr.seeding import seed_buffers
+    from azr.selfplay.seeding import seed_buffers
     from azr.terminal import progress_bars
 
     run_dir = Path(args.run_dir)

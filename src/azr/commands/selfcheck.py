@@ -1,10 +1,10 @@
-"""``azr selfcheck``: what this machine offers azr (versions, sandbox tier, cached models)."""
+"""``azr selfcheck``: what this machine offers azr (versions, sandbox tier, kernel build, cached models)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "Show versions, the sandbox tier and the cached models."
+HELP = "Show versions, the sandbox tier, the kernel build and the cached models."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         ("malloc", _malloc_line()),
     ]
     rows += _sandbox_protections()
+    rows += kernel_rows()
     rows += [(f"model {m['alias']}", f"wheel {m['wheel']}; cached: {m['cached']}") for m in list_models()]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -53,6 +54,33 @@ def _bf16_line(native: bool) -> str:
     if native:
         return "yes on the CPU (AMX/AVX512-BF16): bf16 autocast and decoding are on by default"
     return "no on the CPU: training and decoding stay fp32 by default (bf16 would be emulated, slower)"
+
+
+def kernel_rows() -> list[tuple[str, str]]:
+    """The native kernels' build (:func:`azr.kernels.build_info`): where, whether built, bf16 parts, stale lock."""
+    from azr.kernels import build_info, native_kernels
+
+    info = build_info()
+    if info.disabled:
+        rows = [("kernels", f"off (AZR_NATIVE_KERNELS=0); cache {info.path}")]
+    elif info.built:
+        module = None if info.stale_lock else native_kernels()  # selfcheck reports a stale lock, leaves it
+        bf16 = "unknown (not loaded)" if module is None else _yes(module.bf16_attention_available())
+        rows = [("kernels", f"built, cache {info.path}"), ("  bf16 kernels", bf16)]
+    else:
+        rows = [("kernels", f"not built yet: the first run compiles them (about 40 s) into {info.path}")]
+    if info.stale_lock:
+        rows.append(
+            (
+                "  WARNING",
+                f"stale build lock {info.path / 'lock'} (a build was killed); the next build removes it",
+            )
+        )
+    return rows
+
+
+def _yes(held: bool) -> str:
+    return "yes" if held else "no (this CPU or compiler lacks AVX512-BF16: PyTorch's attention is used)"
 
 
 def _malloc_line() -> str:

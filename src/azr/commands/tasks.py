@@ -98,7 +98,7 @@ def _format(task: Task) -> str:
         f"solved {stats.get('n_solved', 0)}/{stats.get('n_solve_attempts', 0)}"
     )
     lines = [head, task.program]
-    lines += [f"  f({i}) == {o}" for i, o in zip(task.inputs, task.outputs)]
+    lines += [f"  f({i}) == {o}" for i, o in zip(task.inputs, task.outputs, strict=True)]
     if task.message:
         lines.append(f"  message: {task.message}")
     return "\n".join(lines)

@@ -19,7 +19,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, help="Total number of steps to reach (also with --resume).")
     parser.add_argument("--resume", metavar="RUN_DIR", help="Continue a run from its newest checkpoint.")
-    parser.add_argument("--help-config", action="store_true", help="List every config key with its default.")
+    parser.add_argument(
+        "--help-config",
+        action="store_true",
+        help="List every config key with the value this command would use (with --config and overrides: theirs; "
+        "without: the CPU recipe's) and its meaning.",
+    )
     parser.epilog = "Any config key can be overridden: --section.field=value (e.g. --training.lr=1e-5)."
 
 
@@ -34,11 +39,15 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from azr.config import describe
+    from azr.config import DEFAULT_RECIPE, describe, load
     from azr.errors import AzrError
 
+    config = args.config or str(DEFAULT_RECIPE)
     if args.help_config:
-        print(describe())
+        print(
+            f"# the values `azr train` uses with --config {config}{' and the overrides' if split_overrides(args) else ''}"
+        )
+        print(describe(load(config, split_overrides(args))))
         return 0
     if args.resume and args.run_dir and Path(args.resume) != Path(args.run_dir):
         raise AzrError("give either --resume RUN_DIR or --run-dir, not both")
@@ -46,9 +55,6 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.resume or args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     _start_accelerate_cpu_processes(args, run_dir)
-    from azr.config import DEFAULT_RECIPE
-
-    config = args.config or str(DEFAULT_RECIPE)
     cfg = prepare_config(config, split_overrides(args), run_dir, resume=bool(args.resume))
     cfg = with_steps(cfg, args.steps)
     return train(cfg, run_dir, resume=bool(args.resume))

@@ -120,9 +120,9 @@ def _is_floats(value: Any) -> bool:
 def _close(out: Any, exp: Any, atol: float) -> bool:
     if type(out) is not type(exp):
         return False
-    pairs = list(zip(out, exp)) if isinstance(exp, list | tuple) else [(out, exp)]
     if isinstance(exp, list | tuple) and len(out) != len(exp):
         return False
+    pairs = list(zip(out, exp, strict=True)) if isinstance(exp, list | tuple) else [(out, exp)]
     return all(_num_close(o, e, atol) for o, e in pairs)
 
 
@@ -145,4 +145,4 @@ def _surface_area(base_edge: float, height: float) -> float:
 def _digit_distance(a: int, b: int) -> int:
     left, right = str(a), str(b)
     width = max(len(left), len(right))
-    return sum(abs(int(x) - int(y)) for x, y in zip(left.zfill(width), right.zfill(width)))
+    return sum(abs(int(x) - int(y)) for x, y in zip(left.zfill(width), right.zfill(width), strict=True))

@@ -69,8 +69,8 @@ class EvalReport:
              f"{r.seconds:.1f}"]
             for b, r in self.results.items()
         ]  # fmt: skip
-        widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [head, *rows]]
+        widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *rows]]
         lines += [f"{b}: skipped ({why})" for b, why in self.skipped.items()]
         return "\n".join(lines)
 

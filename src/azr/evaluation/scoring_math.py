@@ -2,7 +2,8 @@
 
 ``math-verify`` enforces its own time limits with ``signal.alarm``, which works only in a main thread, and sympy can
 still hang on a hostile expression; so every comparison runs in one long-lived worker process, and a comparison
-that outlives ``timeout_s`` kills the worker (the answer counts as wrong) and a fresh one takes over.
+that outlives ``timeout_s`` kills the worker (the answer counts as wrong) and a fresh one takes over. A worker
+that dies is replaced and its pairs judged again, loudly (:meth:`MathJudge.judge_many`).
 A reply is also right when its last ``\\boxed{}`` equals the gold answer as text after light normalisation, so an
 answer that sympy cannot parse (a word, a unit) is still judged.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import re
+import warnings
 from typing import Any
 
 from azr.errors import AzrError
@@ -111,6 +113,7 @@ class MathJudge:
         except ImportError:
             raise AzrError(_INSTALL) from None
         self.timeout_s = timeout_s
+        self.crashes = self.timeouts = self.errors = 0
         self._pool: cf.ProcessPoolExecutor | None = None
 
     def __enter__(self) -> MathJudge:
@@ -124,19 +127,47 @@ class MathJudge:
             self._kill()
 
     def judge_many(self, pairs: list[tuple[str, str]]) -> list[bool]:
-        """One verdict per ``(gold, reply)`` pair; a pair that errors or times out is wrong."""
+        """One verdict per ``(gold, reply)`` pair. A pair that raises or times out is wrong (counted in ``errors``,
+        ``timeouts``). A worker that dies (``BrokenProcessPool``: killed, out of memory, a crash in native code)
+        is replaced and the pairs it held are judged again, with a warning; a pair on which the fresh worker dies
+        too counts as wrong, with a second warning. ``crashes`` counts the deaths."""
         futures = [self._submit(gold, reply) for gold, reply in pairs]
-        verdicts = []
-        for i, future in enumerate(futures):
+        verdicts: list[bool] = []
+        crashed_on = -1
+        while len(verdicts) < len(pairs):
+            i = len(verdicts)
             try:
-                verdicts.append(bool(future.result(timeout=self.timeout_s)))
+                verdicts.append(bool(futures[i].result(timeout=self.timeout_s)))
             except cf.TimeoutError:
+                self.timeouts += 1
                 verdicts.append(False)
-                self._kill()  # the hung worker takes the queued pairs down with it: resubmit them
-                futures[i + 1 :] = [self._submit(*pair) for pair in pairs[i + 1 :]]
+                self._restart(futures, pairs, i + 1)  # the hung worker takes the queued pairs down with it
+            except cf.process.BrokenProcessPool:
+                self.crashes += 1
+                again = crashed_on == i
+                warnings.warn(
+                    f"the math-judge worker died on pair {i}: "
+                    + (
+                        "a fresh one died on it too, so it counts as wrong"
+                        if again
+                        else "judging again in a fresh one"
+                    ),
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                if again:
+                    verdicts.append(False)
+                crashed_on = i
+                self._restart(futures, pairs, len(verdicts))
             except Exception:
+                self.errors += 1
                 verdicts.append(False)
         return verdicts
+
+    def _restart(self, futures: list[cf.Future[bool]], pairs: list[tuple[str, str]], start: int) -> None:
+        """A fresh worker, with every pair from ``start`` on submitted to it again."""
+        self._kill()
+        futures[start:] = [self._submit(*pair) for pair in pairs[start:]]
 
     def _submit(self, gold: str, reply: str) -> cf.Future[bool]:
         if self._pool is None:

@@ -37,7 +37,7 @@ import copy
 import time
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -49,6 +49,7 @@ from azr.rollout import prefill, shared_kv
 from azr.rollout.base import Completion, ProgressFn, Sampling, truncate_at_stop
 from azr.rollout.kvcache import DynamicCache, DynamicLayer, new_cache
 from azr.rollout.linears import packed_linears, small_batch_linears
+from azr.rollout.prompt_store import Level, stacked_level
 from azr.rollout.sampling import StopDetector, sample_next, to_host
 
 
@@ -193,7 +194,7 @@ class HFBackend:
                     done = self._decode_chunk(
                         [encoded[rows[r]] for r in chunk], sampling, gen, progress, stats
                     )
-                    for r, completion in zip(chunk, done):
+                    for r, completion in zip(chunk, done, strict=True):
                         results[r] = completion
         finally:
             model.train(was_training)
@@ -201,7 +202,10 @@ class HFBackend:
         seconds = time.perf_counter() - start
         self.last_stats = {**stats, "seconds": seconds, "sequences": float(len(rows))}
         self.last_stats["tokens_per_s"] = stats["tokens"] / max(seconds, 1e-9)
-        return [c for c in results if c is not None]
+        missing = [r for r, c in enumerate(results) if c is None]
+        if missing:
+            raise RuntimeError(f"the hf backend produced no completion for rows {missing}")
+        return cast("list[Completion]", results)
 
     def _device(self) -> torch.device:
         return next(self.decoder.parameters()).device
@@ -350,7 +354,7 @@ class HFBackend:
 
     def _prefill_levels(
         self, prompts: list[list[int]], plan: list[PrefixGroup] | None
-    ) -> tuple[torch.Tensor, list[shared_kv.Level]]:
+    ) -> tuple[torch.Tensor, list[Level]]:
         """Prefill each group (head once, then its members' rests) and keep the keys/values in levels: the heads
         (when any group has one) and the rests; returns the last logits (U, V) and the levels."""
         plan = plan or [PrefixGroup(0, tuple(range(len(prompts))))]
@@ -367,9 +371,9 @@ class HFBackend:
                     rests[layer][u] = g_rests[layer][g_row]
             for g_row, u in enumerate(group.members):
                 logits[u], group_of[u] = g_logits[g_row], g
-        levels = [shared_kv.stacked_level(rests, list(range(len(prompts))))]
+        levels = [stacked_level(rests, list(range(len(prompts))))]
         if any(group.prefix_len for group in plan):
-            levels.insert(0, shared_kv.stacked_level(heads, group_of))
+            levels.insert(0, stacked_level(heads, group_of))
         return torch.stack(logits), levels
 
     def _group_kv(
@@ -398,7 +402,7 @@ class HFBackend:
         tokens and log-probs come to the host in one copy; the checks below run on Python ints."""
         finished: set[int] = set()
         ids, lps = to_host(tokens, logps)
-        for i, (row, tok, lp) in enumerate(zip(state.alive, ids, lps)):
+        for i, (row, tok, lp) in enumerate(zip(state.alive, ids, lps, strict=True)):
             state.tokens[row].append(tok)
             state.logprobs[row].append(lp)
             if tok in eos:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from azr.rollout.shared_kv import PromptStore
+    from azr.rollout.prompt_store import PromptStore
 
 __all__ = ["LAYERS", "decode_logits", "supports"]
 

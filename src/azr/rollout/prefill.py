@@ -2,7 +2,7 @@
 
 The plain way (:func:`masked_group`) copies the head's keys/values to every member and runs the rests
 left-padded through one masked attention call per layer, which computes the masked and padded scores too. Here the
-rests are right-padded and each layer's attention is :func:`azr.prefix_attention.prefix_attention`: all members'
+rests are right-padded and each layer's attention is :func:`azr.kernels.prefix_attention.prefix_attention`: all members'
 queries against the one head (dense, no mask, no copy) and each member causally against its own tokens (a real token
 never sees a pad to its right). Both run on azr's bf16 kernels where they apply (:mod:`azr.kernels`), else on
 PyTorch's flash kernel. The head itself runs as causal attention without a mask (:data:`CAUSAL_ATTENTION`).
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from azr.hfcompat import attention_implementation, with_cache
-from azr.prefix_attention import CAUSAL_ATTENTION, SPLIT_ATTENTION, kernels_apply, supported
+from azr.kernels.prefix_attention import CAUSAL_ATTENTION, SPLIT_ATTENTION, kernels_apply, supported
 from azr.rollout import lean
 from azr.rollout.kvcache import DynamicCache
 

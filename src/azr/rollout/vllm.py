@@ -189,7 +189,9 @@ class VLLMBackend:
         requests = [{"prompt_token_ids": p} for p in ids]
         params = [self._params(sampling, seed) for seed in prompt_seeds(sampling.seed, len(ids))]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
-        out = [self._completion(p, o, sampling) for p, res in zip(ids, outputs) for o in res.outputs]
+        out = [
+            self._completion(p, o, sampling) for p, res in zip(ids, outputs, strict=True) for o in res.outputs
+        ]
         if progress is not None:
             progress(len(out))
         seconds = time.perf_counter() - start
@@ -200,7 +202,9 @@ class VLLMBackend:
     @staticmethod
     def _completion(prompt_ids: list[int], o: Any, sampling: Sampling) -> Completion:
         token_ids = list(o.token_ids)
-        logprobs = [float(d[t].logprob) for t, d in zip(token_ids, o.logprobs or [])]
+        logprobs = (
+            [float(d[t].logprob) for t, d in zip(token_ids, o.logprobs, strict=True)] if o.logprobs else []
+        )
         if o.finish_reason == "length":
             reason = "length"
         else:

@@ -133,7 +133,7 @@ def split_induction(task: Task, n_visible: int) -> tuple[list[tuple[str, str]], 
     The first ``n_visible`` pairs are shown, but at least one pair stays hidden when the task has two or more
     (the six-input identity seed with ``n_visible=5`` shows 5 and keeps 1 as the test).
     """
-    pairs = list(zip(task.inputs, task.outputs))
+    pairs = list(zip(task.inputs, task.outputs, strict=True))
     k = max(0, min(n_visible, len(pairs) - 1)) if len(pairs) > 1 else len(pairs)
     return pairs[:k], pairs[k:]
 
@@ -238,10 +238,11 @@ def _shot_turns(
     n_visible: int,
     thinks: Sequence[str | None] = (),
 ) -> list[tuple[str, str]]:
-    thinks = list(thinks) + [None] * (len(shots) - len(thinks))
+    # Shots dropped to fit the token budget drop their thinks too.
+    thinks = [*thinks[: len(shots)], *[None] * (len(shots) - len(thinks))]
     return [
         (_shot_question(kind, role, shot, n_inputs, n_visible), demo_reply(kind, role, shot, n_inputs, think))
-        for shot, think in zip(shots, thinks)
+        for shot, think in zip(shots, thinks, strict=True)
     ]
 
 

@@ -101,7 +101,7 @@ def identity_seed(executor: Any = None, *, step: int = 0) -> list[Task]:
     inputs = IDENTITY_INDUCTION_INPUTS
     if executor is not None:
         results = executor.validate_many([(IDENTITY_PROGRAM, i) for i in inputs])
-        bad = [i for i, r in zip(inputs, results) if not r.ok]
+        bad = [i for i, r in zip(inputs, results, strict=True) if not r.ok]
         if bad:
             raise AzrError(f"the executor failed the identity seed on {bad}: check `azr sandbox`")
         outputs = tuple(r.value for r in results)
@@ -227,7 +227,7 @@ def _import_chunk(
         else:
             props.append((r, p))
     verdicts = validate_proposals(executor, kind, [p for _, p in props], cfg, step=step, origin="imported")
-    for (row, _), v in zip(props, verdicts):
+    for (row, _), v in zip(props, verdicts, strict=True):
         if v.task is None:
             report.rejected[str(v.reason)] += 1
             continue

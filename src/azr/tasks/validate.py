@@ -136,7 +136,7 @@ def validate_proposals(
         spans.append((start, len(calls)))
     results = list(executor.validate_many(calls)) if calls else []
     out = []
-    for p, reason, (a, b) in zip(proposals, pre, spans):
+    for p, reason, (a, b) in zip(proposals, pre, spans, strict=True):
         if reason is not None:
             out.append(ValidatedProposal(p, None, reason))
             continue
@@ -287,6 +287,6 @@ def score_solutions(
             ins, outs = [x for x, _ in hidden], [y for _, y in hidden]
             batch.append((solutions[i].answer, ins, outs))  # type: ignore[union-attr]
         results = executor.check_induction_many(batch)
-    for i, r in zip(live, results):
+    for i, r in zip(live, results, strict=True):
         scores[i] = _status_name(r) == "OK"
     return scores

@@ -4,15 +4,15 @@ One self-contained file (inline CSS, inline SVG charts, one small inline script;
 offline and can be mailed around. It shows the run summary and config, charts of the metrics in
 ``metrics.jsonl`` (names in ``docs/metrics.md``), the last step's values and, when ``tasks.sqlite`` exists:
 
-- a browser of every task and the newest rollouts, filterable and paged (:mod:`azr.report_browser`);
+- a browser of every task and the newest rollouts, filterable and paged (:mod:`azr.report.browser`);
 - the difficulty, diversity and duplicates of the proposals, and the safety monitor's flags
-  (:mod:`azr.report_views`).
+  (:mod:`azr.report.views`).
 
-Several runs side by side are :mod:`azr.report_compare` (``azr report RUN_A RUN_B``).
+Several runs side by side are :mod:`azr.report.compare` (``azr report RUN_A RUN_B``).
 
 Model text is untrusted: strings written into HTML go through :func:`html.escape`, data for the script is
 escaped JSON, and the script builds its elements with ``textContent``. The store is opened read-only and read
-defensively (a missing table or column leaves that part out, :mod:`azr.report_data`), so a report can be written
+defensively (a missing table or column leaves that part out, :mod:`azr.report.data`), so a report can be written
 while a run is going or from an older store schema. Not covered: interactive zoom.
 """
 
@@ -29,10 +29,10 @@ from typing import Any
 from azr.errors import AzrError
 from azr.fsutil import atomic_write_text
 from azr.metrics import METRICS, describe, merge_steps, read_metrics
-from azr.report_browser import BROWSER_CSS, browser_section
-from azr.report_charts import PALETTE, TYPE_COLOR, Series, figure, fmt_number, svg_line_chart
-from azr.report_data import read_store
-from azr.report_views import difficulty_section, diversity_section, safety_section
+from azr.report.browser import BROWSER_CSS, browser_section
+from azr.report.charts import PALETTE, TYPE_COLOR, Series, figure, fmt_number, svg_line_chart
+from azr.report.data import read_store
+from azr.report.views import difficulty_section, diversity_section, safety_section
 from azr.types import GROUPS, ROLES, TASK_TYPES
 
 REPORT_FILE = "report.html"

@@ -1,6 +1,6 @@
 """The task and rollout browser of the HTML report: the store's rows as JSON and a small inline script.
 
-:func:`browser_section` embeds every task and the newest rollouts (:mod:`azr.report_data`) in one
+:func:`browser_section` embeds every task and the newest rollouts (:mod:`azr.report.data`) in one
 ``<script type="application/json">`` block and adds two tables that the script filters (type, role, step range,
 outcome, free text) and pages through 50 rows at a time, so thousands of rows stay quick. A row opens to its
 details: the program with Python syntax highlighting (a small tokenizer in the script), inputs and outputs, the
@@ -23,7 +23,7 @@ from typing import Any
 __all__ = ["BROWSER_CSS", "browser_section", "json_script"]
 
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-_SCRIPT = (Path(__file__).with_name("report_browser.js")).read_text(encoding="utf-8")
+_SCRIPT = (Path(__file__).with_name("browser.js")).read_text(encoding="utf-8")
 
 
 def json_script(element_id: str, data: Any) -> str:

@@ -1,6 +1,6 @@
 """What one self-play step leaves behind for people: its row in the rollout log and its metrics.
 
-Both read the step's samples (:class:`azr.selfplay.Sample`) and nothing else of the step; the names follow the
+Both read the step's samples (:class:`azr.selfplay.samples.Sample`) and nothing else of the step; the names follow the
 documented metric namespace (docs/metrics.md).
 """
 
@@ -15,7 +15,7 @@ from azr.store import TaskStore
 from azr.types import GROUPS, TASK_TYPES, Role, group_name
 
 if TYPE_CHECKING:
-    from azr.selfplay import Sample
+    from azr.selfplay.samples import Sample
 
 __all__ = ["rollout_row", "step_metrics"]
 

@@ -1,6 +1,6 @@
 """The report's views of what the model proposes: difficulty, diversity, duplicates and safety flags.
 
-All of it is computed from the store (:class:`azr.report_data.StoreData`), over step windows (at most
+All of it is computed from the store (:class:`azr.report.data.StoreData`), over step windows (at most
 :data:`WINDOWS` of equal width), per task type:
 
 - **difficulty**: the solve rate of each proposed task so far (``n_solved / n_solve_attempts`` in ``tasks``, by
@@ -25,8 +25,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from azr.report_charts import TYPE_COLOR, Series, figure
-from azr.report_data import StoreData
+from azr.report.charts import TYPE_COLOR, Series, figure
+from azr.report.data import StoreData
 from azr.safety import CATEGORIES, SANDBOX_SIGNALS
 
 __all__ = ["WINDOWS", "difficulty_section", "diversity_section", "program_shape", "safety_section"]

@@ -3,7 +3,7 @@
 Scope: wrapping the policy with ``torch.distributed.fsdp.fully_shard`` (one unit per decoder layer, the rest:
 embeddings, final norm, LM head, in the root unit), switching between the sharded layout the update needs and the
 gathered layout generation needs, and full (unsharded) copies of the weights and AdamW state for checkpoints.
-Not in scope: the loss, the collectives of the self-play step (:mod:`azr.trainer`, :mod:`azr.distributed`).
+Not in scope: the loss, the collectives of the self-play step (:mod:`azr.training.trainer`, :mod:`azr.distributed`).
 
 Why: with data parallelism every process holds the whole model, its gradients and its AdamW state, 16 bytes per
 parameter in fp32 (112 GB for 7B). FSDP keeps 1/W of the parameters, gradients and optimizer state on each of the W

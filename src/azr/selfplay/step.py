@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -33,55 +33,24 @@ from azr.config import Config
 from azr.distributed import Dist, metrics_view
 from azr.flops import generation_work
 from azr.rollout import Backend, Completion, Sampling
-from azr.safety import Flag, load_detector, safety_metrics, sandbox_flags, scan_reply, zero_flagged
-from azr.shots import Demonstrations
-from azr.step_log import rollout_row, step_metrics
+from azr.safety import (
+    detector_flagged,
+    load_detector,
+    safety_metrics,
+    sandbox_flags,
+    scan_reply,
+    zero_flagged,
+)
+from azr.selfplay.demonstrations import Demonstrations
+from azr.selfplay.samples import Sample, StepResult
+from azr.selfplay.step_log import rollout_row, step_metrics
 from azr.store import TaskStore, content_hash
-from azr.tasks.parsing import ParseReason, parse_proposal, parse_solution
+from azr.tasks.parsing import parse_proposal, parse_solution
 from azr.tasks.prompts import build_prompt
 from azr.tasks.validate import score_solutions, validate_proposals
 from azr.types import GROUPS, TASK_TYPES, Role, Task, TaskType
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
-
-
-@dataclass
-class Sample:
-    """One generated reply that enters the policy update."""
-
-    task_type: TaskType
-    role: Role
-    prompt: str
-    completion: Completion
-    parsed: Any  # a parsed proposal/solution, or a parse failure with a .reason
-    format_ok: bool
-    success: bool = False  # proposer: the task was valid; solver: the answer was correct
-    role_reward: float = 0.0  # learnability (proposer) or accuracy (solver) before the format composite
-    reward: float = 0.0
-    advantage: float = 0.0
-    task: Task | None = None
-    temperature: float = 1.0  # what the reply was sampled at; the update scores it at the same temperature
-    # Outside TRR++: "mc", a correct Monte-Carlo solve (solve_nll_coef); "trace", a sandbox-written solve (trace_nll_coef)
-    auxiliary: str = ""
-    verdict: str = ""  # proposer: valid, duplicate (valid, already stored) or the validation reject reason
-    flags: list[Flag] = field(default_factory=list)  # the safety monitor's flags and sandbox signals
-
-    @property
-    def group(self) -> tuple[TaskType, Role]:
-        return (self.task_type, self.role)
-
-    @property
-    def parser_error(self) -> bool:
-        """The parser itself failed on this reply (a bug in azr, not a format failure of the model)."""
-        return getattr(self.parsed, "reason", None) == ParseReason.PARSER_ERROR
-
-
-@dataclass
-class StepResult:
-    step: int
-    samples: list[Sample]
-    new_tasks: list[Task]
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class SelfPlay:
@@ -157,8 +126,10 @@ class SelfPlay:
             for s in trained:
                 s.advantage = 0.0
         extra = self.likelihood_samples(mc_samples) + self.trace_samples(proposals, mc_samples)
+        self.monitor(extra)  # they join the update, so they are scanned like every reply that does
+        flagged_extra = sum(map(detector_flagged, metrics_view(extra, self.dist)))
         if self.cfg.safety.zero_reward:  # a flagged reply gets no likelihood term either
-            extra = [s for s in extra if not self.monitor([s])]
+            extra = [s for s in extra if not detector_flagged(s)]
         trained += extra
         t0 = time.perf_counter()
         self.store.add_tasks(new_tasks, step)
@@ -174,6 +145,8 @@ class SelfPlay:
             for kind in TASK_TYPES if coef > 0 else ():
                 n = sum(s.task_type is kind and s.auxiliary == source for s in extra_all)
                 metrics[f"solve/{name}_count/{kind.value}"] = n
+        if self.detector is not None and (a.solve_nll_coef > 0 or a.trace_nll_coef > 0):
+            metrics["safety/flagged_auxiliary"] = flagged_extra
         return StepResult(step, trained, new_tasks, metrics)
 
     def propose(
@@ -277,7 +250,11 @@ class SelfPlay:
             mc[owner] = correct[start : start + n]
             mc_samples[owner] = samples[start : start + n]
         self.store.record_solve_stats_many(
-            [(task.id, 1, int(c)) for (_, task), c in zip(real, correct, strict=False) if task.id is not None]
+            [
+                (task.id, 1, int(c))
+                for (_, task), c in zip(real, correct[: len(real)], strict=True)
+                if task.id is not None
+            ]
         )
         return samples[: len(real)], mc, mc_samples
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from azr.selfplay import Progress, SelfPlay
+from azr.selfplay.step import Progress, SelfPlay
 from azr.tasks.seeds import identity_seed, import_seeds, resolve_seed_file
 from azr.types import TaskType
 

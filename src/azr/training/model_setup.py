@@ -1,5 +1,5 @@
 """Setting up the policy for training: device, AdamW kernel, LoRA, activation checkpointing, a frozen reference copy
-and a cheap fingerprint of the weights. Used by :class:`azr.trainer.Trainer`; no training logic here."""
+and a cheap fingerprint of the weights. Used by :class:`azr.training.trainer.Trainer`; no training logic here."""
 
 from __future__ import annotations
 

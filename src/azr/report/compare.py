@@ -5,7 +5,7 @@ rewards per group, proposal and solve rates, learnability, buffer sizes, the upd
 entropy, the step time, the safety flag rates and every ``eval/*`` metric any run logged. A table gives each
 run's last and best evaluation scores, and another the config keys whose values differ between the runs.
 
-Runs are read like :func:`azr.report.write_report` reads one (``metrics.jsonl``, ``config.toml``); a run without
+Runs are read like :func:`azr.report.run.write_report` reads one (``metrics.jsonl``, ``config.toml``); a run without
 a metric is left out of that chart. Not covered: the stores (tasks, rollouts): open each run's own report.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 from azr.errors import AzrError
 from azr.fsutil import atomic_write_text
 from azr.metrics import expand, merge_steps, read_metrics
-from azr.report import CONFIG_FILE, page, read_toml, series_points
-from azr.report_charts import PALETTE, Series, figure, fmt_number
+from azr.report.charts import PALETTE, Series, figure, fmt_number
+from azr.report.run import CONFIG_FILE, page, read_toml, series_points
 
 __all__ = ["COMPARED", "COMPARE_FILE", "write_comparison"]
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from azr.trainer import Trainer
+    from azr.training.trainer import Trainer
 
 FORMAT_VERSION = 1
 Sharded = tuple[dict[str, torch.Tensor], dict[str, Any]] | None

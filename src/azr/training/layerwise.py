@@ -14,10 +14,10 @@ forward pass. Kept for backward: one (b, L, H) input per layer plus the head's k
 intermediate of every layer (about 1/16th for SmolLM2's shapes), and the fused attention kernel's output and
 log-sum-exps (selective checkpointing, :data:`SAVE_ATTENTION`): the replay runs the layer without its attention, which
 was ~6 s of a 76 s default CPU update (+~85 MB at its peak, 2026-12-06). With sdpa on a CPU the member pass's
-attention is :mod:`azr.prefix_attention`'s split (:data:`SPLIT_ATTENTION`): the head part dense over all members'
+attention is :mod:`azr.kernels.prefix_attention`'s split (:data:`SPLIT_ATTENTION`): the head part dense over all members'
 queries at once, the own part causal, no mask, no copy of the head per member. Where azr's bf16 attention kernels
-apply (:func:`azr.prefix_attention.kernels_apply`), the head pass and members without a head run causal attention
-through :func:`azr.prefix_attention.attention` too; the narrow key/value projections' outputs are kept as well
+apply (:func:`azr.kernels.prefix_attention.kernels_apply`), the head pass and members without a head run causal attention
+through :func:`azr.kernels.prefix_attention.attention` too; the narrow key/value projections' outputs are kept as well
 (:data:`SAVE_KV_PROJECTIONS`).
 
 **Backward in stages.** A weight used twice in one backward pass gets its gradient added to ``.grad`` only once both
@@ -45,12 +45,12 @@ import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from azr.hfcompat import attention_implementation
-from azr.prefix_attention import CAUSAL_ATTENTION as _PLAIN
-from azr.prefix_attention import OP as prefix_attention_op
-from azr.prefix_attention import PLAIN_OP as plain_attention_op
-from azr.prefix_attention import SPLIT_ATTENTION as _SPLIT
-from azr.prefix_attention import kernels_apply
-from azr.prefix_attention import supported as split_supported
+from azr.kernels.prefix_attention import CAUSAL_ATTENTION as _PLAIN
+from azr.kernels.prefix_attention import OP as prefix_attention_op
+from azr.kernels.prefix_attention import PLAIN_OP as plain_attention_op
+from azr.kernels.prefix_attention import SPLIT_ATTENTION as _SPLIT
+from azr.kernels.prefix_attention import kernels_apply
+from azr.kernels.prefix_attention import supported as split_supported
 
 try:
     from transformers import AttentionInterface
@@ -70,7 +70,7 @@ class StagedBackward:
         """Leaves with the values of ``tensors``; :meth:`run` later sends their gradients into ``tensors``' graph,
         all of them in one backward pass (a stage)."""
         leaves = [t.detach().requires_grad_() if t.requires_grad else t for t in tensors]
-        self._groups.append([(t, leaf) for t, leaf in zip(tensors, leaves) if leaf is not t])
+        self._groups.append([(t, leaf) for t, leaf in zip(tensors, leaves, strict=True) if leaf is not t])
         return leaves
 
     def run(self) -> None:
@@ -96,7 +96,9 @@ class _LayerCache:
         self.head = head
         self.rows = rows
         self.split = split
-        self.plain = plain  # causal attention without a head or mask, through azr.prefix_attention.attention
+        self.plain = (
+            plain  # causal attention without a head or mask, through azr.kernels.prefix_attention.attention
+        )
         self.written: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def update(
@@ -213,7 +215,7 @@ _ATTENTION_OPS = frozenset(
     )
 ) - {None} | {prefix_attention_op, plain_attention_op}
 SAVE_ATTENTION = True
-# Members attend to the head and to themselves in two kernel calls (azr.prefix_attention), sdpa on a CPU.
+# Members attend to the head and to themselves in two kernel calls (azr.kernels.prefix_attention), sdpa on a CPU.
 SPLIT_ATTENTION = True
 # Keep the key/value projections' outputs too when grouped-query attention makes them narrow (SmolLM2: 576 -> 192):
 # the most recompute per byte kept (12.5% of a layer's products for 768 bytes a token). The recompute stops at the
@@ -302,14 +304,14 @@ def checkpointed_hidden(
             heads.append((key, value))
         if stages is not None and heads:
             flat = stages.cut([t for kv in heads for t in kv])
-            heads = list(zip(flat[::2], flat[1::2]))
+            heads = list(zip(flat[::2], flat[1::2], strict=True))
     b, width = input_ids.shape
     hidden = decoder.embed_tokens(input_ids)  # (b, L, H)
     positions = torch.arange(skip, skip + width, device=device).expand(b, width)  # (b, L)
     cos, sin = decoder.rotary_emb(hidden, positions)
     # Members are right-padded: with no head, causal attention alone never lets a real token see a pad (only the
     # pads' own outputs change, and nothing reads them), so sdpa runs causal there too. With a head, sdpa on a CPU
-    # runs the split attention (azr.prefix_attention), which needs no mask either: SPLIT_ATTENTION.
+    # runs the split attention (azr.kernels.prefix_attention), which needs no mask either: SPLIT_ATTENTION.
     split = SPLIT_ATTENTION and impl == "sdpa" and skip > 0 and AttentionInterface is not None
     split = split and split_supported(hidden)
     plain_causal = impl == "sdpa" and not skip

@@ -48,7 +48,7 @@ class TrainBatch:
                 continue
             if len(values) != n:
                 raise ValueError(f"{name} must have one entry per sequence")
-            if any(len(lp) != len(c) for lp, c in zip(values, self.completion_ids)):
+            if any(len(lp) != len(c) for lp, c in zip(values, self.completion_ids, strict=True)):
                 raise ValueError(f"each {name} entry must have one value per completion token")
         if self.temperatures is not None:
             if len(self.temperatures) != n:
@@ -137,7 +137,7 @@ def micro_batches(
     ``tokens``, a group with a shared head puts more members in one micro-batch while its padded tokens after the
     head (rows x its longest member) stay within ``tokens``: one head pass instead of several, for no more
     activations than that many tokens."""
-    total = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
+    total = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids, strict=True)]
     for group in plan(batch, share_prefix):
         order = sorted(group.members, key=lambda i: -total[i])
         start = 0
@@ -159,7 +159,7 @@ def micro_batch(
     ids = torch.full((len(index), width), pad_id, dtype=torch.long)  # (b, L)
     att = torch.zeros((len(index), width), dtype=torch.long)  # (b, L)
     rows, cols, targets, lengths = [], [], [], []
-    for row, (i, seq) in enumerate(zip(index, seqs)):
+    for row, (i, seq) in enumerate(zip(index, seqs, strict=True)):
         p, c = len(batch.prompt_ids[i]), batch.completion_ids[i]
         ids[row, : len(seq) - skip] = torch.tensor(seq[skip:], dtype=torch.long)
         att[row, : len(seq) - skip] = 1
@@ -190,7 +190,7 @@ def _token_temperatures(
     temps = [scoring_temperature(batch.temperatures[i]) for i in index]
     if all(t == 1.0 for t in temps):
         return None
-    flat = [t for t, n in zip(temps, lengths) for _ in range(n)]
+    flat = [t for t, n in zip(temps, lengths, strict=True) for _ in range(n)]
     return torch.tensor(flat, dtype=torch.float32, device=device).unsqueeze(1)
 
 

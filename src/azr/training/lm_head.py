@@ -5,7 +5,7 @@ temperatures, without the (tokens x vocabulary) logits when the trainer checkpoi
 tokens by ``VOCAB_BLOCK`` vocabulary entries recomputed in backward (:class:`_ChunkedHead`): one tile of logits and one
 block of the weight in the autocast dtype exist at a time, in forward and in backward (where one block's logit
 gradients for all tokens, in the autocast dtype, feed two products). Split from
-:mod:`azr.layerwise`, which runs the decoder's layers the same way.
+:mod:`azr.training.layerwise`, which runs the decoder's layers the same way.
 """
 
 from __future__ import annotations

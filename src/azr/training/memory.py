@@ -12,7 +12,7 @@ KL reference (kl_coef > 0)  2-4 B         2 B
 ==========================  ============  ============
 
 Full fine-tuning in fp32 is 16 bytes a parameter (7B: 112 GB); every data-parallel process holds all of it.
-Under ``training.fsdp`` (:mod:`azr.sharding`) each of W processes keeps 1/W of the weights, gradients and AdamW
+Under ``training.fsdp`` (:mod:`azr.training.sharding`) each of W processes keeps 1/W of the weights, gradients and AdamW
 moments, plus the whole weights gathered between updates for generation (in bf16 when training in bf16):
 ``2 + (4 + 4 + 8) / W`` bytes a parameter (7B on 8 processes: 30 GB instead of 112). LoRA trains ~0.5% of the parameters, so the base weights dominate.
 
@@ -26,12 +26,12 @@ in SDPA). Per token, with hidden size H, MLP width I and key + value width K:
   sums and RMSNorm's fp32 copies (4 x 4H). For Qwen2.5-7B (I = 5.3H) that is 69H bytes, where Korthikanti et
   al.'s ``34 * H`` (arXiv 2205.05198) assumes a 4H MLP without a gate;
 - without checkpointing every layer keeps all of that;
-- with checkpointing (:mod:`azr.layerwise`) each layer keeps its input, in the residual stream's dtype (the
+- with checkpointing (:mod:`azr.training.layerwise`) each layer keeps its input, in the residual stream's dtype (the
   weights' dtype: fp32 master weights keep an fp32 stream under autocast), and the attention output (``a * H``);
-  on a CPU where azr's kernels apply also the key/value projections' outputs (:func:`azr.layerwise.kept_kv_width`;
+  on a CPU where azr's kernels apply also the key/value projections' outputs (:func:`azr.training.layerwise.kept_kv_width`;
   on a GPU it keeps none);
 - the fp32 logits of the reply tokens (``4 * V`` bytes each, twice for the backward); with checkpointing one tile
-  at a time (:func:`azr.trainer.head_tile`: 128 x 4096 on a CPU, 1024 x 16384 on a GPU) and one vocabulary block's
+  at a time (:func:`azr.training.trainer.head_tile`: 128 x 4096 on a CPU, 1024 x 16384 on a GPU) and one vocabulary block's
   logit gradients for all reply tokens.
 
 For 7B (``configs/paper-7b.toml``: 14,240 tokens, fp32 weights, bf16 autocast) that is 8.0 GiB of kept layer
@@ -133,8 +133,8 @@ def activation_bytes(config: Any, cfg: Any, device: str = "cpu", weight_bytes: i
         return tokens * layers * layer_bytes(config, act) + logit_rows * vocab * 4 * 2
     import torch
 
-    from azr.layerwise import kept_kv_width
-    from azr.trainer import head_tile
+    from azr.training.layerwise import kept_kv_width
+    from azr.training.trainer import head_tile
 
     kv = act * kept_kv_width(config) if device == "cpu" else 0
     kept = tokens * layers * (weight_bytes * hidden + act * hidden + kv) + tokens * layer_bytes(config, act)

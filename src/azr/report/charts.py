@@ -1,4 +1,4 @@
-"""Inline SVG line charts for the HTML reports (:mod:`azr.report`, :mod:`azr.report_compare`): no JavaScript.
+"""Inline SVG line charts for the HTML reports (:mod:`azr.report.run`, :mod:`azr.report.compare`): no JavaScript.
 
 :func:`svg_line_chart` draws one polyline per :class:`Series` with round ticks; :func:`figure` wraps a chart with
 its caption and legend. Labels and titles are escaped here; colours and numbers are the caller's.

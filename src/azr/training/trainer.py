@@ -3,7 +3,7 @@
 Scope: holds the policy, its optimizer, a constant LR schedule and (when ``algorithm.kl_coef > 0``) the reference
 policy; turns a :class:`TrainBatch` (token ids, one advantage and one sampling temperature per sequence) into one
 or more optimizer steps. Not in scope: task types, rewards, advantages, generation and checkpoint files
-(``azr.selfplay``, ``azr.algo``, ``azr.rollout``, ``azr.checkpoint``).
+(``azr.selfplay``, ``azr.algo``, ``azr.rollout``, ``azr.training.checkpoint``).
 
 How a step runs:
 
@@ -13,7 +13,7 @@ How a step runs:
    head runs it once (batch 1, with gradients), repeats its keys/values for the members and runs only their
    remaining tokens against it: the same log-probs and gradients as running every full sequence, for fewer
    tokens (``training.share_prefix``). Under ``model.gradient_checkpointing`` the gradient pass runs layer by
-   layer through :mod:`azr.layerwise`, which keeps the shared head; HF's own checkpointing (the fallback for
+   layer through :mod:`azr.training.layerwise`, which keeps the shared head; HF's own checkpointing (the fallback for
    decoders it does not support) cannot keep a cache, so there the head is recomputed per member.
 2. The decoder runs on the whole (prompt + reply) sequence, but the LM head only on the hidden states that predict
    reply tokens, packed into one (N_tokens, H) matrix: no full-vocabulary logits for prompt or padding positions.
@@ -47,13 +47,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from azr import layerwise, lm_head
 from azr.algo.loss import ppo_clip_loss
-from azr.batching import MicroBatch, PerToken, TrainBatch, micro_batches, packed, pad, ppo_split
 from azr.distributed import Dist
 from azr.flops import update_work
 from azr.hfcompat import with_cache
-from azr.model_setup import (
+from azr.precision import native_bf16, use_bf16
+from azr.training import layerwise, lm_head
+from azr.training.batching import MicroBatch, PerToken, TrainBatch, micro_batches, packed, pad, ppo_split
+from azr.training.model_setup import (
     adamw_impl,
     apply_lora,
     enable_checkpointing,
@@ -61,8 +62,7 @@ from azr.model_setup import (
     resolve_device,
     weights_checksum,
 )
-from azr.precision import native_bf16, use_bf16
-from azr.sharding import Sharded
+from azr.training.sharding import Sharded
 
 if TYPE_CHECKING:
     from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
@@ -80,7 +80,7 @@ GPU_HEAD_TILE = (1024, 16384)  # (reply tokens, vocabulary entries) of one LM-he
 
 
 def head_tile(device: torch.device) -> tuple[int, int]:
-    """(reply tokens, vocabulary entries) of one tile of the checkpointed LM head (:func:`azr.lm_head.head_stats`).
+    """(reply tokens, vocabulary entries) of one tile of the checkpointed LM head (:func:`azr.training.lm_head.head_stats`).
     Small on a CPU, where a tile of logits should stay in its caches; large on a GPU, where every tile costs a
     dozen kernel launches: an 8096-token reply over Qwen2.5's 152k vocabulary is ~2,400 tiles of 128 x 4096 and
     80 of 1024 x 16384 (64 MiB of fp32 logits)."""
@@ -96,7 +96,7 @@ class Trainer:
     same device, stored in bf16 when training autocasts to bf16): one more model's worth of memory (2 bytes per
     parameter in bf16, 4 in fp32; no gradients or optimizer state). A resumed run rebuilds the trainer from the
     run's initial model before loading the checkpoint, so the reference is the initial model again;
-    :func:`azr.checkpoint.load` checks :meth:`reference_checksum` against the one saved.
+    :func:`azr.training.checkpoint.load` checks :meth:`reference_checksum` against the one saved.
 
     After each :meth:`step`, ``last_steps`` holds the metrics of each optimizer step it took, in order.
 
@@ -153,7 +153,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, constant_lr)
         self.updates = 0
         self.last_steps: list[dict[str, float]] = []
-        self._staged: list[layerwise.StagedBackward] = []  # later stages of the next backward (azr.layerwise)
+        self._staged: list[
+            layerwise.StagedBackward
+        ] = []  # later stages of the next backward (azr.training.layerwise)
         if training.bf16_autocast is True and not native_bf16(self.device):
             warnings.warn(
                 f"training.bf16_autocast = true on a {self.device.type} without native bf16 runs several times "
@@ -262,7 +264,7 @@ class Trainer:
         out: PerToken = [[] for _ in range(len(batch))]
         for mb in self._micro_batches(batch):
             logp, _ = self._token_stats(mb, with_entropy=False, model=model)
-            for i, chunk in zip(mb.index, torch.split(logp.cpu(), mb.lengths)):
+            for i, chunk in zip(mb.index, torch.split(logp.cpu(), mb.lengths), strict=True):
                 out[i] = chunk.tolist()
         return out
 
@@ -341,9 +343,14 @@ class Trainer:
 
         ``n_tokens``: the mini-batch's reply tokens (over all ranks). Returns the step's metrics and its token
         counts: (decoder positions computed, padding among them, prompt + reply tokens of the mini-batch)."""
-        sums = {"pg_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "entropy": 0.0, "loss": 0.0}
-        if self.algorithm.kl_coef > 0:  # present even for a rank with no sequences, so the ranks sum alike
-            sums["kl"] = 0.0
+        sums = {"pg_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "loss": 0.0}
+        # Present only when computed (a 0 would read as a collapsed policy), and then even for a rank with no
+        # sequences, so the ranks sum alike.
+        sums |= {
+            k: 0.0
+            for k, coef in (("entropy", self.algorithm.entropy_coef), ("kl", self.algorithm.kl_coef))
+            if coef > 0
+        }
         computed = padding = 0
         self.optimizer.zero_grad(set_to_none=True)
         mbs = list(self._micro_batches(mini))
@@ -372,11 +379,11 @@ class Trainer:
             self.scheduler.step()
             self.updates += 1
         self.optimizer.zero_grad(set_to_none=True)
-        real = sum(len(p) + len(c) for p, c in zip(mini.prompt_ids, mini.completion_ids))
+        real = sum(len(p) + len(c) for p, c in zip(mini.prompt_ids, mini.completion_ids, strict=True))
         return {**sums, "grad_norm": grad_norm, "skipped": float(not finite)}, (computed, padding, real)
 
     def _backward(self, loss: torch.Tensor) -> None:
-        """``loss.backward()``, then its later stages (:class:`azr.layerwise.StagedBackward`)."""
+        """``loss.backward()``, then its later stages (:class:`azr.training.layerwise.StagedBackward`)."""
         staged, self._staged = self._staged, []
         loss.backward()
         for stages in staged:
@@ -403,7 +410,7 @@ class Trainer:
         total = self.dist.sum_(
             torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
         )
-        return dict(zip(keys, total.tolist()))
+        return dict(zip(keys, total.tolist(), strict=True))
 
     def _token_counts(self, batch: TrainBatch, parts: list[list[int]]) -> list[int]:
         """Reply tokens of each mini-batch over all ranks, then those of the whole batch and its sequences."""
@@ -447,7 +454,7 @@ class Trainer:
             results = [
                 self._optimizer_step(batch if whole else batch.subset(index), tokens)
                 for _ in range(algo.ppo_epochs)
-                for index, tokens in zip(parts, part_tokens)
+                for index, tokens in zip(parts, part_tokens, strict=True)
             ]
         self.last_steps = [metrics for metrics, _ in results]
         computed, padding, real = (sum(c[k] for _, c in results) for k in range(3))
@@ -477,7 +484,7 @@ METRICS: dict[str, str] = {
     "pg_loss": "policy-gradient part of the loss",
     "clip_frac": "fraction of reply tokens where the clipped objective was active",
     "approx_kl": "token-mean of old_logp - logp (0 on the first optimizer step of a batch)",
-    "entropy": "token-mean policy entropy at the sampling temperature (only when entropy_coef > 0)",
+    "entropy": "token-mean policy entropy at the sampling temperature (absent unless entropy_coef > 0)",
     "kl": "token-mean k3 estimate of the KL divergence of the policy from the reference (kl_coef > 0)",
     "grad_norm": "gradient norm before clipping",
     "skipped": "fraction of optimizer steps skipped because the gradient was not finite",

@@ -1,6 +1,6 @@
 """Training attention of members after a shared prompt head, as two fused-kernel calls merged exactly.
 
-In the trainer's member pass (:mod:`azr.layerwise`) each of ``b`` members (L tokens, right-padded) attends to the
+In the trainer's member pass (:mod:`azr.training.layerwise`) each of ``b`` members (L tokens, right-padded) attends to the
 shared head (P tokens) and causally to its own tokens. Done as one attention call that needs the head's keys/values
 concatenated to every member's (b copies), repeated to every query head (grouped-query attention with a mask is not
 fused) and a (b, 1, L, P + L) mask, whose masked upper triangle the kernel computes anyway. Here instead:
@@ -161,7 +161,7 @@ def _prefix_attention_op(
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Output (b, H, L, d) and the parts' log-sum-exps (b, H, L) each. An operator rather than a Python autograd
-    function so that selective checkpointing (azr.layerwise) can keep its outputs instead of running it again."""
+    function so that selective checkpointing (azr.training.layerwise) can keep its outputs instead of running it again."""
     b = query.shape[0]
     out_head, lse_head = _forward(_stack(query), head_key, head_value, False, scale)
     out_own, lse_own = _forward(query, key, value, True, scale)
