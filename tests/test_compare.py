@@ -174,8 +174,8 @@ def test_shortcut_accounting_on_a_crafted_pair():
     gold = ["[1]", "'a'", "[3, 2]", "6", "'yx'", "3"]
     before = [("[1]", True), ("'a'", True), ("[2,3]", False), ("6", True), ("'z'", False), ("0", False)]
     after = [("[1]", True), ("'a'", True), ("[2, 3]", False), ("5", False), ("'xy'", False), ("3", True)]
-    a = _crux_report("cruxeval-o", [(s, g, x, r) for s, g, (x, r) in zip(shown, gold, before)])
-    b = _crux_report("cruxeval-o", [(s, g, x, r) for s, g, (x, r) in zip(shown, gold, after)])
+    a = _crux_report("cruxeval-o", [(s, g, x, r) for s, g, (x, r) in zip(shown, gold, before, strict=True)])
+    b = _crux_report("cruxeval-o", [(s, g, x, r) for s, g, (x, r) in zip(shown, gold, after, strict=True)])
     (c,) = compare_reports(a, b).benches
     assert c.copy is not None
     assert (c.copy.copies_before, c.copy.copies_after, c.copy.copy_baseline) == (3, 5, 2)

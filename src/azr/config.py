@@ -379,19 +379,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("selfplay.buffer_cap must be 0 (unbounded) or >= selfplay.n_seed")
     if cfg.training.micro_batch_tokens < 0:
         raise ConfigError("training.micro_batch_tokens must be >= 0 (0 turns it off)")
-    if cfg.algorithm.kl_coef < 0:
-        raise ConfigError("algorithm.kl_coef must be >= 0")
-    if cfg.algorithm.solve_nll_coef < 0:
-        raise ConfigError("algorithm.solve_nll_coef must be >= 0 (0 turns it off)")
-    if cfg.algorithm.trace_nll_coef < 0 or (cfg.algorithm.trace_nll_coef and not sp.demo_trace):
-        raise ConfigError(
-            "algorithm.trace_nll_coef must be >= 0, and needs selfplay.demo_trace > 0 (0 turns it off)"
-        )
-    a = cfg.algorithm
-    if not a.policy_gradient and a.solve_nll_coef <= 0 and a.trace_nll_coef <= 0:
-        raise ConfigError(
-            "algorithm.policy_gradient = false trains nothing unless solve_nll_coef or trace_nll_coef > 0"
-        )
+    _validate_algorithm(cfg.algorithm, sp)
     if cfg.executor.determinism_runs < 2:
         raise ConfigError("executor.determinism_runs must be >= 2 (determinism needs two separate runs)")
     if isinstance(cfg.training.bf16_autocast, str) and cfg.training.bf16_autocast != "auto":
@@ -408,6 +396,21 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"safety.detector: {cfg.safety.detector!r} is not lexicon, off or module:callable")
     if not 0 < cfg.rollout.top_p <= 1 or cfg.rollout.temperature < 0:
         raise ConfigError("rollout.top_p must be in (0, 1] and rollout.temperature >= 0")
+
+
+def _validate_algorithm(a: AlgorithmConfig, sp: SelfPlayConfig) -> None:
+    if a.kl_coef < 0:
+        raise ConfigError("algorithm.kl_coef must be >= 0")
+    if a.solve_nll_coef < 0:
+        raise ConfigError("algorithm.solve_nll_coef must be >= 0 (0 turns it off)")
+    if a.trace_nll_coef < 0 or (a.trace_nll_coef and not sp.demo_trace):
+        raise ConfigError(
+            "algorithm.trace_nll_coef must be >= 0, and needs selfplay.demo_trace > 0 (0 turns it off)"
+        )
+    if not a.policy_gradient and a.solve_nll_coef <= 0 and a.trace_nll_coef <= 0:
+        raise ConfigError(
+            "algorithm.policy_gradient = false trains nothing unless solve_nll_coef or trace_nll_coef > 0"
+        )
 
 
 def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:

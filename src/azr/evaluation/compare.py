@@ -53,8 +53,8 @@ def mcnemar(before: Sequence[bool], after: Sequence[bool]) -> McNemar:
     """Counts and p-value for two aligned verdict lists (``before[i]`` and ``after[i]`` judge the same item)."""
     if len(before) != len(after):
         raise ValueError(f"{len(before)} verdicts before but {len(after)} after")
-    gained = sum(1 for a, b in zip(before, after) if b and not a)
-    lost = sum(1 for a, b in zip(before, after) if a and not b)
+    gained = sum(1 for a, b in zip(before, after, strict=True) if b and not a)
+    lost = sum(1 for a, b in zip(before, after, strict=True) if a and not b)
     return McNemar(
         len(before), sum(map(bool, before)), sum(map(bool, after)), gained, lost, mcnemar_p(gained, lost)
     )
@@ -106,8 +106,10 @@ class Comparison:
                 s = c.copy.no_copy
                 rows.append([f"{c.bench} (copy cannot score)", str(s.n), _pct(s.before, s.n), _pct(s.after, s.n),
                              str(s.gained), str(s.lost), f"{s.p_value:.4g}"])  # fmt: skip
-        widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [head, *rows]]
+        widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [head, *rows]
+        ]
         for c in self.benches:
             if c.copy:
                 what = COPY_FIELDS[c.bench][0]

@@ -131,7 +131,7 @@ class Executor:
         out: list[ExecResult | None] = [self._too_big(p, [i]) for p, i in items]
         todo = [k for k, r in enumerate(out) if r is None]
         jobs = [{"code": items[k][0], "calls": [items[k][1]], "entry": entry} for k in todo]
-        for k, rows in zip(todo, self.run_jobs(jobs)):
+        for k, rows in zip(todo, self.run_jobs(jobs), strict=True):
             out[k] = rows[0]
         return out  # type: ignore[return-value]
 
@@ -162,7 +162,7 @@ class Executor:
             }
             for k in todo
         ]
-        for k, rows in zip(todo, self.run_jobs(jobs)):
+        for k, rows in zip(todo, self.run_jobs(jobs), strict=True):
             ok, text = parse_literal(rows[0].value) if rows[0].ok and rows[0].value else (False, None)
             out[k] = text if ok and isinstance(text, str) else None
         return out
@@ -206,7 +206,7 @@ class Executor:
             out.append(bad)
         todo = [k for k, r in enumerate(out) if r is None]
         jobs = [{"code": items[k][0], "calls": [items[k][1]], "entry": entry} for k in todo]
-        for k, rows in zip(todo, self.run_jobs(jobs)):
+        for k, rows in zip(todo, self.run_jobs(jobs), strict=True):
             out[k] = _compare(rows[0], items[k][2])
         return out  # type: ignore[return-value]
 
@@ -219,8 +219,8 @@ class Executor:
         out: list[ExecResult | None] = [self._static(p, list(ins), entry) for p, ins, _ in items]
         todo = [k for k, r in enumerate(out) if r is None]
         jobs = [{"code": items[k][0], "calls": list(items[k][1]), "entry": entry} for k in todo]
-        for k, rows in zip(todo, self.run_jobs(jobs)):
-            rows = [_compare(r, gold) for r, gold in zip(rows, items[k][2])]
+        for k, rows in zip(todo, self.run_jobs(jobs), strict=True):
+            rows = [_compare(r, gold) for r, gold in zip(rows, items[k][2], strict=True)]
             bad = [r for r in rows if not r.ok]
             total = sum(r.duration_s for r in rows)
             out[k] = (

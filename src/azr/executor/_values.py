@@ -58,7 +58,9 @@ class _Walker:
         if isinstance(node, ast.Dict):
             if any(k is None for k in node.keys):
                 raise _Reject("** in a dict literal")
-            return {self.convert(k, d): self.convert(v, d) for k, v in zip(node.keys, node.values)}
+            return {
+                self.convert(k, d): self.convert(v, d) for k, v in zip(node.keys, node.values, strict=True)
+            }
         if isinstance(node, ast.Name) and node.id in _SPECIAL_NAMES:
             return _SPECIAL_NAMES[node.id]
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
@@ -152,7 +154,7 @@ def values_equal(a: object, b: object, _depth: int = 0) -> bool:
             and len(a) == len(b)
             and all(  # type: ignore[arg-type]
                 values_equal(x, y, _depth + 1)
-                for x, y in zip(a, b)  # type: ignore[call-overload]
+                for x, y in zip(a, b, strict=True)  # type: ignore[call-overload]
             )
         )
     if ta is dict and tb is dict:
