@@ -81,8 +81,8 @@ def _isolate(cfg: dict, cpu: int, uid: int | None, zygote: int) -> None:
             nproc = 1 if uid is not None else 64  # a uid of its own: no second process at all
             resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         if uid is not None:
-            if not cfg["seccomp"]:  # System V / POSIX IPC objects then die with the child
-                cfg["unshare"](_CLONE_NEWIPC)
+            if not cfg["seccomp"] and cfg["unshare"](_CLONE_NEWIPC) != 0:  # its IPC objects die with it
+                raise OSError("unshare(CLONE_NEWIPC) failed: no private IPC namespace for this job")
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
