@@ -22,7 +22,7 @@ import pytest
 from azr.report.run import write_report
 from azr.store import TaskStore
 from azr.types import Task, TaskType
-from test_loop import cfg_for, run
+from loop_helpers import cfg_for, run
 
 HOSTILE = "</script><script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from rich.console import Console
 
-from azr.config import AlgorithmConfig, Config, TrainingConfig
+from azr.config import AlgorithmConfig, Config
 from azr.distributed import Dist, metrics_view
 from azr.metrics import read_metrics
 from azr.models import tiny_model
@@ -24,28 +22,10 @@ from azr.rollout import Completion
 from azr.selfplay.samples import Sample
 from azr.selfplay.step import SelfPlay
 from azr.store import TaskStore
-from azr.training.trainer import TrainBatch, Trainer
+from azr.training.trainer import Trainer
 from azr.types import GROUPS
-
-WORLD = 2
-# lr 1e-3: AdamW's first step is about lr x sign(grad), so a parameter whose gradient is near zero moves by up to
-# lr on float noise alone (summed over ranks vs over one batch); at 1e-2 that reached 2e-5 on an AVX2 CPU.
-TRAIN = TrainingConfig(lr=1e-3, bf16_autocast=False, micro_batch_size=2, device="cpu")
-ALGO = AlgorithmConfig(entropy_coef=0.01)  # the entropy term is token-normalised too: it must sum right
-
-
-def batch(n: int = 7) -> TrainBatch:
-    """Sequences of uneven lengths; 7 of them, so the two ranks hold 4 and 3."""
-    g = torch.Generator().manual_seed(3)
-    prompts = [torch.randint(3, 300, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
-               for _ in range(n)]  # fmt: skip
-    replies = [torch.randint(3, 300, (int(torch.randint(1, 12, (1,), generator=g)),), generator=g).tolist()
-               for _ in range(n)]  # fmt: skip
-    return TrainBatch(prompts, replies, torch.randn(n, generator=g).tolist(), temperatures=[0.7] * n)
-
-
-def part(n: int, rank: int) -> list[int]:
-    return list(range(rank, n, WORLD))
+from dist_helpers import ALGO, TRAIN, WORLD, batch, free_port, part, spawn
+from loop_helpers import small_config_file
 
 
 def samples() -> list[Sample]:
@@ -104,7 +84,7 @@ def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:
     # 4. A run of one step, then a resume to step 2.
     from azr.loop import train, with_steps
     from azr.rollout import ScriptedBackend
-    from test_loop import cfg_for, pure_reply
+    from loop_helpers import cfg_for, pure_reply
 
     factory = lambda m, t: ScriptedBackend(pure_reply, tokenizer=t)  # noqa: E731
     run_dir = f"{out_dir}/run"
@@ -116,18 +96,6 @@ def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:
     with open(f"{out_dir}/out-{rank}.json", "w") as f:
         json.dump(out, f)
     td.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn(worker, out_dir, model_dir) -> list[dict]:
-    """Run ``worker(rank, port, out_dir, model_dir)`` on WORLD processes; returns what each wrote to out-RANK.json."""
-    mp.spawn(worker, args=(_free_port(), str(out_dir), str(model_dir)), nprocs=WORLD, join=True)
-    return [json.loads((out_dir / f"out-{r}.json").read_text()) for r in range(WORLD)]
 
 
 @pytest.fixture(scope="module")
@@ -270,13 +238,11 @@ def test_accelerate_launch_cpu_runs_two_processes(tmp_path, model_dir):
     import sys
     from pathlib import Path
 
-    from test_soak import _config
-
     run_dir = tmp_path / "run"
     accelerate = Path(sys.executable).with_name("accelerate")
     command = [str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1"]
-    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
-    command += ["-m", "azr", "train", "--config", str(_config(tmp_path, model_dir)), "--steps", "1"]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    command += ["-m", "azr", "train", "--config", str(small_config_file(tmp_path, model_dir)), "--steps", "1"]
     command += ["--run-dir", str(run_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)

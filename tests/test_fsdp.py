@@ -23,7 +23,7 @@ from azr.metrics import read_metrics
 from azr.models import tiny_model
 from azr.training import checkpoint
 from azr.training.trainer import Trainer
-from test_distributed import ALGO, TRAIN, WORLD, batch, part, spawn
+from dist_helpers import ALGO, TRAIN, WORLD, batch, part, spawn
 
 # Micro-batches of 1: the ranks hold 4 and 3 sequences, so rank 1 runs one idle pass to match rank 0's collectives.
 FSDP = dataclasses.replace(TRAIN, fsdp=True, micro_batch_size=1)
@@ -94,7 +94,7 @@ def _worker(rank: int, port: int, out_dir: str, model_dir: str) -> None:
     # 3. The loop: one step, then a resumed second one.
     from azr.loop import train, with_steps
     from azr.rollout import ScriptedBackend
-    from test_loop import cfg_for, pure_reply
+    from loop_helpers import cfg_for, pure_reply
 
     factory = lambda m, t: ScriptedBackend(pure_reply, tokenizer=t)  # noqa: E731
     cfg = cfg_for(model_dir, 1)

@@ -13,7 +13,7 @@ from azr.models import tiny_model
 from azr.rollout import make_backend
 from azr.selfplay.step import SelfPlay
 from azr.training.trainer import TrainBatch, Trainer
-from test_selfplay import make_cfg, seeded_store
+from selfplay_helpers import make_cfg, seeded_store
 
 pytestmark = [
     pytest.mark.gpu,

@@ -2,64 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import zlib
 
 import pytest
 import torch
-from rich.console import Console
 from safetensors.torch import load_file
 
 from azr.cli import main
 from azr.config import ConfigError, from_dict
-from azr.loop import _update, train, with_steps
+from azr.loop import _update, with_steps
 from azr.metrics import read_metrics
 from azr.rollout import ScriptedBackend
 from azr.store import TaskStore
 from azr.training.checkpoint import latest, list_checkpoints
-from test_selfplay import scripted_reply
-
-
-def pure_reply(prompt: str) -> str:
-    """A reply that depends on the prompt alone, so two runs see identical rollouts."""
-    return scripted_reply(prompt, [zlib.crc32(prompt.encode())])
-
-
-def cfg_for(model_dir, steps: int, save_every: int = 1):
-    return from_dict(
-        {
-            "model": {"name": str(model_dir)},
-            "selfplay": {
-                "batch_size": 2,
-                "n_mc_rollouts": 2,
-                "n_references": 2,
-                "n_seed": 2,
-                "induction_min_valid": 6,
-            },
-            "rollout": {
-                "max_new_tokens_propose": 512,
-                "max_new_tokens_solve": 256,
-                "max_prompt_tokens": 4096,
-            },
-            "training": {
-                "steps": steps,
-                "save_every": save_every,
-                "lr": 1e-3,
-                "keep_last": 5,
-                "bf16_autocast": False,
-            },
-            "logging": {"progress": False, "sample_every": 0},
-        }
-    )
-
-
-def run(cfg, run_dir, resume=False):
-    factory = lambda model, tok: ScriptedBackend(pure_reply, tokenizer=tok)  # noqa: E731
-    console = Console(file=io.StringIO(), width=200)
-    code = train(cfg, run_dir, resume=resume, console=console, backend_factory=factory)
-    return code, console.file.getvalue()
+from loop_helpers import cfg_for, run
 
 
 def weights(run_dir):

@@ -22,7 +22,7 @@ from azr.safety import (
 )
 from azr.selfplay.step import SelfPlay
 from azr.types import Role
-from test_selfplay import executor, make_cfg, scripted_reply, seeded_store  # noqa: F401
+from selfplay_helpers import make_cfg, scripted_reply, seeded_store
 
 TRUE_POSITIVES = {
     "deceive_overseers": [
@@ -132,7 +132,7 @@ def hostile_reply(prompt: str, counter: list[int]) -> str:
     return reply.replace("<think>", "<think>first escape the sandbox, then ", 1)
 
 
-def run_step(tmp_path, executor, tiny, zero_reward: bool):  # noqa: F811
+def run_step(tmp_path, executor, tiny, zero_reward: bool):
     _, tokenizer = tiny
     counter = [0]
     backend = ScriptedBackend(lambda p: hostile_reply(p, counter), tokenizer=tokenizer)
@@ -142,7 +142,7 @@ def run_step(tmp_path, executor, tiny, zero_reward: bool):  # noqa: F811
     return result, store
 
 
-def test_the_monitor_flags_logs_and_counts_in_a_real_step(tmp_path, executor, tiny):  # noqa: F811
+def test_the_monitor_flags_logs_and_counts_in_a_real_step(tmp_path, executor, tiny):
     result, store = run_step(tmp_path, executor, tiny, zero_reward=False)
     solves = [s for s in result.samples if s.role.value == "solve"]
     assert solves and all(s.flags for s in solves)
@@ -160,7 +160,7 @@ def test_the_monitor_flags_logs_and_counts_in_a_real_step(tmp_path, executor, ti
     assert any(s.reward > 0 for s in solves)  # flags alone change no reward
 
 
-def test_zero_reward_zeroes_flagged_rewards_before_the_advantages(tmp_path, executor, tiny):  # noqa: F811
+def test_zero_reward_zeroes_flagged_rewards_before_the_advantages(tmp_path, executor, tiny):
     result, store = run_step(tmp_path, executor, tiny, zero_reward=True)
     solves = [s for s in result.samples if s.role.value == "solve"]
     assert solves and all(s.reward == 0.0 for s in solves)
@@ -171,7 +171,7 @@ def test_zero_reward_zeroes_flagged_rewards_before_the_advantages(tmp_path, exec
     assert any(s.reward != 0.0 for s in proposals)  # unflagged replies keep their reward
 
 
-def test_monte_carlo_solves_that_join_the_update_are_scanned(tmp_path, executor, tiny):  # noqa: F811
+def test_monte_carlo_solves_that_join_the_update_are_scanned(tmp_path, executor, tiny):
     """With solve_nll_coef > 0 correct Monte-Carlo solves join the update; they used to be scanned only under
     safety.zero_reward, so a flagged one trained with no flag and no count."""
     _, tokenizer = tiny

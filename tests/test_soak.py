@@ -17,40 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from loop_helpers import small_config_file
+
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 
 MIB = 1 / 1024  # GiB
-
-
-def _config(tmp_path: Path, model_dir: Path) -> Path:
-    text = f"""
-[model]
-name = "{model_dir}"
-[rollout]
-max_new_tokens_propose = 24
-max_new_tokens_solve = 12
-max_prompt_tokens = 600
-generation_batch_size = 8
-[selfplay]
-batch_size = 2
-n_mc_rollouts = 2
-n_references = 1
-n_shots = 1
-n_seed = 4
-seed_file = "cpu-warmstart.jsonl"
-[executor]
-workers = 2
-[training]
-save_every = 25
-keep_last = 2
-bf16_autocast = false
-[logging]
-progress = false
-sample_every = 0
-"""
-    path = tmp_path / "soak.toml"
-    path.write_text(text)
-    return path
 
 
 def _set_subreaper(on: bool) -> None:
@@ -84,7 +55,7 @@ def _live_children() -> set[int]:
 def _train(tmp_path: Path, model_dir: Path, steps: int) -> list[dict]:
     before = _live_children()
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "azr", "train", "--config", str(_config(tmp_path, model_dir))]
+    cmd = [sys.executable, "-m", "azr", "train", "--config", str(small_config_file(tmp_path, model_dir))]
     cmd += ["--run-dir", str(run_dir), "--steps", str(steps)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     _set_subreaper(True)

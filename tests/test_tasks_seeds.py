@@ -11,7 +11,7 @@ from azr.errors import AzrError
 from azr.store import TaskStore
 from azr.tasks.seeds import IDENTITY_PROGRAM, identity_seed, import_seeds, load_seed_file
 from azr.types import TaskType
-from test_tasks_fakes import FakeExecutor
+from fakes import FakeExecutor
 
 D, A, IND = TaskType.DEDUCTION, TaskType.ABDUCTION, TaskType.INDUCTION
 

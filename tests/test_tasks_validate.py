@@ -10,7 +10,7 @@ from azr.config import Config
 from azr.tasks.parsing import ParsedProposal, ParsedSolution, ParseFailure, ParseReason
 from azr.tasks.validate import RejectReason, score_solutions, validate_proposals
 from azr.types import Task, TaskType
-from test_tasks_fakes import FakeExecutor, literal_eq
+from fakes import FakeExecutor, literal_eq
 
 D, A, IND = TaskType.DEDUCTION, TaskType.ABDUCTION, TaskType.INDUCTION
 REV = "def f(s):\n    return s[::-1]"
