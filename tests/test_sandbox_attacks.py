@@ -11,41 +11,25 @@ from pathlib import Path
 import pytest
 
 from azr.config import ExecutorConfig
-from azr.executor import TIERS, Executor, Status
+from azr.executor import TIERS, Executor, Status, available_tiers
+from proc_helpers import descendants
 
 SECRET = "azr-test-secret-4b1d"
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            tree.setdefault(ppid, []).append(int(entry))
-    return tree
-
-
-def descendants(pid: int) -> set[int]:
-    tree, out, todo = _children(), set(), [pid]
-    while todo:
-        for c in tree.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
-
-
-@pytest.fixture(scope="module")
-def ex() -> Iterator[Executor]:
+@pytest.fixture(scope="module", params=[t for t in ("bwrap", "seccomp", "rlimits") if t in available_tiers()])
+def ex(request: pytest.FixtureRequest) -> Iterator[Executor]:
+    """The same attacks in every sandboxed tier this machine has, each forced (``need`` skips what a tier does
+    not promise)."""
     os.environ["AZR_SECRET_TOKEN"] = SECRET
+    # as root outside bwrap a job cannot import from a root-only stdlib: preload what the attacks use
+    os.environ["AZR_SANDBOX_PRELOAD"] = "socket subprocess threading ctypes signal time"
     try:
-        with Executor(ExecutorConfig(timeout_s=1.0, memory_mb=256, max_output_chars=2000)) as executor:
+        cfg = ExecutorConfig(timeout_s=1.0, memory_mb=256, max_output_chars=2000)
+        with Executor(cfg, tier=request.param) as executor:
             yield executor
     finally:
-        del os.environ["AZR_SECRET_TOKEN"]
+        del os.environ["AZR_SECRET_TOKEN"], os.environ["AZR_SANDBOX_PRELOAD"]
 
 
 @pytest.fixture

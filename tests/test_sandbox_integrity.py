@@ -19,6 +19,7 @@ import pytest
 
 from azr.config import ExecutorConfig
 from azr.executor import ExecResult, Executor, available_tiers
+from proc_helpers import children, descendants
 
 TIERS = [t for t in ("bwrap", "seccomp", "rlimits") if t in available_tiers()]
 CFG = ExecutorConfig(timeout_s=1.0, memory_mb=256, max_output_chars=2000, workers=1, determinism_runs=1)
@@ -367,7 +368,7 @@ def test_jobs_die_with_their_worker(tier: str, ex: Executor) -> None:
         jobs: set[int] = set()
         while not jobs and time.monotonic() < deadline:
             time.sleep(0.2)
-            jobs = _descendants(slow.worker_pids[0]) - _at_depth(
+            jobs = descendants(slow.worker_pids[0]) - _at_depth(
                 slow.worker_pids[0], 2 if tier == "bwrap" else 1
             )
         assert jobs, "the sleeping job never started"
@@ -387,30 +388,9 @@ def _quietly(fn: object, *args: object) -> None:
         pass
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            tree.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    return tree
-
-
-def _descendants(pid: int) -> set[int]:
-    tree, out, todo = _children(), set(), [pid]
-    while todo:
-        for c in tree.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
-
-
 def _at_depth(pid: int, depth: int) -> set[int]:
     """The worker's own processes: bwrap's outer process, the worker and its zygote (not the jobs)."""
-    tree, level = _children(), {pid}
+    tree, level = children(), {pid}
     out: set[int] = set()
     for _ in range(depth):
         level = {c for p in level for c in tree.get(p, [])}
