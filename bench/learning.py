@@ -8,7 +8,8 @@ What it does, each stage skipped when its output already exists (so an interrupt
 1. ``evals/base.json``: the base model on CRUXEval-O, CRUXEval-I (all 800 each) and the held-out probe, greedy,
    with ``--shots`` (2) worked demonstrations from the shipped demonstration file (``azr eval``).
 2. ``run/``: ``azr train`` from the base model for ``--minutes`` of training wall time (summed over restarts; the
-   time left is kept in ``state.json``), stopped with Ctrl-C semantics (SIGINT: the loop saves a checkpoint).
+   time left is kept in ``state.json``), stopped with Ctrl-C semantics (SIGINT: the loop saves a checkpoint), or
+   at step ``--max-steps`` if that comes first (a step budget: the same steps whatever else the machine runs).
    Checkpoints are kept every ``--curve-every`` steps for the learning curve.
 3. ``evals/step-N.json``: every kept checkpoint on the probe. One checkpoint is then chosen (``--select``):
    ``best-probe`` (the default) takes the highest probe score, the earliest on a tie, so the held-out probe acts as
@@ -91,7 +92,7 @@ def train(args: argparse.Namespace, overrides: list[str], out: Path, console: Co
     while state["trained_s"] < budget - 30:
         left = budget - state["trained_s"]
         resume = any(run_dir.glob("checkpoints/step-*"))
-        cmd = _azr("train", "--steps", "100000")
+        cmd = _azr("train", "--steps", str(args.max_steps))
         cmd += ["--resume", str(run_dir)] if resume else ["--config", args.config, "--run-dir", str(run_dir)]
         keep = f"--training.keep_last={10_000}"
         cmd += [*overrides, f"--training.save_every={args.curve_every}", keep] if not resume else [keep]
@@ -246,6 +247,7 @@ def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -
     png = plot(out, points, run_dir, console)
     result = {
         "minutes": args.minutes,
+        "max_steps": args.max_steps,
         "trained_s": _state(out)["trained_s"],
         "config": args.config,
         "steps": found[-1][0],
@@ -275,6 +277,12 @@ def _cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, required=True, help="training wall time")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=100_000,
+        help="stop training at this step even if minutes are left (a step budget that noise cannot change)",
+    )
     parser.add_argument("--config", default="configs/cpu-smollm2.toml")
     parser.add_argument("--out", default="", help="output directory (default: runs/learning-<time>)")
     parser.add_argument(
