@@ -32,15 +32,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import shutil
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azr.errors import AzrError
+
+if TYPE_CHECKING:
+    from azr.seams import TaskStoreLike
+    from azr.store import RolloutRow
+    from azr.types import Task, TaskType
 
 T = TypeVar("T")
 
@@ -236,21 +242,34 @@ class SharedStore:
     Reads go to the local store (equal on every rank). Each write method is a collective.
     """
 
-    def __init__(self, store: Any, dist: Dist) -> None:
+    def __init__(self, store: TaskStoreLike, dist: Dist) -> None:
         self._store = store
         self._dist = dist
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+    # -- reads: the local copy --------------------------------------------------------------------------------
+    def contains(self, task: Task) -> bool:
+        return self._store.contains(task)
 
-    def add_tasks(self, tasks: Iterable[Any], step: int) -> int:
+    def count(self, type: TaskType | str | None = None) -> int:
+        return self._store.count(type)
+
+    def sample_references(
+        self, type: TaskType | str, k: int, rng: random.Random, recency: bool = False
+    ) -> list[Task]:
+        return self._store.sample_references(type, k, rng, recency)
+
+    def sample_for_solving(self, type: TaskType | str, n: int, step: int, rng: random.Random) -> list[Task]:
+        return self._store.sample_for_solving(type, n, step, rng)
+
+    # -- writes: collectives ----------------------------------------------------------------------------------
+    def add_tasks(self, tasks: Iterable[Task], step: int) -> int:
         """Every rank's new tasks, added in rank order on every rank; returns the number added in total."""
         return self._store.add_tasks([t for part in self._dist.all_gather(list(tasks)) for t in part], step)
 
     def record_solve_stats_many(self, stats: Iterable[tuple[int, int, int]]) -> None:
         self._store.record_solve_stats_many([s for part in self._dist.all_gather(list(stats)) for s in part])
 
-    def log_rollouts(self, rows: Iterable[Any]) -> int:
+    def log_rollouts(self, rows: Iterable[RolloutRow | Mapping[str, object]]) -> int:
         """Every rank's rows, written by rank 0 alone (the run's ``tasks.sqlite``)."""
         parts = self._dist.gather(list(rows))
         return self._store.log_rollouts([r for part in parts for r in part]) if parts is not None else 0

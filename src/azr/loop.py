@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -47,6 +47,11 @@ from azr.training import checkpoint
 from azr.training.memory import process_memory
 from azr.types import Role
 
+if TYPE_CHECKING:
+    from azr.rollout import Backend
+    from azr.seams import ExecutorLike
+    from azr.training.trainer import Trainer
+
 CONFIG_FILE = "config.toml"
 STORE_FILE = "tasks.sqlite"
 
@@ -58,9 +63,9 @@ class Run:
     cfg: Config
     run_dir: Path
     selfplay: SelfPlay
-    trainer: Any
-    backend: Any
-    executor: Any
+    trainer: Trainer
+    backend: Backend
+    executor: ExecutorLike
     store: TaskStore
     step: int = 0
     dist: Dist = dataclasses.field(default_factory=Dist)
@@ -89,7 +94,7 @@ def set_seeds(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-BackendFactory = Callable[[Any, Any], Any]  # (model, tokenizer) -> Backend
+BackendFactory = Callable[[Any, Any], "Backend"]  # (model, tokenizer) -> Backend
 
 
 def build(
@@ -171,7 +176,7 @@ def weight_dtype(cfg: Config) -> Any:
     return torch.bfloat16 if choice == "bf16" else torch.float32
 
 
-def _check_memory(cfg: Config, trainer: Any, console: Console) -> None:
+def _check_memory(cfg: Config, trainer: Trainer, console: Console) -> None:
     """Print the start-up memory estimate; on CUDA refuse a run that cannot fit (:mod:`azr.training.memory`)."""
     from azr.training import memory
 
@@ -261,7 +266,7 @@ def _share_store(run: Run) -> None:
         run.store.close()
         copy_store(run.run_dir / STORE_FILE, path)
         run.store = TaskStore(path, cap=run.cfg.selfplay.buffer_cap)
-    run.selfplay.store = SharedStore(run.store, run.dist)  # type: ignore[assignment]
+    run.selfplay.store = SharedStore(run.store, run.dist)
 
 
 def train(

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from azr.tasks.parsing import canonical_input, canonical_program
 from azr.types import TASK_TYPES, Task, TaskType
@@ -225,9 +226,9 @@ class TaskStore:
     def count(self, type: TaskType | str | None = None) -> int:
         """Live tasks (of one type, or all)."""
         if type is None:
-            return self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE {_LIVE}").fetchone()[0]
+            return int(self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE {_LIVE}").fetchone()[0])
         sql = f"SELECT COUNT(*) FROM tasks WHERE type = ? AND {_LIVE}"
-        return self._db.execute(sql, (str(type),)).fetchone()[0]
+        return int(self._db.execute(sql, (str(type),)).fetchone()[0])
 
     def counts(self) -> dict[str, int]:
         """Live tasks per type, every type present (zero when empty)."""
@@ -241,7 +242,7 @@ class TaskStore:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (int(task_id),)).fetchone()
         return None if row is None else _task(row)
 
-    def _ids(self, type: TaskType | str, where: str = "", args: tuple = ()) -> list[int]:
+    def _ids(self, type: TaskType | str, where: str = "", args: tuple[object, ...] = ()) -> list[int]:
         sql = f"SELECT id FROM tasks WHERE type = ? AND {_LIVE} {where} ORDER BY id"
         return [r[0] for r in self._db.execute(sql, (str(type), *args))]
 
@@ -314,7 +315,7 @@ class TaskStore:
 
     def log_rollouts(self, rows: Iterable[RolloutRow | Mapping[str, object]]) -> int:
         """Append rollout rows (dataclasses or mappings with the same keys) in one transaction."""
-        recs = [asdict(r) if isinstance(r, RolloutRow) else dict(r) for r in rows]
+        recs: list[dict[str, Any]] = [asdict(r) if isinstance(r, RolloutRow) else dict(r) for r in rows]
         data = [
             (
                 int(r["step"]),
@@ -348,7 +349,7 @@ class TaskStore:
         )
         cur = self._db.execute(sql + (" WHERE step = ? ORDER BY id" if step is not None else " ORDER BY id"),
                                (() if step is None else (step,)))  # fmt: skip
-        return [RolloutRow(*r[:8], json.loads(r[8]), r[9], r[10], json.loads(r[11])) for r in cur]
+        return [_rollout(r) for r in cur]
 
     def rewind(self, step: int) -> tuple[int, int]:
         """Put the buffers back as they were at ``step``: delete tasks and rollouts added after it and make live
@@ -368,7 +369,7 @@ class TaskStore:
         row = self._db.execute(
             "SELECT MAX(s) FROM (SELECT MAX(step) AS s FROM tasks UNION ALL SELECT MAX(step) FROM rollouts)"
         ).fetchone()
-        return row[0]
+        return None if row[0] is None else int(row[0])
 
     def iter_tasks(self, type: TaskType | str | None = None) -> Iterator[Task]:
         """Every live task (of one type or all), in id order."""
@@ -433,7 +434,15 @@ def _evict(db: sqlite3.Connection, cap: int, step: int, types: Iterable[str]) ->
     return evicted
 
 
-def _task(row: Sequence) -> Task:
+def _rollout(r: Sequence[Any]) -> RolloutRow:
+    step, role, type_, prompt, reply, parse_status, reward, advantage, timings, task_id, outcome, flags = r
+    return RolloutRow(
+        step, role, type_, prompt, reply, parse_status, reward, advantage,
+        json.loads(timings), task_id, outcome, json.loads(flags),
+    )  # fmt: skip
+
+
+def _task(row: Sequence[Any]) -> Task:
     tid, typ, program, inputs, outputs, message, step, origin, attempts, solved, h, evicted_at = row
     extra: dict[str, object] = {"n_solve_attempts": attempts, "n_solved": solved, "hash": h}
     if evicted_at is not None:

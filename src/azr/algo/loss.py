@@ -160,7 +160,7 @@ def token_logprobs(
     fused autograd function computes both and their gradient with one (N, V) temporary.
     """
     if with_entropy:
-        logp, entropy = _LogprobEntropy.apply(logits, targets)
+        logp, entropy = _LogprobEntropy.apply(logits, targets)  # type: ignore[no-untyped-call]  # untyped in torch
         return logp, entropy
     lse = torch.logsumexp(logits, dim=-1)  # (N,)
     return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - lse, None

@@ -25,6 +25,7 @@ from azr.evaluation.loaders import BenchmarkUnavailable
 from azr.evaluation.passk import mean_pass_at_k
 from azr.evaluation.report import BenchResult, EvalReport, ItemRecord
 from azr.evaluation.shortcut import shown_for
+from azr.seams import ExecutorLike
 
 Progress = Callable[[str, int, int], None]  # (bench, done, total)
 
@@ -42,7 +43,7 @@ class OracleBackend:
 def evaluate(
     backend: Any,
     tokenizer: Any,
-    executor: Any,
+    executor: ExecutorLike,
     benches: list[str],
     limit: int | None = None,
     data_dir: str | Path | None = None,

@@ -19,28 +19,18 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from azr.evaluation.oracles import NOT_NONE, expected_for, outputs_match
 from azr.evaluation.values import call_args, parse_value
-
-
-class ExecLike(Protocol):
-    """The parts of ``azr.executor.Executor`` the scorers use."""
-
-    def run_jobs(self, jobs: list[dict[str, Any]]) -> list[list[Any]]: ...
-
-    def check_abduction_many(
-        self, items: list[tuple[str, str, str]], entry: str = "f", *, literals_only: bool = True
-    ) -> list[Any]: ...
-
+from azr.seams import ExecutorLike
 
 PRELUDE = "import sys as _azr_sys\n_azr_sys.set_int_max_str_digits(0)\n"
 """Put before every reference and candidate program: Python 3.11 refuses to repr integers over 4,300 digits,
 which HumanEval/83 and /139 legitimately produce (evalplus ran on older Pythons without that limit)."""
 
 
-def run_all_inputs(executor: ExecLike, programs: list[tuple[str, CodeProblem]]) -> list[list[Any]]:
+def run_all_inputs(executor: ExecutorLike, programs: list[tuple[str, CodeProblem]]) -> list[list[Any]]:
     """Each program on every input of its problem, all calls of one program in ONE sandboxed child; the children
     of different programs spread over the executor's pool. Size limits of the executor config do not apply here
     (benchmark programs and inputs are longer than self-play ones); time and memory limits do."""
@@ -84,7 +74,7 @@ def score_output_predictions(preds: list[str | None], golds: list[str]) -> list[
 
 
 def score_input_predictions(
-    executor: ExecLike, programs: list[str], preds: list[str | None], golds: list[str]
+    executor: ExecutorLike, programs: list[str], preds: list[str | None], golds: list[str]
 ) -> list[Verdict]:
     """CRUXEval-I: run ``f(pred)`` in the sandbox for every answered item (``pred`` None: no answer) and compare
     with the gold output outside it; ``pred`` may be any argument expression (``literals_only=False``)."""
@@ -106,7 +96,7 @@ def _describe(result: Any) -> str:
 class ExpectedOutputs:
     """Expected outputs of code problems: the canonical solution's results, computed once and cached as JSON."""
 
-    def __init__(self, executor: ExecLike, cache_dir: Path | None = None) -> None:
+    def __init__(self, executor: ExecutorLike, cache_dir: Path | None = None) -> None:
         self.executor = executor
         self.cache_dir = cache_dir or _default_cache()
 
@@ -150,7 +140,7 @@ def _problem_key(problem: CodeProblem) -> str:
 
 
 def score_programs(
-    executor: ExecLike, expected: ExpectedOutputs, problems: list[CodeProblem], codes: list[str | None]
+    executor: ExecutorLike, expected: ExpectedOutputs, problems: list[CodeProblem], codes: list[str | None]
 ) -> list[Verdict]:
     """Judge each candidate program against its problem's expected outputs: pass iff every input matches."""
     gold = expected.get_many(problems)

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 from azr.evaluation import scoring_math as sm
 from azr.evaluation.loaders import BenchmarkUnavailable, Source, load_rows
-from azr.evaluation.scoring_code import ExecLike, ExpectedOutputs
+from azr.evaluation.scoring_code import ExpectedOutputs
+from azr.seams import ExecutorLike
 
 WRONG = "'azr-wrong-answer'"
 """The wrong output of ``--model oracle-wrong`` (a well-formed literal no benchmark item expects); its wrong
@@ -51,7 +52,7 @@ class PromptFn(Protocol):
 class ScoreContext:
     """What the scorers share during one evaluation: the sandbox, the expected-output cache, the math judge."""
 
-    executor: ExecLike | None
+    executor: ExecutorLike | None
     expected_cache: Path | None = None
     _expected: ExpectedOutputs | None = None
     _judge: sm.MathJudge | None = None

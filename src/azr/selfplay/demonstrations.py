@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
 
 from azr.config import SelfPlayConfig
+from azr.seams import ExecutorLike, TaskStoreLike
 from azr.tasks.prompts import demo_reply, trace_think
 from azr.types import Role, Task, TaskType
 
@@ -23,7 +23,7 @@ __all__ = ["Demonstrations"]
 class Demonstrations:
     """This phase's demonstrations per (type, role), and a cache of sandbox traces by (program, input)."""
 
-    def __init__(self, cfg: SelfPlayConfig, executor: Any) -> None:
+    def __init__(self, cfg: SelfPlayConfig, executor: ExecutorLike) -> None:
         self.cfg = cfg
         self.executor = executor
         self.phase: dict[tuple[TaskType, Role], list[Task]] = {}
@@ -33,7 +33,12 @@ class Demonstrations:
         self.phase.clear()
 
     def draw(
-        self, kind: TaskType, role: Role, avoid: Sequence[Task | None], store: Any, rng: random.Random
+        self,
+        kind: TaskType,
+        role: Role,
+        avoid: Sequence[Task | None],
+        store: TaskStoreLike,
+        rng: random.Random,
     ) -> None:
         """This phase's demonstrations for (kind, role), none of them a task of the phase (``avoid``) when the
         buffer has enough others: then every prompt of the group gets the same ones."""
@@ -46,7 +51,7 @@ class Demonstrations:
             self._trace(self.phase[kind, role])
 
     def for_task(
-        self, kind: TaskType, role: Role, task: Task | None, store: Any, rng: random.Random
+        self, kind: TaskType, role: Role, task: Task | None, store: TaskStoreLike, rng: random.Random
     ) -> list[Task]:
         """The demonstrations of a prompt about ``task`` (None: a proposal prompt); [] with ``n_shots = 0``."""
         n = self.cfg.n_shots

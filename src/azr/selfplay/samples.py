@@ -43,6 +43,13 @@ class Sample:
         return (self.task_type, self.role)
 
     @property
+    def valid_task(self) -> Task:
+        """The task of an accepted proposal or of a solve; a ValueError on a sample that has none."""
+        if self.task is None:
+            raise ValueError(f"this {self.role} sample of {self.task_type} has no task")
+        return self.task
+
+    @property
     def parser_error(self) -> bool:
         """The parser itself failed on this reply (a bug in azr, not a format failure of the model)."""
         return getattr(self.parsed, "reason", None) == ParseReason.PARSER_ERROR

@@ -41,10 +41,11 @@ from azr.safety import (
     scan_reply,
     zero_flagged,
 )
+from azr.seams import ExecutorLike, TaskStoreLike
 from azr.selfplay.demonstrations import Demonstrations
 from azr.selfplay.samples import Sample, StepResult
 from azr.selfplay.step_log import rollout_row, step_metrics
-from azr.store import TaskStore, content_hash
+from azr.store import content_hash
 from azr.tasks.parsing import parse_proposal, parse_solution
 from azr.tasks.prompts import build_prompt
 from azr.tasks.validate import score_solutions, validate_proposals
@@ -65,8 +66,8 @@ class SelfPlay:
         self,
         cfg: Config,
         backend: Backend,
-        executor: Any,
-        store: TaskStore,
+        executor: ExecutorLike,
+        store: TaskStoreLike,
         tokenizer: Any,
         seed: int,
         dist: Dist | None = None,
@@ -183,9 +184,9 @@ class SelfPlay:
         sampling = self.sampling(Role.PROPOSE, step, 0)
         completions = self._generate([p for _, p, _ in prompts], sampling, Role.PROPOSE, timings, progress)
         samples = []
-        for (kind, prompt, ref), completion in zip(prompts, completions, strict=True):
+        for (kind, prompt, shown), completion in zip(prompts, completions, strict=True):
             parsed = parse_proposal(kind, completion.text)
-            s = Sample(kind, Role.PROPOSE, prompt, completion, parsed, _ok(parsed), task=ref,
+            s = Sample(kind, Role.PROPOSE, prompt, completion, parsed, _ok(parsed), task=shown,
                        temperature=sampling.temperature)  # fmt: skip
             samples.append(s)
         return samples
@@ -205,11 +206,11 @@ class SelfPlay:
             ]
             results = validate_proposals(self.executor, kind, parsed, self.cfg, step=step)
             for s, v in zip(batch, results, strict=True):
-                s.success = v.accepted
+                s.success = v.task is not None
                 s.verdict = self._verdict(v, seen)
                 s.flags += sandbox_flags(v.reason, v.detail)
-                s.task = v.task if v.accepted else s.task
-                if v.accepted:
+                if v.task is not None:
+                    s.task = v.task
                     new_tasks.append(v.task)
         timings["execute"] = timings.get("execute", 0.0) + time.perf_counter() - t0
         return new_tasks
@@ -227,7 +228,7 @@ class SelfPlay:
             tasks = self.store.sample_for_solving(kind, self.cfg.selfplay.batch_size, step, self.rng)
             real += [(kind, t) for t in tasks]
         mc_owners = [i for i, s in enumerate(proposals) if s.success]
-        jobs = real + [(proposals[i].task_type, proposals[i].task) for i in mc_owners for _ in range(n)]
+        jobs = real + [(proposals[i].task_type, proposals[i].valid_task) for i in mc_owners for _ in range(n)]
         if self.cfg.selfplay.n_shots:
             for kind in TASK_TYPES:
                 avoid = [task for k, task in jobs if k is kind]
@@ -299,11 +300,11 @@ class SelfPlay:
             for i, group in mc_samples.items()
             if proposals[i].task_type is not TaskType.INDUCTION and not all(s.success for s in group)
         ]
-        jobs = [(proposals[i].task_type, proposals[i].task) for i in owners]
+        jobs = [(proposals[i].task_type, proposals[i].valid_task) for i in owners]
         out = []
         for i, (kind, task), text in zip(owners, jobs, self.demos.solve_replies(jobs), strict=True):
             ids = self.tokenizer.encode(text, add_special_tokens=False) if text else []
-            if not ids or len(ids) > self.cfg.rollout.max_new_tokens_solve:
+            if not text or not ids or len(ids) > self.cfg.rollout.max_new_tokens_solve:
                 continue
             # Not sampled, so no sampling log-probs; the update computes its own (batching.TrainBatch).
             reply = Completion(text, mc_samples[i][0].completion.prompt_ids, ids, [], "stop")

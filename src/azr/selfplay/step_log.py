@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from azr.store import TaskStore
+from azr.seams import TaskStoreLike
 from azr.types import GROUPS, TASK_TYPES, Role, group_name
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def _outcome(s: Sample) -> str:
     return s.verdict or ("valid" if s.success else "invalid")
 
 
-def step_metrics(samples: list[Sample], store: TaskStore, timings: dict[str, float]) -> dict[str, float]:
+def step_metrics(samples: list[Sample], store: TaskStoreLike, timings: dict[str, float]) -> dict[str, float]:
     """Per-group means and rates in the documented metric namespace (docs/metrics.md).
 
     ``samples`` are all the step's replies; replies the parser crashed on count only in ``parser_error_rate``,

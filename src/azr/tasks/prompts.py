@@ -217,7 +217,7 @@ def _render(user: str, tokenizer: Any, shots: Sequence[tuple[str, str]] = ()) ->
         for question, answer in shots:
             messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         messages.append({"role": "user", "content": user})
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
     demos = "".join(f"### Task\n{q}\n\n### Reply\n{a}\n\n" for q, a in shots)
     return f"{SYSTEM_PROMPT}\n\n{demos}### Task\n{user}\n\n### Reply\n"
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from azr.config import Config
 from azr.errors import AzrError
+from azr.seams import ExecutorLike, TaskStoreLike
 from azr.tasks.parsing import ParsedProposal, normalize_input
 from azr.tasks.validate import validate_proposals
 from azr.types import Task, TaskType
@@ -91,7 +92,7 @@ def _identity_outputs(inputs: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(repr(ast.literal_eval(i)) for i in inputs)
 
 
-def identity_seed(executor: Any = None, *, step: int = 0) -> list[Task]:
+def identity_seed(executor: ExecutorLike | None = None, *, step: int = 0) -> list[Task]:
     """The paper's bootstrap: ``def f(a): return a`` on "Hello world" as a deduction and an abduction triplet,
     plus an induction task with six varied inputs and the message "returns its input".
 
@@ -101,16 +102,17 @@ def identity_seed(executor: Any = None, *, step: int = 0) -> list[Task]:
     inputs = IDENTITY_INDUCTION_INPUTS
     if executor is not None:
         results = executor.validate_many([(IDENTITY_PROGRAM, i) for i in inputs])
-        bad = [i for i, r in zip(inputs, results, strict=True) if not r.ok]
+        values = [r.value if r.ok else None for r in results]
+        bad = [i for i, v in zip(inputs, values, strict=True) if v is None]
         if bad:
             raise AzrError(f"the executor failed the identity seed on {bad}: check `azr sandbox`")
-        outputs = tuple(r.value for r in results)
+        outputs = tuple(v for v in values if v is not None)
     else:
         outputs = _identity_outputs(inputs)
-    io = ((IDENTITY_INPUT,), (outputs[0],))
+    ins, outs = (IDENTITY_INPUT,), (outputs[0],)
     return [
-        Task(TaskType.DEDUCTION, IDENTITY_PROGRAM, *io, "", None, step, "seed"),
-        Task(TaskType.ABDUCTION, IDENTITY_PROGRAM, *io, "", None, step, "seed"),
+        Task(TaskType.DEDUCTION, IDENTITY_PROGRAM, ins, outs, "", None, step, "seed"),
+        Task(TaskType.ABDUCTION, IDENTITY_PROGRAM, ins, outs, "", None, step, "seed"),
         Task(TaskType.INDUCTION, IDENTITY_PROGRAM, inputs, outputs, IDENTITY_MESSAGE, None, step, "seed"),
     ]
 
@@ -176,8 +178,8 @@ def _proposal(row: SeedRow) -> ParsedProposal | str:
 
 
 def import_seeds(
-    executor: Any,
-    store: Any,
+    executor: ExecutorLike,
+    store: TaskStoreLike,
     path: str | Path,
     cfg: Config,
     *,
@@ -208,8 +210,8 @@ def import_seeds(
 
 
 def _import_chunk(
-    executor: Any,
-    store: Any,
+    executor: ExecutorLike,
+    store: TaskStoreLike,
     rows: list[SeedRow],
     kind: TaskType,
     cfg: Config,
@@ -247,12 +249,12 @@ def _import_chunk(
             report.duplicates += 1
 
 
-def _stored(store: Any, p: ParsedProposal) -> bool:
+def _stored(store: TaskStoreLike, p: ParsedProposal) -> bool:
     probe = [Task(k, p.program, p.inputs, ()) for k in (TaskType.DEDUCTION, TaskType.ABDUCTION)]
     return all(store.contains(t) for t in probe)
 
 
-def _fields(t: Task) -> tuple:
+def _fields(t: Task) -> tuple[str, tuple[str, ...], tuple[str, ...], str, None, int, str]:
     return (t.program, t.inputs, t.outputs, t.message, None, t.step, t.origin)
 
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from azr.config import Config
+from azr.seams import ExecutorLike
 from azr.tasks.parsing import ParsedProposal, ParsedSolution, ParseFailure, canonical_input
 from azr.tasks.prompts import split_induction
 from azr.types import Task, TaskType
@@ -92,7 +93,7 @@ def _detail(result: Any) -> str:
 
 
 def validate_proposals(
-    executor: Any,
+    executor: ExecutorLike,
     kind: TaskType,
     proposals: Sequence[ParsedProposal],
     cfg: Config,
@@ -246,7 +247,7 @@ def _induction_verdict(
 
 
 def score_solutions(
-    executor: Any,
+    executor: ExecutorLike,
     kind: TaskType,
     tasks: Sequence[Task],
     solutions: Sequence[ParsedSolution | ParseFailure | None],
@@ -266,26 +267,30 @@ def score_solutions(
     kind = TaskType(kind)
     if len(tasks) != len(solutions):
         raise ValueError(f"{len(tasks)} tasks but {len(solutions)} solutions")
-    live = [i for i, s in enumerate(solutions) if isinstance(s, ParsedSolution)]
+    answers = {i: s.answer for i, s in enumerate(solutions) if isinstance(s, ParsedSolution)}
+    live = list(answers)
     scores = [False] * len(tasks)
     if not live:
         return scores
     if kind is TaskType.DEDUCTION:
-        if literals_equal is None:
-            from azr.executor import literals_equal
+        same = literals_equal
+        if same is None:
+            from azr.executor import literals_equal as executor_equal
+
+            same = executor_equal
         for i in live:
-            scores[i] = bool(literals_equal(solutions[i].answer, tasks[i].output))  # type: ignore[union-attr]
+            scores[i] = bool(same(answers[i], tasks[i].output))
         return scores
     if kind is TaskType.ABDUCTION:
-        batch = [(tasks[i].program, solutions[i].answer, tasks[i].output) for i in live]  # type: ignore[union-attr]
-        results = executor.check_abduction_many(batch)
+        results = executor.check_abduction_many(
+            [(tasks[i].program, answers[i], tasks[i].output) for i in live]
+        )
     else:
-        batch = []
+        batch: list[tuple[str, list[str], list[str]]] = []
         for i in live:
             visible, hidden = split_induction(tasks[i], n_visible)
             hidden = hidden or visible  # a one-pair task: its only pair is the test
-            ins, outs = [x for x, _ in hidden], [y for _, y in hidden]
-            batch.append((solutions[i].answer, ins, outs))  # type: ignore[union-attr]
+            batch.append((answers[i], [x for x, _ in hidden], [y for _, y in hidden]))
         results = executor.check_induction_many(batch)
     for i, r in zip(live, results, strict=True):
         scores[i] = _status_name(r) == "OK"

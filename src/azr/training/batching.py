@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -64,7 +65,7 @@ class TrainBatch:
     def subset(self, index: Sequence[int]) -> TrainBatch:
         """The sequences ``index``, in that order, with every per-sequence field."""
 
-        def pick(values: list | None) -> list | None:
+        def pick(values: list[Any] | None) -> list[Any] | None:
             return None if values is None else [values[i] for i in index]
 
         return TrainBatch(
@@ -158,7 +159,10 @@ def micro_batch(
     width = max(len(s) for s in seqs) - skip
     ids = torch.full((len(index), width), pad_id, dtype=torch.long)  # (b, L)
     att = torch.zeros((len(index), width), dtype=torch.long)  # (b, L)
-    rows, cols, targets, lengths = [], [], [], []
+    rows: list[int] = []
+    cols: list[int] = []
+    targets: list[int] = []
+    lengths: list[int] = []
     for row, (i, seq) in enumerate(zip(index, seqs, strict=True)):
         p, c = len(batch.prompt_ids[i]), batch.completion_ids[i]
         ids[row, : len(seq) - skip] = torch.tensor(seq[skip:], dtype=torch.long)

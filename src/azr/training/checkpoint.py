@@ -76,7 +76,7 @@ def _rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     py = {
         "python": [version, list(internal), gauss],
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "numpy": [name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)],
     }
     tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -101,7 +101,12 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _write(
-    tmp: Path, step: int, trainer: Trainer, extra_state: dict, config_dict: dict, sharded: Sharded
+    tmp: Path,
+    step: int,
+    trainer: Trainer,
+    extra_state: dict[str, Any],
+    config_dict: dict[str, Any],
+    sharded: Sharded,
 ) -> None:
     weights, optimizer = sharded or (None, trainer.optimizer.state_dict())
     trainer.model.save_pretrained(tmp / "model", safe_serialization=True, state_dict=weights)
@@ -127,8 +132,8 @@ def save(
     run_dir: str | Path,
     step: int,
     trainer: Trainer,
-    extra_state: dict | None = None,
-    config_dict: dict | None = None,
+    extra_state: dict[str, Any] | None = None,
+    config_dict: dict[str, Any] | None = None,
     keep_last: int = 2,
     sharded: Sharded = None,
 ) -> Path:
@@ -206,10 +211,11 @@ def _optimizer_state(file: Path, sharded: bool) -> dict[str, Any]:
     device, and under FSDP only this rank's shard of each reaches the GPU (one whole tensor at a time), instead of
     the whole state on every GPU (61 GB for 7B). Under FSDP the file is memory-mapped, so the ranks of a machine
     share its pages instead of each reading a private copy into RAM."""
-    return torch.load(file, map_location="cpu", weights_only=True, mmap=sharded)
+    state: dict[str, Any] = torch.load(file, map_location="cpu", weights_only=True, mmap=sharded)
+    return state
 
 
-def load(path: str | Path, trainer: Trainer) -> tuple[int, dict]:
+def load(path: str | Path, trainer: Trainer) -> tuple[int, dict[str, Any]]:
     """Restore model (or adapter), optimizer, schedule and RNG states into ``trainer``; return (step, extra_state).
 
     ``trainer`` must be built the same way as the one that saved (same model architecture, LoRA setting and

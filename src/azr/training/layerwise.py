@@ -145,11 +145,16 @@ def _keep(attention_mask: torch.Tensor, head: int) -> torch.Tensor:
     return torch.cat([seen, own], dim=2)[:, None]
 
 
-@functools.cache
-def _cache_name(cls: type) -> str:
+_CACHE_NAMES: dict[type[torch.nn.Module], str] = {}
+
+
+def _cache_name(cls: type[torch.nn.Module]) -> str:
     """The decoder layer's KV-cache argument: renamed twice across transformers versions."""
-    params = inspect.signature(cls.forward).parameters
-    return next(name for name in ("cache", "past_key_values", "past_key_value") if name in params)
+    if cls not in _CACHE_NAMES:
+        params = inspect.signature(cls.forward).parameters
+        names = ("cache", "past_key_values", "past_key_value")
+        _CACHE_NAMES[cls] = next(name for name in names if name in params)
+    return _CACHE_NAMES[cls]
 
 
 def _run_layer(
@@ -169,7 +174,8 @@ def _run_layer(
             out = layer(hidden, attention_mask=None, **kwargs)
     else:
         out = layer(hidden, attention_mask=mask, **kwargs)
-    return out[0] if isinstance(out, tuple) else out
+    hidden_out: torch.Tensor = out[0] if isinstance(out, tuple) else out
+    return hidden_out
 
 
 def _head_layer(
@@ -321,4 +327,5 @@ def checkpointed_hidden(
         hidden = _checkpoint(
             _member_layer, layer, hidden, key, value, mask, cos, sin, split, plain and plain_causal
         )
-    return decoder.norm(hidden)
+    normed: torch.Tensor = decoder.norm(hidden)
+    return normed

@@ -157,7 +157,8 @@ def _weight_grad_buffer(ctx: Any) -> torch.Tensor:
         return torch.zeros_like(weight)
     if weight.grad is None:
         weight.grad = torch.zeros_like(weight)
-    return weight.grad
+    grad: torch.Tensor = weight.grad
+    return grad
 
 
 class _Running:

@@ -130,7 +130,7 @@ def activation_bytes(config: Any, cfg: Any, device: str = "cpu", weight_bytes: i
         tokens = max(tokens, cfg.training.micro_batch_tokens + r.max_prompt_tokens)
     logit_rows = max(cfg.training.micro_batch_size * reply, cfg.training.micro_batch_tokens)
     if not cfg.model.gradient_checkpointing:
-        return tokens * layers * layer_bytes(config, act) + logit_rows * vocab * 4 * 2
+        return int(tokens * layers * layer_bytes(config, act) + logit_rows * vocab * 4 * 2)
     import torch
 
     from azr.training.layerwise import kept_kv_width
@@ -140,7 +140,9 @@ def activation_bytes(config: Any, cfg: Any, device: str = "cpu", weight_bytes: i
     kept = tokens * layers * (weight_bytes * hidden + act * hidden + kv) + tokens * layer_bytes(config, act)
     # the LM head runs (rows x block) fp32 tiles; its backward holds one block's logit gradients for every row
     rows, block = head_tile(torch.device(device))
-    return kept + min(logit_rows, rows) * min(vocab, block) * 4 * 2 + logit_rows * min(vocab, block) * act
+    return int(
+        kept + min(logit_rows, rows) * min(vocab, block) * 4 * 2 + logit_rows * min(vocab, block) * act
+    )
 
 
 def available_ram() -> int | None:

@@ -12,10 +12,10 @@ if TYPE_CHECKING:
     from azr.config import ModelConfig
 
 __all__ = [
-    "adamw_impl",
     "apply_lora",
     "enable_checkpointing",
     "frozen_copy",
+    "fused_adamw",
     "resolve_device",
     "weights_checksum",
 ]
@@ -28,10 +28,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def adamw_impl(device: torch.device) -> dict[str, bool]:
+def fused_adamw(device: torch.device) -> bool | None:
     """The fused AdamW kernel on CPU and CUDA: on a 2-core CPU it steps 135M parameters about 5x faster than the
     per-parameter loop and 3x faster than ``foreach`` (which materialises whole-model temporaries)."""
-    return {"fused": True} if device.type in ("cpu", "cuda") else {}
+    return True if device.type in ("cpu", "cuda") else None  # None: torch's default
 
 
 def apply_lora(model: Any, model_cfg: ModelConfig) -> Any:

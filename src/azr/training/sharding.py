@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -86,7 +86,7 @@ class Sharded:
             unit.set_gradient_divide_factor(1.0)
             if device.type == "cpu":  # gloo has no PREMUL_SUM: a plain sum (the factor is 1 anyway)
                 unit.set_force_sum_reduction_for_comms(True)
-        self.root(lambda: None)  # FSDP picks its root at the first forward: make it this one
+        self.run(lambda: None)  # FSDP picks its root at the first forward: make it this one
         self._gather()
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -121,9 +121,10 @@ class Sharded:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         with self.update():
-            return get_model_state_dict(
+            weights = get_model_state_dict(
                 self.policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
             )
+        return cast("dict[str, torch.Tensor]", weights)
 
     def full_optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """The whole AdamW state in ``optimizer.state_dict()``'s format (keyed by index into :attr:`params`) on
@@ -131,7 +132,7 @@ class Sharded:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         with self.update():
-            full = get_optimizer_state_dict(
+            full: dict[str, Any] = get_optimizer_state_dict(
                 self.policy, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
             )
         if not full:
@@ -146,7 +147,9 @@ class Sharded:
 
         with self.update():
             result = set_model_state_dict(
-                self.policy, state, options=StateDictOptions(full_state_dict=True, strict=False)
+                self.policy,
+                cast("dict[str, Any]", state),
+                options=StateDictOptions(full_state_dict=True, strict=False),
             )
         return list(result.missing_keys), list(result.unexpected_keys)
 
@@ -155,7 +158,7 @@ class Sharded:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         names = self.names
-        full = {
+        full: dict[str, Any] = {
             "state": {names[int(i)]: s for i, s in state["state"].items()},
             "param_groups": [
                 {**g, "params": [names[int(i)] for i in g["params"]]} for g in state["param_groups"]

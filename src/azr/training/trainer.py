@@ -43,7 +43,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -55,10 +55,10 @@ from azr.precision import native_bf16, use_bf16
 from azr.training import layerwise, lm_head
 from azr.training.batching import MicroBatch, PerToken, TrainBatch, micro_batches, packed, pad, ppo_split
 from azr.training.model_setup import (
-    adamw_impl,
     apply_lora,
     enable_checkpointing,
     frozen_copy,
+    fused_adamw,
     resolve_device,
     weights_checksum,
 )
@@ -68,6 +68,8 @@ if TYPE_CHECKING:
     from azr.config import AlgorithmConfig, ModelConfig, TrainingConfig
 
 __all__ = ["METRICS", "TrainBatch", "Trainer", "constant_lr", "weights_checksum"]
+
+Stats = tuple[torch.Tensor, torch.Tensor | None]  # per-token log-probs (n,) and entropies (n,) or None
 
 
 def constant_lr(_: int) -> float:
@@ -122,8 +124,8 @@ class Trainer:
         self.algorithm = algorithm
         self.tokenizer = tokenizer
         self.device = resolve_device(training.device)
-        self.is_lora = bool(model_cfg and model_cfg.lora)
-        if self.is_lora:
+        self.is_lora = bool(model_cfg is not None and model_cfg.lora)
+        if model_cfg is not None and self.is_lora:
             model = apply_lora(model, model_cfg)
         checkpointing = bool(model_cfg and model_cfg.gradient_checkpointing)
         # Our own layer-by-layer checkpointing keeps the shared heads; HF's (the fallback) cannot keep a cache.
@@ -148,7 +150,7 @@ class Trainer:
             self.sharded.params if self.sharded else [p for p in self.model.parameters() if p.requires_grad]
         )
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=training.lr, weight_decay=training.weight_decay, **adamw_impl(self.device)
+            self.params, lr=training.lr, weight_decay=training.weight_decay, fused=fused_adamw(self.device)
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, constant_lr)
         self.updates = 0
@@ -195,18 +197,14 @@ class Trainer:
         base = model.get_base_model() if self.is_lora else model
         return base.get_decoder(), base.get_output_embeddings()
 
-    def _token_stats(
-        self, mb: MicroBatch, with_entropy: bool, model: Any = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _token_stats(self, mb: MicroBatch, with_entropy: bool, model: Any = None) -> Stats:
         """Log-probs (n,) of the reply tokens under ``softmax(logits / T)``, and their entropies (n,) when asked,
         in fp32; ``model`` defaults to the policy (under FSDP, run inside its root unit's forward)."""
         if self.sharded is not None and model is None:
-            return self.sharded.run(self._stats, mb, with_entropy, None)
+            return cast(Stats, self.sharded.run(self._stats, mb, with_entropy, None))
         return self._stats(mb, with_entropy, model)
 
-    def _stats(
-        self, mb: MicroBatch, with_entropy: bool, model: Any
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _stats(self, mb: MicroBatch, with_entropy: bool, model: Any) -> Stats:
         decoder, head = self._decoder_and_head(self.model if model is None else model)
         checkpointed = self.layerwise and torch.is_grad_enabled()
         with self._autocast():
@@ -241,7 +239,8 @@ class Trainer:
     def _hidden(decoder: Any, mb: MicroBatch) -> torch.Tensor:
         """Last hidden states (b, L, H) of ``mb.input_ids``, after the shared head when there is one."""
         if mb.prefix_ids is None:
-            return decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
+            out = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask)
+            return cast(torch.Tensor, out.last_hidden_state)
         b, width = mb.input_ids.shape
         skip = mb.prefix_ids.shape[1]
         from transformers.cache_utils import DynamicCache
@@ -251,12 +250,13 @@ class Trainer:
         cache.batch_repeat_interleave(b)
         ones = mb.attention_mask.new_ones((b, skip))
         positions = torch.arange(skip, skip + width, device=mb.input_ids.device).expand(b, width)  # (b, L)
-        return decoder(
+        out = decoder(
             input_ids=mb.input_ids,
             attention_mask=torch.cat([ones, mb.attention_mask], dim=1),  # (b, P + L)
             position_ids=positions,
             **with_cache(decoder, cache),
-        ).last_hidden_state
+        )
+        return cast(torch.Tensor, out.last_hidden_state)
 
     # ----------------------------------------------------------------- log-probs
     @torch.no_grad()
@@ -385,7 +385,7 @@ class Trainer:
     def _backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()``, then its later stages (:class:`azr.training.layerwise.StagedBackward`)."""
         staged, self._staged = self._staged, []
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch
         for stages in staged:
             stages.run()
 
