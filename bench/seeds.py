@@ -1,12 +1,14 @@
-"""The gain of one recipe over several training seeds: per-seed tables, the mean gain and its 95% interval.
+"""The gain of one recipe (or of several, an ablation) over training seeds: per-seed tables, mean gain, 95% interval.
 
     .venv/bin/python bench/seeds.py runs/learning-J runs/learning-K runs/learning-L [--data-dir DIR] [--out F]
+    .venv/bin/python bench/seeds.py default=runs/learning-J,runs/learning-K no-pg=runs/learning-L,runs/learning-M
 
-Each argument is a ``bench/learning.py`` output directory (its ``learning.json`` names the checkpoint it tested).
-For CRUXEval-O, CRUXEval-I, their items where copying the shown input/output cannot score, and the probe: each
-seed's before, after, gained, lost and McNemar p, then the mean gain over the seeds in points with a two-level
-bootstrap 95% interval (seeds, then items; :mod:`azr.evaluation.seeds`). Writes the same as JSON (default
-``seeds.json`` beside the first run).
+Each run is a ``bench/learning.py`` output directory (its ``learning.json`` names the checkpoint it tested); runs
+given as ``ARM=DIR,DIR,...`` are grouped into arms (plain directories form one arm, "runs"). For CRUXEval-O,
+CRUXEval-I, their items where copying the shown input/output cannot score, and the probe: each seed's before,
+after, gained, lost and McNemar p, then the mean gain over the seeds in points with a two-level bootstrap 95%
+interval (seeds, then items; :mod:`azr.evaluation.seeds`); with several arms, one last table of arm x benchmark.
+Writes the same as JSON (default ``seeds.json`` beside the first run).
 """
 
 from __future__ import annotations
@@ -51,23 +53,27 @@ def paired(run: Path, data_dir: str | None) -> dict[str, list[tuple[bool, bool]]
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--data-dir", default=None, help="CRUXEval file, for reports without the shown texts")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    runs = [paired(r, args.data_dir) for r in args.runs]
-    console, result = Console(), {"runs": [str(r) for r in args.runs], "benches": {}}
+def arms(specs: list[str]) -> dict[str, list[Path]]:
+    """``["a=d1,d2", "d3"]`` -> ``{"a": [d1, d2], "runs": [d3]}``, in the order given."""
+    out: dict[str, list[Path]] = {}
+    for spec in specs:
+        name, sep, dirs = spec.partition("=")
+        arm, paths = (name, dirs.split(",")) if sep else ("runs", [spec])
+        out.setdefault(arm, []).extend(Path(d) for d in paths if d)
+    return out
+
+
+def arm_tables(arm: str, dirs: list[Path], data_dir: str | None, console: Console) -> dict[str, Any]:
+    """One arm: a table per benchmark (a row per seed, the mean gain and interval as caption)."""
+    runs = [paired(r, data_dir) for r in dirs]
+    benches: dict[str, Any] = {}
     for bench in runs[0]:
         seeds = [r[bench] for r in runs if bench in r]
-        table = Table(title=bench)
+        table = Table(title=f"{arm}: {bench}")
         for col in ("run", "n", "before", "after", "gained", "lost", "p", "gain (points)"):
             table.add_column(col, justify="left" if col == "run" else "right")
         rows: list[dict[str, Any]] = []
-        for run, pairs in zip(args.runs, seeds, strict=True):
+        for run, pairs in zip([d for d, r in zip(dirs, runs, strict=True) if bench in r], seeds, strict=True):
             s = mcnemar([b for b, _ in pairs], [a for _, a in pairs])
             gain = 100.0 * (s.after - s.before) / s.n
             rows.append({"run": str(run), **asdict(s), "gain_points": gain})
@@ -78,9 +84,43 @@ def main() -> None:
             f"mean gain {g.mean:+.2f} points, 95% interval [{g.low:+.2f}, {g.high:+.2f}] ({g.n_seeds} seeds)"
         )
         console.print(table)
-        result["benches"][bench] = {"seeds": rows, "mean": g.mean, "low": g.low, "high": g.high}
-    out = args.out or args.runs[0].parent / "seeds.json"
-    atomic_write_text(out, json.dumps(result, indent=1))
+        benches[bench] = {"seeds": rows, "mean": g.mean, "low": g.low, "high": g.high, "n_seeds": g.n_seeds}
+    return benches
+
+
+def summary(result: dict[str, dict[str, Any]], console: Console) -> None:
+    """Arm x benchmark: mean gain [95% interval] (seeds)."""
+    benches = list(dict.fromkeys(b for arm in result.values() for b in arm))
+    table = Table(title="mean gain in points [95% interval] (seeds), per arm")
+    for col in ("arm", *benches):
+        table.add_column(col, justify="left" if col == "arm" else "right")
+    for arm, res in result.items():
+        cells = [
+            f"{r['mean']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}] ({r['n_seeds']})"
+            if (r := res.get(b))
+            else ""
+            for b in benches
+        ]
+        table.add_row(arm, *cells)
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("runs", nargs="+", help="DIR, or ARM=DIR,DIR,... for an arm of an ablation")
+    parser.add_argument("--data-dir", default=None, help="CRUXEval file, for reports without the shown texts")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    groups, console = arms(args.runs), Console()
+    result = {arm: arm_tables(arm, dirs, args.data_dir, console) for arm, dirs in groups.items()}
+    if len(result) > 1:
+        summary(result, console)
+    first = next(iter(groups.values()))[0]
+    out = args.out or first.parent / "seeds.json"
+    payload = {"arms": {arm: [str(d) for d in dirs] for arm, dirs in groups.items()}, "results": result}
+    atomic_write_text(out, json.dumps(payload, indent=1))
     console.print(f"wrote {out}")
 
 

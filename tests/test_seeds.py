@@ -75,8 +75,15 @@ def test_bench_seeds_end_to_end(tmp_path):
     out = tmp_path / "seeds.json"
     r = subprocess.run([sys.executable, str(bench), *runs, "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    result = json.loads(out.read_text())["benches"]
+    result = json.loads(out.read_text())["results"]["runs"]
     assert result["probe"]["mean"] == pytest.approx(30.0)  # 20 and 40 points
     assert [s["gained"] for s in result["probe"]["seeds"]] == [2, 4]
     assert result["cruxeval-o"]["mean"] == 100.0
     assert result["cruxeval-o (copy cannot score)"]["seeds"][0]["n"] == 9
+    # an ablation: each run its own arm, then the arm x benchmark table
+    r = subprocess.run([sys.executable, str(bench), f"one={runs[0]}", f"two={runs[1]}", "--out", str(out)],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    arms = json.loads(out.read_text())["results"]
+    assert [arms[a]["probe"]["mean"] for a in ("one", "two")] == [pytest.approx(20.0), pytest.approx(40.0)]
+    assert "per arm" in r.stdout and "+40.00" in r.stdout
