@@ -323,9 +323,9 @@ def test_write_json_replaces_the_file_whole(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]  # no temporary file left behind
 
 
-def test_make_probe_drops_seed_programs_and_seed_examples():
-    """The probe builder drops a task whose program is a training seed's (renamed), and a task with another
-    program that shares an input/output example with a seed."""
+def test_make_probe_drops_seed_task_programs_and_examples():
+    """The probe builder drops a task whose program is a seed task's (renamed), and a task with another
+    program that shares an input/output example with a seed task."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -333,7 +333,7 @@ def test_make_probe_drops_seed_programs_and_seed_examples():
     )
     mp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mp)
-    banned = mp.training_seed_programs("cpu-warmstart.jsonl")
+    banned = mp.seed_task_programs("cpu-warmstart.jsonl")
     plus_one = "def f(y):\n    return y + 1"  # a warm-start program, renamed
     other = "def f(n):\n    return 1 + n"
     tasks = [

@@ -223,7 +223,8 @@ def restore(run: Run, console: Console) -> None:
         rewind_metrics(run.run_dir, step)
     run.step = step
     console.print(
-        f"resumed at step {step}" + (f" from {path.name}" if path else " (no checkpoint: from the seeds)")
+        f"resumed at step {step}"
+        + (f" from {path.name}" if path else " (no checkpoint: from the seed tasks)")
     )
 
 
