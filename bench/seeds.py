@@ -56,7 +56,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--data-dir", default=None, help="CRUXEval file, for reports without the shown texts")
+    parser.add_argument(
+        "--data-dir", default=None, help="CRUXEval file, for results files without the shown texts"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     runs = [paired(r, args.data_dir) for r in args.runs]
