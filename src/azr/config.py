@@ -43,7 +43,7 @@ class ModelConfig:
     lora_alpha: int = _f(32, "LoRA alpha when lora = true.")
     gradient_checkpointing: bool = _f(
         False,
-        "Recompute activations in the backward pass to save memory (layer by layer, keeping shared prompt heads).",
+        "Recompute activations in the backward pass to save memory (layer by layer, keeping shared prefixes).",
     )
     dtype: str = _f(
         "fp32",
@@ -69,7 +69,7 @@ class RolloutConfig:
     bf16: bool = _f(True, "Decode in bfloat16 where the device supports it (hf backend).")
     num_threads: int = _f(0, "CPU threads for decoding (hf backend); 0 keeps torch's default.")
     share_prefix: bool = _f(
-        True, "Prefill a prompt head shared by several prompts once (hf: exact; vllm: its prefix cache)."
+        True, "Prefill a prompt prefix shared by several prompts once (hf: exact; vllm: its prefix cache)."
     )
     vllm_gpu_memory_utilization: float = _f(0.5, "Fraction of GPU memory vLLM may take (vllm backend).")
 
@@ -188,12 +188,12 @@ class TrainingConfig:
     micro_batch_size: int = _f(4, "Sequences per forward/backward pass; gradients accumulate over the batch.")
     micro_batch_tokens: int = _f(
         0,
-        "With share_prefix: members of one shared-head group beyond micro_batch_size join the same micro-batch "
-        "while its padded tokens after the head (rows x longest member) stay within this many, so the head runs "
+        "With share_prefix: members of one shared-prefix group beyond micro_batch_size join the same micro-batch "
+        "while its padded tokens after the prefix (rows x longest member) stay within this many, so the prefix runs "
         "once (0: micro_batch_size alone cuts).",
     )
     share_prefix: bool = _f(
-        True, "Run a prompt head shared by a micro-batch once and attend all members to it (exact)."
+        True, "Run a prompt prefix shared by a micro-batch once and attend all members to it (exact)."
     )
     bf16_autocast: bool | str = _f(
         "auto",
