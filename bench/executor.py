@@ -178,8 +178,8 @@ def bench_fork_floor(rows: list[dict]) -> tuple[float, int]:
     return len(rows) / seconds, correct
 
 
-def check_seeds(path: Path, tier: str | None) -> dict[str, object]:
-    """Run an AZR seed corpus (fields snippet, input, output) through the validator; count what it rejects."""
+def check_seed_tasks(path: Path, tier: str | None) -> dict[str, object]:
+    """Run an AZR seed tasks file (fields snippet, input, output) through the validator; count what it rejects."""
     from collections import Counter
 
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -211,10 +211,12 @@ def main() -> None:
     ap.add_argument("--subset-b", type=int, default=100, help="programs for baseline (b)")
     ap.add_argument("--tier", default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results/executor.json")
-    ap.add_argument("--seeds", type=Path, default=None, help="only validate an AZR seed corpus (JSONL)")
+    ap.add_argument(
+        "--seed-tasks", "--seeds", type=Path, default=None, help="only validate an AZR seed tasks file"
+    )
     args = ap.parse_args()
-    if args.seeds:
-        print(json.dumps(check_seeds(args.seeds, args.tier), indent=2))
+    if args.seed_tasks:
+        print(json.dumps(check_seed_tasks(args.seed_tasks, args.tier), indent=2))
         return
     rows = load(args.data)
     a_rate, a_ok = bench_reference(rows)

@@ -110,7 +110,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("runs", nargs="+", help="DIR, or ARM=DIR,DIR,... for an arm of an ablation")
-    parser.add_argument("--data-dir", default=None, help="CRUXEval file, for reports without the shown texts")
+    parser.add_argument(
+        "--data-dir", default=None, help="CRUXEval file, for results files without the shown texts"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     groups, console = arms(args.runs), Console()

@@ -4,9 +4,9 @@
 
 Setting: ``--seqs`` sequences of ``--tokens`` tokens each (``--prompt`` prompt tokens + the rest reply), random
 token ids, one full update per timed step (forward, backward, optimizer step). With ``--varied`` the reply lengths
-spread evenly around the same mean, so padding matters. With ``--shared-head N`` each group of ``--micro-batch``
+spread evenly around the same mean, so padding matters. With ``--shared-prefix N`` each group of ``--micro-batch``
 sequences starts with the same N prompt tokens, as AZR's prompts of one task type and role do (the naive step
-cannot use that; azr's trainer runs the head once per micro-batch). The engines start from the same weights and take turns
+cannot use that; azr's trainer runs the prefix once per micro-batch). The engines start from the same weights and take turns
 (round-robin, one step each per round) in this process, so load changes on a shared machine hit them alike;
 compare the ratios, not the absolute numbers. Besides wall time the table shows process CPU seconds per step,
 which stay meaningful when other jobs share the cores (use ``--threads 1`` there). tokens/s counts
@@ -19,7 +19,7 @@ Engines:
   ``torch.optim.AdamW`` with its defaults.
 - ``naive-bf16`` — the same plain step under CPU bfloat16 autocast (what the plain script gets from one
   ``torch.autocast`` line), so that azr's gain at equal precision shows too.
-- ``azr-fp32`` — ``Trainer.step`` (length-sorted micro-batches, shared prompt heads run once, LM head only on reply positions, PPO-clip with the
+- ``azr-fp32`` — ``Trainer.step`` (length-sorted micro-batches, shared prompt prefixes run once, LM head only on reply positions, PPO-clip with the
   paper's entropy bonus through a fused log-prob/entropy kernel, fused AdamW), no autocast.
 - ``azr-bf16`` — the same under CPU bfloat16 autocast (``training.bf16_autocast = true``).
 """
@@ -69,8 +69,8 @@ def make_batch(
         spread = [reply] * seqs
     prompts = [torch.randint(100, vocab, (prompt,), generator=g).tolist() for _ in range(seqs)]
     if shared:
-        heads = [torch.randint(100, vocab, (shared,), generator=g).tolist() for _ in range(0, seqs, group)]
-        prompts = [heads[i // group] + p[shared:] for i, p in enumerate(prompts)]
+        prefixes = [torch.randint(100, vocab, (shared,), generator=g).tolist() for _ in range(0, seqs, group)]
+        prompts = [prefixes[i // group] + p[shared:] for i, p in enumerate(prompts)]
     replies = [torch.randint(100, vocab, (n,), generator=g).tolist() for n in spread]
     advantages = torch.randn(seqs, generator=g).tolist()
     return TrainBatch(prompts, replies, advantages)
@@ -130,7 +130,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=384, help="tokens per sequence (prompt + reply), the mean")
     ap.add_argument("--prompt", type=int, default=128, help="prompt tokens per sequence")
     ap.add_argument(
-        "--shared-head",
+        "--shared-prefix",
+        "--shared-head",  # the old name, still accepted
         type=int,
         default=0,
         help="prompt tokens shared by each group of --micro-batch sequences",
@@ -147,7 +148,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     base, tokenizer = load_model(args.model)
     batch = make_batch(
-        len(tokenizer), args.seqs, args.tokens, args.prompt, args.varied, args.shared_head, args.micro_batch
+        len(tokenizer), args.seqs, args.tokens, args.prompt, args.varied, args.shared_prefix, args.micro_batch
     )
     real_tokens = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids, strict=True))
     steps = build_engines(base, tokenizer, batch, args)
@@ -178,7 +179,7 @@ def main() -> None:
     by_name = {r["engine"]: r for r in rows}
     naive = by_name.get("naive")
     print(f"\n{args.seqs} seqs x {args.tokens} tokens ({'varied' if args.varied else 'fixed'} lengths, "
-          f"{args.shared_head} shared head tokens), {args.threads} threads, median of {args.repeats}")  # fmt: skip
+          f"{args.shared_prefix} shared prefix tokens), {args.threads} threads, median of {args.repeats}")  # fmt: skip
     print(
         "| engine | s/step | tokens/s | vs naive | vs naive, same precision | CPU s/step | vs naive (CPU) |\n"
         "|---|---|---|---|---|---|---|"

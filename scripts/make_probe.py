@@ -4,12 +4,14 @@ proposed by the *base* model in a separate seeding run, with no human data.
 How it is made, so that it measures in-distribution skill without leaking into training:
 
 - the base model (no training) proposes with the default CPU config's prompts and sampling, but under its own
-  seed (``--seed``, never a training seed), starting from the same warm-start buffers as a training run;
+  RNG seed (``--seed``, never a run's ``training.seed``), starting from the same warm-start buffers as a training
+  run;
 - every proposal is validated by the sandbox exactly as in training (determinism, limits); the gold answers are
   the executor's;
-- a task is kept only if its program differs (after normalisation) from every training seed program (the
-  identity seed and the warm-start file) and from every program already kept, and none of its input/output
-  pairs is one of the seeds' (whatever the program: ``3 -> 4`` of ``x + 1`` is the same example as of ``1 + x``);
+- a task is kept only if its program differs (after normalisation) from every program of the seed tasks a
+  training run starts from (the identity triplet and the warm-start file) and from every program already kept,
+  and none of its input/output pairs is one of the seed tasks' (whatever the program: ``3 -> 4`` of ``x + 1`` is
+  the same example as of ``1 + x``);
 - accepted tasks also join this run's own buffers, so later proposals see them as references (as seeding does).
 
 Run it from the repository root (about 15-25 minutes on 2 cores)::
@@ -35,7 +37,7 @@ from azr.evaluation.probe import row_task
 from azr.fsutil import atomic_write_text
 from azr.loop import build
 from azr.selfplay.seeding import seed_buffers
-from azr.tasks.seeds import resolve_seed_file
+from azr.tasks.seed_tasks import resolve_seed_tasks_file
 from azr.types import TASK_TYPES, Task, TaskType
 
 CONFIG = str(DEFAULT_RECIPE)
@@ -66,11 +68,11 @@ def normalise(program: str) -> str:
     return ast.dump(tree, annotate_fields=False)
 
 
-def training_seed_programs(seed_file: str) -> set[str]:
+def seed_task_programs(seed_tasks_file: str) -> set[str]:
     """Normalised programs of every task a default training run starts from, and (as keys, see
     :func:`pair_keys`) their input/output examples."""
     rows = [{"snippet": "def f(a):\n    return a", "input": "'Hello world'", "output": "'Hello world'"}]
-    for line in resolve_seed_file(seed_file).read_text().splitlines():
+    for line in resolve_seed_tasks_file(seed_tasks_file).read_text().splitlines():
         if line.strip():
             rows.append(json.loads(line))
     banned = {normalise(r["snippet"]) for r in rows}
@@ -100,14 +102,14 @@ def record(task: Task, index: int, visible: int) -> dict[str, object]:
 
 
 def load_records(path: Path) -> list[Task]:
-    """The tasks of an existing probe file (``--extend`` adds to them under a new seed)."""
+    """The tasks of an existing probe file (``--extend`` adds to them under a new RNG seed)."""
     return [row_task(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--per-type", type=int, default=100, help="Tasks to keep per task type.")
-    ap.add_argument("--seed", type=int, default=7919, help="Sampling seed of this run (not a training seed).")
+    ap.add_argument("--seed", type=int, default=7919, help="Sampling seed of this run (not a training.seed).")
     ap.add_argument("--batch", type=int, default=16, help="Proposals per type per round.")
     ap.add_argument("--minutes", type=float, default=30.0, help="Stop after this much wall time.")
     ap.add_argument("--out", default="src/azr/data/probe.jsonl")
@@ -116,7 +118,7 @@ def main() -> int:
     args = ap.parse_args()
 
     cfg = load(CONFIG, [f"training.seed={args.seed}", "logging.progress=false"])
-    banned = training_seed_programs(cfg.selfplay.seed_file)
+    banned = seed_task_programs(cfg.selfplay.seed_tasks_file)
     if args.filter_only:
         tasks = deduplicate(load_records(Path(args.out)), banned)
         return write(Path(args.out), tasks, cfg.selfplay.induction_visible, Console())

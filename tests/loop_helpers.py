@@ -28,7 +28,7 @@ def cfg_for(model_dir, steps: int, save_every: int = 1):
                 "batch_size": 2,
                 "n_mc_rollouts": 2,
                 "n_references": 2,
-                "n_seed": 2,
+                "n_seed_tasks": 2,
                 "induction_min_valid": 6,
             },
             "rollout": {
@@ -70,8 +70,8 @@ batch_size = 2
 n_mc_rollouts = 2
 n_references = 1
 n_shots = 1
-n_seed = 4
-seed_file = "cpu-warmstart.jsonl"
+n_seed_tasks = 4
+seed_tasks_file = "cpu-warmstart.jsonl"
 [executor]
 workers = 2
 [training]

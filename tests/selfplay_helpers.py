@@ -49,8 +49,8 @@ def make_cfg(**sections) -> Config:
 
 
 def seeded_store(tmp_path, executor) -> TaskStore:
-    from azr.tasks.seeds import identity_seed
+    from azr.tasks.seed_tasks import identity_seed_tasks
 
     store = TaskStore(tmp_path / "tasks.sqlite")
-    store.add_tasks(identity_seed(executor), 0)
+    store.add_tasks(identity_seed_tasks(executor), 0)
     return store

@@ -1,5 +1,5 @@
-"""``azr compare``: the exact McNemar test (hand-derived values), pairing of two eval reports by item id, the
-command end to end, and its one-line errors."""
+"""``azr compare``: the exact McNemar test (hand-derived values), pairing of two eval results files by item id,
+the command end to end, and its one-line errors."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from azr.cli import main
 from azr.errors import AzrError
-from azr.evaluation.compare import compare_reports, mcnemar, mcnemar_p
-from azr.evaluation.report import BenchResult, EvalReport, ItemRecord
+from azr.evaluation.compare import compare_results, mcnemar, mcnemar_p
+from azr.evaluation.results import BenchResult, EvalResults, ItemRecord
 
 
 def test_mcnemar_hand_derived():
@@ -56,26 +56,28 @@ def test_mcnemar_p_is_symmetric_and_a_probability(b, c):
     )
 
 
-def _report(bench: str, verdicts: dict[str, bool], **meta: object) -> EvalReport:
-    """A report as ``azr eval`` builds it: one record per item, one result per benchmark."""
-    report = EvalReport(meta={"shots": 2, "demo_sha256": "abc", "samples": 1, "max_new_tokens": {bench: 96}})
-    report.meta.update(meta)
+def _results(bench: str, verdicts: dict[str, bool], **meta: object) -> EvalResults:
+    """Results as ``azr eval`` builds them: one record per item, one result per benchmark."""
+    results = EvalResults(
+        meta={"shots": 2, "demo_sha256": "abc", "samples": 1, "max_new_tokens": {bench: 96}}
+    )
+    results.meta.update(meta)
     shown = {"shown": "s", "copy_can_score": False} if bench.startswith("cruxeval") else {}
     for item, ok in verdicts.items():
-        report.records.append(ItemRecord(bench, item, "g", ["r"], ["x"], [ok], [""], **shown))
+        results.records.append(ItemRecord(bench, item, "g", ["r"], ["x"], [ok], [""], **shown))
     score = sum(verdicts.values()) / len(verdicts)
-    report.results[bench] = BenchResult(bench, score, len(verdicts), 1, {1: score}, 0.0)
-    return report
+    results.results[bench] = BenchResult(bench, score, len(verdicts), 1, {1: score}, 0.0)
+    return results
 
 
-def _write(tmp_path: Path, name: str, report: EvalReport) -> str:
-    return str(report.write_json(tmp_path / name))
+def _write(tmp_path: Path, name: str, results: EvalResults) -> str:
+    return str(results.write_json(tmp_path / name))
 
 
 def test_compare_pairs_by_id_and_reports_flips(tmp_path, capsys):
     """A: items 0-1 right; B: item 0 lost, items 2-7 gained. Records in a different order still pair by id."""
-    a = _report("cruxeval-o", {f"s{i}": i < 2 for i in range(8)})
-    b = _report("cruxeval-o", {f"s{i}": i != 0 for i in reversed(range(8))})
+    a = _results("cruxeval-o", {f"s{i}": i < 2 for i in range(8)})
+    b = _results("cruxeval-o", {f"s{i}": i != 0 for i in reversed(range(8))})
     out = tmp_path / "cmp" / "result.json"
     argv = ["compare", _write(tmp_path, "a.json", a), _write(tmp_path, "b.json", b), "--json", str(out)]
     assert main(argv) == 0
@@ -89,13 +91,15 @@ def test_compare_pairs_by_id_and_reports_flips(tmp_path, capsys):
 
 def test_a_benchmark_with_parts_pairs_the_records_of_its_parts():
     """``probe`` records are stored under ``probe/<type>``; the whole pairs all of them."""
-    a, b = EvalReport(), EvalReport()
-    for report, right in ((a, {"d1"}), (b, {"d1", "a1", "a2"})):
+    a, b = EvalResults(), EvalResults()
+    for results, right in ((a, {"d1"}), (b, {"d1", "a1", "a2"})):
         for part, item in (("deduction", "d1"), ("abduction", "a1"), ("abduction", "a2")):
-            report.records.append(ItemRecord(f"probe/{part}", item, "g", ["r"], ["x"], [item in right], [""]))
+            results.records.append(
+                ItemRecord(f"probe/{part}", item, "g", ["r"], ["x"], [item in right], [""])
+            )
         for name in ("probe", "probe/abduction"):
-            report.results[name] = BenchResult(name, 0.0, 0, 1, {1: 0.0}, 0.0)
-    result = compare_reports(a.to_dict(), b.to_dict())
+            results.results[name] = BenchResult(name, 0.0, 0, 1, {1: 0.0}, 0.0)
+    result = compare_results(a.to_dict(), b.to_dict())
     assert [(c.bench, c.stats.n, c.stats.gained) for c in result.benches] == [
         ("probe", 3, 2),
         ("probe/abduction", 2, 2),
@@ -103,17 +107,17 @@ def test_a_benchmark_with_parts_pairs_the_records_of_its_parts():
 
 
 def test_unpaired_items_are_dropped_with_a_warning(tmp_path, capsys):
-    a = _report("mbpp+", {"m1": True, "m2": False, "m3": True})
-    b = _report("mbpp+", {"m2": True, "m3": True, "m4": False}, shots=0, max_new_tokens={"mbpp+": 768})
+    a = _results("mbpp+", {"m1": True, "m2": False, "m3": True})
+    b = _results("mbpp+", {"m2": True, "m3": True, "m4": False}, shots=0, max_new_tokens={"mbpp+": 768})
     assert main(["compare", _write(tmp_path, "a.json", a), _write(tmp_path, "b.json", b)]) == 0
     err = capsys.readouterr().err
-    assert "mbpp+: 2 items are in only one report and were dropped (2 paired)" in err
+    assert "mbpp+: 2 items are in only one results file and were dropped (2 paired)" in err
     assert "differ in shots (2 vs 0)" in err and "differ in max_new_tokens (96 vs 768)" in err
-    result = compare_reports(a.to_dict(), b.to_dict())
+    result = compare_results(a.to_dict(), b.to_dict())
     assert result.benches[0].gained_ids == ["m2"] and result.benches[0].stats.n == 2
 
 
-def test_compare_real_eval_reports(tmp_path, shared_data, capsys):
+def test_compare_real_eval_results_files(tmp_path, shared_data, capsys):
     """``azr eval --json`` of the gold and the wrong oracle: all 3 items lost, p = 2 / 2^3 = 0.25."""
     paths = []
     for model in ("oracle", "oracle-wrong"):
@@ -129,27 +133,27 @@ def test_compare_real_eval_reports(tmp_path, shared_data, capsys):
 
 
 def test_compare_errors_are_one_line(tmp_path, capsys):
-    good = _write(tmp_path, "a.json", _report("cruxeval-o", {"s1": True}))
-    other = _write(tmp_path, "o.json", _report("gsm8k", {"g1": True}))
+    good = _write(tmp_path, "a.json", _results("cruxeval-o", {"s1": True}))
+    other = _write(tmp_path, "o.json", _results("gsm8k", {"g1": True}))
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "list.json").write_text("[1, 2]")
     cases = [
         ([good, str(tmp_path / "missing.json")], "no such file"),
         ([good, str(tmp_path / "bad.json")], "not valid JSON"),
-        ([good, str(tmp_path / "list.json")], "not an eval report"),
+        ([good, str(tmp_path / "list.json")], "not an eval results file"),
         ([good, other], "share no benchmark"),
     ]
     for paths, message in cases:
         assert main(["compare", *paths]) == 2
         err = capsys.readouterr().err
         assert message in err and err.startswith("azr compare: error:") and err.count("\n") == 1
-    disjoint = _report("cruxeval-o", {"s9": True})
-    with pytest.raises(AzrError, match="no benchmark has items in both reports"):
-        compare_reports(json.loads(Path(good).read_text()), disjoint.to_dict())
+    disjoint = _results("cruxeval-o", {"s9": True})
+    with pytest.raises(AzrError, match="no benchmark has items in both results files"):
+        compare_results(json.loads(Path(good).read_text()), disjoint.to_dict())
 
 
-def _crux_report(bench: str, rows: list[tuple[str, str, str, bool]], with_shown: bool = True) -> dict:
-    """A CRUXEval report: per item (shown text, gold answer, the greedy answer, right or not)."""
+def _crux_results(bench: str, rows: list[tuple[str, str, str, bool]], with_shown: bool = True) -> dict:
+    """CRUXEval results: per item (shown text, gold answer, the greedy answer, right or not)."""
     records = []
     for i, (shown, gold, answer, right) in enumerate(rows):
         rec = ItemRecord(bench, str(i), gold, [answer], [answer], [right], [""])
@@ -174,21 +178,21 @@ def test_shortcut_accounting_on_a_crafted_pair():
     gold = ["[1]", "'a'", "[3, 2]", "6", "'yx'", "3"]
     before = [("[1]", True), ("'a'", True), ("[2,3]", False), ("6", True), ("'z'", False), ("0", False)]
     after = [("[1]", True), ("'a'", True), ("[2, 3]", False), ("5", False), ("'xy'", False), ("3", True)]
-    a = _crux_report("cruxeval-o", [(s, g, x, r) for s, g, (x, r) in zip(shown, gold, before, strict=True)])
-    b = _crux_report("cruxeval-o", [(s, g, x, r) for s, g, (x, r) in zip(shown, gold, after, strict=True)])
-    (c,) = compare_reports(a, b).benches
+    a = _crux_results("cruxeval-o", [(s, g, x, r) for s, g, (x, r) in zip(shown, gold, before, strict=True)])
+    b = _crux_results("cruxeval-o", [(s, g, x, r) for s, g, (x, r) in zip(shown, gold, after, strict=True)])
+    (c,) = compare_results(a, b).benches
     assert c.copy is not None
     assert (c.copy.copies_before, c.copy.copies_after, c.copy.copy_baseline) == (3, 5, 2)
     s = c.copy.no_copy
     assert (s.n, s.before, s.after, s.gained, s.lost, s.p_value) == (4, 1, 1, 1, 1, 1.0)
-    table = compare_reports(a, b).table()
+    table = compare_results(a, b).table()
     assert "cruxeval-o (copy cannot score)" in table and "copy the shown input: 3 -> 5 of 6" in table
 
 
 def test_shortcut_accounting_needs_what_the_prompts_show(tmp_path):
-    """Old reports without the shown texts: a warning, no accounting; other benchmarks never get one."""
+    """Old results files without the shown texts: a warning, no accounting; other benchmarks never get one."""
     rows = [("1", "2", "1", False), ("3", "3", "3", True)]
-    a = _crux_report("cruxeval-i", rows, with_shown=False)
-    result = compare_reports(a, a)
+    a = _crux_results("cruxeval-i", rows, with_shown=False)
+    result = compare_results(a, a)
     assert result.benches[0].copy is None
     assert any("no shortcut accounting" in w and "--data-dir" in w for w in result.warnings)

@@ -78,7 +78,7 @@ def test_int_is_accepted_for_float():
         ("algorithm.kl_coef=-0.1", "algorithm.kl_coef"),
         ("algorithm.solve_nll_coef=-1", "algorithm.solve_nll_coef"),
         ("algorithm.trace_nll_coef=1", "algorithm.trace_nll_coef"),
-        ("selfplay.buffer_cap=3", "selfplay.buffer_cap"),  # below n_seed (16): seeding could never finish
+        ("selfplay.buffer_cap=3", "selfplay.buffer_cap"),  # < n_seed_tasks (16): seeding could not finish
         ("training.steps", "--section.field=value"),
     ],
 )
@@ -86,6 +86,44 @@ def test_bad_overrides_name_the_key(override, needle):
     with pytest.raises(C.ConfigError) as e:
         C.load(None, [override])
     assert needle in str(e.value)
+
+
+OLD_SEED_TASK_KEYS = '[selfplay]\nn_seed = 5\nseed_file = "warm.jsonl"\nmax_seed_rounds = 2\n'
+
+
+def test_a_run_directory_with_the_old_seed_task_keys_still_resumes(tmp_path):
+    """Runs started before selfplay.n_seed, seed_file and max_seed_rounds were renamed hold a config.toml with
+    the old keys: `azr train --resume` loads it (one warning per old key) and writes the new names back."""
+    from azr.loop import CONFIG_FILE, prepare_config
+
+    (tmp_path / CONFIG_FILE).write_text(OLD_SEED_TASK_KEYS)
+    with pytest.warns(FutureWarning) as caught:
+        cfg = prepare_config(None, [], tmp_path, resume=True)
+    sp = cfg.selfplay
+    assert (sp.n_seed_tasks, sp.seed_tasks_file, sp.max_seeding_rounds) == (5, "warm.jsonl", 2)
+    assert sorted(str(w.message) for w in caught) == [
+        f"config key {old} is now {new}" for old, new in sorted(C.RENAMED_KEYS.items())
+    ]
+    assert "n_seed_tasks = 5" in C.to_toml(cfg) and "n_seed =" not in C.to_toml(cfg)
+
+
+def test_an_override_with_an_old_key_still_works():
+    with pytest.warns(FutureWarning) as caught:
+        cfg = C.load(C.DEFAULT_RECIPE, ["--selfplay.max_seed_rounds=7", "selfplay.n_seed=32"])
+    assert (cfg.selfplay.max_seeding_rounds, cfg.selfplay.n_seed_tasks) == (7, 32)
+    assert [str(w.message).split()[-1] for w in caught] == [
+        "selfplay.max_seeding_rounds",
+        "selfplay.n_seed_tasks",
+    ]
+
+
+def test_a_key_named_by_its_old_and_new_name_is_an_error(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("[selfplay]\nn_seed = 5\nn_seed_tasks = 6\n")
+    with pytest.raises(C.ConfigError, match=r"selfplay\.n_seed and selfplay\.n_seed_tasks"):
+        C.load(path)
+    with pytest.raises(C.ConfigError, match=r"keep selfplay\.seed_tasks_file"):
+        C.load(None, ["selfplay.seed_tasks_file=a.jsonl", "selfplay.seed_file=b.jsonl"])
 
 
 def test_bad_toml_file(tmp_path):

@@ -1,6 +1,6 @@
 """``evaluate`` end to end: every benchmark's scoring path with a scripted backend and the real sandbox, the
-gold/wrong oracles, pass@k with samples, the report, and the ``azr eval`` command; the demonstrations (shots),
-CRUXEval-I by execution and the probe. Benchmark files come from ../shared/data/benchmarks (never copied into the
+gold/wrong oracles, pass@k with samples, the results file, and the ``azr eval`` command; the demonstrations
+(shots), CRUXEval-I by execution and the probe. Benchmark files come from ../shared/data/benchmarks (never copied into the
 repository); the probe runs on tests/fixtures/probe-fixture.jsonl."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from azr.evaluation import BENCHMARKS, EvalReport, OracleBackend, evaluate, probe
+from azr.evaluation import BENCHMARKS, EvalResults, OracleBackend, evaluate, probe
 from azr.evaluation import templates as tpl
 from azr.evaluation.benchmarks import Item, ScoreContext, crux_input_answer, resolve
 from azr.evaluation.demos import DEMO_FILE, first_demos, load_demos
@@ -72,20 +72,20 @@ def test_scripted_backend_scores_every_benchmark(bench, executor, cache, data_di
     backend = _scripted(bench, items)
     # without a tokenizer the scripted backend counts UTF-8 bytes as tokens: give room for the longest reply
     kw = {"data_dir": data_dir, "expected_cache": cache, "max_new_tokens": 4096}
-    report = evaluate(backend, None, executor, [bench], limit=3, **kw)
-    records = [r for r in report.records if r.bench == bench]
+    evaluation = evaluate(backend, None, executor, [bench], limit=3, **kw)
+    records = [r for r in evaluation.records if r.bench == bench]
     assert [r.correct for r in records] == [[True], [False], [False]], [r.details for r in records]
-    assert report.summary() == {bench: {"score": pytest.approx(1 / 3), "n": 3}}
+    assert evaluation.summary() == {bench: {"score": pytest.approx(1 / 3), "n": 3}}
     assert len(backend.calls) == 3
 
 
 @pytest.mark.parametrize("wrong", [False, True])
 def test_oracle_gold_scores_100_and_wrong_scores_0(wrong, executor, cache, data_dir):
-    report = evaluate(
+    evaluation = evaluate(
         OracleBackend(wrong), None, executor, LOCAL, limit=4, data_dir=data_dir, expected_cache=cache
     )
-    assert set(report.results) == set(LOCAL)
-    assert all(r.score == (0.0 if wrong else 1.0) for r in report.results.values()), report.table()
+    assert set(evaluation.results) == set(LOCAL)
+    assert all(r.score == (0.0 if wrong else 1.0) for r in evaluation.results.values()), evaluation.table()
 
 
 def test_samples_give_unbiased_pass_at_k(executor, cache, data_dir):
@@ -94,17 +94,17 @@ def test_samples_give_unbiased_pass_at_k(executor, cache, data_dir):
     gold = {BENCHMARKS["cruxeval-o"].prompt(it, None): it.data["output"] for it in items}
     turn = iter(range(1000))
     backend = ScriptedBackend(lambda p: f"<answer>{gold[p] if next(turn) % 2 == 0 else 'None'}</answer>")
-    report = evaluate(backend, None, executor, ["cruxeval-o"], limit=2, data_dir=data_dir, samples=2)
-    result = report.results["cruxeval-o"]
+    evaluation = evaluate(backend, None, executor, ["cruxeval-o"], limit=2, data_dir=data_dir, samples=2)
+    result = evaluation.results["cruxeval-o"]
     assert result.pass_at == {1: pytest.approx(0.5), 2: pytest.approx(1.0)}
-    assert report.metrics() == {"eval/cruxeval-o": 0.5, "eval/cruxeval-o/pass@2": 1.0}
+    assert evaluation.metrics() == {"eval/cruxeval-o": 0.5, "eval/cruxeval-o/pass@2": 1.0}
 
 
 def test_unavailable_benchmarks_are_skipped_with_a_reason(executor, tmp_path):
-    report = evaluate(OracleBackend(), None, executor, ["gsm8k", "livecodebench"], data_dir=tmp_path)
-    assert not report.results
-    assert "no file matching" in report.skipped["gsm8k"]
-    assert report.skipped["livecodebench"]
+    evaluation = evaluate(OracleBackend(), None, executor, ["gsm8k", "livecodebench"], data_dir=tmp_path)
+    assert not evaluation.results
+    assert "no file matching" in evaluation.skipped["gsm8k"]
+    assert evaluation.skipped["livecodebench"]
     with pytest.raises(ValueError, match="unknown benchmark"):
         resolve(["nope"])
 
@@ -201,11 +201,11 @@ def test_shots_reach_the_backend_and_the_meta(executor, cache, data_dir):
     items = BENCHMARKS["cruxeval-o"].load(data_dir, 2)
     backend = ScriptedBackend(lambda p: "<answer>\n```output\n0\n```\n</answer>")
     benches = ["cruxeval-o", "mbpp+", "probe", "gsm8k"]
-    report = evaluate(
+    evaluation = evaluate(
         backend, None, executor, benches, limit=2, data_dir=data_dir, expected_cache=cache, shots=2
     )
     assert backend.calls[:2] == [BENCHMARKS["cruxeval-o"].prompt(it, None, 2) for it in items]
-    meta = report.meta
+    meta = evaluation.meta
     assert meta["shots"] == 2 and meta["demo_file"] == "demos.jsonl"
     assert meta["demo_sha256"] == hashlib.sha256(DEMO_FILE.read_bytes()).hexdigest()
     assert meta["demo_ids"]["cruxeval-o"] == ["demo-deduction-1", "demo-deduction-2"]
@@ -263,13 +263,13 @@ def test_crux_input_answer_reading():
 def test_cruxeval_i_oracle_on_all_800(wrong, executor, data_dir):
     """Every gold input scores, the 13 expression inputs included (``''.join(['A'] * 20)``, ``dict(e=1)``,
     the program's own globals, the empty call); the wrong oracle's ``None`` almost never does."""
-    report = evaluate(OracleBackend(wrong), None, executor, ["cruxeval-i"], data_dir=data_dir)
-    result = report.results["cruxeval-i"]
+    evaluation = evaluate(OracleBackend(wrong), None, executor, ["cruxeval-i"], data_dir=data_dir)
+    result = evaluation.results["cruxeval-i"]
     assert result.n_items == 800
     if wrong:
         assert result.score < 0.01
     else:
-        assert result.score == 1.0, [r.details for r in report.records if not r.correct[0]][:5]
+        assert result.score == 1.0, [r.details for r in evaluation.records if not r.correct[0]][:5]
 
 
 # ---- the probe ------------------------------------------------------------------------------------------------
@@ -277,12 +277,12 @@ def test_cruxeval_i_oracle_on_all_800(wrong, executor, data_dir):
 
 @pytest.mark.parametrize("wrong", [False, True])
 def test_probe_oracle_scores_all_or_nothing_per_type(wrong, executor):
-    report = evaluate(OracleBackend(wrong), None, executor, ["probe"], data_dir=FIXTURES, shots=2)
+    evaluation = evaluate(OracleBackend(wrong), None, executor, ["probe"], data_dir=FIXTURES, shots=2)
     expected = 0.0 if wrong else 1.0
-    assert list(report.results) == ["probe", "probe/deduction", "probe/abduction", "probe/induction"]
-    assert {b: r.score for b, r in report.results.items()} == dict.fromkeys(report.results, expected)
-    assert report.results["probe"].n_items == 6
-    assert [(r.bench, r.id) for r in report.records[:2]] == [
+    assert list(evaluation.results) == ["probe", "probe/deduction", "probe/abduction", "probe/induction"]
+    assert {b: r.score for b, r in evaluation.results.items()} == dict.fromkeys(evaluation.results, expected)
+    assert evaluation.results["probe"].n_items == 6
+    assert [(r.bench, r.id) for r in evaluation.records[:2]] == [
         ("probe/deduction", "probe-deduction-0001"),
         ("probe/deduction", "probe-deduction-0002"),
     ]
@@ -309,23 +309,23 @@ def test_probe_prompts_and_scorer_are_the_training_ones(executor):
 
 def test_probe_without_its_file_is_skipped_with_a_reason(executor, tmp_path, monkeypatch):
     monkeypatch.setattr(probe, "PROBE_FILE", tmp_path / "absent.jsonl")
-    report = evaluate(OracleBackend(), None, executor, ["probe"], data_dir=tmp_path)
-    assert not report.results and "scripts/make_probe.py" in report.skipped["probe"]
+    evaluation = evaluate(OracleBackend(), None, executor, ["probe"], data_dir=tmp_path)
+    assert not evaluation.results and "scripts/make_probe.py" in evaluation.skipped["probe"]
 
 
 def test_write_json_replaces_the_file_whole(tmp_path):
-    report = EvalReport(meta={"shots": 2})
+    evaluation = EvalResults(meta={"shots": 2})
     path = tmp_path / "out" / "run.json"
     path.parent.mkdir()
     path.write_text("old")
-    assert report.write_json(path) == path
+    assert evaluation.write_json(path) == path
     assert json.loads(path.read_text())["meta"] == {"shots": 2}
     assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]  # no temporary file left behind
 
 
-def test_make_probe_drops_seed_programs_and_seed_examples():
-    """The probe builder drops a task whose program is a training seed's (renamed), and a task with another
-    program that shares an input/output example with a seed."""
+def test_make_probe_drops_seed_task_programs_and_examples():
+    """The probe builder drops a task whose program is a seed task's (renamed), and a task with another
+    program that shares an input/output example with a seed task."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -333,7 +333,7 @@ def test_make_probe_drops_seed_programs_and_seed_examples():
     )
     mp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mp)
-    banned = mp.training_seed_programs("cpu-warmstart.jsonl")
+    banned = mp.seed_task_programs("cpu-warmstart.jsonl")
     plus_one = "def f(y):\n    return y + 1"  # a warm-start program, renamed
     other = "def f(n):\n    return 1 + n"
     tasks = [

@@ -34,20 +34,20 @@ def test_forward_flops_match_torch_counter(tiny):
     assert counted["attention"] * (n + 1) / (2 * n) == attention
 
 
-def test_generation_work_shares_heads_and_skips_duplicates():
-    head = list(range(100, 120))  # 20 shared tokens: over azr.prefix's 16-token minimum
-    a, b, alone = [*head, 1, 2], [*head, 3], [7, 8, 9]
+def test_generation_work_shares_prefixes_and_skips_duplicates():
+    prefix = list(range(100, 120))  # 20 shared tokens: over azr.prefix's 16-token minimum
+    a, b, alone = [*prefix, 1, 2], [*prefix, 3], [7, 8, 9]
     prefill, decode = generation_work([a, b, a, alone], [3, 1, 0, 2])
-    # the head once, then a's 2 tokens, b's 1 and the loner's 3; `a` twice is prefilled once
+    # the prefix once, then a's 2 tokens, b's 1 and the loner's 3; `a` twice is prefilled once
     assert prefill.tokens == 20 + 2 + 1 + 3 and prefill.logit_tokens == 3
-    head_ctx = 20 * 21 // 2
-    assert prefill.context == head_ctx + (21 + 22) + 21 + (1 + 2 + 3)
+    prefix_ctx = 20 * 21 // 2
+    assert prefill.context == prefix_ctx + (21 + 22) + 21 + (1 + 2 + 3)
     # decoding: every generated token but the first; contexts continue after each prompt
     assert decode == Work(2 + 0 + 0 + 1, (23 + 24) + 4, 3)
 
 
 def test_update_work_counts_replies_as_logits():
     assert update_work([[1, 2, 3]], [2]) == Work(5, 15, 2)
-    head = list(range(50, 70))
-    shared = update_work([[*head, 1], [*head, 2]], [1, 1])
+    prefix = list(range(50, 70))
+    shared = update_work([[*prefix, 1], [*prefix, 2]], [1, 1])
     assert shared.tokens == 20 + 2 + 2 and shared.logit_tokens == 2

@@ -147,7 +147,7 @@ def test_azr_train_and_eval_end_to_end_on_cuda(tmp_path):
                          "--device", "cuda"], capture_output=True, text=True, timeout=600)  # fmt: skip
     assert ev.returncode in (0, 1), ev.stderr[-2000:]  # 1: no result scored, not a crash
     tr = subprocess.run([*common, "train", "--model", str(tmp_path / "m"), "--steps", "1", "--run-dir",
-                         str(tmp_path / "run"), "--training.device=cuda", "--selfplay.n_seed=2",
+                         str(tmp_path / "run"), "--training.device=cuda", "--selfplay.n_seed_tasks=2",
                          "--rollout.max_new_tokens_propose=32", "--rollout.max_new_tokens_solve=16"],
                         capture_output=True, text=True, timeout=600)  # fmt: skip
     assert tr.returncode == 0, tr.stderr[-2000:]

@@ -19,24 +19,24 @@ def learning():
     return module
 
 
-def _report(bench: str, verdicts: list[bool], score: float | None = None) -> dict:
+def _results(bench: str, verdicts: list[bool], score: float | None = None) -> dict:
     records = [{"bench": bench, "id": f"i{k}", "correct": [v]} for k, v in enumerate(verdicts)]
     score = sum(verdicts) / len(verdicts) if score is None else score
     return {"results": {bench: {"score": score}}, "records": records}
 
 
 def test_compare_pairs_items_by_id_and_runs_mcnemar(learning):
-    base = _report("probe", [False] * 7 + [True] * 3)
+    base = _results("probe", [False] * 7 + [True] * 3)
     # 6 gained (i0..i5), 1 lost (i7): exact two-sided p = 2 * (1 + 7) / 128
-    final = _report("probe", [True] * 6 + [False, False, True, True])
+    final = _results("probe", [True] * 6 + [False, False, True, True])
     row = learning.compare(base, final)["probe"]
     assert (row["n"], row["before"], row["after"], row["gained"], row["lost"]) == (10, 3, 8, 6, 1)
     assert row["p_value"] == pytest.approx(0.125)
 
 
 def test_compare_skips_benchmarks_missing_in_one_run(learning):
-    base = _report("cruxeval-o", [True, False])
-    final = _report("probe", [True, True])
+    base = _results("cruxeval-o", [True, False])
+    final = _results("probe", [True, True])
     assert learning.compare(base, final) == {}
 
 
@@ -51,8 +51,8 @@ def test_in_loop_means_first_and_last_steps(learning, tmp_path):
 def test_curve_starts_at_the_base_model(learning, tmp_path):
     evals = tmp_path / "evals"
     evals.mkdir()
-    (evals / "base.json").write_text(json.dumps(_report("probe", [True, False])))
-    (evals / "step-000010.json").write_text(json.dumps(_report("probe", [True, True])))
+    (evals / "base.json").write_text(json.dumps(_results("probe", [True, False])))
+    (evals / "step-000010.json").write_text(json.dumps(_results("probe", [True, True])))
     assert learning.curve(tmp_path, [10, 20]) == {"probe": [(0, 0.5), (10, 1.0)]}
 
 
@@ -72,11 +72,11 @@ def test_select_takes_the_best_probe_checkpoint_earliest_on_a_tie(learning):
 def test_load_eval_merges_the_cruxeval_file_of_a_checkpoint(learning, tmp_path):
     evals = tmp_path / "evals"
     evals.mkdir()
-    (evals / "step-000010.json").write_text(json.dumps(_report("probe", [True, False])))
-    (evals / "step-000010-cruxeval.json").write_text(json.dumps(_report("cruxeval-o", [False])))
+    (evals / "step-000010.json").write_text(json.dumps(_results("probe", [True, False])))
+    (evals / "step-000010-cruxeval.json").write_text(json.dumps(_results("cruxeval-o", [False])))
     merged = learning.load_eval(tmp_path, 10)
     assert set(merged["results"]) == {"probe", "cruxeval-o"}
     assert [r["bench"] for r in merged["records"]] == ["probe", "probe", "cruxeval-o"]
     assert learning.load_eval(tmp_path, 20) is None
-    base = _report("cruxeval-o", [True])
+    base = _results("cruxeval-o", [True])
     assert learning.compare(base, merged)["cruxeval-o"]["lost"] == 1

@@ -1,4 +1,4 @@
-"""Grouping token sequences by a shared head (azr.prefix): a partition, the heads really are shared, and the
+"""Grouping token sequences by a shared prefix (azr.prefix): a partition, the prefixes really are shared, and the
 saving is the best a brute force finds on small inputs."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_groups_partition_and_share_their_prefix(seqs, keep):
 
 
 def best_runs_by_brute_force(seqs, keep: int) -> int:
-    """Every way to cut the sorted sequences into consecutive runs: the most tokens a shared head saves."""
+    """Every way to cut the sorted sequences into consecutive runs: the most tokens a shared prefix saves."""
     ordered = sorted(seqs)
     n, best = len(ordered), 0
     for cuts in itertools.product((False, True), repeat=n - 1):
@@ -61,12 +61,12 @@ def test_saving_is_the_best_cut_of_the_sorted_order(seqs):
 
 
 def test_prompts_of_two_kinds_form_two_groups():
-    head_a, head_b = [1] * 30, [2] * 30
-    seqs = [[*head_a, 5, 6], [*head_b, 7], [*head_a, 8], [*head_b, 9, 9], [3, 3]]
+    prefix_a, prefix_b = [1] * 30, [2] * 30
+    seqs = [[*prefix_a, 5, 6], [*prefix_b, 7], [*prefix_a, 8], [*prefix_b, 9, 9], [3, 3]]
     groups = {frozenset(g.members): g.prefix_len for g in prefix_groups(seqs)}
     assert groups == {frozenset({0, 2}): 30, frozenset({1, 3}): 30, frozenset({4}): 0}
 
 
-def test_short_shared_heads_are_not_worth_a_group():
+def test_short_shared_prefixes_are_not_worth_a_group():
     seqs = [[1, 2, 3, 4], [1, 2, 3, 5]]
     assert {g.prefix_len for g in prefix_groups(seqs, min_prefix=16)} == {0}

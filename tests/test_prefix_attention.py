@@ -1,4 +1,4 @@
-"""The split attention of members after a shared head (azr.kernels.prefix_attention) against one masked attention call."""
+"""The split attention of members after a shared prefix (azr.kernels.prefix_attention) against one masked attention call."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from azr.kernels.prefix_attention import prefix_attention, supported
 
 
-def _reference(q, k, v, hk, hv, scale):
-    """One sdpa call over [head, own] keys with an explicit mask: the whole head, then causal."""
+def _reference(q, k, v, pk, pv, scale):
+    """One sdpa call over [prefix, own] keys with an explicit mask: the whole prefix, then causal."""
     b, heads, n, _ = q.shape
-    group, p = heads // k.shape[1], hk.shape[2]
-    keys = torch.cat([hk.expand(b, -1, -1, -1), k], 2).repeat_interleave(group, 1)
-    values = torch.cat([hv.expand(b, -1, -1, -1), v], 2).repeat_interleave(group, 1)
+    group, p = heads // k.shape[1], pk.shape[2]
+    keys = torch.cat([pk.expand(b, -1, -1, -1), k], 2).repeat_interleave(group, 1)
+    values = torch.cat([pv.expand(b, -1, -1, -1), v], 2).repeat_interleave(group, 1)
     keep = torch.cat([torch.ones(n, p, dtype=torch.bool), torch.ones(n, n, dtype=torch.bool).tril()], 1)
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=keep, scale=scale)
 

@@ -262,3 +262,14 @@ def test_comparison_overlays_runs_and_their_evals(tmp_path, capsys):
     target = tmp_path / "cmp.html"
     assert main(["report", str(a), str(b), "--out", str(target)]) == 0 and target.is_file()
     assert main(["report", str(a), str(tmp_path / "missing")]) == 2
+
+
+def test_comparison_reads_old_config_keys_under_their_new_names(tmp_path):
+    from azr.report.compare import _config_diff
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run, text in ((a, "[selfplay]\nn_seed = 8\n"), (b, "[selfplay]\nn_seed_tasks = 8\nbatch_size = 2\n")):
+        run.mkdir()
+        (run / "config.toml").write_text(text)
+    section = _config_diff([a, b], {a: "a", b: "b"})
+    assert "selfplay.batch_size" in section and "n_seed" not in section

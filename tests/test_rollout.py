@@ -198,24 +198,26 @@ def test_greedy_matches_unpadded_single_prompt_decoding(tiny, prompts):
 
 
 @pytest.mark.parametrize("n", [1, 2])
-def test_shared_prompt_heads_decode_like_whole_prompts(tiny, monkeypatch, n):
-    """Prompts with long common heads (two kinds plus loners, some repeated): the prompt store with each head kept
-    once gives the same greedy tokens and log-probs as whole prompts with one cache row per reply, for one sample
-    per prompt (the proposals) and several (the solves)."""
+def test_shared_prompt_prefixes_decode_like_whole_prompts(tiny, monkeypatch, n):
+    """Prompts with long common prefixes (two kinds plus loners, some repeated): the prompt store with each shared
+    prefix kept once gives the same greedy tokens and log-probs as whole prompts with one cache row per reply, for
+    one sample per prompt (the proposals) and several (the solves)."""
     from azr.rollout import shared_kv
 
     model, tok = tiny
-    head_a = (
+    prefix_a = (
         "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
     )
-    head_b = "Invent a program that maps inputs to outputs in an interesting way, then give one input. Task: "
+    prefix_b = (
+        "Invent a program that maps inputs to outputs in an interesting way, then give one input. Task: "
+    )
     prompts = [
-        head_a + "1+2",
-        head_b + "lists",
-        head_a + "7*6 and a longer tail",
+        prefix_a + "1+2",
+        prefix_b + "lists",
+        prefix_a + "7*6 and a longer tail",
         "hi",
-        head_b + "x",
-        head_a + "1+2",
+        prefix_b + "x",
+        prefix_a + "1+2",
     ]
     s = Sampling(temperature=0.0, max_new_tokens=6, stop=(), n=n)
     # fp32 decoding on every machine: the paths are exact up to fp32 rounding, not bf16's (AVX512-BF16 CPUs).
@@ -225,7 +227,7 @@ def test_shared_prompt_heads_decode_like_whole_prompts(tiny, monkeypatch, n):
     monkeypatch.setattr(shared_kv, "decode_steps", lambda *a, **k: levels.append(len(a[3])) or real(*a, **k))
     backend = HFBackend(model, tok, RolloutConfig(share_prefix=True, bf16=False))
     shared = backend.generate(prompts, s)
-    assert levels == [2]  # one chunk, decoded from heads and rests
+    assert levels == [2]  # one chunk, decoded from shared prefixes and rests
     assert [c.token_ids for c in shared] == [c.token_ids for c in whole]
     for a, b in zip(shared, whole, strict=True):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
@@ -243,8 +245,10 @@ def test_native_attention_decodes_like_the_pytorch_path(monkeypatch):
     if native_kernels() is None:
         pytest.skip("the native kernel is not built here (see test_prompt_store_attention_equals_...)")
     model, tok = tiny_model(hidden=256)
-    head = "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
-    prompts = [head + "1+2", head + "7*6 and more", "hi", head + "1+2"]
+    prefix = (
+        "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
+    )
+    prompts = [prefix + "1+2", prefix + "7*6 and more", "hi", prefix + "1+2"]
     s = Sampling(temperature=0.0, max_new_tokens=8, stop=(), n=2)
     cfg = RolloutConfig(share_prefix=True, bf16=False)
     plain = HFBackend(model, tok, cfg, native_attention=False).generate(prompts, s)
@@ -258,8 +262,8 @@ def test_native_attention_decodes_like_the_pytorch_path(monkeypatch):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
 
 
-def test_shared_head_prefill_on_azr_attention_kernels(monkeypatch):
-    """Decoding in bf16, a group's prefill runs on azr's kernels: the shared head as causal attention (one call per
+def test_shared_prefix_prefill_on_azr_attention_kernels(monkeypatch):
+    """Decoding in bf16, a group's prefill runs on azr's kernels: the shared prefix as causal attention (one call per
     layer) and the rests split against it (two per layer); the first log-probs equal the masked prefill's on
     PyTorch's kernels up to bf16 rounding (head size 64)."""
     from azr.kernels import native_kernels
@@ -271,8 +275,10 @@ def test_shared_head_prefill_on_azr_attention_kernels(monkeypatch):
         pytest.skip("azr's attention kernels need a C++ compiler and an AVX512-BF16 CPU")
     model, tok = tiny_model(hidden=256)
     model.config._attn_implementation = "sdpa"
-    head = "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
-    prompts = [head + "1+2", head + "7*6 and more", "hi"]
+    prefix = (
+        "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
+    )
+    prompts = [prefix + "1+2", prefix + "7*6 and more", "hi"]
     s = Sampling(temperature=0.0, max_new_tokens=1, stop=(), n=1)
     module, calls = native_kernels(), []
     real = module.bf16_attention_forward
@@ -293,21 +299,23 @@ def test_shared_head_prefill_on_azr_attention_kernels(monkeypatch):
 
 @pytest.mark.parametrize("hidden", [64, 256])
 def test_split_prefill_equals_the_masked_prefill(monkeypatch, hidden):
-    """In fp32 the split prefill (azr.rollout.prefill: head once, right-padded rests against it) gives the masked
-    prefill's greedy tokens and log-probs, for groups with a shared head, a repeated prompt and a loner."""
+    """In fp32 the split prefill (azr.rollout.prefill: prefix once, right-padded rests against it) gives the masked
+    prefill's greedy tokens and log-probs, for groups with a shared prefix, a repeated prompt and a loner."""
     from azr.models import tiny_model
     from azr.rollout import prefill
 
     model, tok = tiny_model(hidden=hidden)
     model.config._attn_implementation = "sdpa"
-    head = "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
+    prefix = (
+        "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
+    )
     prompts = [
-        head + "1+2",
-        head + "7*6 and more",
+        prefix + "1+2",
+        prefix + "7*6 and more",
         "hi",
-        head + "1+2",
-        "Other head, a long one " * 3 + "x",
-        "Other head, a long one " * 3 + "yz",
+        prefix + "1+2",
+        "Other prefix, a long one " * 3 + "x",
+        "Other prefix, a long one " * 3 + "yz",
     ]
     s = Sampling(temperature=0.0, max_new_tokens=6, stop=(), n=2)
     cfg = RolloutConfig(share_prefix=True, bf16=False)
@@ -319,7 +327,7 @@ def test_split_prefill_equals_the_masked_prefill(monkeypatch, hidden):
     assert not used
     monkeypatch.setattr(prefill, "SPLIT", True)
     split = HFBackend(model, tok, cfg).generate(prompts, s)
-    assert len(used) == 2  # the two groups with a head
+    assert len(used) == 2  # the two groups with a shared prefix
     assert [c.token_ids for c in split] == [c.token_ids for c in masked]
     for a, b in zip(split, masked, strict=True):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
@@ -337,8 +345,10 @@ def test_lean_decode_step_equals_transformers_forward(monkeypatch, hidden):
     steps = []
     real = lean.decode_logits
     monkeypatch.setattr(lean, "decode_logits", lambda *a: steps.append(1) or real(*a))
-    head = "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
-    prompts = [head + "1+2", head + "7*6 and more", "hi", head + "1+2"]
+    prefix = (
+        "You solve tasks. Think first, answer in tags. Example: add two numbers. Reply: 3. Now the task: "
+    )
+    prompts = [prefix + "1+2", prefix + "7*6 and more", "hi", prefix + "1+2"]
     s = Sampling(temperature=0.0, max_new_tokens=8, stop=(), n=2)
     cfg = RolloutConfig(share_prefix=True, bf16=False)
     hf = HFBackend(model, tok, cfg, lean_decode=False).generate(prompts, s)
@@ -366,9 +376,9 @@ def test_lean_decode_declines_other_decoders(tiny):
 
 @pytest.mark.parametrize("path", ["native", "fused", "plain"])
 def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, path):
-    """The store's merged parts (head, rest, tail) equal softmax attention over each row's whole sequence, with
+    """The store's merged parts (shared prefix, rest, tail) equal softmax attention over each row's whole sequence, with
     the compiled kernel (azr.kernels), the fused CPU kernel and the plain one, before and after rows leave;
-    a row whose prompt has no head reads an all-masked head entry, which weighs nothing."""
+    a row whose prompt has no shared prefix reads an all-masked prefix entry, which weighs nothing."""
     from azr.kernels import native_kernels
     from azr.rollout import prompt_store
     from azr.rollout.prompt_store import Level, PromptStore
@@ -382,7 +392,7 @@ def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, pa
 
     torch.manual_seed(0)
     kv_heads, rep, d = 2, 3, 64
-    heads_len, rest_len = [5, 0], [3, 4, 6]  # prompt 2 has no head
+    prefix_lens, rest_len = [5, 0], [3, 4, 6]  # prompt 2 has no shared prefix
     group_of, row_prompt = [0, 0, 1], [0, 0, 1, 2, 2, 2]
 
     def entries(lengths):
@@ -397,9 +407,9 @@ def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, pa
             )
         return keys, values, keep
 
-    hk, hv, hkeep = entries(heads_len)
+    pk, pv, pkeep = entries(prefix_lens)
     rk, rv, rkeep = entries(rest_len)
-    levels = [Level([hk], [hv], hkeep, group_of), Level([rk], [rv], rkeep, [0, 1, 2])]
+    levels = [Level([pk], [pv], pkeep, group_of), Level([rk], [rv], rkeep, [0, 1, 2])]
     store = PromptStore(levels, row_prompt, max_new=4, native=path == "native")
     assert (store.native is not None) == (path == "native")
     past = [[] for _ in row_prompt]  # per live row: its generated (key, value) pairs
@@ -418,10 +428,10 @@ def test_prompt_store_attention_equals_attention_over_whole_rows(monkeypatch, pa
         for row, u in enumerate(row_prompt):
             g = group_of[u]
             keys = torch.cat(
-                [hk[g, :, : heads_len[g]], rk[u, :, : rest_len[u]]] + [x for x, _ in past[row]], 1
+                [pk[g, :, : prefix_lens[g]], rk[u, :, : rest_len[u]]] + [x for x, _ in past[row]], 1
             )
             values = torch.cat(
-                [hv[g, :, : heads_len[g]], rv[u, :, : rest_len[u]]] + [y for _, y in past[row]], 1
+                [pv[g, :, : prefix_lens[g]], rv[u, :, : rest_len[u]]] + [y for _, y in past[row]], 1
             )
             keys, values = keys.repeat_interleave(rep, 0), values.repeat_interleave(rep, 0)  # (heads, T, d)
             weights = torch.softmax(q[row] @ keys.transpose(-1, -2) * 0.3, dim=-1)  # (heads, 1, T)

@@ -46,7 +46,7 @@ def test_bench_seeds_end_to_end(tmp_path):
     import sys
     from pathlib import Path
 
-    def report(bench: str, right: list[bool]) -> dict:
+    def results(bench: str, right: list[bool]) -> dict:
         recs = [{"bench": bench, "id": str(i), "gold": "1", "replies": ["r"], "extracted": ["2"],
                  "correct": [ok], "details": [""], "shown": "3", "copy_can_score": i == 0}
                 for i, ok in enumerate(right)]  # fmt: skip
@@ -60,15 +60,15 @@ def test_bench_seeds_end_to_end(tmp_path):
         for bench, path in (("probe", "base.json"), ("probe", "step-000010.json")):
             after = path != "base.json"
             (run / "evals" / path).write_text(
-                json.dumps(report(bench, [after and i < gained for i in range(10)]))
+                json.dumps(results(bench, [after and i < gained for i in range(10)]))
             )
         base = json.loads((run / "evals" / "base.json").read_text())
-        crux = report("cruxeval-o", [False] * 10)
+        crux = results("cruxeval-o", [False] * 10)
         base["results"] |= crux["results"]
         base["records"] += crux["records"]
         (run / "evals" / "base.json").write_text(json.dumps(base))
         (run / "evals" / "step-000010-cruxeval.json").write_text(
-            json.dumps(report("cruxeval-o", [True] * 10))
+            json.dumps(results("cruxeval-o", [True] * 10))
         )
         runs.append(str(run))
     bench = Path(__file__).resolve().parents[1] / "bench" / "seeds.py"

@@ -220,7 +220,7 @@ def test_seeding_proposes_the_whole_batch_when_given(tmp_path, executor, tiny):
         asked.append(len(prompts)),
         real(prompts, sampling),
     )[1]
-    cfg = make_cfg(selfplay={"batch_size": 2, "n_seed": 1000, "max_seed_rounds": 1})
+    cfg = make_cfg(selfplay={"batch_size": 2, "n_seed_tasks": 1000, "max_seeding_rounds": 1})
     sp = SelfPlay(cfg, backend, executor, seeded_store(tmp_path, executor), tokenizer, seed=0)
     seed_buffers(sp, batch_size=12)
     assert asked[0] == 12

@@ -8,13 +8,13 @@ import pytest
 
 from azr.cli import main
 from azr.store import TaskStore
-from azr.tasks.seeds import identity_seed
+from azr.tasks.seed_tasks import identity_seed_tasks
 
 
 @pytest.fixture
 def run_dir(tmp_path):
     with TaskStore(tmp_path) as store:
-        store.add_tasks(identity_seed(), 0)
+        store.add_tasks(identity_seed_tasks(), 0)
     return tmp_path
 
 

@@ -119,24 +119,24 @@ def test_micro_batch_size_does_not_change_the_update():
         assert m["loss"] == pytest.approx(m0["loss"], abs=1e-6)
 
 
-def shared_head_batch(seed: int = 3, temperature: float | None = None) -> TrainBatch:
-    """Two groups of prompts with a long common head each, plus one loner: what AZR prompts look like."""
+def shared_prefix_batch(seed: int = 3, temperature: float | None = None) -> TrainBatch:
+    """Two groups of prompts with a long common prefix each, plus one loner: what AZR prompts look like."""
     g = torch.Generator().manual_seed(seed)
-    heads = [torch.randint(3, 300, (20,), generator=g).tolist() for _ in range(2)]
-    prompts = [heads[i % 2] + torch.randint(3, 300, (3 + i,), generator=g).tolist() for i in range(6)]
+    prefixes = [torch.randint(3, 300, (20,), generator=g).tolist() for _ in range(2)]
+    prompts = [prefixes[i % 2] + torch.randint(3, 300, (3 + i,), generator=g).tolist() for i in range(6)]
     prompts.append(torch.randint(3, 300, (9,), generator=g).tolist())
     replies = [torch.randint(3, 300, (2 + i % 4,), generator=g).tolist() for i in range(7)]
     temps = None if temperature is None else [temperature] * 7
     return TrainBatch(prompts, replies, torch.randn(7, generator=g).tolist(), temperatures=temps)
 
 
-def test_micro_batch_tokens_runs_each_head_once_for_the_same_update():
-    """training.micro_batch_tokens lets a shared-head group's members share one micro-batch beyond
-    micro_batch_size while rows x longest member stay in the budget: fewer micro-batches and head passes, the same
+def test_micro_batch_tokens_runs_each_prefix_once_for_the_same_update():
+    """training.micro_batch_tokens lets a shared-prefix group's members share one micro-batch beyond
+    micro_batch_size while rows x longest member stay in the budget: fewer micro-batches and prefix passes, the same
     gradient; groups too long for the budget still cut at micro_batch_size."""
     from azr.training.batching import micro_batches
 
-    batch = shared_head_batch()
+    batch = shared_prefix_batch()
     cpu = torch.device("cpu")
     shapes = {
         t: [
@@ -144,7 +144,7 @@ def test_micro_batch_tokens_runs_each_head_once_for_the_same_update():
         ]
         for t in (0, 8, 33)
     }
-    # two heads of 20 tokens with 3 members each (5-13 tokens after the head), one loner
+    # two prefixes of 20 tokens with 3 members each (5-13 tokens after the prefix), one loner
     assert len(shapes[0]) == 5 and len(shapes[33]) == 3
     assert all(rows * width <= 33 for (rows, width), _ in shapes[33] if rows > 2)
     assert len(shapes[8]) == 5  # no member fits 8 tokens four times: micro_batch_size rules
@@ -161,9 +161,9 @@ def test_micro_batch_tokens_runs_each_head_once_for_the_same_update():
     assert m1["shared_frac"] > m0["shared_frac"]
 
 
-def test_shared_prompt_head_gives_the_same_logprobs_and_gradients():
-    """The head runs once per micro-batch, yet log-probs and the gradient equal those of full sequences."""
-    batch = shared_head_batch()
+def test_shared_prompt_prefix_gives_the_same_logprobs_and_gradients():
+    """The shared prefix runs once per micro-batch, yet log-probs and the gradient equal those of full sequences."""
+    batch = shared_prefix_batch()
     runs = []
     for share in (False, True):
         model, tok = tiny_model()
@@ -179,17 +179,19 @@ def test_shared_prompt_head_gives_the_same_logprobs_and_gradients():
     for k in g0:
         torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
     assert m0["shared_frac"] == 0.0
-    assert m1["shared_frac"] > 0.3  # 2 heads of 20 tokens run twice each instead of 6 times
+    assert m1["shared_frac"] > 0.3  # 2 prefixes of 20 tokens run twice each instead of 6 times
 
 
 @pytest.mark.parametrize(
     ("attn", "lora", "entropy"), [("sdpa", False, 0.0), ("eager", False, 0.01), ("sdpa", True, 0.01)]
 )
-def test_layerwise_checkpointing_keeps_shared_heads_and_the_exact_gradient(attn, lora, entropy, monkeypatch):
-    """Checkpointing layer by layer (azr.training.layerwise) keeps the shared heads (HF's own cannot keep a cache), and
+def test_layerwise_checkpointing_keeps_shared_prefixes_and_the_exact_gradient(
+    attn, lora, entropy, monkeypatch
+):
+    """Checkpointing layer by layer (azr.training.layerwise) keeps the shared prefixes (HF's own cannot keep a cache), and
     log-probs and gradients equal those of the plain forward over whole sequences; the LM head runs in chunks."""
     monkeypatch.setattr("azr.training.trainer.HEAD_CHUNK", 4)
-    batch = shared_head_batch(temperature=0.7)
+    batch = shared_prefix_batch(temperature=0.7)
     algo = AlgorithmConfig(entropy_coef=entropy)
     split = []  # member layers run through the split attention (azr.kernels.prefix_attention), sdpa on a CPU
     from azr.kernels import prefix_attention as pa
@@ -216,8 +218,8 @@ def test_layerwise_checkpointing_keeps_shared_heads_and_the_exact_gradient(attn,
     assert bool(split) is (attn == "sdpa")
 
 
-def test_layerwise_checkpointing_without_heads_pads_and_all():
-    """Micro-batches with no shared head and right padding (sdpa runs them causal, with no mask): log-probs and
+def test_layerwise_checkpointing_without_prefixes_pads_and_all():
+    """Micro-batches with no shared prefix and right padding (sdpa runs them causal, with no mask): log-probs and
     gradients equal those of the plain forward pass."""
     g = torch.Generator().manual_seed(5)
     prompts = [torch.randint(3, 300, (4 + 3 * i,), generator=g).tolist() for i in range(5)]
@@ -242,7 +244,7 @@ def test_layerwise_checkpointing_without_heads_pads_and_all():
 
 def test_layerwise_checkpointing_keeps_less_for_backward():
     """What autograd keeps for backward: under layerwise checkpointing a fraction of the plain pass."""
-    batch = shared_head_batch()
+    batch = shared_prefix_batch()
     kept = []
     for ckpt in (False, True):
         model, tok = tiny_model(layers=4)
@@ -285,7 +287,7 @@ class OpCounter(TorchDispatchMode):
 
 def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
     """Selective checkpointing: the backward recomputes each layer but not its attention kernel, whose outputs the
-    forward kept (without it, the kernel runs again for the head's and the members' pass through 2 layers; the
+    forward kept (without it, the kernel runs again for the prefix's and the members' pass through 2 layers; the
     members' attention is azr's split operator on a CPU)."""
     from azr.kernels.prefix_attention import OP
     from azr.training import layerwise
@@ -296,7 +298,7 @@ def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
     for save in (False, True):
         monkeypatch.setattr(layerwise, "SAVE_ATTENTION", save)
         trainer = layerwise_sdpa_trainer(TRAIN)
-        logp, _ = trainer._token_stats(next(iter(trainer._micro_batches(shared_head_batch()))), False)
+        logp, _ = trainer._token_stats(next(iter(trainer._micro_batches(shared_prefix_batch()))), False)
         with OpCounter(lambda func, args: func in kernels) as count:
             trainer._backward(logp.sum())
         runs[save] = (count.count, trainer.model.model.layers[0].self_attn.q_proj.weight.grad)
@@ -306,7 +308,7 @@ def test_layerwise_checkpointing_keeps_the_attention_outputs(monkeypatch):
 
 def test_layerwise_checkpointing_keeps_the_narrow_kv_projections(monkeypatch):
     """The backward's recompute skips the key/value projections (64 -> 32 in the tiny model, grouped-query
-    attention), whose outputs the forward kept, for the head's and the members' pass through 2 layers; the MLP's
+    attention), whose outputs the forward kept, for the prefix's and the members' pass through 2 layers; the MLP's
     down projection is not recomputed either way (the recompute stops at the last tensor backward needs). Same
     gradients."""
     from azr.training import layerwise
@@ -318,7 +320,7 @@ def test_layerwise_checkpointing_keeps_the_narrow_kv_projections(monkeypatch):
     for keep in (False, True):
         monkeypatch.setattr(layerwise, "SAVE_KV_PROJECTIONS", keep)
         trainer = layerwise_sdpa_trainer(TRAIN)
-        logp, _ = trainer._token_stats(next(iter(trainer._micro_batches(shared_head_batch()))), False)
+        logp, _ = trainer._token_stats(next(iter(trainer._micro_batches(shared_prefix_batch()))), False)
         with OpCounter(kv_product) as count:
             trainer._backward(logp.sum())
         runs[keep] = (count.count, [p.grad.clone() for p in trainer.model.parameters()])
@@ -402,7 +404,7 @@ def test_gradient_checkpointing_and_bf16_autocast():
 def test_split_member_attention_under_bf16_autocast(monkeypatch):
     """Under bf16 autocast (queries/keys leave the rotary embedding in fp32, values in bf16) the members' split
     attention runs in bf16 like sdpa and gives the single masked call's gradients up to bf16 rounding."""
-    batch = shared_head_batch(temperature=0.7)
+    batch = shared_prefix_batch(temperature=0.7)
     train = dataclasses.replace(TRAIN, bf16_autocast=True, micro_batch_size=3, share_prefix=True)
     grads = {}
     for split in (False, True):
@@ -415,7 +417,7 @@ def test_split_member_attention_under_bf16_autocast(monkeypatch):
 
 
 def test_update_on_azr_attention_kernels_under_bf16_autocast(monkeypatch):
-    """Head size 64 under bf16 autocast: the head pass, the members' split attention and the loner's causal pass
+    """Head size 64 under bf16 autocast: the prefix pass, the members' split attention and the loner's causal pass
     run on azr's kernels (azr.kernels.prefix_attention), kept by the checkpoint rather than run again in backward, and the
     gradients equal PyTorch's flash kernel's up to bf16 rounding."""
     from azr.kernels import prefix_attention as pa
@@ -424,7 +426,7 @@ def test_update_on_azr_attention_kernels_under_bf16_autocast(monkeypatch):
         pytest.skip("azr's attention kernels need a C++ compiler and an AVX512-BF16 CPU")
     ops = {pa.PLAIN_OP, pa.OP}
 
-    batch = shared_head_batch(temperature=0.7)
+    batch = shared_prefix_batch(temperature=0.7)
     train = dataclasses.replace(TRAIN, bf16_autocast=True, micro_batch_size=3, share_prefix=True)
     grads, calls = {}, {}
     for use in (False, True):
@@ -436,7 +438,7 @@ def test_update_on_azr_attention_kernels_under_bf16_autocast(monkeypatch):
         with OpCounter(lambda func, args: func in ops) as count:
             assert trainer.step(batch)["skipped"] == 0.0
         grads[use], calls[use] = torch.cat([g.flatten() for g in captured.values()]), count.count
-    # 3 micro-batches x 2 layers: a head pass and a member pass each for the two groups, one member pass for the loner
+    # 3 micro-batches x 2 layers: a prefix pass and a member pass each for the two groups, one member pass for the loner
     assert calls[True] == 2 * (2 * 2 + 1) and calls[False] == 2 * 2
     assert (grads[True] - grads[False]).norm() <= 0.03 * grads[False].norm()
 

@@ -20,7 +20,7 @@ from azr.errors import AzrError
 COMMANDS: dict[str, str] = {
     "train": "Run self-play: seed the buffers, then propose, solve and update.",
     "eval": "Evaluate a model or checkpoint on code and math benchmarks.",
-    "compare": "Compare two eval reports item by item (gained, lost, McNemar p-value).",
+    "compare": "Compare two eval results files item by item (gained, lost, McNemar p-value).",
     "report": "Write an HTML report of a run directory.",
     "models": "List, fetch and convert models.",
     "seed": "Run the seeding stage alone (fill the task buffers).",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ class ModelConfig:
     lora_alpha: int = _f(32, "LoRA alpha when lora = true.")
     gradient_checkpointing: bool = _f(
         False,
-        "Recompute activations in the backward pass to save memory (layer by layer, keeping shared prompt heads).",
+        "Recompute activations in the backward pass to save memory (layer by layer, keeping shared prefixes).",
     )
     dtype: str = _f(
         "fp32",
@@ -69,7 +69,7 @@ class RolloutConfig:
     bf16: bool = _f(True, "Decode in bfloat16 where the device supports it (hf backend).")
     num_threads: int = _f(0, "CPU threads for decoding (hf backend); 0 keeps torch's default.")
     share_prefix: bool = _f(
-        True, "Prefill a prompt head shared by several prompts once (hf: exact; vllm: its prefix cache)."
+        True, "Prefill a prompt prefix shared by several prompts once (hf: exact; vllm: its prefix cache)."
     )
     vllm_gpu_memory_utilization: float = _f(0.5, "Fraction of GPU memory vLLM may take (vllm backend).")
 
@@ -93,15 +93,15 @@ class SelfPlayConfig:
         0,
         "Beyond the paper (0 = off): deduction and abduction proposals whose f has fewer syntax nodes than this "
         "are rejected as trivial (`return x + 1` has 6), so the proposer is not rewarded for one-liners; with "
-        "the check on, an f that never reads its arguments (a constant) is rejected too. Seed files are not checked.",
+        "the check on, an f that never reads its arguments (a constant) is rejected too. Seed tasks are exempt.",
     )
     n_mc_rollouts: int = _f(
         8, "n: Monte-Carlo solves per valid proposal for the learnability reward (paper: 8)."
     )
-    n_seed: int = _f(16, "Seed tasks to gather before RL starts (paper: 256).")
-    seed_file: str = _f(
+    n_seed_tasks: int = _f(16, "Seed tasks to gather before RL starts (paper: 256).")
+    seed_tasks_file: str = _f(
         "",
-        "Optional JSONL of seed triplets in the reference's format; empty = identity triplet. A relative path "
+        "Optional JSONL of seed tasks in the reference's format; empty = identity triplet. A relative path "
         "missing from the working directory is looked up in azr/recipes/ (the shipped warm-start file).",
     )
     induction_inputs: int = _f(10, "Inputs an induction proposal must give (paper: 10).")
@@ -113,9 +113,9 @@ class SelfPlayConfig:
     buffer_cap: int = _f(
         0,
         "Maximum live tasks per type (0 = unbounded, the paper): after each addition the oldest (by step, then "
-        "id; seeds included) are evicted, kept on disk so a resume can restore them. 0 or >= n_seed.",
+        "id; seed tasks too) are evicted, kept on disk so a resume can restore them. 0 or >= n_seed_tasks.",
     )
-    max_seed_rounds: int = _f(50, "Give up seeding after this many proposal rounds.")
+    max_seeding_rounds: int = _f(50, "Give up seeding after this many proposal rounds.")
 
 
 @dataclass(frozen=True)
@@ -181,19 +181,19 @@ class ExecutorConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     steps: int = _f(10, "Self-play steps to reach.")
-    seed: int = _f(0, "Seed for Python, NumPy and torch.")
+    seed: int = _f(0, "RNG seed for Python, NumPy and torch.")
     lr: float = _f(1e-6, "AdamW learning rate, constant (paper: 1e-6).")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     grad_clip: float = _f(1.0, "Gradient norm clip.")
     micro_batch_size: int = _f(4, "Sequences per forward/backward pass; gradients accumulate over the batch.")
     micro_batch_tokens: int = _f(
         0,
-        "With share_prefix: members of one shared-head group beyond micro_batch_size join the same micro-batch "
-        "while its padded tokens after the head (rows x longest member) stay within this many, so the head runs "
+        "With share_prefix: members of one shared-prefix group beyond micro_batch_size join the same micro-batch "
+        "while its padded tokens after the prefix (rows x longest member) stay within this many, so the prefix runs "
         "once (0: micro_batch_size alone cuts).",
     )
     share_prefix: bool = _f(
-        True, "Run a prompt head shared by a micro-batch once and attend all members to it (exact)."
+        True, "Run a prompt prefix shared by a micro-batch once and attend all members to it (exact)."
     )
     bf16_autocast: bool | str = _f(
         "auto",
@@ -250,31 +250,17 @@ class Config:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
 
-SECTIONS: dict[str, type] = {
-    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
-}
+SECTIONS: dict[str, type] = typing.get_type_hints(Config)  # section name -> its dataclass, in order
 
 
 def _coerce(key: str, value: Any, target: Any) -> Any:
     """Check ``value`` against the annotated type ``target``; ints are accepted where floats are expected."""
     if target is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if target is bool:
-        ok = isinstance(value, bool)
-    elif target is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(target, types.UnionType):
-        ok = any(_type_ok(value, t) for t in typing.get_args(target))
-    else:
-        ok = isinstance(value, target)
-    if not ok:
+    if not isinstance(value, target) or (target is int and isinstance(value, bool)):  # target may be a union
         name = getattr(target, "__name__", str(target))
         raise ConfigError(f"{key}: expected {name}, got {value!r}")
     return value
-
-
-def _type_ok(value: Any, t: Any) -> bool:
-    return value is None if t is type(None) else isinstance(value, t)
 
 
 def from_dict(data: dict[str, Any], base: Config | None = None) -> Config:
@@ -286,10 +272,10 @@ def from_dict(data: dict[str, Any], base: Config | None = None) -> Config:
             raise ConfigError(f"unknown config section [{section}] (known: {', '.join(SECTIONS)})")
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] must be a table of key = value")
-        cls = SECTIONS[section]
-        hints = typing.get_type_hints(cls)
+        hints = typing.get_type_hints(SECTIONS[section])
         changes = {}
-        for key, value in values.items():
+        for old_key, value in values.items():
+            key = _renamed(section, old_key, values)
             if key not in hints:
                 raise ConfigError(f"unknown config key {section}.{key} (see `azr train --help-config`)")
             changes[key] = _coerce(f"{section}.{key}", value, hints[key])
@@ -297,6 +283,26 @@ def from_dict(data: dict[str, Any], base: Config | None = None) -> Config:
     cfg = dataclasses.replace(base, **sections)
     validate(cfg)
     return cfg
+
+
+RENAMED_KEYS = {
+    "selfplay.n_seed": "selfplay.n_seed_tasks",
+    "selfplay.seed_file": "selfplay.seed_tasks_file",
+    "selfplay.max_seed_rounds": "selfplay.max_seeding_rounds",
+}
+"""Old key -> new key. An old key still loads, with a warning (run directories keep the config.toml they started
+with); a table that names a key by both names is an error."""
+
+
+def _renamed(section: str, key: str, values: dict[str, Any]) -> str:
+    new = RENAMED_KEYS.get(f"{section}.{key}")
+    if new is None:
+        return key
+    name = new.partition(".")[2]
+    if name in values:
+        raise ConfigError(f"{section}.{key} and {new} are one key: keep {new}")
+    warnings.warn(f"config key {section}.{key} is now {new}", FutureWarning, stacklevel=4)
+    return name
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -354,7 +360,7 @@ def validate(cfg: Config) -> None:
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
     positive = [
-        "selfplay.batch_size", "selfplay.n_mc_rollouts", "selfplay.n_seed", "selfplay.induction_inputs",
+        "selfplay.batch_size", "selfplay.n_mc_rollouts", "selfplay.n_seed_tasks", "selfplay.induction_inputs",
         "rollout.max_new_tokens_propose", "rollout.max_new_tokens_solve", "rollout.generation_batch_size",
         "executor.workers", "executor.timeout_s", "executor.memory_mb", "executor.determinism_runs",
         "training.micro_batch_size", "training.save_every", "training.keep_last", "training.lr",
@@ -375,8 +381,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("selfplay.demo_trace must be >= 0, and needs selfplay.n_shots > 0 (0 turns it off)")
     if sp.min_program_nodes < 0:
         raise ConfigError("selfplay.min_program_nodes must be >= 0 (0 turns the check off)")
-    if sp.buffer_cap < 0 or 0 < sp.buffer_cap < sp.n_seed:
-        raise ConfigError("selfplay.buffer_cap must be 0 (unbounded) or >= selfplay.n_seed")
+    if sp.buffer_cap < 0 or 0 < sp.buffer_cap < sp.n_seed_tasks:
+        raise ConfigError("selfplay.buffer_cap must be 0 (unbounded) or >= selfplay.n_seed_tasks")
     if cfg.training.micro_batch_tokens < 0:
         raise ConfigError("training.micro_batch_tokens must be >= 0 (0 turns it off)")
     _validate_algorithm(cfg.algorithm, sp)

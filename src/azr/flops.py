@@ -8,7 +8,7 @@ position whose logits are computed. A backward pass costs twice its forward. Nor
 optimizer are left out: they are memory-bound and small next to the products.
 
 :func:`generation_work` and :func:`update_work` count what a self-play step must compute at the least: a prompt
-head shared by several prompts once (as :mod:`azr.prefix` groups them), no padding, and logits only where a token
+prefix shared by several prompts once (as :mod:`azr.prefix` groups them), no padding, and logits only where a token
 is sampled or trained. ``bench/step.py`` divides these FLOPs by the machine's measured matrix-product throughput to
 get the step's compute floor.
 """
@@ -84,21 +84,21 @@ def _span(start: int, end: int) -> int:
 
 
 def _shared(prompts: Sequence[Sequence[int]], tails: Sequence[int], logits: Sequence[int]) -> Work:
-    """Each prompt followed by ``tails[r]`` more positions, a head shared by a group of prompts run once."""
+    """Each prompt followed by ``tails[r]`` more positions, a prefix shared by a group of prompts run once."""
     work = Work()
     for group in prefix_groups(prompts, keep=1):
-        head = group.prefix_len
-        work += Work(head, _span(0, head), 0)
+        prefix = group.prefix_len
+        work += Work(prefix, _span(0, prefix), 0)
         for m in group.members:
             end = len(prompts[m]) + tails[m]
-            work += Work(end - head, _span(head, end), logits[m])
+            work += Work(end - prefix, _span(prefix, end), logits[m])
     return work
 
 
 def generation_work(prompts: Sequence[Sequence[int]], completions: Sequence[int]) -> tuple[Work, Work]:
     """(prefill, decode) work of generating ``completions[r]`` tokens after prompt ``prompts[r]``, per row.
 
-    Prefill runs each distinct prompt once, a head shared by a group of them once, and keeps the logits of the
+    Prefill runs each distinct prompt once, a prefix shared by a group of them once, and keeps the logits of the
     last position; decoding runs every generated token but the first (sampled from the prefill's logits)."""
     distinct = list(dict.fromkeys(tuple(p) for p in prompts))
     prefill = _shared(distinct, [0] * len(distinct), [1] * len(distinct))
@@ -111,5 +111,5 @@ def generation_work(prompts: Sequence[Sequence[int]], completions: Sequence[int]
 
 def update_work(prompts: Sequence[Sequence[int]], replies: Sequence[int]) -> Work:
     """One forward pass over each prompt and its ``replies[r]`` tokens, with logits for the reply tokens only and
-    a head shared by a group of prompts run once (as the trainer's ``share_prefix`` does)."""
+    a prefix shared by a group of prompts run once (as the trainer's ``share_prefix`` does)."""
     return _shared(prompts, replies, replies)

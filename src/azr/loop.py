@@ -223,7 +223,8 @@ def restore(run: Run, console: Console) -> None:
         rewind_metrics(run.run_dir, step)
     run.step = step
     console.print(
-        f"resumed at step {step}" + (f" from {path.name}" if path else " (no checkpoint: from the seeds)")
+        f"resumed at step {step}"
+        + (f" from {path.name}" if path else " (no checkpoint: from the seed tasks)")
     )
 
 
@@ -384,7 +385,7 @@ def _maybe_evaluate(run: Run, console: Console) -> dict[str, float]:
     from azr.evaluation import evaluate
 
     try:
-        report = evaluate(
+        evaluation = evaluate(
             run.backend,
             run.selfplay.tokenizer,
             run.executor,
@@ -397,9 +398,9 @@ def _maybe_evaluate(run: Run, console: Console) -> dict[str, float]:
     except Exception as e:  # an evaluation problem must never stop training
         console.print(f"[yellow]evaluation skipped at step {run.step}: {e}[/yellow]")
         return {}
-    for name, reason in report.skipped.items():
+    for name, reason in evaluation.skipped.items():
         console.print(f"[yellow]eval {name} skipped: {reason}[/yellow]")
-    return {k: float(v) for k, v in report.metrics().items()}
+    return {k: float(v) for k, v in evaluation.metrics().items()}
 
 
 def _maybe_show_samples(run: Run, result: StepResult, console: Console) -> None:

@@ -70,17 +70,17 @@ METRICS: dict[str, str] = {
     "train/approx_kl": "Token mean of old minus new log-prob; mean over the optimizer steps (0 with one step per batch).",
     "train/skipped": "Fraction of the optimizer steps skipped because the gradient was not finite.",
     "train/padding_frac": "Share of the decoder positions the update computed that were padding.",
-    "train/shared_frac": "Share of the batch's tokens not recomputed because their prompt head was shared.",
+    "train/shared_frac": "Share of the batch's tokens not recomputed because their prompt prefix was shared.",
     "train/seconds": "Wall time of the update, no-grad log-prob passes included.",
     "train/logprob_seconds": "Wall time of the no-grad passes before the first optimizer step: old log-probs (several optimizer steps) and reference log-probs (kl_coef > 0); 0 when neither is needed.",
-    "train/work_tokens": "Positions one forward pass over the update batch must compute, a shared head once (azr.flops).",
+    "train/work_tokens": "Positions one forward pass over the update batch must compute, a shared prefix once (azr.flops).",
     "train/work_context": "Attention context summed over those positions (azr.flops).",
     "train/work_logits": "Positions whose logits one pass over the update batch needs: the reply tokens.",
-    "train/tokens_per_s": "(prompt + reply) tokens trained on per second, over all epochs; a shared head counts for every member.",
+    "train/tokens_per_s": "(prompt + reply) tokens trained on per second, over all epochs; a shared prefix counts for every member.",
     "perf/tokens_per_s": "Generated tokens per second over the step's generation phase.",
     "perf/seconds/generate": "Seconds spent generating proposals and solves.",
     "perf/seconds/prefill": "Seconds of the generation phase spent prefilling prompts (hf backend; 0 where the backend does not say); the rest of it is decoding.",
-    "perf/work/prefill_tokens": "Prompt positions the step's generation must prefill: distinct prompts, a head shared by a group once (azr.flops).",
+    "perf/work/prefill_tokens": "Prompt positions the step's generation must prefill: distinct prompts, a prefix shared by a group once (azr.flops).",
     "perf/work/prefill_context": "Attention context summed over those positions (azr.flops).",
     "perf/work/prefill_logits": "Positions whose logits the prefill needs: one per distinct prompt.",
     "perf/work/decode_tokens": "Decoding steps the step's generation must run: every generated token but each reply's first.",
@@ -409,7 +409,7 @@ def _clip(text: str, n: int, tail: bool = False) -> str:
 
 
 def sample_table(rows: Iterable[Mapping[str, Any]], prompt_chars: int = 60, reply_chars: int = 120) -> Table:
-    """A rich table of a few completions: group, the prompt's tail, the reply's head and the reward.
+    """A rich table of a few completions: group, the prompt's tail, the reply's start and the reward.
 
     Each row is a mapping with ``prompt``, ``reply``, ``reward`` and either ``group`` or ``type`` and ``role``
     (a rollout-log row works as is). Model text is shown literally (never parsed as rich markup), with
@@ -421,7 +421,7 @@ def sample_table(rows: Iterable[Mapping[str, Any]], prompt_chars: int = 60, repl
     table = Table(title="sample completions", show_lines=True, expand=False)
     table.add_column("group", no_wrap=True)
     table.add_column("prompt (tail)", max_width=prompt_chars + 2)
-    table.add_column("reply (head)", max_width=reply_chars + 2)
+    table.add_column("reply (start)", max_width=reply_chars + 2)
     table.add_column("reward", justify="right", no_wrap=True)
     for row in rows:
         group = row.get("group") or f"{row.get('type', '?')}/{row.get('role', '?')}"

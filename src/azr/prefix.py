@@ -1,7 +1,7 @@
 """Group token sequences by a shared leading prefix, so the prefix can be computed once per group.
 
-AZR prompts of one (task type x role) share a long head: the system message, the worked demonstrations and the
-start of the instructions. Both the sampler's prefill and the trainer's forward pass run that head once per group
+AZR prompts of one (task type x role) share a long prefix: the system message, the worked demonstrations and the
+start of the instructions. Both the sampler's prefill and the trainer's forward pass run that prefix once per group
 and attend every member to it (exact, not an approximation: the prefix's keys and values do not depend on what
 follows). This module only decides the groups; it is pure (token lists in, index lists out).
 

@@ -17,8 +17,8 @@ a batch, leaves either the whole batch or none of it. Sampling takes a ``random.
 its state: candidate ids are read in id order and drawn with the rng.
 
 Buffer cap (``TaskStore(path, cap=N)``, the run's ``selfplay.buffer_cap``): after every :meth:`TaskStore.add_tasks`
-each type keeps at most ``N`` live tasks; the oldest (lowest step, then lowest id; seeds are the oldest and get no
-exemption) are evicted in the same transaction as the insert. Only live tasks are counted, sampled, iterated and
+each type keeps at most ``N`` live tasks; the oldest (lowest step, then lowest id; seed tasks are the oldest and get
+no exemption) are evicted in the same transaction as the insert. Only live tasks are counted, sampled, iterated and
 exported. Evicted rows are marked, never deleted, so :meth:`TaskStore.rewind` to step ``s`` restores the buffers
 exactly as they were at ``s`` (it un-evicts what was evicted after ``s``), and an evicted task still counts as a
 duplicate: the buffer does not grow back with tasks it already dropped.
@@ -383,9 +383,9 @@ class TaskStore:
         """Write tasks as JSON lines; return how many.
 
         ``fmt="azr"``: id, type, program, inputs, outputs, message, step, origin and solve statistics.
-        ``fmt="reference"``: the reference's seed format (``snippet``/``input``/``output`` for deduction and
+        ``fmt="reference"``: the reference's seed tasks format (``snippet``/``input``/``output`` for deduction and
         abduction, ``snippet``/``inputs``/``outputs``/``message`` for induction), readable by
-        :func:`azr.tasks.seeds.import_seeds`.
+        :func:`azr.tasks.seed_tasks.import_seed_tasks`.
         """
         if fmt not in ("azr", "reference"):
             raise ValueError(f"unknown export format {fmt!r}: azr or reference")
@@ -414,7 +414,7 @@ def task_to_dict(task: Task) -> dict[str, object]:
 
 
 def task_to_reference(task: Task) -> dict[str, object]:
-    """A task in the reference's seed JSONL format (imports are already inside the snippet)."""
+    """A task in the reference's seed tasks format (JSONL; imports are already inside the snippet)."""
     if task.type is TaskType.INDUCTION:
         return {"snippet": task.program, "inputs": list(task.inputs), "outputs": list(task.outputs),
                 "message": task.message, "imports": []}  # fmt: skip

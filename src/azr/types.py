@@ -51,7 +51,7 @@ class Task:
     message: str = ""
     id: int | None = None
     step: int = 0
-    origin: str = "proposal"  # "seed", "proposal" or "imported"
+    origin: str = "proposal"  # "seed" (a seed task), "proposal" or "imported"
     extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     @property

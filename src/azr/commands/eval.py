@@ -7,7 +7,7 @@ oracle`` (or ``oracle-wrong``) answers with the gold (or wrong) answers to valid
 the number of demonstrations the CPU training prompts carry). Generation decodes ``2 * --batch-size`` sequences
 together (32 by default); CRUXEval replies get 96 new tokens, enough for the short answers a small model gives
 and fast enough for all 800 CRUXEval-O items in about 5.5 minutes on 2 cores. ``azr compare A.json B.json``
-pairs two ``--json`` reports item by item.
+pairs two ``--json`` results files item by item.
 """
 
 from __future__ import annotations
@@ -92,17 +92,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"\r{bench}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     with Executor(cfg) as executor:
-        report = evaluate(
+        evaluation = evaluate(
             backend, tokenizer, executor, benches, limit=args.limit, data_dir=args.data_dir,
             samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
             batch_size=max(args.batch_size, 1) * 2, progress=progress, shots=args.shots,
         )  # fmt: skip
-    report.meta.update(model=args.model, seconds=round(time.perf_counter() - t0, 1), sandbox=executor.tier)
-    print(report.table())
-    print(f"total {report.meta['seconds']} s (model {args.model}, sandbox {executor.tier})")
+    evaluation.meta.update(
+        model=args.model, seconds=round(time.perf_counter() - t0, 1), sandbox=executor.tier
+    )
+    print(evaluation.table())
+    print(f"total {evaluation.meta['seconds']} s (model {args.model}, sandbox {executor.tier})")
     if args.json:
-        print(f"wrote {report.write_json(args.json)}")
-    return 0 if report.results else 1
+        print(f"wrote {evaluation.write_json(args.json)}")
+    return 0 if evaluation.results else 1
 
 
 EVAL_PROMPT_TOKENS = 4096

@@ -14,9 +14,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML run file (default: the CPU SmolLM2 recipe, as azr train).")
     parser.add_argument("--model", help="Shortcut for --model.name=NAME.")
     parser.add_argument(
-        "--seed-file", help="Import seed triplets from a JSONL file in the reference's format."
+        "--seed-tasks-file",
+        "--seed-file",  # the old name, still accepted
+        help="Import seed tasks from a JSONL file in the reference's format.",
     )
-    parser.epilog = "Any config key can be overridden: --section.field=value (e.g. --selfplay.n_seed=32)."
+    parser.epilog = (
+        "Any config key can be overridden: --section.field=value (e.g. --selfplay.n_seed_tasks=32)."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,17 +36,17 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     overrides = split_overrides(args)
-    if args.seed_file:
-        overrides.append(f'selfplay.seed_file="{args.seed_file}"')
+    if args.seed_tasks_file:
+        overrides.append(f'selfplay.seed_tasks_file="{args.seed_tasks_file}"')
     saved = run_dir / CONFIG_FILE
     cfg = load(saved if saved.is_file() else (args.config or DEFAULT_RECIPE), overrides)
     console = Console()
     run = build(cfg, run_dir, console)
     try:
         with progress_bars(cfg, console) as progress:
-            report = seed_buffers(run.selfplay, progress=progress.callback)
+            stats = seed_buffers(run.selfplay, progress=progress.callback)
     finally:
         run.executor.close()
         run.store.close()
-    console.print(report.summary)
+    console.print(stats.summary)
     return 0

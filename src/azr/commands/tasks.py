@@ -4,7 +4,7 @@ azr tasks counts RUN_DIR_OR_DB
 azr tasks show ID --db RUN_DIR_OR_DB
 azr tasks sample --type deduction -n 3 --db RUN_DIR_OR_DB [--seed 0] [--recency]
 azr tasks export --out FILE.jsonl --db RUN_DIR_OR_DB [--type induction]
-azr tasks import SEEDS.jsonl --db RUN_DIR_OR_DB [--config RUN.toml] [--step 0]
+azr tasks import SEED_TASKS.jsonl --db RUN_DIR_OR_DB [--config RUN.toml] [--step 0]
 """
 
 from __future__ import annotations
@@ -35,18 +35,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sample = sub.add_parser("sample", help="Print tasks drawn as references would be.")
     sample.add_argument("--type", choices=_TYPES, default="deduction")
     sample.add_argument("-n", type=int, default=3)
-    sample.add_argument("--seed", type=int, default=0, help="rng seed (sampling is deterministic given it)")
+    sample.add_argument("--seed", type=int, default=0, help="RNG seed (sampling is deterministic given it)")
     sample.add_argument("--recency", action="store_true", help="recency-weighted instead of uniform")
     sample.add_argument("--db", required=True, help=db_help)
     export = sub.add_parser("export", help="Write tasks as JSON lines.")
     export.add_argument("--out", required=True, help="output .jsonl file")
     export.add_argument("--type", choices=_TYPES)
     export.add_argument(
-        "--format", choices=("azr", "reference"), default="azr", help="reference = the seed JSONL format"
+        "--format",
+        choices=("azr", "reference"),
+        default="azr",
+        help="reference = the seed tasks JSONL format",
     )
     export.add_argument("--db", required=True, help=db_help)
-    imp = sub.add_parser("import", help="Validate a seed JSONL (reference format) and add the valid rows.")
-    imp.add_argument("seeds", help="*_seed_io.jsonl or *_code_f_seed_io.jsonl")
+    imp = sub.add_parser(
+        "import", help="Validate a seed tasks JSONL (reference format) and add the valid rows."
+    )
+    imp.add_argument("seed_tasks_file", help="*_seed_io.jsonl or *_code_f_seed_io.jsonl")
     imp.add_argument("--db", required=True, help=db_help + " (created if missing)")
     imp.add_argument("--config", help="TOML run file (executor limits, selfplay.induction_min_valid)")
     imp.add_argument("--step", type=int, default=0, help="step recorded on the imported tasks")
@@ -128,13 +133,15 @@ def _import(args: argparse.Namespace) -> int:
     from azr import config as C
     from azr.executor import Executor
     from azr.store import TaskStore
-    from azr.tasks.seeds import import_seeds
+    from azr.tasks.seed_tasks import import_seed_tasks
 
     cfg = C.load(args.config)
     with Executor(cfg.executor) as ex, TaskStore(args.db) as store:
-        report = import_seeds(ex, store, Path(args.seeds), cfg, step=args.step, progress=_progress())
+        report = import_seed_tasks(
+            ex, store, Path(args.seed_tasks_file), cfg, step=args.step, progress=_progress()
+        )
         print()
-        print(f"{args.seeds}: {report.summary()}")
+        print(f"{args.seed_tasks_file}: {report.summary()}")
         print("buffers: " + ", ".join(f"{k} {v}" for k, v in store.counts().items()))
     return 0
 

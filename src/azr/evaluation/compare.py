@@ -1,4 +1,5 @@
-"""Paired comparison of two evaluation reports: which items flipped, and whether the flips are more than chance.
+"""Paired comparison of two evaluation results files: which items flipped, and whether the flips are more than
+chance.
 
 Two runs on the same items are paired by item id (greedy verdict: the first sample, ``correct[0]``). Only the
 discordant pairs carry information: ``b`` items wrong before and right after (gained), ``c`` right before and
@@ -9,7 +10,7 @@ exact two-sided McNemar test is a binomial test on ``b + c`` flips::
 
 Worked example: 6 gained and 1 lost give ``2 * (C(7, 0) + C(7, 1)) / 2**7 = 2 * 8 / 128 = 0.125``: not
 significant at 0.05, although the score rose by 5 items. :func:`mcnemar` is pure and reusable (``bench/``
-scripts import it); :func:`compare_reports` works on the dicts ``azr eval --json`` writes.
+scripts import it); :func:`compare_results` works on the dicts ``azr eval --json`` writes.
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ def _pct(k: int, n: int) -> str:
     return f"{k} ({100 * k / n:.1f}%)" if n else "0"
 
 
-def load_report(path: str | Path) -> dict[str, Any]:
-    """An ``azr eval --json`` report; AzrError (saying what to do) when it is missing or not such a report."""
+def load_results(path: str | Path) -> dict[str, Any]:
+    """An ``azr eval --json`` results file; AzrError (saying what to do) when it is missing or not one."""
     path = Path(path)
     if not path.is_file():
         raise AzrError(f"{path}: no such file (write one with `azr eval --json {path}`)")
@@ -153,39 +154,39 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise AzrError(f"{path}: not valid JSON ({e}); pass a file written by `azr eval --json`") from None
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise AzrError(
-            f"{path}: not an eval report (no 'records' list); pass a file written by `azr eval --json`"
+            f"{path}: not an eval results file (no 'records' list); pass a file written by `azr eval --json`"
         )
     return data
 
 
-def greedy_verdicts(report: dict[str, Any], bench: str) -> dict[str, bool]:
+def greedy_verdicts(results: dict[str, Any], bench: str) -> dict[str, bool]:
     """``{item id: correct[0]}`` for a benchmark's items, its parts' items included (``probe`` pairs the
     records of ``probe/deduction``, ...)."""
     out: dict[str, bool] = {}
-    for rec in report["records"]:
+    for rec in results["records"]:
         name = rec.get("bench", "")
         if name != bench and not name.startswith(bench + "/"):
             continue
         item = str(rec["id"])
         if item in out:
             raise AzrError(
-                f"benchmark {bench}: item id {item!r} occurs twice in one report; re-run `azr eval`"
+                f"benchmark {bench}: item id {item!r} occurs twice in one results file; re-run `azr eval`"
             )
         out[item] = bool(rec.get("correct") and rec["correct"][0])
     return out
 
 
-def _benches(report: dict[str, Any]) -> list[str]:
-    """The benchmarks a report scored: its results, else the names in its records."""
-    names = list(report.get("results") or {})
-    return names or list(dict.fromkeys(str(r.get("bench", "")) for r in report["records"]))
+def _benches(results: dict[str, Any]) -> list[str]:
+    """The benchmarks a results file scored: its ``results``, else the names in its records."""
+    names = list(results.get("results") or {})
+    return names or list(dict.fromkeys(str(r.get("bench", "")) for r in results["records"]))
 
 
 def compare_bench(
     a: dict[str, Any], b: dict[str, Any], bench: str, shown: dict[str, Shown] | None = None
 ) -> BenchComparison | None:
-    """One benchmark, paired over the items both reports hold (None when they share none). With ``shown`` (a
-    CRUXEval set's :class:`Shown` per item) it adds the shortcut accounting."""
+    """One benchmark, paired over the items both results files hold (None when they share none). With ``shown``
+    (a CRUXEval set's :class:`Shown` per item) it adds the shortcut accounting."""
     va, vb = greedy_verdicts(a, bench), greedy_verdicts(b, bench)
     common = [i for i in va if i in vb]
     if not common:
@@ -222,8 +223,8 @@ def _copy_stats(
 def shown_items(
     a: dict[str, Any], b: dict[str, Any], bench: str, data_dir: str | Path | None
 ) -> dict[str, Shown] | None:
-    """What the prompts of a CRUXEval set show, from the reports' records, else from the data in ``data_dir``;
-    None for other benchmarks or when neither has it."""
+    """What the prompts of a CRUXEval set show, from the results files' records, else from the data in
+    ``data_dir``; None for other benchmarks or when neither has it."""
     if bench not in COPY_FIELDS:
         return None
     found = shown_from_records(b["records"], bench) or shown_from_records(a["records"], bench)
@@ -248,14 +249,14 @@ def meta_warnings(a: dict[str, Any], b: dict[str, Any], benches: Sequence[str]) 
     return out
 
 
-def compare_reports(a: dict[str, Any], b: dict[str, Any], data_dir: str | Path | None = None) -> Comparison:
-    """Every benchmark both reports scored, in the first report's order; AzrError when they share none. For
-    CRUXEval the shortcut accounting too; ``data_dir`` supplies the items' inputs and outputs for reports
+def compare_results(a: dict[str, Any], b: dict[str, Any], data_dir: str | Path | None = None) -> Comparison:
+    """Every benchmark both results files scored, in the first one's order; AzrError when they share none. For
+    CRUXEval the shortcut accounting too; ``data_dir`` supplies the items' inputs and outputs for results files
     written before their records held them."""
     shared = [name for name in _benches(a) if name in set(_benches(b))]
     if not shared:
         raise AzrError(
-            f"the reports share no benchmark ({', '.join(_benches(a)) or 'none'} vs "
+            f"the results files share no benchmark ({', '.join(_benches(a)) or 'none'} vs "
             f"{', '.join(_benches(b)) or 'none'}); run `azr eval` on the same --bench"
         )
     result = Comparison(warnings=meta_warnings(a, b, shared))
@@ -263,18 +264,21 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], data_dir: str | Path |
         shown = shown_items(a, b, name, data_dir)
         if name in COPY_FIELDS and shown is None:
             result.warnings.append(
-                f"{name}: no shortcut accounting (the reports do not record what the prompts show); pass --data-dir"
+                f"{name}: no shortcut accounting (the results files do not record what the prompts show); "
+                "pass --data-dir"
             )
         comparison = compare_bench(a, b, name, shown)
         if comparison is None:
-            result.warnings.append(f"{name}: the reports have no item id in common; skipped")
+            result.warnings.append(f"{name}: the results files have no item id in common; skipped")
             continue
         if comparison.dropped:
             result.warnings.append(
-                f"{name}: {comparison.dropped} items are in only one report and were dropped "
+                f"{name}: {comparison.dropped} items are in only one results file and were dropped "
                 f"({comparison.stats.n} paired)"
             )
         result.benches.append(comparison)
     if not result.benches:
-        raise AzrError("no benchmark has items in both reports; run `azr eval` on the same data and --limit")
+        raise AzrError(
+            "no benchmark has items in both results files; run `azr eval` on the same data and --limit"
+        )
     return result

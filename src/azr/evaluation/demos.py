@@ -10,7 +10,7 @@ Python programs in the CRUXEval style, never benchmark items. One record per lin
 (HumanEval+/MBPP+: ``program`` is a solution whose first line is its ``def``, ``message`` the problem statement,
 and the input/output pairs double as its examples). A benchmark with ``shots=K`` uses the first K records of its
 type, in file order, for every item and every model, so two evaluations with the same K see the same
-demonstrations; the file's sha256 goes into the report so that runs with different files are not compared.
+demonstrations; the file's sha256 goes into the results so that runs with different files are not compared.
 ``tests/test_eval.py`` runs every record through the sandbox, so a wrong output cannot creep in.
 """
 
@@ -78,7 +78,7 @@ def first_demos(kind: str, k: int, path: Path = DEMO_FILE) -> list[Demo]:
 
 
 def demo_sha256(path: Path = DEMO_FILE) -> str:
-    """The file's sha256, recorded in every report that used demonstrations."""
+    """The file's sha256, recorded in the results of every run that used demonstrations."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -1,7 +1,7 @@
 """The ``probe`` benchmark: held-out self-play tasks, asked and scored exactly as in training.
 
 The tasks ship in the package (``src/azr/data/probe.jsonl``, built by ``scripts/make_probe.py`` from base-model
-proposals that the sandbox validated, none of them a training seed). One record per line::
+proposals that the sandbox validated, none of them a training seed task). One record per line::
 
     {"id": "probe-induction-0003", "type": "induction", "program": "def f(...): ...",
      "inputs": ["<argument text>", ...], "outputs": ["<repr>", ...], "message": "<hint>", "visible": 4}

@@ -7,7 +7,7 @@ pass@1 and the unbiased pass@k. :class:`OracleBackend` answers with the gold (or
 which checks data and scorers without a model.
 
 ``shots=K`` puts K fixed worked demonstrations (:mod:`.demos`) before every item; 2 is what the project reports
-(the CPU training prompts carry 2). The report's ``meta`` records what makes two runs comparable: ``shots``, the
+(the CPU training prompts carry 2). The results' ``meta`` records what makes two runs comparable: ``shots``, the
 demonstration file's name and sha256, the demonstration ids each benchmark used and its token budget.
 """
 
@@ -23,7 +23,7 @@ from azr.evaluation.benchmarks import Benchmark, Item, ScoreContext, Scored, res
 from azr.evaluation.demos import DEMO_FILE, demo_sha256, first_demos
 from azr.evaluation.loaders import BenchmarkUnavailable
 from azr.evaluation.passk import mean_pass_at_k
-from azr.evaluation.report import BenchResult, EvalReport, ItemRecord
+from azr.evaluation.results import BenchResult, EvalResults, ItemRecord
 from azr.evaluation.shortcut import shown_for
 from azr.seams import ExecutorLike
 
@@ -55,31 +55,31 @@ def evaluate(
     expected_cache: Path | None = None,
     progress: Progress | None = None,
     shots: int = 0,
-) -> EvalReport:
+) -> EvalResults:
     """Evaluate ``backend`` on ``benches`` (names, see ``BENCHMARKS``); unavailable benchmarks are skipped with
-    their reason in ``report.skipped``. ``limit`` takes the first N items of each benchmark; ``shots`` worked
+    their reason in ``EvalResults.skipped``. ``limit`` takes the first N items of each benchmark; ``shots`` worked
     demonstrations go before each item (ValueError when ``demos.jsonl`` has fewer of a needed type)."""
     if samples < 1 or shots < 0:
         raise ValueError("samples must be >= 1 and shots >= 0")
     specs = [with_tokens(b, max_new_tokens) for b in resolve(benches)]
-    report = EvalReport(meta=_meta(specs, limit, samples, data_dir, shots))
+    evaluation = EvalResults(meta=_meta(specs, limit, samples, data_dir, shots))
     ctx = ScoreContext(executor, expected_cache)
     try:
         for bench in specs:
             try:
                 items = bench.load(data_dir, limit)
             except BenchmarkUnavailable as e:
-                report.skipped[bench.name] = str(e)
+                evaluation.skipped[bench.name] = str(e)
                 continue
             t0 = time.perf_counter()
             replies = _generate(
                 backend, tokenizer, bench, items, samples, temperature, batch_size, progress, shots
             )
             scored = bench.score(ctx, [it for it in items for _ in range(samples)], replies)
-            _record(report, bench, items, replies, scored, samples, time.perf_counter() - t0)
+            _record(evaluation, bench, items, replies, scored, samples, time.perf_counter() - t0)
     finally:
         ctx.close()
-    return report
+    return evaluation
 
 
 def _meta(
@@ -133,7 +133,7 @@ def _generate(
 
 
 def _record(
-    report: EvalReport,
+    evaluation: EvalResults,
     bench: Benchmark,
     items: list[Item],
     replies: list[str],
@@ -148,7 +148,7 @@ def _record(
         name = bench.part(item) if bench.part else bench.name
         part = scored[i * samples : (i + 1) * samples]
         shown = shown_for(bench.name, item.data)
-        report.records.append(
+        evaluation.records.append(
             ItemRecord(
                 bench=name,
                 id=item.id,
@@ -162,12 +162,12 @@ def _record(
             )
         )
         counts[name].append((samples, sum(s.correct for s in part)))
-    report.results[bench.name] = _result(
+    evaluation.results[bench.name] = _result(
         bench.name, [c for cs in counts.values() for c in cs], samples, seconds
     )
     if bench.part:
         for name, part_counts in counts.items():
-            report.results[name] = _result(name, part_counts, samples, seconds)
+            evaluation.results[name] = _result(name, part_counts, samples, seconds)
 
 
 def _result(name: str, counts: list[tuple[int, int]], samples: int, seconds: float) -> BenchResult:

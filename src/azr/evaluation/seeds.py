@@ -1,11 +1,11 @@
 """The gain of a recipe over several training seeds, with a 95% interval that counts both sources of chance.
 
-Each seed is one training run: a base report and a trained report on the same items (paired verdicts). The
-seeds' gains (points of pass@1, after minus before) are averaged. The interval is a two-level bootstrap: draw
-the seeds with replacement, then within each drawn seed draw its items with replacement (keeping each item's
-pair of verdicts), and take the mean gain; the 2.5th and 97.5th percentiles of ``n_boot`` such means are the
-interval. With one seed it is the item bootstrap of that seed alone (no seed-to-seed variation is counted: say
-so when you report it).
+Each seed is one training run: the base model's and the trained model's eval results on the same items (paired
+verdicts). The seeds' gains (points of pass@1, after minus before) are averaged. The interval is a two-level
+bootstrap: draw the seeds with replacement, then within each drawn seed draw its items with replacement (keeping
+each item's pair of verdicts), and take the mean gain; the 2.5th and 97.5th percentiles of ``n_boot`` such means
+are the interval. With one seed it is the item bootstrap of that seed alone (no seed-to-seed variation is counted:
+say so when you report it).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def shown_for(bench: str, data: dict[str, Any]) -> Shown | None:
 
 
 def shown_from_records(records: Iterable[dict[str, Any]], bench: str) -> dict[str, Shown]:
-    """``{item id: Shown}`` from a report's records (reports from azr eval that record ``shown``)."""
+    """``{item id: Shown}`` from a results file's records (those azr eval writes record ``shown``)."""
     out = {}
     for rec in records:
         if rec.get("bench") == bench and rec.get("shown") is not None:
@@ -66,7 +66,8 @@ def shown_from_records(records: Iterable[dict[str, Any]], bench: str) -> dict[st
 
 
 def shown_from_data(bench: str, data_dir: str | Path) -> dict[str, Shown]:
-    """``{item id: Shown}`` from the benchmark's own rows (for reports written before records held it)."""
+    """``{item id: Shown}`` from the benchmark's own rows (for results files written before records held
+    it)."""
     from azr.evaluation.benchmarks import resolve
 
     items = resolve([bench])[0].load(data_dir, None)

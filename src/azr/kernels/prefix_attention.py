@@ -1,12 +1,12 @@
-"""Training attention of members after a shared prompt head, as two fused-kernel calls merged exactly.
+"""Training attention of members after a shared prompt prefix, as two fused-kernel calls merged exactly.
 
 In the trainer's member pass (:mod:`azr.training.layerwise`) each of ``b`` members (L tokens, right-padded) attends to the
-shared head (P tokens) and causally to its own tokens. Done as one attention call that needs the head's keys/values
+shared prefix (P tokens) and causally to its own tokens. Done as one attention call that needs the prefix's keys/values
 concatenated to every member's (b copies), repeated to every query head (grouped-query attention with a mask is not
 fused) and a (b, 1, L, P + L) mask, whose masked upper triangle the kernel computes anyway. Here instead:
 
-- **head part**: the queries of all members stacked as one sequence, ``(1, heads, b * L, d)``, against the head's
-  keys/values ``(1, kv_heads, P, d)``: dense, no mask, the kv heads read natively, the head never copied;
+- **prefix part**: the queries of all members stacked as one sequence, ``(1, heads, b * L, d)``, against the
+  prefix's keys/values ``(1, kv_heads, P, d)``: dense, no mask, the kv heads read natively, the prefix never copied;
 - **own part**: each member against its own keys/values, causal without a mask, so the kernel skips the blocks
   above the diagonal.
 
@@ -23,11 +23,11 @@ CPU only (PyTorch's CPU flash kernel returns the log-sum-exps and takes them bac
 (:mod:`azr.kernels`, ``attention.cpp``: forward and backward, grouped-query attention native) instead of PyTorch's
 flash kernel, whose block products go through MKL's bf16 GEMM; on CPUs MKL does not tune for (AMD EPYC here) that
 converts to fp32 first and the attention ran at 45-180 GFLOP/s against ~400 for the model's products. Measured on
-the 2-core AVX512-BF16 EPYC (2026-12-06, one run), forward / backward: the head part (1744 queries x 753 keys, 9 x 64)
-10.6 / 24.6 ms against 20.3 / 52.8, a member's own part (4 x 394, causal) 3.0 / 8.7 against 12.5 / 29.7, a head
+the 2-core AVX512-BF16 EPYC (2026-12-06, one run), forward / backward: the prefix part (1744 queries x 753 keys, 9 x 64)
+10.6 / 24.6 ms against 20.3 / 52.8, a member's own part (4 x 394, causal) 3.0 / 8.7 against 12.5 / 29.7, a prefix
 pass (757, causal) 2.5 / 6.6 against 7.5 / 23.8; errors against an fp32 reference equal (output, query gradient) or
 2-3x below (key/value gradients) the flash kernel's. :func:`attention` is the same for plain (causal or dense)
-attention, the head pass's. ``USE_KERNELS = False`` keeps PyTorch's kernel.
+attention, the prefix pass's. ``USE_KERNELS = False`` keeps PyTorch's kernel.
 """
 
 from __future__ import annotations
@@ -156,58 +156,58 @@ def _prefix_attention_op(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    head_key: torch.Tensor,
-    head_value: torch.Tensor,
+    prefix_key: torch.Tensor,
+    prefix_value: torch.Tensor,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Output (b, H, L, d) and the parts' log-sum-exps (b, H, L) each. An operator rather than a Python autograd
     function so that selective checkpointing (azr.training.layerwise) can keep its outputs instead of running it again."""
     b = query.shape[0]
-    out_head, lse_head = _forward(_stack(query), head_key, head_value, False, scale)
+    out_prefix, lse_prefix = _forward(_stack(query), prefix_key, prefix_value, False, scale)
     out_own, lse_own = _forward(query, key, value, True, scale)
-    lse_head = _unstack(lse_head, b).float()  # (b, H, L)
+    lse_prefix = _unstack(lse_prefix, b).float()  # (b, H, L)
     lse_own = lse_own.float()
-    lse = torch.logaddexp(lse_head, lse_own)
-    w_head = torch.exp(lse_head - lse).unsqueeze(-1)
+    lse = torch.logaddexp(lse_prefix, lse_own)
+    w_prefix = torch.exp(lse_prefix - lse).unsqueeze(-1)
     w_own = torch.exp(lse_own - lse).unsqueeze(-1)
-    out = (w_head * _unstack(out_head, b).float() + w_own * out_own.float()).to(query.dtype)
-    return out, lse_head.contiguous(), lse_own
+    out = (w_prefix * _unstack(out_prefix, b).float() + w_own * out_own.float()).to(query.dtype)
+    return out, lse_prefix.contiguous(), lse_own
 
 
 @_prefix_attention_op.register_fake
-def _(query, key, value, head_key, head_value, scale):  # shapes only (tracing, meta tensors)
+def _(query, key, value, prefix_key, prefix_value, scale):  # shapes only (tracing, meta tensors)
     lse = query.new_empty(query.shape[:3], dtype=torch.float32)
     return torch.empty_like(query), lse, torch.empty_like(lse)
 
 
 def _setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
-    query, key, value, head_key, head_value, scale = inputs
-    out, lse_head, lse_own = output
-    ctx.save_for_backward(query, key, value, head_key, head_value, out, lse_head, lse_own)
+    query, key, value, prefix_key, prefix_value, scale = inputs
+    out, lse_prefix, lse_own = output
+    ctx.save_for_backward(query, key, value, prefix_key, prefix_value, out, lse_prefix, lse_own)
     ctx.scale = scale
 
 
 def _backward(ctx: Any, grad: torch.Tensor, *_lse_grads: Any) -> tuple[torch.Tensor | None, ...]:
     """The log-sum-exps are outputs for the checkpoint only; nothing differentiates through them."""
-    query, key, value, head_key, head_value, out, lse_head, lse_own = ctx.saved_tensors
+    query, key, value, prefix_key, prefix_value, out, lse_prefix, lse_own = ctx.saved_tensors
     b, scale = query.shape[0], ctx.scale
-    lse = torch.logaddexp(lse_head, lse_own)
+    lse = torch.logaddexp(lse_prefix, lse_own)
     grad = grad.float()
-    grad_head = (torch.exp(lse_head - lse).unsqueeze(-1) * grad).to(query.dtype)
+    grad_prefix = (torch.exp(lse_prefix - lse).unsqueeze(-1) * grad).to(query.dtype)
     grad_own = (torch.exp(lse_own - lse).unsqueeze(-1) * grad).to(query.dtype)
-    dq_head, dk_head, dv_head = _backward_call(
-        _stack(grad_head),
+    dq_prefix, dk_prefix, dv_prefix = _backward_call(
+        _stack(grad_prefix),
         _stack(query),
-        head_key,
-        head_value,
+        prefix_key,
+        prefix_value,
         _stack(out),
-        _stack(lse_head),
+        _stack(lse_prefix),
         False,
         scale,
         True,
     )
     dq, dk, dv = _backward_call(grad_own, query, key, value, out, lse_own, True, scale)
-    return dq + _unstack(dq_head, b), dk, dv, dk_head, dv_head, None
+    return dq + _unstack(dq_prefix, b), dk, dv, dk_prefix, dv_prefix, None
 
 
 _prefix_attention_op.register_autograd(_backward, setup_context=_setup)
@@ -218,16 +218,16 @@ def prefix_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    head_key: torch.Tensor,
-    head_value: torch.Tensor,
+    prefix_key: torch.Tensor,
+    prefix_value: torch.Tensor,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """Attention output (b, heads, L, d) of ``query`` (b, heads, L, d) over the shared head ``head_key``/
-    ``head_value`` (1, kv_heads, P, d), all of it, then causally over its own ``key``/``value`` (b, kv_heads, L, d).
+    """Attention output (b, heads, L, d) of ``query`` (b, heads, L, d) over the shared prefix ``prefix_key``/
+    ``prefix_value`` (1, kv_heads, P, d), all of it, then causally over its own ``key``/``value`` (b, kv_heads, L, d).
     ``heads`` must be a multiple of ``kv_heads``."""
     if scale is None:
         scale = query.shape[-1] ** -0.5
-    return _prefix_attention_op(query, key, value, head_key, head_value, scale)[0]
+    return _prefix_attention_op(query, key, value, prefix_key, prefix_value, scale)[0]
 
 
 @torch.library.custom_op("azr::attention", mutates_args=())
@@ -280,9 +280,10 @@ def autocast_dtype(query: torch.Tensor) -> torch.dtype:
 # transformers attention functions (plugged in with azr.hfcompat.attention_implementation around the calls that need
 # them; transformers builds no mask for a registered function it does not know):
 # - CAUSAL_ATTENTION: causal attention without a mask through :func:`attention`, for calls where no token is padding
-#   (the trainer's head pass and members without a head, the sampler's prompt heads);
-# - SPLIT_ATTENTION: members after a shared head through :func:`prefix_attention`, the head's keys/values given as
-#   ``azr_head=(key, value)`` (one layer's call) or ``azr_heads=[(key, value) per layer]`` (a whole model's).
+#   (the trainer's prefix pass and members without a prefix, the sampler's shared prefixes);
+# - SPLIT_ATTENTION: members after a shared prefix through :func:`prefix_attention`, the prefix's keys/values given
+#   as ``azr_prefix=(key, value)`` (one layer's call) or ``azr_prefix_layers=[(key, value) per layer]`` (a whole
+#   model's).
 CAUSAL_ATTENTION = "azr_causal"
 SPLIT_ATTENTION = "azr_prefix_split"
 
@@ -320,15 +321,16 @@ def _split(
     key: torch.Tensor,
     value: torch.Tensor,
     scaling: float | None,
-    azr_head: tuple[torch.Tensor, torch.Tensor] | None = None,
-    azr_heads: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    azr_prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+    azr_prefix_layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
-    head = azr_head if azr_head is not None else None if azr_heads is None else azr_heads[module.layer_idx]
-    if head is None:
-        raise RuntimeError(f"the {SPLIT_ATTENTION} attention needs the shared head's keys/values")
-    head_key, head_value = (t.to(query.dtype) for t in head)
-    return prefix_attention(query, key, value, head_key, head_value, scaling)
+    layers = azr_prefix_layers
+    prefix = azr_prefix if azr_prefix is not None else None if layers is None else layers[module.layer_idx]
+    if prefix is None:
+        raise RuntimeError(f"the {SPLIT_ATTENTION} attention needs the shared prefix's keys/values")
+    prefix_key, prefix_value = (t.to(query.dtype) for t in prefix)
+    return prefix_attention(query, key, value, prefix_key, prefix_value, scaling)
 
 
 if AttentionInterface is not None:

@@ -5,5 +5,5 @@
 - :mod:`azr.report.data`: the task store read defensively; :mod:`azr.report.views`: proposal views;
 - :mod:`azr.report.browser` (with ``browser.js``): the task and rollout browser; :mod:`azr.report.charts`: SVG.
 
-Not the evaluation's results file (:mod:`azr.evaluation.report`). Importing the package imports nothing.
+Not the evaluation's results file (:mod:`azr.evaluation.results`). Importing the package imports nothing.
 """

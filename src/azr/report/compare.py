@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from azr.config import RENAMED_KEYS
 from azr.errors import AzrError
 from azr.fsutil import atomic_write_text
 from azr.metrics import expand, merge_steps, read_metrics
@@ -106,7 +107,9 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _config_diff(runs: list[Path], labels: dict) -> str:
-    configs = {r: _flat(read_toml(r / CONFIG_FILE)) for r in runs}
+    flat = {r: _flat(read_toml(r / CONFIG_FILE)) for r in runs}
+    # A key renamed since a run started is compared under its new name.
+    configs = {r: {RENAMED_KEYS.get(k, k): v for k, v in c.items()} for r, c in flat.items()}
     keys = sorted({k for c in configs.values() for k in c})
     differ = [k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1]
     if not differ:

@@ -7,12 +7,12 @@ How one ``generate`` call runs:
 
 1. All ``len(prompts) * n`` rows are sorted by prompt length (stable, so the n copies of a prompt stay together) and
    cut into chunks of ``cfg.generation_batch_size``; results go back to input order at the end.
-2. Per chunk, with ``cfg.share_prefix`` (the default): the distinct prompts are grouped by shared head
-   (:mod:`azr.prefix`; the system message and demonstrations of one task type and role). Each group runs its head
-   once, then its members' remaining tokens against it (only the last position's logits are computed). The keys
-   and values stay in a prompt store (:mod:`azr.rollout.shared_kv`): every head once, every distinct prompt's rest
-   once, however many rows sample from it, and each row owns only the tokens it generates. Decoding reads a head
-   once per step for all the rows of its group.
+2. Per chunk, with ``cfg.share_prefix`` (the default): the distinct prompts are grouped by shared prefix
+   (:mod:`azr.prefix`; the system message and demonstrations of one task type and role). Each group runs its
+   prefix once, then its members' remaining tokens against it (only the last position's logits are computed). The
+   keys and values stay in a prompt store (:mod:`azr.rollout.shared_kv`): every shared prefix once, every distinct
+   prompt's rest once, however many rows sample from it, and each row owns only the tokens it generates. Decoding
+   reads a shared prefix once per step for all the rows of its group.
 3. Decode one token per step. A row stops at EOS, at a stop string or at ``max_new_tokens``; finished rows leave the
    batch, so it shrinks. Where the store does not apply (``share_prefix = false``, a model with other than plain
    full-attention layers, or nothing shared), the prompts are left-padded and prefilled whole, and every row keeps
@@ -255,7 +255,7 @@ class HFBackend:
         return out.logits[:, -1]
 
     def _prefix_plan(self, prompts: list[list[int]]) -> list[PrefixGroup] | None:
-        """Shared-head groups worth using (loners pooled into one group with no head), or None to skip sharing."""
+        """Shared-prefix groups worth using (loners pooled into one group with no prefix), or None to skip sharing."""
         if not self.cfg.share_prefix or len(prompts) < 2 or not self._plain_cache():
             return None
         groups = prefix_groups(prompts, keep=1)
@@ -336,7 +336,7 @@ class HFBackend:
     def _prompt_store_steps(
         self, prompts: list[list[int]], max_new: int
     ) -> Generator[torch.Tensor, tuple[torch.Tensor, list[int] | None], None] | None:
-        """:meth:`_cache_steps` with shared heads and repeated prompts kept once (:mod:`azr.rollout.shared_kv`),
+        """:meth:`_cache_steps` with shared prefixes and repeated prompts kept once (:mod:`azr.rollout.shared_kv`),
         or None where that does not apply (nothing shared, sharing off, or a model it cannot drive)."""
         if not self.cfg.share_prefix or not self._store_ok():
             return None
@@ -355,36 +355,38 @@ class HFBackend:
     def _prefill_levels(
         self, prompts: list[list[int]], plan: list[PrefixGroup] | None
     ) -> tuple[torch.Tensor, list[Level]]:
-        """Prefill each group (head once, then its members' rests) and keep the keys/values in levels: the heads
-        (when any group has one) and the rests; returns the last logits (U, V) and the levels."""
+        """Prefill each group (prefix once, then its members' rests) and keep the keys/values in levels: the shared
+        prefixes (when any group has one) and the rests; returns the last logits (U, V) and the levels."""
         plan = plan or [PrefixGroup(0, tuple(range(len(prompts))))]
         n_layers = len(DynamicCache(config=self.decoder.config).layers)
-        heads: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(n_layers)]
+        prefixes: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(n_layers)]
         rests: list[list[Any]] = [[None] * len(prompts) for _ in range(n_layers)]
         logits: list[Any] = [None] * len(prompts)
         group_of = [0] * len(prompts)
         for g, group in enumerate(plan):
-            g_logits, g_heads, g_rests = self._group_kv([prompts[i] for i in group.members], group.prefix_len)
+            g_logits, g_prefix, g_rests = self._group_kv(
+                [prompts[i] for i in group.members], group.prefix_len
+            )
             for layer in range(n_layers):
-                heads[layer].append(g_heads[layer])
+                prefixes[layer].append(g_prefix[layer])
                 for g_row, u in enumerate(group.members):
                     rests[layer][u] = g_rests[layer][g_row]
             for g_row, u in enumerate(group.members):
                 logits[u], group_of[u] = g_logits[g_row], g
         levels = [stacked_level(rests, list(range(len(prompts))))]
         if any(group.prefix_len for group in plan):
-            levels.insert(0, stacked_level(heads, group_of))
+            levels.insert(0, stacked_level(prefixes, group_of))
         return torch.stack(logits), levels
 
     def _group_kv(
-        self, prompts: list[list[int]], head: int
+        self, prompts: list[list[int]], prefix_len: int
     ) -> tuple[torch.Tensor, list[prefill.KV], list[list[prefill.KV]]]:
-        """One group's last logits (g, V), its head's keys/values per layer (kv_heads, head, d) and each member's
-        rest's: split (azr.rollout.prefill) where it applies, else through the masked prefill."""
+        """One group's last logits (g, V), its shared prefix's keys/values per layer (kv_heads, prefix_len, d) and
+        each member's rest's: split (azr.rollout.prefill) where it applies, else through the masked prefill."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        if head and prefill.applies(self.decoder):
-            return prefill.group(self.decoder, prompts, head, pad)
-        return prefill.masked_group(self.decoder, prompts, head, pad)
+        if prefix_len and prefill.applies(self.decoder):
+            return prefill.group(self.decoder, prompts, prefix_len, pad)
+        return prefill.masked_group(self.decoder, prompts, prefix_len, pad)
 
     def _store_ok(self) -> bool:
         return shared_kv.available() and self._plain_cache()

@@ -1,13 +1,13 @@
-"""A prompt group's prefill for the prompt store: the shared head once, then the members' rests attending to it.
+"""A prompt group's prefill for the prompt store: the shared prefix once, then the members' rests attending to it.
 
-The plain way (:func:`masked_group`) copies the head's keys/values to every member and runs the rests
+The plain way (:func:`masked_group`) copies the prefix's keys/values to every member and runs the rests
 left-padded through one masked attention call per layer, which computes the masked and padded scores too. Here the
 rests are right-padded and each layer's attention is :func:`azr.kernels.prefix_attention.prefix_attention`: all members'
-queries against the one head (dense, no mask, no copy) and each member causally against its own tokens (a real token
+queries against the one prefix (dense, no mask, no copy) and each member causally against its own tokens (a real token
 never sees a pad to its right). Both run on azr's bf16 kernels where they apply (:mod:`azr.kernels`), else on
-PyTorch's flash kernel. The head itself runs as causal attention without a mask (:data:`CAUSAL_ATTENTION`).
+PyTorch's flash kernel. The prefix itself runs as causal attention without a mask (:data:`CAUSAL_ATTENTION`).
 
-Only for Llama-style decoders that :func:`azr.rollout.lean.supports` (no logit soft-capping or other head-side
+Only for Llama-style decoders that :func:`azr.rollout.lean.supports` (no logit soft-capping or other LM-head
 extras: the last logits are the LM head of the last real position) with sdpa attention on a CPU; :func:`applies`.
 """
 
@@ -28,7 +28,7 @@ try:
 except ImportError:  # pragma: no cover - transformers without pluggable attention
     AttentionInterface = None  # type: ignore[assignment,misc]
 
-__all__ = ["SPLIT", "applies", "group", "head_attention", "masked_group", "padded"]
+__all__ = ["SPLIT", "applies", "group", "masked_group", "padded", "prefix_pass_attention"]
 
 SPLIT = True  # False: masked_group for every group
 KV = tuple[torch.Tensor, torch.Tensor]
@@ -38,8 +38,8 @@ def _head_dim(config: Any) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-def head_attention(decoder: Any) -> Any:
-    """A context for running a prompt head (one row, no padding) through ``decoder``: causal attention on azr's
+def prefix_pass_attention(decoder: Any) -> Any:
+    """A context for running a shared prefix (one row, no padding) through ``decoder``: causal attention on azr's
     kernels where they apply, else nothing changes."""
     config = decoder.config
     weight = decoder.get_input_embeddings().weight
@@ -64,26 +64,29 @@ def applies(decoder: Any) -> bool:
 
 @torch.inference_mode()
 def group(
-    decoder: Any, prompts: list[list[int]], head: int, pad_id: int
+    decoder: Any, prompts: list[list[int]], prefix_len: int, pad_id: int
 ) -> tuple[torch.Tensor, list[KV], list[list[KV]]]:
-    """Prefill prompts sharing their first ``head`` tokens (``head`` >= 1, every rest >= 1 token): the last
-    logits (g, V), the head's keys/values per layer (kv_heads, head, d) and each member's rest's per layer."""
+    """Prefill prompts sharing their first ``prefix_len`` tokens (``prefix_len`` >= 1, every rest >= 1 token): the
+    last logits (g, V), the prefix's keys/values per layer (kv_heads, prefix_len, d) and each member's rest's per
+    layer."""
     device = decoder.get_input_embeddings().weight.device
     base, lm_head = decoder.model, decoder.lm_head
-    head_cache = DynamicCache(config=decoder.config)
-    with head_attention(decoder):
-        base(input_ids=torch.tensor([prompts[0][:head]], device=device), **with_cache(base, head_cache))
-    heads = [
-        (layer.keys[:, :, :head], layer.values[:, :, :head]) for layer in head_cache.layers
+    prefix_cache = DynamicCache(config=decoder.config)
+    with prefix_pass_attention(decoder):
+        base(
+            input_ids=torch.tensor([prompts[0][:prefix_len]], device=device), **with_cache(base, prefix_cache)
+        )
+    prefix_kv = [
+        (layer.keys[:, :, :prefix_len], layer.values[:, :, :prefix_len]) for layer in prefix_cache.layers
     ]  # (1, kv, P, d)
-    rests = [p[head:] for p in prompts]
+    rests = [p[prefix_len:] for p in prompts]
     width = max(len(r) for r in rests)
     ids = padded(rests, width, pad_id, left=False).to(device)
-    positions = torch.arange(head, head + width, device=device).expand(len(rests), width)
+    positions = torch.arange(prefix_len, prefix_len + width, device=device).expand(len(rests), width)
     rest_cache = DynamicCache(config=decoder.config)
     with attention_implementation(decoder.config, SPLIT_ATTENTION):
         hidden = base(
-            input_ids=ids, position_ids=positions, azr_heads=heads, **with_cache(base, rest_cache)
+            input_ids=ids, position_ids=positions, azr_prefix_layers=prefix_kv, **with_cache(base, rest_cache)
         ).last_hidden_state  # (g, w, H)
     last = torch.tensor([len(r) - 1 for r in rests], device=device)
     logits = lm_head(hidden[torch.arange(len(rests), device=device), last])  # (g, V)
@@ -94,33 +97,33 @@ def group(
         ]
         for layer in rest_cache.layers
     ]
-    return logits, [(k[0].clone(), v[0].clone()) for k, v in heads], own
+    return logits, [(k[0].clone(), v[0].clone()) for k, v in prefix_kv], own
 
 
 @torch.inference_mode()
 def masked_group(
-    decoder: Any, prompts: list[list[int]], head: int, pad_id: int
+    decoder: Any, prompts: list[list[int]], prefix_len: int, pad_id: int
 ) -> tuple[torch.Tensor, list[KV], list[list[KV]]]:
-    """:func:`group` for any decoder (``head`` may be 0): the head once, its keys/values copied to every member, then
-    the rests left-padded through one masked attention call per layer."""
+    """:func:`group` for any decoder (``prefix_len`` may be 0): the prefix once, its keys/values copied to every
+    member, then the rests left-padded through one masked attention call per layer."""
     device = decoder.get_input_embeddings().weight.device
     cache = DynamicCache(config=decoder.config)
-    if head:
-        with head_attention(decoder):
+    if prefix_len:
+        with prefix_pass_attention(decoder):
             decoder(
-                input_ids=torch.tensor([prompts[0][:head]], device=device),
+                input_ids=torch.tensor([prompts[0][:prefix_len]], device=device),
                 **with_cache(decoder, cache),
                 logits_to_keep=1,
             )
         cache.batch_repeat_interleave(len(prompts))
-    rests = [p[head:] for p in prompts]
+    rests = [p[prefix_len:] for p in prompts]
     width = max(len(r) for r in rests)
-    mask = torch.zeros((len(rests), head + width), dtype=torch.long)  # (g, head + w)
-    mask[:, :head] = 1
+    mask = torch.zeros((len(rests), prefix_len + width), dtype=torch.long)  # (g, P + w)
+    mask[:, :prefix_len] = 1
     for row, rest in enumerate(rests):
-        mask[row, head + width - len(rest) :] = 1
+        mask[row, prefix_len + width - len(rest) :] = 1
     mask = mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]  # (g, w)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_len:]  # (g, w)
     out = decoder(
         input_ids=padded(rests, width, pad_id, left=True).to(device),
         attention_mask=mask,
@@ -128,8 +131,11 @@ def masked_group(
         **with_cache(decoder, cache),
         logits_to_keep=1,
     )
-    span = head + width
-    heads = [(layer.keys[0, :, :head].clone(), layer.values[0, :, :head].clone()) for layer in cache.layers]
+    span = prefix_len + width
+    prefix_kv = [
+        (layer.keys[0, :, :prefix_len].clone(), layer.values[0, :, :prefix_len].clone())
+        for layer in cache.layers
+    ]
     own = [
         [
             (layer.keys[row, :, span - len(r) :].clone(), layer.values[row, :, span - len(r) :].clone())
@@ -137,7 +143,7 @@ def masked_group(
         ]
         for layer in cache.layers
     ]
-    return out.logits[:, -1], heads, own
+    return out.logits[:, -1], prefix_kv, own
 
 
 def padded(rows: list[list[int]], width: int, pad_id: int, left: bool) -> torch.Tensor:

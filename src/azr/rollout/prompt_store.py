@@ -1,10 +1,11 @@
 """The prompt store: one copy of each shared part of the prompts' keys/values, and one decode step's attention.
 
-The keys/values are kept in *levels* (:class:`Level`): the heads once per group, each prompt's rest once per
-distinct prompt, and each row owns only a *tail* for the tokens it generates (:class:`PromptStore`). One decode
+The keys/values are kept in *levels* (:class:`Level`): the shared prefixes once per group, each prompt's rest once
+per distinct prompt, and each row owns only a *tail* for the tokens it generates (:class:`PromptStore`). One decode
 step's attention is computed per part, the parts merged exactly through their log-sum-exps (the derivation is in
-:mod:`azr.rollout.shared_kv`, which drives decoding with it). On a CPU with a C++ compiler the whole step runs in one
-compiled call (:mod:`azr.kernels`, ``prompt_store.cpp``); the PyTorch path below is the fallback and the reference.
+:mod:`azr.rollout.shared_kv`, which drives decoding with it). On a CPU with a C++ compiler the whole step runs in
+one compiled call (:mod:`azr.kernels`, ``prompt_store.cpp``); the PyTorch path below is the fallback and the
+reference.
 
 Both decoders read it: transformers' forward through :mod:`azr.rollout.shared_kv`'s attention plug-in, and the
 lean Llama step (:mod:`azr.rollout.lean`). It imports neither.
@@ -34,7 +35,9 @@ class Level:
         bias = torch.zeros(keep.shape, dtype=keys[0].dtype, device=keep.device)
         self.bias = bias.masked_fill(~keep, float("-inf"))[:, None, None, :]  # (N, 1, 1, L), added to scores
         self.keep = keep.contiguous()  # as the compiled kernel reads it
-        self.empty = ~keep.any(dim=-1)  # (N,) entries with no position at all (a prompt with no head)
+        self.empty = ~keep.any(
+            dim=-1
+        )  # (N,) entries with no position at all (a prompt with no shared prefix)
         self.any_empty = bool(self.empty.any())  # read once here, not at every layer of every decode step
 
 

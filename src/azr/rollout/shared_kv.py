@@ -1,11 +1,11 @@
 """Decoding with one copy of each shared part of the prompts' keys and values, however many rows read it.
 
-Self-play prompts repeat at two levels. The prompts of one task type and role share a long *head* (the system
+Self-play prompts repeat at two levels. The prompts of one task type and role share a long *prefix* (the system
 message and the worked demonstrations), and each Monte-Carlo proposal is solved several times from the same
-prompt. A plain KV cache holds every row's whole prompt, so at every decode step the head is read once per row
-and each prompt once per sample. Here the keys/values are kept in *levels*: the heads once per group, each
-prompt's rest (what follows its head; the whole prompt for one with no head) once per distinct prompt, and each
-row owns only a *tail* buffer for the tokens it generates. Attention of one decode step is computed per part
+prompt. A plain KV cache holds every row's whole prompt, so at every decode step the shared prefix is read once per
+row and each prompt once per sample. Here the keys/values are kept in *levels*: the shared prefixes once per group,
+each prompt's rest (what follows its prefix; the whole prompt for one with no shared prefix) once per distinct
+prompt, and each row owns only a *tail* buffer for the tokens it generates. Attention of one decode step is computed per part
 and the parts are merged exactly through their log-sum-exps:
 
 - a level's part: the queries of all rows that read one of its entries are stacked (N, kv_heads, copies x rep,
@@ -13,8 +13,8 @@ and the parts are merged exactly through their log-sum-exps:
 - tail part: each row against its own generated tokens (the current one included).
 
 ``softmax([a, b]) @ [Va; Vb] = w_a softmax(a) @ Va + w_b softmax(b) @ Vb`` with ``w = exp(lse_part - lse_all)``, so
-the result equals attention over the row's whole sequence, up to float rounding. A row with no head reads an
-entry whose positions are all masked: its part's weight is exp(-huge) = 0.
+the result equals attention over the row's whole sequence, up to float rounding. A row with no shared prefix reads
+an entry whose positions are all masked: its part's weight is exp(-huge) = 0.
 
 On a CPU with a C++ compiler the whole step (every level, the tail and the merge) runs in one compiled call
 (:mod:`azr.kernels`), about 2-3x faster per layer than the fused-attention calls below; the PyTorch path

@@ -162,7 +162,7 @@ class VLLMBackend:
             model=self.path,
             gpu_memory_utilization=self.cfg.vllm_gpu_memory_utilization,
             dtype=self.dtype,
-            enable_prefix_caching=self.cfg.share_prefix,  # vLLM's own form of the shared prompt heads
+            enable_prefix_caching=self.cfg.share_prefix,  # vLLM's own form of the shared prompt prefixes
             logprobs_mode="processed_logprobs",
             max_model_len=self.max_model_len,
             **extra,

@@ -2,9 +2,10 @@
 (``selfplay.demo_trace``).
 
 Demonstrations are buffer tasks of the prompt's type, drawn once per generation phase for each (type, role), so the
-prompts of a group start with the same tokens and the backend and trainer compute that head once (:mod:`azr.prefix`).
-A task never serves as its own demonstration. With ``demo_trace`` the deduction and abduction solve demonstrations
-show, in their ``<think>``, a line-by-line trace of the call that the sandbox wrote (``Executor.trace_many``).
+prompts of a group start with the same tokens and the backend and trainer compute that shared prefix once
+(:mod:`azr.prefix`). A task never serves as its own demonstration. With ``demo_trace`` the deduction and abduction
+solve demonstrations show, in their ``<think>``, a line-by-line trace of the call that the sandbox wrote
+(``Executor.trace_many``).
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def split_induction(task: Task, n_visible: int) -> tuple[list[tuple[str, str]], 
     """Split an induction task's pairs into the shown ones and the hidden tests.
 
     The first ``n_visible`` pairs are shown, but at least one pair stays hidden when the task has two or more
-    (the six-input identity seed with ``n_visible=5`` shows 5 and keeps 1 as the test).
+    (the six-input identity induction seed task with ``n_visible=5`` shows 5 and keeps 1 as the test).
     """
     pairs = list(zip(task.inputs, task.outputs, strict=True))
     k = max(0, min(n_visible, len(pairs) - 1)) if len(pairs) > 1 else len(pairs)

@@ -120,7 +120,7 @@ def validate_proposals(
         if (
             reason is None
             and kind is not TaskType.INDUCTION
-            and origin == "proposal"  # seed files and imports are the user's choice, not the proposer's
+            and origin == "proposal"  # seed tasks files and imports are the user's choice, not the proposer's
             and _trivial(p.program, cfg.selfplay.min_program_nodes)
         ):
             reason = RejectReason.TRIVIAL

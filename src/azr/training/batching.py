@@ -4,7 +4,7 @@ Scope: token ids and per-sequence values in, tensors laid out for one decoder pa
 
 - :class:`TrainBatch`: one policy-update batch (ids, advantages, sampling temperatures, optional log-probs).
 - :func:`ppo_split`: the deterministic, strided split of a batch into PPO mini-batches.
-- :func:`micro_batches`: sequences grouped by shared prompt head (:mod:`azr.prefix`), sorted by length within a
+- :func:`micro_batches`: sequences grouped by shared prompt prefix (:mod:`azr.prefix`), sorted by length within a
   group and cut into right-padded :class:`MicroBatch` es, with the packed coordinates of their reply tokens.
 - :func:`pad` / :func:`packed`: move per-token values between the packed (n,) and the padded (b, T) layouts.
 """
@@ -111,12 +111,12 @@ class MicroBatch:
     cols: torch.Tensor  # (n,) position in input_ids whose hidden state predicts that token
     targets: torch.Tensor  # (n,) the reply token ids
     lengths: list[int]  # reply length per sequence
-    prefix_ids: torch.Tensor | None = None  # (1, P) the head every member shares, run once
+    prefix_ids: torch.Tensor | None = None  # (1, P) the prefix every member shares, run once
     temperatures: torch.Tensor | None = None  # (n, 1) scoring temperature per token; None when all 1.0
 
 
 def plan(batch: TrainBatch, share_prefix: bool) -> list[PrefixGroup]:
-    """Groups of sequences sharing a prompt head; sequences with none share one group with prefix 0."""
+    """Groups of sequences sharing a prompt prefix; sequences with none share one group with prefix 0."""
     everyone = PrefixGroup(0, tuple(range(len(batch))))
     if not share_prefix or len(batch) < 2:
         return [everyone]
@@ -134,9 +134,9 @@ def micro_batches(
     device: torch.device,
     tokens: int = 0,
 ) -> Iterator[MicroBatch]:
-    """Length-sorted, right-padded micro-batches of at most ``size`` sequences (per shared-head group). With
-    ``tokens``, a group with a shared head puts more members in one micro-batch while its padded tokens after the
-    head (rows x its longest member) stay within ``tokens``: one head pass instead of several, for no more
+    """Length-sorted, right-padded micro-batches of at most ``size`` sequences (per shared-prefix group). With
+    ``tokens``, a group with a shared prefix puts more members in one micro-batch while its padded tokens after the
+    prefix (rows x its longest member) stay within ``tokens``: one prefix pass instead of several, for no more
     activations than that many tokens."""
     total = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids, strict=True)]
     for group in plan(batch, share_prefix):

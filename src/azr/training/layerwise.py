@@ -1,32 +1,33 @@
-"""A decoder's forward pass run layer by layer under activation checkpointing, shared head included.
+"""A decoder's forward pass run layer by layer under activation checkpointing, shared prefix included.
 
-The trainer runs a micro-batch's shared prompt head once and attends every member to it (``azr.prefix``). HF's own
+The trainer runs a micro-batch's shared prompt prefix once and attends every member to it (``azr.prefix``). HF's own
 gradient checkpointing cannot keep a KV cache (the backward replay would write it twice), so with it on every member
-recomputed the whole head. This module drives the layers itself instead:
+recomputed the whole prefix. This module drives the layers itself instead:
 
-- **head pass** (batch 1, P tokens): each layer runs inside ``torch.utils.checkpoint`` with a fresh one-layer cache
+- **prefix pass** (batch 1, P tokens): each layer runs inside ``torch.utils.checkpoint`` with a fresh one-layer cache
   and returns its output *and* the keys/values it wrote; only the layer's input and those keys/values are kept;
-- **member pass** (batch b, L tokens): each layer runs checkpointed with a fresh cache preloaded with the head's
-  keys/values of that layer (expanded to b rows, not copied), so members attend to the head exactly as with a cache.
+- **member pass** (batch b, L tokens): each layer runs checkpointed with a fresh cache preloaded with the prefix's
+  keys/values of that layer (expanded to b rows, not copied), so members attend to the prefix exactly as with a
+  cache.
 
 The replay in backward rebuilds its own cache, so nothing is written twice and the gradients equal those of the plain
-forward pass. Kept for backward: one (b, L, H) input per layer plus the head's keys/values, instead of every
+forward pass. Kept for backward: one (b, L, H) input per layer plus the prefix's keys/values, instead of every
 intermediate of every layer (about 1/16th for SmolLM2's shapes), and the fused attention kernel's output and
 log-sum-exps (selective checkpointing, :data:`SAVE_ATTENTION`): the replay runs the layer without its attention, which
 was ~6 s of a 76 s default CPU update (+~85 MB at its peak, 2026-12-06). With sdpa on a CPU the member pass's
-attention is :mod:`azr.kernels.prefix_attention`'s split (:data:`SPLIT_ATTENTION`): the head part dense over all members'
-queries at once, the own part causal, no mask, no copy of the head per member. Where azr's bf16 attention kernels
-apply (:func:`azr.kernels.prefix_attention.kernels_apply`), the head pass and members without a head run causal attention
+attention is :mod:`azr.kernels.prefix_attention`'s split (:data:`SPLIT_ATTENTION`): the prefix part dense over all members'
+queries at once, the own part causal, no mask, no copy of the prefix per member. Where azr's bf16 attention kernels
+apply (:func:`azr.kernels.prefix_attention.kernels_apply`), the prefix pass and members without a prefix run causal attention
 through :func:`azr.kernels.prefix_attention.attention` too; the narrow key/value projections' outputs are kept as well
 (:data:`SAVE_KV_PROJECTIONS`).
 
 **Backward in stages.** A weight used twice in one backward pass gets its gradient added to ``.grad`` only once both
-uses have delivered theirs; until then the first waits in autograd's buffers. Each layer's weights serve the head pass
+uses have delivered theirs; until then the first waits in autograd's buffers. Each layer's weights serve the prefix pass
 and the member pass, whose layers run backward last; the tied embedding serves the LM head (first in backward) and the
-inputs (last). In one pass the member pass's gradient of every weight waited for the head pass's: a whole model's worth
+inputs (last). In one pass the member pass's gradient of every weight waited for the prefix pass's: a whole model's worth
 of fp32 gradients on top of ``.grad`` (0.3 GiB of the default CPU step's 3.8 GiB peak). :class:`StagedBackward` cuts
-the graph where the uses meet, at the head's keys/values and at the decoder's output: the caller's ``backward()`` runs
-the LM head alone, :meth:`StagedBackward.run` then the members, then the head, each weight's gradient going into
+the graph where the uses meet, at the prefix's keys/values and at the decoder's output: the caller's ``backward()`` runs
+the LM head alone, :meth:`StagedBackward.run` then the members, then the prefix, each weight's gradient going into
 ``.grad`` as soon as its stage computes it. Same gradients, summed in another order. Not under FSDP, whose
 reduce-scatters run from hooks on a single backward pass.
 
@@ -83,21 +84,21 @@ class StagedBackward:
 
 
 class _LayerCache:
-    """The slice of the ``Cache`` API one attention layer uses: ``update`` appends to an optional preloaded head
-    (``split``: returns the layer's own keys/values only, the attention reads the head itself)."""
+    """The slice of the ``Cache`` API one attention layer uses: ``update`` appends to an optional preloaded prefix
+    (``split``: returns the layer's own keys/values only, the attention reads the prefix itself)."""
 
     def __init__(
         self,
-        head: tuple[torch.Tensor, torch.Tensor] | None = None,
+        prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
         rows: int = 1,
         split: bool = False,
         plain: bool = False,
     ) -> None:
-        self.head = head
+        self.prefix = prefix
         self.rows = rows
         self.split = split
         self.plain = (
-            plain  # causal attention without a head or mask, through azr.kernels.prefix_attention.attention
+            plain  # causal attention without a prefix or mask, through azr.kernels.prefix_attention.attention
         )
         self.written: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -105,13 +106,13 @@ class _LayerCache:
         self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.written = (key, value)  # (b, kv_heads, L, d) each
-        if self.head is None or self.split:
+        if self.prefix is None or self.split:
             return key, value
-        hk, hv = (t.expand(self.rows, -1, -1, -1) for t in self.head)  # (b, kv_heads, P, d), no copy
-        return torch.cat([hk, key], dim=2), torch.cat([hv, value], dim=2)
+        pk, pv = (t.expand(self.rows, -1, -1, -1) for t in self.prefix)  # (b, kv_heads, P, d), no copy
+        return torch.cat([pk, key], dim=2), torch.cat([pv, value], dim=2)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return 0 if self.head is None else self.head[0].shape[2]
+        return 0 if self.prefix is None else self.prefix[0].shape[2]
 
 
 def supports(decoder: Any) -> bool:
@@ -136,12 +137,12 @@ def _mask(keep: torch.Tensor, impl: str, dtype: torch.dtype) -> torch.Tensor:
     )
 
 
-def _keep(attention_mask: torch.Tensor, head: int) -> torch.Tensor:
-    """(b, 1, L, P + L) bool: member token i sees the whole head, and its own non-padding tokens up to i."""
+def _keep(attention_mask: torch.Tensor, prefix_len: int) -> torch.Tensor:
+    """(b, 1, L, P + L) bool: member token i sees the whole prefix, and its own non-padding tokens up to i."""
     b, width = attention_mask.shape
     causal = torch.ones(width, width, dtype=torch.bool, device=attention_mask.device).tril()  # (L, L)
     own = causal[None] & attention_mask.bool()[:, None, :]  # (b, L, L)
-    seen = torch.ones(b, width, head, dtype=torch.bool, device=attention_mask.device)  # (b, L, P)
+    seen = torch.ones(b, width, prefix_len, dtype=torch.bool, device=attention_mask.device)  # (b, L, P)
     return torch.cat([seen, own], dim=2)[:, None]
 
 
@@ -168,7 +169,7 @@ def _run_layer(
     kwargs = {_cache_name(type(layer)): cache, "position_embeddings": (cos, sin)}
     if cache.split:
         with attention_implementation(layer.self_attn.config, _SPLIT):
-            out = layer(hidden, attention_mask=None, azr_head=cache.head, **kwargs)
+            out = layer(hidden, attention_mask=None, azr_prefix=cache.prefix, **kwargs)
     elif cache.plain:
         with attention_implementation(layer.self_attn.config, _PLAIN):
             out = layer(hidden, attention_mask=None, **kwargs)
@@ -178,7 +179,7 @@ def _run_layer(
     return hidden_out
 
 
-def _head_layer(
+def _prefix_layer(
     layer: Any,
     hidden: torch.Tensor,
     mask: torch.Tensor | None,
@@ -203,9 +204,9 @@ def _member_layer(
     split: bool = False,
     plain: bool = False,
 ) -> torch.Tensor:
-    head = None if key is None or value is None else (key, value)
+    prefix = None if key is None or value is None else (key, value)
     cache = _LayerCache(
-        head, rows=hidden.shape[0], split=split and head is not None, plain=plain and head is None
+        prefix, rows=hidden.shape[0], split=split and prefix is not None, plain=plain and prefix is None
     )
     return _run_layer(layer, hidden, mask, cos, sin, cache)
 
@@ -221,7 +222,7 @@ _ATTENTION_OPS = frozenset(
     )
 ) - {None} | {prefix_attention_op, plain_attention_op}
 SAVE_ATTENTION = True
-# Members attend to the head and to themselves in two kernel calls (azr.kernels.prefix_attention), sdpa on a CPU.
+# Members attend to the prefix and to themselves in two kernel calls (azr.kernels.prefix_attention), sdpa on a CPU.
 SPLIT_ATTENTION = True
 # Keep the key/value projections' outputs too when grouped-query attention makes them narrow (SmolLM2: 576 -> 192):
 # the most recompute per byte kept (12.5% of a layer's products for 768 bytes a token). The recompute stops at the
@@ -284,7 +285,7 @@ def checkpointed_hidden(
     """Last hidden states (b, L, H) of ``input_ids`` (right-padded, ``attention_mask`` (b, L)) after the shared
     ``prefix_ids`` (1, P) when given; equal to the plain forward pass, with activations recomputed in backward.
 
-    With ``stages``, the head's keys/values reach the members cut from the head's graph: the caller runs
+    With ``stages``, the prefix's keys/values reach the members cut from the prefix's graph: the caller runs
     ``stages.run()`` after its own ``backward()`` to finish the gradient."""
     impl = getattr(decoder.config, "_attn_implementation", None) or "eager"
     layers = list(decoder.layers)[: decoder.config.num_hidden_layers]
@@ -295,7 +296,7 @@ def checkpointed_hidden(
     config = decoder.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     plain = plain and kernels_apply(device, dtype or decoder.embed_tokens.weight.dtype, head_dim)
-    heads: list[tuple[torch.Tensor, torch.Tensor]] = []
+    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer
     skip = 0
     if prefix_ids is not None:
         skip = prefix_ids.shape[1]
@@ -306,24 +307,24 @@ def checkpointed_hidden(
         # explicit mask makes it compute. Same result.
         mask = None if impl == "sdpa" else _mask(keep, impl, hidden.dtype)
         for layer in layers:
-            hidden, key, value = _checkpoint(_head_layer, layer, hidden, mask, cos, sin, plain)
-            heads.append((key, value))
-        if stages is not None and heads:
-            flat = stages.cut([t for kv in heads for t in kv])
-            heads = list(zip(flat[::2], flat[1::2], strict=True))
+            hidden, key, value = _checkpoint(_prefix_layer, layer, hidden, mask, cos, sin, plain)
+            prefix_kv.append((key, value))
+        if stages is not None and prefix_kv:
+            flat = stages.cut([t for kv in prefix_kv for t in kv])
+            prefix_kv = list(zip(flat[::2], flat[1::2], strict=True))
     b, width = input_ids.shape
     hidden = decoder.embed_tokens(input_ids)  # (b, L, H)
     positions = torch.arange(skip, skip + width, device=device).expand(b, width)  # (b, L)
     cos, sin = decoder.rotary_emb(hidden, positions)
-    # Members are right-padded: with no head, causal attention alone never lets a real token see a pad (only the
-    # pads' own outputs change, and nothing reads them), so sdpa runs causal there too. With a head, sdpa on a CPU
+    # Members are right-padded: with no prefix, causal attention alone never lets a real token see a pad (only the
+    # pads' own outputs change, and nothing reads them), so sdpa runs causal there too. With a prefix, sdpa on a CPU
     # runs the split attention (azr.kernels.prefix_attention), which needs no mask either: SPLIT_ATTENTION.
     split = SPLIT_ATTENTION and impl == "sdpa" and skip > 0 and AttentionInterface is not None
     split = split and split_supported(hidden)
     plain_causal = impl == "sdpa" and not skip
     mask = None if plain_causal or split else _mask(_keep(attention_mask, skip), impl, hidden.dtype)
     for i, layer in enumerate(layers):
-        key, value = heads[i] if heads else (None, None)
+        key, value = prefix_kv[i] if prefix_kv else (None, None)
         hidden = _checkpoint(
             _member_layer, layer, hidden, key, value, mask, cos, sin, split, plain and plain_causal
         )

@@ -125,7 +125,7 @@ def activation_bytes(config: Any, cfg: Any, device: str = "cpu", weight_bytes: i
     r = cfg.rollout
     reply = max(r.max_new_tokens_propose, r.max_new_tokens_solve)
     tokens = cfg.training.micro_batch_size * (r.max_prompt_tokens + reply)
-    # micro_batch_tokens: more rows in one micro-batch, within a token budget after the shared head
+    # micro_batch_tokens: more rows in one micro-batch, within a token budget after the shared prefix
     if cfg.training.share_prefix and cfg.training.micro_batch_tokens:
         tokens = max(tokens, cfg.training.micro_batch_tokens + r.max_prompt_tokens)
     logit_rows = max(cfg.training.micro_batch_size * reply, cfg.training.micro_batch_tokens)

@@ -7,14 +7,14 @@ or more optimizer steps. Not in scope: task types, rewards, advantages, generati
 
 How a step runs:
 
-1. Sequences are grouped by a shared prompt head (:mod:`azr.prefix`; AZR prompts of one task type and role share
+1. Sequences are grouped by a shared prompt prefix (:mod:`azr.prefix`; AZR prompts of one task type and role share
    the system message and the demonstrations), sorted by length within a group and cut into micro-batches of
    ``training.micro_batch_size``, each right-padded only to its own longest member. A micro-batch with a shared
-   head runs it once (batch 1, with gradients), repeats its keys/values for the members and runs only their
+   prefix runs it once (batch 1, with gradients), repeats its keys/values for the members and runs only their
    remaining tokens against it: the same log-probs and gradients as running every full sequence, for fewer
    tokens (``training.share_prefix``). Under ``model.gradient_checkpointing`` the gradient pass runs layer by
-   layer through :mod:`azr.training.layerwise`, which keeps the shared head; HF's own checkpointing (the fallback for
-   decoders it does not support) cannot keep a cache, so there the head is recomputed per member.
+   layer through :mod:`azr.training.layerwise`, which keeps the shared prefix; HF's own checkpointing (the fallback
+   for decoders it does not support) cannot keep a cache, so there the prefix is recomputed per member.
 2. The decoder runs on the whole (prompt + reply) sequence, but the LM head only on the hidden states that predict
    reply tokens, packed into one (N_tokens, H) matrix: no full-vocabulary logits for prompt or padding positions.
    The logits of each token are divided by the temperature its sequence was sampled at, so log-probs and entropy
@@ -128,7 +128,7 @@ class Trainer:
         if model_cfg is not None and self.is_lora:
             model = apply_lora(model, model_cfg)
         checkpointing = bool(model_cfg and model_cfg.gradient_checkpointing)
-        # Our own layer-by-layer checkpointing keeps the shared heads; HF's (the fallback) cannot keep a cache.
+        # Our own layer-by-layer checkpointing keeps the shared prefixes; HF's (the fallback) cannot keep a cache.
         self.layerwise = checkpointing and layerwise.supports(self._decoder_and_head(model)[0])
         if checkpointing and not self.layerwise:
             enable_checkpointing(model)
@@ -136,7 +136,7 @@ class Trainer:
                 model.enable_input_require_grads()
         model.config.use_cache = False
         # Under FSDP every rank must call each layer the same number of times (each call is a collective): a
-        # shared head calls the layers twice per micro-batch, a batch without one once, so heads are not shared.
+        # shared prefix calls the layers twice per micro-batch, a batch without one once, so prefixes are not shared.
         self.share_prefix = (
             training.share_prefix and (self.layerwise or not checkpointing) and not training.fsdp
         )
@@ -237,7 +237,7 @@ class Trainer:
 
     @staticmethod
     def _hidden(decoder: Any, mb: MicroBatch) -> torch.Tensor:
-        """Last hidden states (b, L, H) of ``mb.input_ids``, after the shared head when there is one."""
+        """Last hidden states (b, L, H) of ``mb.input_ids``, after the shared prefix when there is one."""
         if mb.prefix_ids is None:
             out = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask)
             return cast(torch.Tensor, out.last_hidden_state)
@@ -245,7 +245,7 @@ class Trainer:
         skip = mb.prefix_ids.shape[1]
         from transformers.cache_utils import DynamicCache
 
-        cache = DynamicCache(config=decoder.config)  # filled by the head pass; keeps its autograd graph
+        cache = DynamicCache(config=decoder.config)  # filled by the prefix pass; keeps its autograd graph
         decoder(input_ids=mb.prefix_ids, **with_cache(decoder, cache))
         cache.batch_repeat_interleave(b)
         ones = mb.attention_mask.new_ones((b, skip))
@@ -493,11 +493,11 @@ METRICS: dict[str, str] = {
     "tokens": "reply tokens trained on",
     "sequences": "sequences in the batch",
     "padding_frac": "share of decoder positions that were padding",
-    "shared_frac": "share of the batch's tokens not recomputed because their prompt head was shared",
+    "shared_frac": "share of the batch's tokens not recomputed because their prompt prefix was shared",
     "seconds": "wall time of the update",
     "logprob_seconds": "wall time of the no-grad passes before the first step (old and reference log-probs)",
-    "tokens_per_s": "(prompt + reply) tokens trained on per second (a shared head counts for every member)",
-    "work_tokens": "positions one forward pass over the batch must compute (a shared head once; azr.flops)",
+    "tokens_per_s": "(prompt + reply) tokens trained on per second (a shared prefix counts for every member)",
+    "work_tokens": "positions one forward pass over the batch must compute (a shared prefix once; azr.flops)",
     "work_context": "attention context summed over those positions (azr.flops)",
     "work_logits": "positions whose logits that pass needs: the reply tokens (azr.flops)",
 }

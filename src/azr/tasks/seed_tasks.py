@@ -1,4 +1,4 @@
-"""Seed tasks: the paper's identity triplet, and import of the reference's seed JSONL files.
+"""Seed tasks: the paper's identity triplet, and import of the reference's seed tasks files (JSONL).
 
 Two reference formats are read (``../shared/data/azr_seeds/`` holds real files):
 
@@ -32,11 +32,11 @@ __all__ = [
     "IDENTITY_INDUCTION_INPUTS",
     "IDENTITY_PROGRAM",
     "ImportReport",
-    "SeedRow",
-    "identity_seed",
-    "import_seeds",
-    "load_seed_file",
-    "resolve_seed_file",
+    "SeedTaskRow",
+    "identity_seed_tasks",
+    "import_seed_tasks",
+    "load_seed_tasks_file",
+    "resolve_seed_tasks_file",
 ]
 
 IDENTITY_PROGRAM = "def f(a):\n    return a"
@@ -53,8 +53,8 @@ IDENTITY_INDUCTION_INPUTS = (
 
 
 @dataclass(frozen=True)
-class SeedRow:
-    """One row of a seed file. ``problem`` is non-empty when the row could not be read."""
+class SeedTaskRow:
+    """One row of a seed tasks file. ``problem`` is non-empty when the row could not be read."""
 
     line: int
     program: str = ""
@@ -67,7 +67,7 @@ class SeedRow:
 
 @dataclass
 class ImportReport:
-    """What :func:`import_seeds` did. ``rejected`` counts rows by reason; ``duplicates`` counts tasks already
+    """What :func:`import_seed_tasks` did. ``rejected`` counts rows by reason; ``duplicates`` counts tasks already
     stored (or repeated earlier in the file), a subset of ``accepted``; ``added`` counts new tasks per type (an io row adds two: deduction and
     abduction). ``output_differs`` counts accepted io rows whose recorded output differs from our gold output."""
 
@@ -92,7 +92,7 @@ def _identity_outputs(inputs: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(repr(ast.literal_eval(i)) for i in inputs)
 
 
-def identity_seed(executor: ExecutorLike | None = None, *, step: int = 0) -> list[Task]:
+def identity_seed_tasks(executor: ExecutorLike | None = None, *, step: int = 0) -> list[Task]:
     """The paper's bootstrap: ``def f(a): return a`` on "Hello world" as a deduction and an abduction triplet,
     plus an induction task with six varied inputs and the message "returns its input".
 
@@ -105,7 +105,7 @@ def identity_seed(executor: ExecutorLike | None = None, *, step: int = 0) -> lis
         values = [r.value if r.ok else None for r in results]
         bad = [i for i, v in zip(inputs, values, strict=True) if v is None]
         if bad:
-            raise AzrError(f"the executor failed the identity seed on {bad}: check `azr sandbox`")
+            raise AzrError(f"the executor failed the identity seed tasks on {bad}: check `azr sandbox`")
         outputs = tuple(v for v in values if v is not None)
     else:
         outputs = _identity_outputs(inputs)
@@ -117,9 +117,9 @@ def identity_seed(executor: ExecutorLike | None = None, *, step: int = 0) -> lis
     ]
 
 
-def _row(line: int, data: Any) -> SeedRow:
+def _row(line: int, data: Any) -> SeedTaskRow:
     if not isinstance(data, dict) or not isinstance(data.get("snippet"), str):
-        return SeedRow(line, problem="malformed")
+        return SeedTaskRow(line, problem="malformed")
     program = data["snippet"]
     imports = [i for i in data.get("imports") or [] if isinstance(i, str) and i.strip() not in program]
     if imports:
@@ -127,17 +127,17 @@ def _row(line: int, data: Any) -> SeedRow:
     if "inputs" in data:
         inputs, outputs = data.get("inputs"), data.get("outputs") or []
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            return SeedRow(line, program, problem="malformed")
+            return SeedTaskRow(line, program, problem="malformed")
         outs = tuple(str(o) for o in outputs)
-        return SeedRow(line, program, tuple(inputs), outs, str(data.get("message") or ""), True)
+        return SeedTaskRow(line, program, tuple(inputs), outs, str(data.get("message") or ""), True)
     if not isinstance(data.get("input"), str):
-        return SeedRow(line, program, problem="malformed")
-    return SeedRow(line, program, (data["input"],), (str(data.get("output", "")),))
+        return SeedTaskRow(line, program, problem="malformed")
+    return SeedTaskRow(line, program, (data["input"],), (str(data.get("output", "")),))
 
 
-def resolve_seed_file(path: str | Path) -> Path:
-    """Where a configured seed file is: as given (relative to the working directory), else, for a relative path,
-    the file of that name shipped in ``azr/recipes/``; raises AzrError naming both places when neither exists."""
+def resolve_seed_tasks_file(path: str | Path) -> Path:
+    """Where a configured seed tasks file is: as given (relative to the working directory), else, for a relative
+    path, the file of that name shipped in ``azr/recipes/``; raises AzrError naming both places when neither exists."""
     from azr.config import RECIPES_DIR
 
     p = Path(path)
@@ -147,15 +147,16 @@ def resolve_seed_file(path: str | Path) -> Path:
     if not p.is_absolute() and shipped.is_file():
         return shipped
     raise AzrError(
-        f"seed file not found: {p} (paths are relative to the working directory, or name a file in {RECIPES_DIR})"
+        f"seed tasks file not found: {p} (paths are relative to the working directory, "
+        f"or name a file in {RECIPES_DIR})"
     )
 
 
-def load_seed_file(path: str | Path) -> list[SeedRow]:
-    """Read a seed JSONL file in either reference format; unreadable rows come back with ``problem`` set."""
+def load_seed_tasks_file(path: str | Path) -> list[SeedTaskRow]:
+    """Read a seed tasks file (JSONL) in either reference format; unreadable rows come back with ``problem`` set."""
     p = Path(path)
     if not p.is_file():
-        raise AzrError(f"seed file not found: {p}")
+        raise AzrError(f"seed tasks file not found: {p}")
     rows = []
     with p.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -164,11 +165,11 @@ def load_seed_file(path: str | Path) -> list[SeedRow]:
             try:
                 rows.append(_row(n, json.loads(line)))
             except json.JSONDecodeError:
-                rows.append(SeedRow(n, problem="bad_json"))
+                rows.append(SeedTaskRow(n, problem="bad_json"))
     return rows
 
 
-def _proposal(row: SeedRow) -> ParsedProposal | str:
+def _proposal(row: SeedTaskRow) -> ParsedProposal | str:
     """The row as a proposal, or the reason it cannot be one."""
     kind = TaskType.INDUCTION if row.induction else TaskType.DEDUCTION
     inputs = tuple(i for i in (normalize_input(x) for x in row.inputs) if i is not None)
@@ -177,7 +178,7 @@ def _proposal(row: SeedRow) -> ParsedProposal | str:
     return ParsedProposal(kind, row.program, inputs, row.message)
 
 
-def import_seeds(
+def import_seed_tasks(
     executor: ExecutorLike,
     store: TaskStoreLike,
     path: str | Path,
@@ -187,13 +188,13 @@ def import_seeds(
     progress: Callable[[int, int], None] | None = None,
     batch: int = 64,
 ) -> ImportReport:
-    """Validate every row of a seed file with ``executor`` and add the accepted ones to ``store`` at ``step``.
+    """Validate every row of a seed tasks file with ``executor`` and add the accepted ones to ``store`` at ``step``.
 
     An io row becomes a deduction and an abduction task; an induction row one induction task (with at least
     ``selfplay.induction_min_valid`` distinct valid inputs). Rejected rows are counted by reason. ``progress`` is
     called with (rows done, rows total) after each batch.
     """
-    rows = load_seed_file(path)
+    rows = load_seed_tasks_file(path)
     report = ImportReport(rows_read=len(rows))
     for r in rows:
         if r.problem:
@@ -212,13 +213,13 @@ def import_seeds(
 def _import_chunk(
     executor: ExecutorLike,
     store: TaskStoreLike,
-    rows: list[SeedRow],
+    rows: list[SeedTaskRow],
     kind: TaskType,
     cfg: Config,
     step: int,
     report: ImportReport,
 ) -> None:
-    props: list[tuple[SeedRow, ParsedProposal]] = []
+    props: list[tuple[SeedTaskRow, ParsedProposal]] = []
     for r in rows:
         p = _proposal(r)
         if isinstance(p, str):

@@ -1,4 +1,4 @@
-"""Seed tasks: the identity bootstrap, reading the reference's seed files, and importing them through validation."""
+"""Seed tasks: the identity bootstrap, reading the reference's seed tasks files, importing them through validation."""
 
 from __future__ import annotations
 
@@ -9,15 +9,20 @@ import pytest
 from azr.config import Config
 from azr.errors import AzrError
 from azr.store import TaskStore
-from azr.tasks.seeds import IDENTITY_PROGRAM, identity_seed, import_seeds, load_seed_file
+from azr.tasks.seed_tasks import (
+    IDENTITY_PROGRAM,
+    identity_seed_tasks,
+    import_seed_tasks,
+    load_seed_tasks_file,
+)
 from azr.types import TaskType
 from fakes import FakeExecutor
 
 D, A, IND = TaskType.DEDUCTION, TaskType.ABDUCTION, TaskType.INDUCTION
 
 
-def test_identity_seed_without_executor():
-    d, a, i = identity_seed()
+def test_identity_seed_tasks_without_executor():
+    d, a, i = identity_seed_tasks()
     assert (d.type, a.type, i.type) == (D, A, IND)
     assert d.program == a.program == i.program == IDENTITY_PROGRAM
     assert d.inputs == ('"Hello world"',) and d.outputs == ("'Hello world'",)
@@ -25,13 +30,13 @@ def test_identity_seed_without_executor():
     assert {t.origin for t in (d, a, i)} == {"seed"}
 
 
-def test_identity_seed_outputs_match_the_real_executor(executor):
-    assert identity_seed(executor) == identity_seed()
+def test_identity_seed_tasks_outputs_match_the_real_executor(executor):
+    assert identity_seed_tasks(executor) == identity_seed_tasks()
 
 
 def test_load_reference_formats(shared_data):
-    io = load_seed_file(shared_data / "azr_seeds" / "7b_seed_io.jsonl")
-    code_f = load_seed_file(shared_data / "azr_seeds" / "7b_code_f_seed_io.jsonl")
+    io = load_seed_tasks_file(shared_data / "azr_seeds" / "7b_seed_io.jsonl")
+    code_f = load_seed_tasks_file(shared_data / "azr_seeds" / "7b_code_f_seed_io.jsonl")
     assert len(io) == len(code_f) == 256
     assert not any(r.problem or r.induction for r in io) and all(
         r.induction and not r.problem for r in code_f
@@ -73,7 +78,7 @@ def test_import_with_fake_executor_counts_everything(tmp_path):
     ]
     seen = []
     with TaskStore(tmp_path) as store:
-        rep = import_seeds(
+        rep = import_seed_tasks(
             FakeExecutor(), store, _write(tmp_path, rows), _cfg(2), progress=lambda a, b: seen.append((a, b))
         )
         assert store.counts() == {"deduction": 2, "abduction": 2, "induction": 1}
@@ -95,9 +100,9 @@ def _cfg(min_valid: int) -> Config:
     )
 
 
-def test_missing_seed_file_is_a_clear_error(tmp_path):
+def test_missing_seed_tasks_file_is_a_clear_error(tmp_path):
     with pytest.raises(AzrError, match="not found"):
-        load_seed_file(tmp_path / "nope.jsonl")
+        load_seed_tasks_file(tmp_path / "nope.jsonl")
 
 
 def test_import_reference_io_file_with_real_executor(executor, shared_data, tmp_path):
@@ -105,11 +110,11 @@ def test_import_reference_io_file_with_real_executor(executor, shared_data, tmp_
     over the output cap, an exception) are rejected and counted; a second import adds nothing."""
     path = shared_data / "azr_seeds" / "7b_seed_io.jsonl"
     with TaskStore(tmp_path) as store:
-        rep = import_seeds(executor, store, path, Config())
+        rep = import_seed_tasks(executor, store, path, Config())
         assert rep.rows_read == 256 and rep.accepted + sum(rep.rejected.values()) == 256
         assert rep.accepted >= 230 and rep.rejected["rejected"] >= 2 and rep.rejected["bad_input"] >= 3
         assert store.count(D) == store.count(A) == rep.accepted - rep.duplicates
-        again = import_seeds(executor, store, path, Config())
+        again = import_seed_tasks(executor, store, path, Config())
         assert again.duplicates == again.accepted and not again.added
         assert store.count(D) == rep.accepted - rep.duplicates
 
@@ -118,7 +123,7 @@ def test_import_reference_induction_rows_with_real_executor(executor, shared_dat
     lines = (shared_data / "azr_seeds" / "7b_code_f_seed_io.jsonl").read_text().splitlines()
     path = _write(tmp_path, [*lines[:15], lines[41]])  # line 42 has an empty message
     with TaskStore(tmp_path) as store:
-        rep = import_seeds(executor, store, path, Config())
+        rep = import_seed_tasks(executor, store, path, Config())
         assert rep.rows_read == 16 and rep.accepted >= 12
         assert rep.rejected["no_message"] == 1
         assert rep.rejected["too_few_valid_inputs"] >= 1  # row 1 (the identity, 6 inputs) has fewer than 10
@@ -129,7 +134,9 @@ def test_import_reference_induction_rows_with_real_executor(executor, shared_dat
 @pytest.mark.slow
 def test_import_full_reference_induction_file(executor, shared_data, tmp_path):
     with TaskStore(tmp_path) as store:
-        rep = import_seeds(executor, store, shared_data / "azr_seeds" / "7b_code_f_seed_io.jsonl", Config())
+        rep = import_seed_tasks(
+            executor, store, shared_data / "azr_seeds" / "7b_code_f_seed_io.jsonl", Config()
+        )
         assert rep.rows_read == 256 and store.count(IND) == rep.accepted - rep.duplicates >= 200
 
 
@@ -137,22 +144,33 @@ def test_reference_format_export_round_trips_through_import(executor, shared_dat
     """Import reference rows, export them in the reference format, import into a fresh store: same tasks."""
     lines = (shared_data / "azr_seeds" / "7b_seed_io.jsonl").read_text().splitlines()[:30]
     with TaskStore(tmp_path / "a") as first:
-        import_seeds(executor, first, _write(tmp_path, lines), Config())
+        import_seed_tasks(executor, first, _write(tmp_path, lines), Config())
         first.export_jsonl(tmp_path / "d_seed_io.jsonl", type=D, fmt="reference")
         want = [(t.program, t.inputs, t.outputs) for t in first.iter_tasks(D)]
     with TaskStore(tmp_path / "b") as second:
-        rep = import_seeds(executor, second, tmp_path / "d_seed_io.jsonl", Config())
+        rep = import_seed_tasks(executor, second, tmp_path / "d_seed_io.jsonl", Config())
         assert not rep.rejected and rep.output_differs == 0
         assert [(t.program, t.inputs, t.outputs) for t in second.iter_tasks(D)] == want
 
 
-def test_a_bare_seed_file_name_is_found_in_the_shipped_recipes(tmp_path, monkeypatch):
+def test_a_bare_seed_tasks_file_name_is_found_in_the_shipped_recipes(tmp_path, monkeypatch):
     from azr.config import RECIPES_DIR
-    from azr.tasks.seeds import resolve_seed_file
+    from azr.tasks.seed_tasks import resolve_seed_tasks_file
 
     monkeypatch.chdir(tmp_path)  # no cpu-warmstart.jsonl here
-    assert resolve_seed_file("cpu-warmstart.jsonl") == RECIPES_DIR / "cpu-warmstart.jsonl"
+    assert resolve_seed_tasks_file("cpu-warmstart.jsonl") == RECIPES_DIR / "cpu-warmstart.jsonl"
     (tmp_path / "cpu-warmstart.jsonl").write_text("")  # the working directory wins
-    assert resolve_seed_file("cpu-warmstart.jsonl").resolve() == tmp_path / "cpu-warmstart.jsonl"
+    assert resolve_seed_tasks_file("cpu-warmstart.jsonl").resolve() == tmp_path / "cpu-warmstart.jsonl"
     with pytest.raises(AzrError, match="not found"):
-        resolve_seed_file("nope.jsonl")
+        resolve_seed_tasks_file("nope.jsonl")
+
+
+def test_azr_seed_takes_the_seed_tasks_file_under_its_old_flag_too():
+    import argparse
+
+    from azr.commands import seed
+
+    parser = argparse.ArgumentParser()
+    seed.configure(parser)
+    for flag in ("--seed-tasks-file", "--seed-file"):
+        assert parser.parse_args(["run", flag, "warm.jsonl"]).seed_tasks_file == "warm.jsonl"

@@ -1,4 +1,5 @@
-"""What an evaluation produces: per-item records, per-benchmark scores, a console table, JSON and metrics."""
+"""What an evaluation produces (its results, written as the results JSON file; the HTML run report is
+:mod:`azr.report`): per-item records, per-benchmark scores, a console table, JSON and metrics."""
 
 from __future__ import annotations
 
@@ -42,7 +43,10 @@ class BenchResult:
 
 
 @dataclass
-class EvalReport:
+class EvalResults:
+    """One evaluation's results: per-benchmark scores, skipped benchmarks with their reason, per-item records and
+    the settings that make two runs comparable (``meta``)."""
+
     results: dict[str, BenchResult] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     records: list[ItemRecord] = field(default_factory=list)
@@ -84,6 +88,6 @@ class EvalReport:
         }
 
     def write_json(self, path: str | Path) -> Path:
-        """Write the whole report (summary, results, skipped, meta, per-item records) as JSON, atomically: a
-        reader (``azr compare``, a dashboard) sees the old file or the complete new one."""
+        """Write the whole results file (summary, results, skipped, meta, per-item records) as JSON, atomically:
+        a reader (``azr compare``, a dashboard) sees the old file or the complete new one."""
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
