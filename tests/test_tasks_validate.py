@@ -165,3 +165,25 @@ def test_reads_arguments_sees_every_kind_of_parameter():
     assert not reads_arguments("def f(n):\n    n = 3\n    return 4")  # only stores, never reads
     assert not reads_arguments("def f():\n    return 1")
     assert not reads_arguments("x = 1") and not reads_arguments("def f(:")
+
+
+def test_copy_tasks_are_rejected_only_when_asked():
+    """selfplay.reject_copy_tasks: a deduction or abduction task whose output is its input rewards copying."""
+    A = TaskType.ABDUCTION
+    srt = "def f(xs):\n    return sorted(xs)"
+    props = [
+        ParsedProposal(D, REV, ("'aba'",)),
+        ParsedProposal(D, REV, ("'abc'",)),
+        ParsedProposal(D, srt, ("[1,2]",)),
+    ]
+    assert all(v.accepted for v in validate_proposals(FakeExecutor(), D, props, cfg()))  # off by default
+    on = cfg()
+    on = dataclasses.replace(on, selfplay=dataclasses.replace(on.selfplay, reject_copy_tasks=True))
+    palindrome, other, already_sorted = validate_proposals(FakeExecutor(), D, props, on)
+    assert palindrome.reason is RejectReason.COPY and other.accepted
+    assert already_sorted.reason is RejectReason.COPY  # "[1,2]" and "[1, 2]" are the same literal
+    (abd,) = validate_proposals(FakeExecutor(), A, [ParsedProposal(A, REV, ("'aba'",))], on)
+    assert abd.reason is RejectReason.COPY
+    # Seed tasks and imports are the user's choice (the identity seed is a copy task by design).
+    (seed,) = validate_proposals(FakeExecutor(), D, props[:1], on, origin="seed")
+    assert seed.accepted

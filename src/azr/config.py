@@ -55,12 +55,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    backend: str = _f(
-        "hf", "Generation backend: hf (transformers, CPU or one GPU), vllm (extra), scripted (tests)."
-    )
-    temperature: float = _f(
-        1.0, "Sampling temperature for proposals, solves and Monte-Carlo solves (paper: 1.0)."
-    )
+    backend: str = _f("hf", "Generation backend: hf (transformers; CPU or one GPU), vllm, scripted (tests).")
+    temperature: float = _f(1.0, "Sampling temperature of every reply (paper: 1.0).")
     top_p: float = _f(1.0, "Nucleus sampling threshold.")
     max_new_tokens_propose: int = _f(384, "Token budget of a proposal reply.")
     max_new_tokens_solve: int = _f(256, "Token budget of a solver reply.")
@@ -77,9 +73,7 @@ class RolloutConfig:
 @dataclass(frozen=True)
 class SelfPlayConfig:
     batch_size: int = _f(4, "B: prompts per (task type x role) group per step (paper: 64).")
-    n_references: int = _f(
-        6, "K: reference triplets shown in a deduction/abduction proposal prompt (paper: 6)."
-    )
+    n_references: int = _f(6, "K: reference tasks in a deduction/abduction proposal prompt (paper: 6).")
     n_shots: int = _f(
         0, "Worked demonstrations from the buffer before each prompt (0 = paper; helps small models)."
     )
@@ -94,6 +88,11 @@ class SelfPlayConfig:
         "Beyond the paper (0 = off): deduction and abduction proposals whose f has fewer syntax nodes than this "
         "are rejected as trivial (`return x + 1` has 6), so the proposer is not rewarded for one-liners; with "
         "the check on, an f that never reads its arguments (a constant) is rejected too. Seed tasks are exempt.",
+    )
+    reject_copy_tasks: bool = _f(
+        False,
+        "Beyond the paper: deduction and abduction proposals whose f returns the proposed input unchanged are "
+        "rejected, so no solver is rewarded for copying the prompt (docs/results.md). Seed tasks are exempt.",
     )
     n_mc_rollouts: int = _f(
         8, "n: Monte-Carlo solves per valid proposal for the learnability reward (paper: 8)."

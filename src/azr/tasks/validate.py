@@ -46,6 +46,7 @@ class RejectReason(StrEnum):
     NONDETERMINISTIC = "nondeterministic"
     NO_RESULT = "no_result"  # the executor returned no value
     TRIVIAL = "trivial"  # f has fewer syntax nodes than selfplay.min_program_nodes
+    COPY = "copy"  # f returned its input unchanged (selfplay.reject_copy_tasks)
     TOO_FEW_VALID_INPUTS = "too_few_valid_inputs"
     NO_MESSAGE = "no_message"
     OTHER = "other"
@@ -145,7 +146,8 @@ def validate_proposals(
         if kind is TaskType.INDUCTION:
             out.append(_induction_verdict(p, pairs, need, ex_cfg.max_output_chars, step, origin))
         else:
-            out.append(_single_verdict(kind, p, pairs[0], ex_cfg.max_output_chars, step, origin))
+            copies = cfg.selfplay.reject_copy_tasks and origin == "proposal"
+            out.append(_single_verdict(kind, p, pairs[0], ex_cfg.max_output_chars, step, origin, copies))
     return out
 
 
@@ -192,6 +194,12 @@ def _trivial(program: str, min_nodes: int) -> bool:
     return _nodes(f) < min_nodes or not _reads_arguments(f)
 
 
+def _same_literal(a: str, b: str) -> bool:
+    from azr.executor import literals_equal
+
+    return a.strip() == b.strip() or literals_equal(a, b)
+
+
 def _literal(text: str) -> bool:
     from azr.executor import parse_arguments
 
@@ -220,12 +228,20 @@ def _distinct(inputs: Sequence[str]) -> list[str]:
 
 
 def _single_verdict(
-    kind: TaskType, p: ParsedProposal, pair: tuple[str, Any], max_out: int, step: int, origin: str
+    kind: TaskType,
+    p: ParsedProposal,
+    pair: tuple[str, Any],
+    max_out: int,
+    step: int,
+    origin: str,
+    reject_copies: bool = False,
 ) -> ValidatedProposal:
     inp, result = pair
     reason = _result_reason(result, max_out)
     if reason is not None:
         return ValidatedProposal(p, None, reason, _detail(result))
+    if reject_copies and _same_literal(inp, result.value):
+        return ValidatedProposal(p, None, RejectReason.COPY, "f returned its input unchanged")
     task = Task(kind, p.program, (inp,), (result.value,), "", None, step, origin)
     return ValidatedProposal(p, task, None, "", 1)
 
