@@ -53,6 +53,10 @@ IN_LOOP = (
     "propose/valid_rate/induction",
     "propose/format_rate/deduction",
     "solve/format_rate/deduction",
+    "solve/copy_rate/deduction",
+    "solve/copy_rate/abduction",
+    "propose/copy_task_rate/deduction",
+    "propose/copy_task_rate/abduction",
 )
 EDGE = 5  # steps averaged at each end of the run for the in-loop columns
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azr.executor import literals_equal
+from azr.tasks.validate import same_literal
 
 COPY_FIELDS = {"cruxeval-o": ("input", "output"), "cruxeval-i": ("output", "input")}
 """Per benchmark: (the field its prompt shows that an answer could copy, the field the answer stands for)."""
@@ -34,11 +34,6 @@ class Shown:
 
     text: str
     copy_can_score: bool
-
-
-def same_literal(a: str, b: str) -> bool:
-    """Equal as Python literals (``[1,2]`` and ``[1, 2]``), or as stripped text when either is not a literal."""
-    return a.strip() == b.strip() or literals_equal(a, b)
 
 
 def shown_for(bench: str, data: dict[str, Any]) -> Shown | None:

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from azr.seams import TaskStoreLike
-from azr.types import GROUPS, TASK_TYPES, Role, group_name
+from azr.tasks.parsing import ParsedSolution
+from azr.tasks.validate import is_copy_task, same_literal
+from azr.types import GROUPS, TASK_TYPES, Role, TaskType, group_name
 
 if TYPE_CHECKING:
     from azr.selfplay.samples import Sample
 
-__all__ = ["rollout_row", "step_metrics"]
+__all__ = ["copy_metrics", "rollout_row", "step_metrics"]
 
 
 def rollout_row(step: int, s: Sample) -> dict[str, Any]:
@@ -75,6 +77,7 @@ def step_metrics(samples: list[Sample], store: TaskStoreLike, timings: dict[str,
             valid = [s.role_reward for s in group if s.success]
             if valid:
                 m[f"propose/learnability/{kind.value}"] = _mean(valid)
+    m.update(copy_metrics(samples))
     for kind in TASK_TYPES:
         m[f"buffer/size/{kind.value}"] = store.count(kind)
     for phase in ("generate", "prefill", "execute", "store"):
@@ -82,6 +85,28 @@ def step_metrics(samples: list[Sample], store: TaskStoreLike, timings: dict[str,
     m.update({f"perf/{k}": float(v) for k, v in timings.items() if k.startswith("work/")})
     if timings.get("generate"):
         m["perf/tokens_per_s"] = timings.get("tokens", 0) / timings["generate"]
+    return m
+
+
+def copy_metrics(samples: Sequence[Sample]) -> dict[str, float]:
+    """The copy shortcut as it forms in training, for deduction and abduction: the share of solver answers that copy
+    what the prompt shows (the input as the output, the output as the input), of the solved tasks whose output is
+    their input, and of the valid proposals that are such copy tasks (docs/metrics.md)."""
+    m: dict[str, float] = {}
+    for kind in (TaskType.DEDUCTION, TaskType.ABDUCTION):
+        solves = [s for s in samples if s.group == (kind, Role.SOLVE) and not s.parser_error and s.task]
+        answers = [(s.parsed.answer, s.valid_task) for s in solves if isinstance(s.parsed, ParsedSolution)]
+        shown = [(t.inputs if kind is TaskType.DEDUCTION else t.outputs)[0] for _, t in answers]
+        if answers:
+            copies = [float(same_literal(a, text)) for (a, _), text in zip(answers, shown, strict=True)]
+            m[f"solve/copy_rate/{kind.value}"] = _mean(copies)
+        if solves:
+            m[f"solve/copy_task_rate/{kind.value}"] = _mean(
+                [float(is_copy_task(s.valid_task)) for s in solves]
+            )
+        valid = [s.valid_task for s in samples if s.group == (kind, Role.PROPOSE) and s.success and s.task]
+        if valid:
+            m[f"propose/copy_task_rate/{kind.value}"] = _mean([float(is_copy_task(t)) for t in valid])
     return m
 
 

@@ -25,7 +25,7 @@ from azr.config import Config
 from azr.errors import AzrError
 from azr.seams import ExecutorLike, TaskStoreLike
 from azr.tasks.parsing import ParsedProposal, normalize_input
-from azr.tasks.validate import validate_proposals
+from azr.tasks.validate import same_literal, validate_proposals
 from azr.types import Task, TaskType
 
 __all__ = [
@@ -237,7 +237,7 @@ def _import_chunk(
         report.accepted += 1
         tasks = [v.task]
         if kind is not TaskType.INDUCTION:
-            if row.outputs and not _same_literal(row.outputs[0], v.task.output):
+            if row.outputs and not same_literal(row.outputs[0], v.task.output):
                 report.output_differs += 1
             tasks.append(Task(TaskType.ABDUCTION, *_fields(v.task)))
         added = 0
@@ -257,11 +257,3 @@ def _stored(store: TaskStoreLike, p: ParsedProposal) -> bool:
 
 def _fields(t: Task) -> tuple[str, tuple[str, ...], tuple[str, ...], str, None, int, str]:
     return (t.program, t.inputs, t.outputs, t.message, None, t.step, t.origin)
-
-
-def _same_literal(a: str, b: str) -> bool:
-    try:
-        from azr.executor import literals_equal
-    except ImportError:
-        return a.strip() == b.strip()
-    return bool(literals_equal(a, b))

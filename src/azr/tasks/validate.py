@@ -194,10 +194,16 @@ def _trivial(program: str, min_nodes: int) -> bool:
     return _nodes(f) < min_nodes or not _reads_arguments(f)
 
 
-def _same_literal(a: str, b: str) -> bool:
+def same_literal(a: str, b: str) -> bool:
+    """Equal as Python literals (``[1,2]`` and ``[1, 2]``), or as stripped text when either is not a literal."""
     from azr.executor import literals_equal
 
     return a.strip() == b.strip() or literals_equal(a, b)
+
+
+def is_copy_task(task: Task) -> bool:
+    """A deduction/abduction task whose output is its input: copying the prompt answers it."""
+    return bool(task.inputs and task.outputs) and same_literal(task.inputs[0], task.outputs[0])
 
 
 def _literal(text: str) -> bool:
@@ -240,7 +246,7 @@ def _single_verdict(
     reason = _result_reason(result, max_out)
     if reason is not None:
         return ValidatedProposal(p, None, reason, _detail(result))
-    if reject_copies and _same_literal(inp, result.value):
+    if reject_copies and same_literal(inp, result.value):
         return ValidatedProposal(p, None, RejectReason.COPY, "f returned its input unchanged")
     task = Task(kind, p.program, (inp,), (result.value,), "", None, step, origin)
     return ValidatedProposal(p, task, None, "", 1)
