@@ -196,3 +196,24 @@ def test_shortcut_accounting_needs_what_the_prompts_show(tmp_path):
     result = compare_results(a, a)
     assert result.benches[0].copy is None
     assert any("no shortcut accounting" in w and "--data-dir" in w for w in result.warnings)
+
+
+def test_copying_one_argument_counts_as_a_copy():
+    """``f('abc', 'd') == 'abc'``: an answer that echoes one argument is a copy, and such items are ones where
+    copying can score, even in a results file that recorded only whole-input copies (``copy_can_score`` False)."""
+    shown, gold = ["'abc', 'd'", "[1, 2], 0"], ["'abc'", "[2, 1]"]
+    before = [("'abc', 'd'", False), ("0", False)]  # a whole-input copy and a copy of the second argument
+    after = [("'abc'", True), ("[2, 1]", True)]
+    rows = lambda answers: [(s, g, x, r) for s, g, (x, r) in zip(shown, gold, answers, strict=True)]  # noqa: E731
+    (c,) = compare_results(
+        _crux_results("cruxeval-o", rows(before)), _crux_results("cruxeval-o", rows(after))
+    ).benches
+    assert c.copy is not None
+    assert (c.copy.copies_before, c.copy.copies_after, c.copy.copy_baseline) == (2, 1, 1)
+    assert (c.copy.no_copy.n, c.copy.no_copy.before, c.copy.no_copy.after) == (1, 0, 1)
+    # CRUXEval-I: the shown output passed as one argument among others is a copy too.
+    crux_i = _crux_results(
+        "cruxeval-i", [("'abc'", "'abc', 'd'", "'abc', 'zz'", False), ("3", "1, 2", "0", False)]
+    )
+    (i,) = compare_results(crux_i, crux_i).benches
+    assert i.copy is not None and (i.copy.copies_before, i.copy.copy_baseline) == (1, 1)

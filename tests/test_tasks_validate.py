@@ -187,3 +187,16 @@ def test_copy_tasks_are_rejected_only_when_asked():
     # Seed tasks and imports are the user's choice (the identity seed is a copy task by design).
     (seed,) = validate_proposals(FakeExecutor(), D, props[:1], on, origin="seed")
     assert seed.accepted
+
+
+def test_a_task_that_returns_one_of_its_arguments_is_a_copy_task():
+    from azr.tasks.validate import arguments, echoes_input
+
+    assert arguments("'abc', [1, 2], k=3") == ("'abc'", "[1, 2]", "3") and arguments("(1,") == ()
+    assert echoes_input("'abc', 'd'", "'abc'") and echoes_input("[1,2]", "[1, 2]")
+    assert not echoes_input("'a', 'b'", "'ab'")
+    first = "def f(s, n):\n    return s"
+    on = cfg()
+    on = dataclasses.replace(on, selfplay=dataclasses.replace(on.selfplay, reject_copy_tasks=True))
+    (v,) = validate_proposals(FakeExecutor(), D, [ParsedProposal(D, first, ("'abc', 2",))], on)
+    assert v.reason is RejectReason.COPY

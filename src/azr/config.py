@@ -91,7 +91,7 @@ class SelfPlayConfig:
     )
     reject_copy_tasks: bool = _f(
         False,
-        "Beyond the paper: deduction and abduction proposals whose f returns the proposed input unchanged are "
+        "Beyond the paper: deduction and abduction proposals whose f returns the input (or an argument) unchanged are "
         "rejected, so no solver is rewarded for copying the prompt (docs/results.md). Seed tasks are exempt.",
     )
     n_mc_rollouts: int = _f(

@@ -1,18 +1,23 @@
 """Shortcut accounting on CRUXEval: answers that copy what the prompt shows, and the items where copying cannot
 score.
 
-A CRUXEval-O prompt shows the program and its input; an answer that writes the input back as the output is right
-whenever the program returns its input (69 of the 800 items). A CRUXEval-I prompt shows the output; writing it
-back as the input scores wherever ``f(output) == output``. A gain made of such copies is a shortcut, not
-reasoning, so :mod:`.compare` reports, for both sets, how many answers copy the shown text before and after, and
-the paired test again on the items where copying cannot score:
+A CRUXEval-O prompt shows the program and its input; an answer that writes the input back as the output, or one
+of its arguments (``f('abc', 'd')`` returning ``'abc'``), is right whenever the program returns it: 153 of the 800
+items (69 of them return the whole input). A CRUXEval-I prompt shows the output; an answer that passes the output
+back as the input, or as one of the arguments, scores wherever ``f(output) == output`` or the gold input holds the
+output as an argument: 266 of the 800 items. A gain made of such copies is a shortcut, not reasoning, so
+:mod:`.compare` reports, for both sets, how many answers copy the shown text before and after, and the paired
+test again on the items where copying cannot score:
 
-- CRUXEval-O: the gold output differs from the input (scoring compares literals, so that is exact);
+- CRUXEval-O: the gold output is neither the input nor one of its arguments (scoring compares literals, so that
+  is exact);
 - CRUXEval-I: ``f(shown output)`` does not return the shown output, as run in the sandbox when the item was scored
-  (``copy_scores``; 181 of the 800 items score by copying, only 69 of them because the gold input equals the
-  output).
+  (``copy_scores``), and no argument of the gold input is the output. (An answer with the output as one argument
+  and other arguments of its own could still score on an item left in; the gold input is the one such case the
+  accounting can see.)
 
-"Differs" and "copies" compare the texts as Python literals (``literals_equal``), falling back to the text.
+"Copies" and "echoes" compare texts as Python literals (``literals_equal``), falling back to the text
+(:func:`azr.tasks.validate.echoes_input`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azr.tasks.validate import same_literal
+from azr.tasks.validate import echoes_input
 
 COPY_FIELDS = {"cruxeval-o": ("input", "output"), "cruxeval-i": ("output", "input")}
 """Per benchmark: (the field its prompt shows that an answer could copy, the field the answer stands for)."""
@@ -47,8 +52,8 @@ def shown_for(bench: str, data: dict[str, Any]) -> Shown | None:
             raise KeyError(
                 "copy_scores: run the copy answers in the sandbox first (copy_scores_by_execution)"
             )
-        return Shown(shown, bool(data["copy_scores"]))
-    return Shown(shown, same_literal(shown, answer))
+        return Shown(shown, bool(data["copy_scores"]) or echoes_input(answer, shown))
+    return Shown(shown, echoes_input(shown, answer))
 
 
 def shown_from_records(records: Iterable[dict[str, Any]], bench: str) -> dict[str, Shown]:
@@ -56,7 +61,10 @@ def shown_from_records(records: Iterable[dict[str, Any]], bench: str) -> dict[st
     out = {}
     for rec in records:
         if rec.get("bench") == bench and rec.get("shown") is not None:
-            out[str(rec["id"])] = Shown(str(rec["shown"]), bool(rec.get("copy_can_score")))
+            shown, gold = str(rec["shown"]), str(rec.get("gold", ""))
+            # Files written before argument echoes counted recorded the whole-text copy only: add them here.
+            echo = echoes_input(shown, gold) if bench == "cruxeval-o" else echoes_input(gold, shown)
+            out[str(rec["id"])] = Shown(shown, bool(rec.get("copy_can_score")) or echo)
     return out
 
 
@@ -98,5 +106,11 @@ def copies(records: Iterable[dict[str, Any]], bench: str, shown: dict[str, Shown
         if rec.get("bench") != bench or item not in shown:
             continue
         answer = (rec.get("extracted") or [None])[0]
-        out[item] = answer is not None and same_literal(str(answer), shown[item].text)
+        out[item] = answer is not None and _copies(bench, str(answer), shown[item].text)
     return out
+
+
+def _copies(bench: str, answer: str, shown: str) -> bool:
+    """CRUXEval-O: the answer echoes the shown input (whole, or one argument); CRUXEval-I: the answer's arguments
+    are the shown output, or one of them is."""
+    return echoes_input(shown, answer) if bench == "cruxeval-o" else echoes_input(answer, shown)

@@ -13,7 +13,7 @@ import torch
 
 from azr.seams import TaskStoreLike
 from azr.tasks.parsing import ParsedSolution
-from azr.tasks.validate import is_copy_task, same_literal
+from azr.tasks.validate import echoes_input, is_copy_task
 from azr.types import GROUPS, TASK_TYPES, Role, TaskType, group_name
 
 if TYPE_CHECKING:
@@ -96,9 +96,12 @@ def copy_metrics(samples: Sequence[Sample]) -> dict[str, float]:
     for kind in (TaskType.DEDUCTION, TaskType.ABDUCTION):
         solves = [s for s in samples if s.group == (kind, Role.SOLVE) and not s.parser_error and s.task]
         answers = [(s.parsed.answer, s.valid_task) for s in solves if isinstance(s.parsed, ParsedSolution)]
-        shown = [(t.inputs if kind is TaskType.DEDUCTION else t.outputs)[0] for _, t in answers]
-        if answers:
-            copies = [float(same_literal(a, text)) for (a, _), text in zip(answers, shown, strict=True)]
+        if (
+            answers
+        ):  # deduction: the answer echoes the shown input; abduction: the answer is built on the output
+            echo = [echoes_input(t.inputs[0], a) if kind is TaskType.DEDUCTION else echoes_input(a, t.outputs[0])
+                    for a, t in answers]  # fmt: skip
+            copies = [float(e) for e in echo]
             m[f"solve/copy_rate/{kind.value}"] = _mean(copies)
         if solves:
             m[f"solve/copy_task_rate/{kind.value}"] = _mean(

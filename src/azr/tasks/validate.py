@@ -201,9 +201,28 @@ def same_literal(a: str, b: str) -> bool:
     return a.strip() == b.strip() or literals_equal(a, b)
 
 
+def arguments(call_args: str) -> tuple[str, ...]:
+    """The source text of each argument in ``"'abc', [1, 2], k=3"`` (keyword values too); () if it does not parse."""
+    try:
+        call = ast.parse(f"_({call_args}\n)", mode="eval").body
+    except (SyntaxError, ValueError):
+        return ()
+    if not isinstance(call, ast.Call):
+        return ()
+    nodes = [*call.args, *(k.value for k in call.keywords)]
+    return tuple(seg for n in nodes if (seg := ast.get_source_segment(f"_({call_args}\n)", n)) is not None)
+
+
+def echoes_input(call_args: str, value: str) -> bool:
+    """``value`` is the whole argument text or one of its arguments: ``f('abc', 'd') == 'abc'`` echoes its input,
+    so a copy of the prompt is the answer (a deduction's output, or an abduction's input built around it)."""
+    return same_literal(call_args, value) or any(same_literal(a, value) for a in arguments(call_args))
+
+
 def is_copy_task(task: Task) -> bool:
-    """A deduction/abduction task whose output is its input: copying the prompt answers it."""
-    return bool(task.inputs and task.outputs) and same_literal(task.inputs[0], task.outputs[0])
+    """A deduction/abduction task whose output echoes its input (:func:`echoes_input`): a copy of the prompt
+    answers it."""
+    return bool(task.inputs and task.outputs) and echoes_input(task.inputs[0], task.outputs[0])
 
 
 def _literal(text: str) -> bool:
@@ -246,8 +265,10 @@ def _single_verdict(
     reason = _result_reason(result, max_out)
     if reason is not None:
         return ValidatedProposal(p, None, reason, _detail(result))
-    if reject_copies and same_literal(inp, result.value):
-        return ValidatedProposal(p, None, RejectReason.COPY, "f returned its input unchanged")
+    if reject_copies and echoes_input(inp, result.value):
+        return ValidatedProposal(
+            p, None, RejectReason.COPY, "f returned its input (or an argument) unchanged"
+        )
     task = Task(kind, p.program, (inp,), (result.value,), "", None, step, origin)
     return ValidatedProposal(p, task, None, "", 1)
 
