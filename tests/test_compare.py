@@ -211,9 +211,7 @@ def test_copying_one_argument_counts_as_a_copy():
     assert c.copy is not None
     assert (c.copy.copies_before, c.copy.copies_after, c.copy.copy_baseline) == (2, 1, 1)
     assert (c.copy.no_copy.n, c.copy.no_copy.before, c.copy.no_copy.after) == (1, 0, 1)
-    # CRUXEval-I: the shown output passed as one argument among others is a copy too.
-    crux_i = _crux_results(
-        "cruxeval-i", [("'abc'", "'abc', 'd'", "'abc', 'zz'", False), ("3", "1, 2", "0", False)]
-    )
+    # CRUXEval-I (a record's gold is the output): the shown output passed as one argument among others is a copy.
+    crux_i = _crux_results("cruxeval-i", [("'abc'", "'abc'", "'abc', 'zz'", False), ("3", "3", "0", False)])
     (i,) = compare_results(crux_i, crux_i).benches
-    assert i.copy is not None and (i.copy.copies_before, i.copy.copy_baseline) == (1, 1)
+    assert i.copy is not None and i.copy.copies_before == 1

@@ -223,13 +223,12 @@ def _copy_stats(
 def shown_items(
     a: dict[str, Any], b: dict[str, Any], bench: str, data_dir: str | Path | None
 ) -> dict[str, Shown] | None:
-    """What the prompts of a CRUXEval set show, from the results files' records, else from the data in
-    ``data_dir``; None for other benchmarks or when neither has it."""
+    """What the prompts of a CRUXEval set show, from the data in ``data_dir`` when given (the benchmark's own rows
+    are the authority), else from the results files' records; None for other benchmarks or when neither has it."""
     if bench not in COPY_FIELDS:
         return None
-    found = shown_from_records(b["records"], bench) or shown_from_records(a["records"], bench)
-    if not found and data_dir:
-        found = shown_from_data(bench, data_dir)
+    found = shown_from_data(bench, data_dir) if data_dir else {}
+    found = found or shown_from_records(b["records"], bench) or shown_from_records(a["records"], bench)
     return found or None
 
 

@@ -62,8 +62,9 @@ def shown_from_records(records: Iterable[dict[str, Any]], bench: str) -> dict[st
     for rec in records:
         if rec.get("bench") == bench and rec.get("shown") is not None:
             shown, gold = str(rec["shown"]), str(rec.get("gold", ""))
-            # Files written before argument echoes counted recorded the whole-text copy only: add them here.
-            echo = echoes_input(shown, gold) if bench == "cruxeval-o" else echoes_input(gold, shown)
+            # Files written before argument echoes counted recorded whole-input copies only: CRUXEval-O's record
+            # holds the gold output, so add them here (CRUXEval-I's holds no gold input: use --data-dir).
+            echo = bench == "cruxeval-o" and echoes_input(shown, gold)
             out[str(rec["id"])] = Shown(shown, bool(rec.get("copy_can_score")) or echo)
     return out
 
