@@ -83,6 +83,13 @@ def _chart_specs(
     groups = [
         Series(f"{t}/{r}", f"reward/{t}/{r}", TYPE_COLOR[t.value], r.value == "solve") for t, r in GROUPS
     ]
+    copy = [
+        Series(
+            f"{t.value} {what}", f"solve/{metric}/{t.value}", TYPE_COLOR[t.value], metric == "copy_task_rate"
+        )
+        for t in TASK_TYPES[:2]
+        for what, metric in (("answers", "copy_rate"), ("tasks", "copy_task_rate"))
+    ]
     evals = sorted({k for row in steps for k in row if k.startswith("eval/")})
     unit = (0.0, 1.0)
     return [
@@ -90,6 +97,11 @@ def _chart_specs(
         ("Valid proposal rate", per_type("propose/valid_rate/<type>"), unit),
         ("Solve accuracy", per_type("solve/accuracy/<type>"), unit),
         ("Proposer learnability", per_type("propose/learnability/<type>"), unit),
+        (
+            "Copy shortcut (solid: answers that copy the prompt, dashed: tasks whose output is their input)",
+            copy,
+            unit,
+        ),
         ("Buffer size (tasks)", per_type("buffer/size/<type>"), None),
         ("Policy loss", plain(["train/loss"]), None),
         ("Gradient norm (before clipping)", plain(["train/grad_norm"]), None),
