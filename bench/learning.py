@@ -228,7 +228,8 @@ def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -
     assert base is not None and final is not None
     tests = compare(base, final, args.data_dir)
     how = "the last" if args.select == "last" else "the best on the probe"
-    title = f"base vs step {chosen}, {how} of {len(found)} checkpoints ({args.minutes:g} min of training)"
+    trained = _state(out)["trained_s"] / 60
+    title = f"base vs step {chosen}, {how} of {len(found)} checkpoints ({trained:.0f} min of training)"
     table = Table(title=title)
     for col in ("benchmark", "n", "before", "after", "gained", "lost", "McNemar p"):
         table.add_column(col, justify="right" if col != "benchmark" else "left")
