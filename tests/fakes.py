@@ -1,38 +1,15 @@
 """A tiny in-process stand-in for ``azr.executor.Executor`` with the same surface, for task-layer tests.
 
-It runs only the trusted programs written in these tests, with ``exec`` and no isolation. It mimics the statuses
-the real executor reports (OK, ERROR, REJECTED, NONDETERMINISTIC, OUTPUT_TOO_LARGE, WRONG) so the validation logic
-can be tested before and independently of the sandbox.
+It runs only the trusted programs written in these tests, with ``exec`` and no isolation, and returns the real
+executor's result type (``ExecResult``) with the statuses the sandbox reports (OK, ERROR, REJECTED,
+NONDETERMINISTIC, OUTPUT_TOO_LARGE, WRONG), so the validation logic is tested without the sandbox.
 """
 
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
-from enum import Enum
 
-
-class FakeStatus(Enum):
-    OK = "ok"
-    ERROR = "error"
-    TIMEOUT = "timeout"
-    REJECTED = "rejected"
-    NONDETERMINISTIC = "nondeterministic"
-    OUTPUT_TOO_LARGE = "output_too_large"
-    WRONG = "wrong"
-
-
-@dataclass(frozen=True)
-class FakeResult:
-    status: FakeStatus
-    value: str | None = None
-    error_type: str | None = None
-    message: str = ""
-    duration_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status is FakeStatus.OK
+from azr.executor import ExecResult, Status
 
 
 class FakeExecutor:
@@ -42,18 +19,18 @@ class FakeExecutor:
         self.max_output_chars = max_output_chars
         self.calls: list[str] = []
 
-    def _run(self, program: str, inp: str) -> FakeResult:
+    def _run(self, program: str, inp: str) -> ExecResult:
         if "import random" in program or "open(" in program:
-            return FakeResult(FakeStatus.REJECTED, message="banned")
+            return ExecResult(Status.REJECTED, message="banned")
         ns: dict = {}
         try:
             exec(program, ns)
             value = repr(eval(f"f({inp})", ns))
         except Exception as e:
-            return FakeResult(FakeStatus.ERROR, error_type=type(e).__name__, message=str(e))
+            return ExecResult(Status.ERROR, error_type=type(e).__name__, message=str(e))
         if len(value) > self.max_output_chars:
-            return FakeResult(FakeStatus.OUTPUT_TOO_LARGE)
-        return FakeResult(FakeStatus.OK, value)
+            return ExecResult(Status.OUTPUT_TOO_LARGE)
+        return ExecResult(Status.OK, value)
 
     def validate_many(self, calls):
         self.calls.append("validate_many")
@@ -61,7 +38,7 @@ class FakeExecutor:
         for program, inp in calls:
             a, b = self._run(program, inp), self._run(program, inp)
             if a.ok and b.ok and a.value != b.value:
-                a = FakeResult(FakeStatus.NONDETERMINISTIC)
+                a = ExecResult(Status.NONDETERMINISTIC)
             out.append(a)
         return out
 
@@ -71,7 +48,7 @@ class FakeExecutor:
         for program, candidate, gold in batch:
             r = self._run(program, candidate)
             same = r.ok and literal_eq(r.value, gold)
-            out.append(r if not r.ok else FakeResult(FakeStatus.OK if same else FakeStatus.WRONG, r.value))
+            out.append(r if not r.ok else ExecResult(Status.OK if same else Status.WRONG, r.value))
         return out
 
     def check_induction_many(self, batch):
@@ -80,7 +57,7 @@ class FakeExecutor:
         for program, inputs, outputs in batch:
             rs = [self._run(program, i) for i in inputs]
             good = all(r.ok and literal_eq(r.value, o) for r, o in zip(rs, outputs, strict=True))
-            out.append(FakeResult(FakeStatus.OK if good else FakeStatus.WRONG))
+            out.append(ExecResult(Status.OK if good else Status.WRONG))
         return out
 
 
