@@ -68,12 +68,13 @@ def arm_tables(arm: str, dirs: list[Path], data_dir: str | None, console: Consol
     runs = [paired(r, data_dir) for r in dirs]
     benches: dict[str, Any] = {}
     for bench in runs[0]:
-        seeds = [r[bench] for r in runs if bench in r]
+        having = [(d, r[bench]) for d, r in zip(dirs, runs, strict=True) if bench in r]
+        seeds = [pairs for _, pairs in having]
         table = Table(title=f"{arm}: {bench}")
         for col in ("run", "n", "before", "after", "gained", "lost", "p", "gain (points)"):
             table.add_column(col, justify="left" if col == "run" else "right")
         rows: list[dict[str, Any]] = []
-        for run, pairs in zip([d for d, r in zip(dirs, runs, strict=True) if bench in r], seeds, strict=True):
+        for run, pairs in having:
             s = mcnemar([b for b, _ in pairs], [a for _, a in pairs])
             gain = 100.0 * (s.after - s.before) / s.n
             rows.append({"run": str(run), **asdict(s), "gain_points": gain})

@@ -22,6 +22,7 @@ test again on the items where copying cannot score:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,7 @@ def shown_from_records(records: Iterable[dict[str, Any]], bench: str) -> dict[st
     return out
 
 
+@functools.lru_cache(maxsize=4)  # bench/seeds.py asks once per run: load and execute once
 def shown_from_data(bench: str, data_dir: str | Path) -> dict[str, Shown]:
     """``{item id: Shown}`` from the benchmark's own rows (for results files written before records held
     it)."""

@@ -14,7 +14,7 @@ import torch
 from azr.seams import TaskStoreLike
 from azr.tasks.parsing import ParsedSolution
 from azr.tasks.validate import echoes_input, is_copy_task
-from azr.types import GROUPS, TASK_TYPES, Role, TaskType, group_name
+from azr.types import GROUPS, TASK_TYPES, Role, Task, TaskType, group_name
 
 if TYPE_CHECKING:
     from azr.selfplay.samples import Sample
@@ -96,13 +96,8 @@ def copy_metrics(samples: Sequence[Sample]) -> dict[str, float]:
     for kind in (TaskType.DEDUCTION, TaskType.ABDUCTION):
         solves = [s for s in samples if s.group == (kind, Role.SOLVE) and not s.parser_error and s.task]
         answers = [(s.parsed.answer, s.valid_task) for s in solves if isinstance(s.parsed, ParsedSolution)]
-        if (
-            answers
-        ):  # deduction: the answer echoes the shown input; abduction: the answer is built on the output
-            echo = [echoes_input(t.inputs[0], a) if kind is TaskType.DEDUCTION else echoes_input(a, t.outputs[0])
-                    for a, t in answers]  # fmt: skip
-            copies = [float(e) for e in echo]
-            m[f"solve/copy_rate/{kind.value}"] = _mean(copies)
+        if answers:
+            m[f"solve/copy_rate/{kind.value}"] = _mean([float(_copies(kind, a, t)) for a, t in answers])
         if solves:
             m[f"solve/copy_task_rate/{kind.value}"] = _mean(
                 [float(is_copy_task(s.valid_task)) for s in solves]
@@ -111,6 +106,13 @@ def copy_metrics(samples: Sequence[Sample]) -> dict[str, float]:
         if valid:
             m[f"propose/copy_task_rate/{kind.value}"] = _mean([float(is_copy_task(t)) for t in valid])
     return m
+
+
+def _copies(kind: TaskType, answer: str, task: Task) -> bool:
+    """Deduction: the answer echoes the shown input; abduction: the answer's arguments are built on the output."""
+    if kind is TaskType.DEDUCTION:
+        return echoes_input(task.inputs[0], answer)
+    return echoes_input(answer, task.outputs[0])
 
 
 def _mean(xs: Sequence[float]) -> float:
