@@ -117,6 +117,22 @@ def test_unpaired_items_are_dropped_with_a_warning(tmp_path, capsys):
     assert result.benches[0].gained_ids == ["m2"] and result.benches[0].stats.n == 2
 
 
+def test_demonstration_think_forms_must_agree(tmp_path, capsys):
+    """A file from before ``demo_think`` existed used one-sentence demonstrations: no warning against
+    ``sentence``, a warning against ``trace``; without demonstrations the form does not matter."""
+    old = _results("cruxeval-o", {"c1": True})
+    sentence = _results("cruxeval-o", {"c1": True}, demo_think="sentence")
+    trace = _results("cruxeval-o", {"c1": True}, demo_think="trace")
+    paths = [_write(tmp_path, f"{n}.json", r) for n, r in (("old", old), ("s", sentence), ("t", trace))]
+    assert main(["compare", paths[0], paths[1]]) == 0
+    assert "differ" not in capsys.readouterr().err
+    assert main(["compare", paths[0], paths[2]]) == 0
+    assert "differ in demo_think ('sentence' vs 'trace')" in capsys.readouterr().err
+    no_shots = [_results("cruxeval-o", {"c1": True}, shots=0, demo_think=t) for t in ("sentence", "trace")]
+    assert main(["compare", *(_write(tmp_path, f"n{i}.json", r) for i, r in enumerate(no_shots))]) == 0
+    assert "differ" not in capsys.readouterr().err
+
+
 def test_compare_real_eval_results_files(tmp_path, shared_data, capsys):
     """``azr eval --json`` of the gold and the wrong oracle: all 3 items lost, p = 2 / 2^3 = 0.25."""
     paths = []

@@ -15,7 +15,7 @@ import pytest
 from azr.evaluation import BENCHMARKS, EvalResults, OracleBackend, evaluate, probe
 from azr.evaluation import templates as tpl
 from azr.evaluation.benchmarks import Item, ScoreContext, crux_input_answer, resolve
-from azr.evaluation.demos import DEMO_FILE, first_demos, load_demos
+from azr.evaluation.demos import DEMO_FILE, Demo, first_demos, load_demos, trace_thinks
 from azr.evaluation.scoring_code import score_input_predictions
 from azr.rollout import ScriptedBackend
 from azr.tasks.prompts import build_prompt
@@ -214,6 +214,54 @@ def test_shots_reach_the_backend_and_the_meta(executor, cache, data_dir):
     assert meta["max_new_tokens"]["cruxeval-o"] == 96
     with pytest.raises(ValueError, match="has only 4 deduction"):
         evaluate(backend, None, executor, ["cruxeval-o"], data_dir=data_dir, shots=5)
+
+
+def test_every_deduction_and_abduction_demo_has_a_trace(executor):
+    """The trace form is the training demonstrations' own (``trace_think`` over the sandbox's trace): each
+    deduction/abduction demonstration traces within the recipe's 12 lines, and the trace ends in its output."""
+    from azr.tasks.prompts import trace_think
+
+    demos = load_demos()
+    thinks = trace_thinks(executor, list(demos), 12)
+    traced = [d for d in demos if d.type in ("deduction", "abduction")]
+    assert sorted(thinks) == sorted(d.id for d in traced)
+    for d in traced:
+        [trace] = executor.trace_many([(d.program, d.inputs[0])], 12)
+        assert thinks[d.id] == trace_think(TaskType(d.type), d.task(), trace)
+        assert f"f({d.inputs[0]}) line by line:" in thinks[d.id] and d.outputs[0] in thinks[d.id]
+    assert "counts = {}\n...\nreturn {" in trace_thinks(executor, [traced[2]], 1)[traced[2].id]  # cut short
+    broken = Demo("demo-broken", "deduction", "def f(x):\n    return x // 0", ("1",), ("1",))
+    with pytest.raises(ValueError, match=r"\['demo-broken'\] have no trace"):
+        trace_thinks(executor, [traced[0], broken])
+
+
+def test_trace_demonstrations_reach_the_prompts_the_meta_and_the_budget(executor, cache, data_dir):
+    """``demo_think="trace"``: CRUXEval-O's two demonstrations carry their traces, in the exact form the training
+    prompt takes (``build_prompt(..., thinks=...)``), CRUXEval's budget rises to the recipe's solve budget, the
+    probe's induction demonstrations keep their sentence, and the meta says which form was used."""
+    backend = ScriptedBackend(lambda p: "<answer>\n```output\n0\n```\n</answer>")
+    evaluation = evaluate(
+        backend, None, executor, ["cruxeval-o", "probe"], limit=1, data_dir=data_dir, shots=2,
+        demo_think="trace",
+    )  # fmt: skip
+    item = BENCHMARKS["cruxeval-o"].load(data_dir, 1)[0]
+    demos = first_demos("deduction", 2)
+    thinks = trace_thinks(executor, demos)
+    task = Task(TaskType.DEDUCTION, item.data["code"], (item.data["input"],), (item.data["output"],))
+    expected = build_prompt(
+        TaskType.DEDUCTION, Role.SOLVE, task=task, shots=[d.task() for d in demos],
+        thinks=[thinks[d.id] for d in demos],
+    )  # fmt: skip
+    assert backend.calls[0] == expected and "line by line" in expected
+    assert backend.calls[0] != BENCHMARKS["cruxeval-o"].prompt(item, None, 2)
+    induction = [c for c in backend.calls if "### Task" in c and "hint" in c.lower()]
+    assert induction and all("line by line" not in c for c in induction)
+    assert evaluation.meta["demo_think"] == "trace"
+    assert evaluation.meta["max_new_tokens"] == {"cruxeval-o": 192, "probe": 256}
+    plain = evaluate(backend, None, executor, ["cruxeval-o"], limit=1, data_dir=data_dir, shots=2)
+    assert plain.meta["demo_think"] == "sentence" and plain.meta["max_new_tokens"]["cruxeval-o"] == 96
+    with pytest.raises(ValueError, match="demo_think one of sentence, trace"):
+        evaluate(backend, None, executor, ["cruxeval-o"], data_dir=data_dir, demo_think="cot")
 
 
 def test_eval_command_rejects_more_shots_than_demos(capsys):

@@ -4,7 +4,8 @@ Greedy pass@1 by default; ``--samples k`` samples k replies per item and adds th
 oracle`` (or ``oracle-wrong``) answers with the gold (or wrong) answers to validate data and scorers for free.
 
 ``--shots K`` puts K fixed worked demonstrations before every item (default 0; the project reports ``--shots 2``,
-the number of demonstrations the CPU training prompts carry). Generation decodes ``2 * --batch-size`` sequences
+the number of demonstrations the CPU training prompts carry); ``--demo-think trace`` shows them with the
+sandbox-written trace in ``<think>`` that the CPU recipe's training prompts carry, instead of one sentence. Generation decodes ``2 * --batch-size`` sequences
 together (32 by default); CRUXEval replies get 96 new tokens, enough for the short answers a small model gives
 and fast enough for all 800 CRUXEval-O items in about 5.5 minutes on 2 cores. ``azr compare A.json B.json``
 pairs two ``--json`` results files item by item.
@@ -38,6 +39,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="Worked demonstrations before each item (default 0; the project reports 2). Math takes none.",
+    )
+    parser.add_argument(
+        "--demo-think",
+        choices=("sentence", "trace"),
+        default="sentence",
+        help="The demonstrations' <think>: one sentence (default), or the sandbox's trace of the call that the CPU "
+        "recipe trains on (deduction/abduction; CRUXEval then gets 192 new tokens).",
     )
     parser.add_argument(
         "--temperature", type=float, default=0.8, help="Sampling temperature when --samples > 1."
@@ -96,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             backend, tokenizer, executor, benches, limit=args.limit, data_dir=args.data_dir,
             samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
             batch_size=max(args.batch_size, 1) * 2, progress=progress, shots=args.shots,
+            demo_think=args.demo_think,
         )  # fmt: skip
     evaluation.meta.update(
         model=args.model, seconds=round(time.perf_counter() - t0, 1), sandbox=executor.tier

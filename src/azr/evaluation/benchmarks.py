@@ -39,7 +39,7 @@ from azr.evaluation.scoring_code import (
     score_output_predictions,
     score_programs,
 )
-from azr.evaluation.spec import WRONG, Benchmark, Item, PromptFn, ScoreContext, Scored
+from azr.evaluation.spec import WRONG, Benchmark, Item, PromptFn, ScoreContext, Scored, Thinks
 from azr.types import Role, Task, TaskType
 
 __all__ = ["ALIASES", "BENCHMARKS", "Benchmark", "Item", "ScoreContext", "Scored", "resolve", "with_tokens"]
@@ -73,11 +73,18 @@ def _parsed(kind: TaskType, reply: str) -> str | None:
 
 
 def _crux_prompt(kind: TaskType) -> PromptFn:
-    def build(item: Item, tokenizer: Any, shots: int = 0) -> str:
+    def build(item: Item, tokenizer: Any, shots: int = 0, thinks: Thinks | None = None) -> str:
         from azr.tasks.prompts import build_prompt
 
-        demos = [d.task() for d in first_demos(kind.value, shots)]
-        return build_prompt(kind, Role.SOLVE, tokenizer=tokenizer, task=_crux_task(item, kind), shots=demos)
+        demos = first_demos(kind.value, shots)
+        return build_prompt(
+            kind,
+            Role.SOLVE,
+            tokenizer=tokenizer,
+            task=_crux_task(item, kind),
+            shots=[d.task() for d in demos],
+            thinks=[(thinks or {}).get(d.id) for d in demos],
+        )
 
     return build
 
@@ -156,7 +163,7 @@ def _code_turn(demo: Demo, mbpp: bool) -> tuple[str, str]:
     return _code_message(prompt, demo.entry, mbpp), code_reply(demo)
 
 
-def _code_prompt(item: Item, tokenizer: Any, shots: int = 0) -> str:
+def _code_prompt(item: Item, tokenizer: Any, shots: int = 0, thinks: Thinks | None = None) -> str:
     """The item's message after ``shots`` code demonstrations in the same template (prompt -> fenced code)."""
     d = item.data
     turns = [_code_turn(demo, d["mbpp"]) for demo in first_demos("code", shots)]
@@ -193,7 +200,7 @@ def _math_item(gold: Callable[[dict[str, Any]], str], question: str) -> Callable
     return make
 
 
-def _math_prompt(item: Item, tokenizer: Any, shots: int = 0) -> str:
+def _math_prompt(item: Item, tokenizer: Any, shots: int = 0, thinks: Thinks | None = None) -> str:
     return tpl.render(tpl.MATH_SYSTEM, tpl.math_message(item.data["problem"]), tokenizer)
 
 

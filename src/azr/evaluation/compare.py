@@ -25,8 +25,10 @@ from typing import Any
 from azr.errors import AzrError
 from azr.evaluation.shortcut import COPY_FIELDS, Shown, copies, shown_from_data, shown_from_records
 
-META_KEYS = ("shots", "demo_sha256", "samples")
+META_KEYS = ("shots", "demo_sha256", "demo_think", "samples")
 """Settings that must agree for two runs to be comparable (the token budget is checked per benchmark)."""
+META_DEFAULTS = {"demo_think": "sentence"}  # what files written before the key existed used
+SHOT_KEYS = ("demo_sha256", "demo_think")  # meaningless without demonstrations
 
 
 @dataclass(frozen=True)
@@ -235,11 +237,12 @@ def shown_items(
 def meta_warnings(a: dict[str, Any], b: dict[str, Any], benches: Sequence[str]) -> list[str]:
     """Settings in which the two runs differ, each making the comparison less meaningful."""
     ma, mb = a.get("meta") or {}, b.get("meta") or {}
+    ma, mb = {**META_DEFAULTS, **ma}, {**META_DEFAULTS, **mb}
     out = [
         f"the runs differ in {key} ({ma.get(key)!r} vs {mb.get(key)!r}): the scores are not comparable"
         for key in META_KEYS
         if ma.get(key) != mb.get(key)
-        and not (key == "demo_sha256" and not ma.get("shots") and not mb.get("shots"))
+        and not (key in SHOT_KEYS and not ma.get("shots") and not mb.get("shots"))
     ]
     ta, tb = ma.get("max_new_tokens") or {}, mb.get("max_new_tokens") or {}
     for bench in dict.fromkeys(name.split("/")[0] for name in benches):

@@ -23,10 +23,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from azr.seams import ExecutorLike
 from azr.types import Task, TaskType
 
 DEMO_FILE = Path(__file__).with_name("demos.jsonl")
 DEMO_TYPES = ("deduction", "abduction", "induction", "code")
+TRACED_TYPES = ("deduction", "abduction")
+DEMO_THINKS = ("sentence", "trace")
+"""The ``<think>`` forms a demonstration can take: the default one sentence, or (``trace``, deduction and
+abduction only) the sandbox's line-by-line trace of the call, the form the CPU recipe's training prompts show
+(``selfplay.demo_trace``)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,24 @@ def first_demos(kind: str, k: int, path: Path = DEMO_FILE) -> list[Demo]:
             f"shots={k} but {path.name} has only {len(pool)} {kind} demonstrations: use {len(pool)} or fewer"
         )
     return pool[:k]
+
+
+def trace_thinks(executor: ExecutorLike, demos: list[Demo], max_lines: int = 12) -> dict[str, str]:
+    """The trace ``<think>`` block of each deduction/abduction demonstration, by id, written by the sandbox's
+    tracer exactly as the training demonstrations' are (:func:`azr.tasks.prompts.trace_think`; after ``max_lines``
+    lines a trace says ``...`` and goes on to the returned value). ValueError when the sandbox writes no trace
+    for one (its program fails; the file's demonstrations all trace: tested)."""
+    from azr.tasks.prompts import trace_think
+
+    todo = list({d.id: d for d in demos if d.type in TRACED_TYPES}.values())
+    traces = executor.trace_many([(d.program, d.inputs[0]) for d in todo], max_lines)
+    if untraced := [d.id for d, trace in zip(todo, traces, strict=True) if not trace]:
+        raise ValueError(f"demonstrations {untraced} have no trace: the sandbox could not run them")
+    return {
+        d.id: trace_think(TaskType(d.type), d.task(), trace)
+        for d, trace in zip(todo, traces, strict=True)
+        if trace
+    }
 
 
 def demo_sha256(path: Path = DEMO_FILE) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 from azr.evaluation.demos import first_demos
 from azr.evaluation.loaders import BenchmarkUnavailable, Source, find_local, read_jsonl
-from azr.evaluation.spec import WRONG, Benchmark, Item, ScoreContext, Scored
+from azr.evaluation.spec import WRONG, Benchmark, Item, ScoreContext, Scored, Thinks
 from azr.types import TASK_TYPES, Role, Task, TaskType
 
 PROBE_FILE = Path(__file__).resolve().parents[1] / "data" / "probe.jsonl"
@@ -84,11 +84,11 @@ def _item(row: dict[str, Any], i: int) -> Item:
     return Item(str(row["id"]), gold, {"task": task, "visible": int(row["visible"])})
 
 
-def _prompt(item: Item, tokenizer: Any, shots: int = 0) -> str:
+def _prompt(item: Item, tokenizer: Any, shots: int = 0, thinks: Thinks | None = None) -> str:
     from azr.tasks.prompts import build_prompt
 
     task: Task = item.data["task"]
-    demos = [d.task() for d in first_demos(task.type.value, shots)]
+    demos = first_demos(task.type.value, shots)
     return build_prompt(
         task.type,
         Role.SOLVE,
@@ -96,7 +96,8 @@ def _prompt(item: Item, tokenizer: Any, shots: int = 0) -> str:
         task=task,
         n_inputs=len(task.inputs),
         n_visible=item.data["visible"],
-        shots=demos,
+        shots=[d.task() for d in demos],
+        thinks=[(thinks or {}).get(d.id) for d in demos],
     )
 
 

@@ -9,6 +9,9 @@ which checks data and scorers without a model.
 ``shots=K`` puts K fixed worked demonstrations (:mod:`.demos`) before every item; 2 is what the project reports
 (the CPU training prompts carry 2). The results' ``meta`` records what makes two runs comparable: ``shots``, the
 demonstration file's name and sha256, the demonstration ids each benchmark used and its token budget.
+``demo_think="trace"`` gives the deduction/abduction demonstrations the sandbox-written trace in ``<think>`` that
+the CPU recipe trains on, instead of one sentence; their replies then need more room, so benchmarks with those
+demonstrations get at least ``TRACE_REPLY_TOKENS`` (the recipe's solve budget) unless ``max_new_tokens`` is given.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from azr.evaluation.benchmarks import Benchmark, Item, ScoreContext, Scored, resolve, with_tokens
-from azr.evaluation.demos import DEMO_FILE, demo_sha256, first_demos
+from azr.evaluation.demos import DEMO_FILE, DEMO_THINKS, TRACED_TYPES, demo_sha256, first_demos, trace_thinks
 from azr.evaluation.loaders import BenchmarkUnavailable
 from azr.evaluation.passk import mean_pass_at_k
 from azr.evaluation.results import BenchResult, EvalResults, ItemRecord
@@ -28,6 +31,8 @@ from azr.evaluation.shortcut import shown_for
 from azr.seams import ExecutorLike
 
 Progress = Callable[[str, int, int], None]  # (bench, done, total)
+TRACE_REPLY_TOKENS = 192
+TRACE_LINES = 12  # the CPU recipe's selfplay.demo_trace
 
 
 class OracleBackend:
@@ -55,14 +60,18 @@ def evaluate(
     expected_cache: Path | None = None,
     progress: Progress | None = None,
     shots: int = 0,
+    demo_think: str = "sentence",
 ) -> EvalResults:
     """Evaluate ``backend`` on ``benches`` (names, see ``BENCHMARKS``); unavailable benchmarks are skipped with
     their reason in ``EvalResults.skipped``. ``limit`` takes the first N items of each benchmark; ``shots`` worked
-    demonstrations go before each item (ValueError when ``demos.jsonl`` has fewer of a needed type)."""
-    if samples < 1 or shots < 0:
-        raise ValueError("samples must be >= 1 and shots >= 0")
-    specs = [with_tokens(b, max_new_tokens) for b in resolve(benches)]
+    demonstrations go before each item (ValueError when ``demos.jsonl`` has fewer of a needed type), with the
+    ``demo_think`` form of ``<think>`` (see the module docstring)."""
+    if samples < 1 or shots < 0 or demo_think not in DEMO_THINKS:
+        raise ValueError(f"samples must be >= 1, shots >= 0 and demo_think one of {', '.join(DEMO_THINKS)}")
+    specs = [_budget(b, max_new_tokens, demo_think) for b in resolve(benches)]
     evaluation = EvalResults(meta=_meta(specs, limit, samples, data_dir, shots))
+    evaluation.meta["demo_think"] = demo_think
+    thinks = _thinks(executor, specs, shots) if demo_think == "trace" else {}
     ctx = ScoreContext(executor, expected_cache)
     try:
         for bench in specs:
@@ -73,13 +82,29 @@ def evaluate(
                 continue
             t0 = time.perf_counter()
             replies = _generate(
-                backend, tokenizer, bench, items, samples, temperature, batch_size, progress, shots
+                backend, tokenizer, bench, items, samples, temperature, batch_size, progress, shots, thinks
             )
             scored = bench.score(ctx, [it for it in items for _ in range(samples)], replies)
             _record(evaluation, bench, items, replies, scored, samples, time.perf_counter() - t0)
     finally:
         ctx.close()
     return evaluation
+
+
+def _traced(bench: Benchmark) -> bool:
+    return any(t in TRACED_TYPES for t in bench.demo_types)
+
+
+def _budget(bench: Benchmark, max_new_tokens: int | None, demo_think: str) -> Benchmark:
+    if max_new_tokens is None and demo_think == "trace" and _traced(bench):
+        max_new_tokens = max(bench.max_new_tokens, TRACE_REPLY_TOKENS)
+    return with_tokens(bench, max_new_tokens)
+
+
+def _thinks(executor: ExecutorLike, specs: list[Benchmark], shots: int) -> dict[str, str]:
+    """The trace ``<think>`` of every deduction/abduction demonstration the benchmarks use, traced once."""
+    demos = [d for b in specs for t in b.demo_types if t in TRACED_TYPES for d in first_demos(t, shots)]
+    return trace_thinks(executor, demos, TRACE_LINES)
 
 
 def _meta(
@@ -109,6 +134,7 @@ def _generate(
     batch_size: int,
     progress: Progress | None,
     shots: int = 0,
+    thinks: dict[str, str] | None = None,
 ) -> list[str]:
     """Replies in item order, ``samples`` consecutive replies per item."""
     if isinstance(backend, OracleBackend):
@@ -122,7 +148,7 @@ def _generate(
         stop=bench.stop,
         n=1,
     )
-    prompts = [bench.prompt(it, tokenizer, shots) for it in items for _ in range(samples)]
+    prompts = [bench.prompt(it, tokenizer, shots, thinks) for it in items for _ in range(samples)]
     replies: list[str] = []
     for start in range(0, len(prompts), batch_size):
         completions = backend.generate(prompts[start : start + batch_size], sampling)

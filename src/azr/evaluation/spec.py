@@ -6,7 +6,7 @@ build entries without importing the registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,10 +42,16 @@ class Scored:
     detail: str = ""
 
 
-class PromptFn(Protocol):
-    """Renders an item (chat-formatted with ``tokenizer``) after ``shots`` worked demonstrations."""
+Thinks = Mapping[str, str]
+"""A demonstration's ``<think>`` block by demonstration id, where it is not the default sentence
+(:func:`azr.evaluation.demos.trace_thinks`)."""
 
-    def __call__(self, item: Item, tokenizer: Any, shots: int = 0) -> str: ...
+
+class PromptFn(Protocol):
+    """Renders an item (chat-formatted with ``tokenizer``) after ``shots`` worked demonstrations, whose
+    ``<think>`` blocks come from ``thinks`` where it has their id (benchmarks without such blocks ignore it)."""
+
+    def __call__(self, item: Item, tokenizer: Any, shots: int = 0, thinks: Thinks | None = None) -> str: ...
 
 
 @dataclass
