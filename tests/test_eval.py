@@ -15,7 +15,15 @@ import pytest
 from azr.evaluation import BENCHMARKS, EvalResults, OracleBackend, evaluate, probe
 from azr.evaluation import templates as tpl
 from azr.evaluation.benchmarks import Item, ScoreContext, crux_input_answer, resolve
-from azr.evaluation.demos import DEMO_FILE, Demo, first_demos, load_demos, trace_thinks
+from azr.evaluation.demos import (
+    DEMO_FILE,
+    Demo,
+    Shots,
+    first_demos,
+    load_demos,
+    trace_thinks,
+    wrong_demos,
+)
 from azr.evaluation.scoring_code import score_input_predictions
 from azr.rollout import ScriptedBackend
 from azr.tasks.prompts import build_prompt
@@ -147,14 +155,9 @@ def _golden(name: str, text: str) -> None:
 def test_every_demo_output_is_what_the_sandbox_computes(executor):
     """Each demonstration runs (static check, determinism runs) and returns exactly its recorded output."""
     demos = load_demos()
-    runs = [(d, inp, out) for d in demos for inp, out in zip(d.inputs, d.outputs, strict=True)]
-    results = [executor.validate_many([(d.program, inp)], entry=d.entry)[0] for d, inp, _ in runs]
-    bad = [
-        (d.id, inp, r.status, r.value)
-        for (d, inp, out), r in zip(runs, results, strict=True)
-        if r.value != out
-    ]
-    assert bad == []
+    assert wrong_demos(executor, list(demos)) == []
+    broken = Demo("demo-broken", "deduction", "def f(x):\n    return x + 1", ("1",), ("3",))
+    assert wrong_demos(executor, [demos[0], broken]) == ["demo-broken"]
     by_type = {t: [d for d in demos if d.type == t] for t in ("deduction", "abduction", "induction", "code")}
     assert len(by_type["deduction"]) >= 4 and len(by_type["abduction"]) >= 4 and len(by_type["code"]) >= 3
     assert len(by_type["induction"]) >= 3
@@ -168,7 +171,7 @@ def test_cruxeval_o_prompt_with_two_shots_golden():
     before demonstrations existed (the shots0 golden was rendered by the code without them)."""
     bench = BENCHMARKS["cruxeval-o"]
     item = bench.make_item(CRUX_ROW, 0)
-    two = bench.prompt(item, None, 2)
+    two = bench.prompt(item, None, Shots(2))
     _golden("eval_cruxeval-o_shots2.plain.txt", two)
     _golden("eval_cruxeval-o_shots0.plain.txt", bench.prompt(item, None))
     task = Task(TaskType.DEDUCTION, CRUX_ROW["code"], (CRUX_ROW["input"],), (CRUX_ROW["output"],))
@@ -189,11 +192,11 @@ def test_code_prompts_take_demos_as_earlier_turns(data_dir, tiny):
             else tpl.humaneval_message(d["prompt"])
         )
         assert bench.prompt(item, None) == f"{tpl.CODE_SYSTEM}\n\n{message}\n\n"  # as before shots existed
-        plain = bench.prompt(item, None, 2)
+        plain = bench.prompt(item, None, Shots(2))
         assert plain.startswith(f"{tpl.CODE_SYSTEM}\n\n") and plain.endswith(f"\n\n{message}\n\n")
         assert "def count_capitalised(text):" in plain and "def running_max(nums):" in plain
         assert "merge_counts" not in plain
-        chat = bench.prompt(item, tok, 2)
+        chat = bench.prompt(item, tok, Shots(2))
         assert chat.count("<|im_start|>user") == 3 and chat.count("<|im_start|>assistant") == 3
 
 
@@ -204,7 +207,7 @@ def test_shots_reach_the_backend_and_the_meta(executor, cache, data_dir):
     evaluation = evaluate(
         backend, None, executor, benches, limit=2, data_dir=data_dir, expected_cache=cache, shots=2
     )
-    assert backend.calls[:2] == [BENCHMARKS["cruxeval-o"].prompt(it, None, 2) for it in items]
+    assert backend.calls[:2] == [BENCHMARKS["cruxeval-o"].prompt(it, None, Shots(2)) for it in items]
     meta = evaluation.meta
     assert meta["shots"] == 2 and meta["demo_file"] == "demos.jsonl"
     assert meta["demo_sha256"] == hashlib.sha256(DEMO_FILE.read_bytes()).hexdigest()
@@ -253,7 +256,7 @@ def test_trace_demonstrations_reach_the_prompts_the_meta_and_the_budget(executor
         thinks=[thinks[d.id] for d in demos],
     )  # fmt: skip
     assert backend.calls[0] == expected and "line by line" in expected
-    assert backend.calls[0] != BENCHMARKS["cruxeval-o"].prompt(item, None, 2)
+    assert backend.calls[0] != BENCHMARKS["cruxeval-o"].prompt(item, None, Shots(2))
     induction = [c for c in backend.calls if "### Task" in c and "hint" in c.lower()]
     assert induction and all("line by line" not in c for c in induction)
     assert evaluation.meta["demo_think"] == "trace"
@@ -262,6 +265,41 @@ def test_trace_demonstrations_reach_the_prompts_the_meta_and_the_budget(executor
     assert plain.meta["demo_think"] == "sentence" and plain.meta["max_new_tokens"]["cruxeval-o"] == 96
     with pytest.raises(ValueError, match="demo_think one of sentence, trace"):
         evaluate(backend, None, executor, ["cruxeval-o"], data_dir=data_dir, demo_think="cot")
+
+
+def test_eval_command_takes_another_demonstration_file(tmp_path, shared_data, capsys):
+    """``--demo-file``: its demonstrations reach the prompts and its name and sha256 the results; a file whose
+    output the sandbox disagrees with, a malformed one and a missing one each stop with one line, before anything
+    is generated."""
+    from azr.cli import main
+
+    mine = Demo("my-deduction", "deduction", "def f(n):\n    return n * 7", ("6",), ("42",))
+    row = {"id": mine.id, "type": mine.type, "program": mine.program, "inputs": ["6"], "outputs": ["42"]}
+    good = tmp_path / "mine.jsonl"
+    good.write_text(json.dumps({**row, "message": ""}) + "\n")
+    out = tmp_path / "r.json"
+    argv = ["eval", "--model", "oracle", "--bench", "cruxeval-o", "--limit", "2", "--shots", "1"]
+    argv += ["--data-dir", str(shared_data / "benchmarks")]
+    assert main([*argv, "--demo-file", str(good), "--json", str(out)]) == 0
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["demo_file"] == "mine.jsonl" and meta["demo_ids"] == {"cruxeval-o": ["my-deduction"]}
+    assert meta["demo_sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert "return n * 7" in BENCHMARKS["cruxeval-o"].prompt(
+        BENCHMARKS["cruxeval-o"].load(shared_data / "benchmarks", 1)[0], None, Shots(1, good)
+    )
+    capsys.readouterr()
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text(json.dumps({**row, "outputs": ["41"]}) + "\n")
+    malformed = tmp_path / "malformed.jsonl"
+    malformed.write_text(json.dumps(row) + "\n{not json\n")
+    for path, message in (
+        (wrong, "the sandbox computes other outputs for demonstrations ['my-deduction']"),
+        (malformed, "malformed.jsonl:2: not a demonstration record"),
+        (tmp_path / "absent.jsonl", "absent.jsonl not found"),
+    ):
+        assert main([*argv, "--demo-file", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_eval_command_rejects_more_shots_than_demos(capsys):
@@ -346,7 +384,7 @@ def test_probe_prompts_and_scorer_are_the_training_ones(executor):
     task = induction.data["task"]
     demos = [d.task() for d in first_demos("induction", 1)]
     expected = build_prompt(TaskType.INDUCTION, Role.SOLVE, task=task, n_visible=4, n_inputs=6, shots=demos)
-    prompt = bench.prompt(induction, None, 1)
+    prompt = bench.prompt(induction, None, Shots(1))
     assert prompt == expected and prompt.count("Case 4:") == 2 and "Case 5:" not in prompt
     abduction = items[1]  # f(a, b) = a * 2 + b, output 10
     replies = ["<answer>\n```input\n3, 4\n```\n</answer>", "<answer>\n```input\n3, 2 * 2\n```\n</answer>"]

@@ -14,6 +14,7 @@ pairs two ``--json`` results files item by item.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "Evaluate a model or checkpoint on code and math benchmarks."
 
@@ -41,6 +42,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Worked demonstrations before each item (default 0; the project reports 2). Math takes none.",
     )
     parser.add_argument(
+        "--demo-file",
+        metavar="PATH",
+        help="A JSONL file of demonstrations in the shipped demos.jsonl format to use instead of it (checked in "
+        "the sandbox first; its name and sha256 go into the results).",
+    )
+    parser.add_argument(
         "--demo-think",
         choices=("sentence", "trace"),
         default="sentence",
@@ -66,21 +73,10 @@ def run(args: argparse.Namespace) -> int:
     from azr.config import ExecutorConfig, RolloutConfig
     from azr.errors import AzrError
     from azr.evaluation import OracleBackend, evaluate
-    from azr.evaluation.benchmarks import resolve
-    from azr.evaluation.demos import first_demos
+    from azr.evaluation.demos import DemoError
     from azr.executor import Executor
 
-    benches = [b for b in args.bench.split(",") if b.strip()]
-    try:
-        for bench in resolve(benches):
-            for kind in bench.demo_types:
-                first_demos(kind, max(args.shots, 0))
-    except ValueError as e:  # an unknown benchmark, or more shots than demonstrations
-        raise AzrError(str(e)) from None
-    if args.samples < 1 or (args.limit is not None and args.limit < 1):
-        raise AzrError("--samples and --limit must be >= 1")
-    if args.shots < 0:
-        raise AzrError("--shots must be >= 0")
+    benches, demo_file = _checked(args)
     t0 = time.perf_counter()
     if args.model in ("oracle", "oracle-wrong"):
         backend, tokenizer = OracleBackend(wrong=args.model == "oracle-wrong"), None
@@ -100,12 +96,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"\r{bench}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     with Executor(cfg) as executor:
-        evaluation = evaluate(
-            backend, tokenizer, executor, benches, limit=args.limit, data_dir=args.data_dir,
-            samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-            batch_size=max(args.batch_size, 1) * 2, progress=progress, shots=args.shots,
-            demo_think=args.demo_think,
-        )  # fmt: skip
+        try:
+            evaluation = evaluate(
+                backend, tokenizer, executor, benches, limit=args.limit, data_dir=args.data_dir,
+                samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                batch_size=max(args.batch_size, 1) * 2, progress=progress, shots=args.shots,
+                demo_think=args.demo_think, demo_file=demo_file,
+            )  # fmt: skip
+        except DemoError as e:  # a demonstration the sandbox disagrees with, or one it cannot trace
+            raise AzrError(str(e)) from None
     evaluation.meta.update(
         model=args.model, seconds=round(time.perf_counter() - t0, 1), sandbox=executor.tier
     )
@@ -114,6 +113,27 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {evaluation.write_json(args.json)}")
     return 0 if evaluation.results else 1
+
+
+def _checked(args: argparse.Namespace) -> tuple[list[str], Path]:
+    """The benchmark names and the demonstration file, once the arguments are known to be usable."""
+    from azr.errors import AzrError
+    from azr.evaluation.benchmarks import resolve
+    from azr.evaluation.demos import DEMO_FILE, first_demos
+
+    benches = [b for b in args.bench.split(",") if b.strip()]
+    demo_file = Path(args.demo_file) if args.demo_file else DEMO_FILE
+    try:
+        for bench in resolve(benches):
+            for kind in bench.demo_types:
+                first_demos(kind, max(args.shots, 0), demo_file)
+    except ValueError as e:  # an unknown benchmark, a bad demonstration file, or more shots than it has
+        raise AzrError(str(e)) from None
+    if args.samples < 1 or (args.limit is not None and args.limit < 1):
+        raise AzrError("--samples and --limit must be >= 1")
+    if args.shots < 0:
+        raise AzrError("--shots must be >= 0")
+    return benches, demo_file
 
 
 EVAL_PROMPT_TOKENS = 4096

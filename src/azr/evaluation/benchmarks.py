@@ -29,7 +29,7 @@ from typing import Any
 
 from azr.evaluation import scoring_math as sm
 from azr.evaluation import templates as tpl
-from azr.evaluation.demos import Demo, code_reply, first_demos, humaneval_prompt, mbpp_prompt
+from azr.evaluation.demos import NO_SHOTS, Demo, Shots, code_reply, humaneval_prompt, mbpp_prompt
 from azr.evaluation.loaders import BenchmarkUnavailable, Source
 from azr.evaluation.oracles import mbpp_inputs
 from azr.evaluation.probe import probe_benchmark
@@ -39,7 +39,7 @@ from azr.evaluation.scoring_code import (
     score_output_predictions,
     score_programs,
 )
-from azr.evaluation.spec import WRONG, Benchmark, Item, PromptFn, ScoreContext, Scored, Thinks
+from azr.evaluation.spec import WRONG, Benchmark, Item, PromptFn, ScoreContext, Scored
 from azr.types import Role, Task, TaskType
 
 __all__ = ["ALIASES", "BENCHMARKS", "Benchmark", "Item", "ScoreContext", "Scored", "resolve", "with_tokens"]
@@ -73,18 +73,12 @@ def _parsed(kind: TaskType, reply: str) -> str | None:
 
 
 def _crux_prompt(kind: TaskType) -> PromptFn:
-    def build(item: Item, tokenizer: Any, shots: int = 0, thinks: Thinks | None = None) -> str:
+    def build(item: Item, tokenizer: Any, shots: Shots = NO_SHOTS) -> str:
         from azr.tasks.prompts import build_prompt
 
-        demos = first_demos(kind.value, shots)
-        return build_prompt(
-            kind,
-            Role.SOLVE,
-            tokenizer=tokenizer,
-            task=_crux_task(item, kind),
-            shots=[d.task() for d in demos],
-            thinks=[(thinks or {}).get(d.id) for d in demos],
-        )
+        demos, thinks = shots.solve_shots(kind.value)
+        task = _crux_task(item, kind)
+        return build_prompt(kind, Role.SOLVE, tokenizer=tokenizer, task=task, shots=demos, thinks=thinks)
 
     return build
 
@@ -163,10 +157,10 @@ def _code_turn(demo: Demo, mbpp: bool) -> tuple[str, str]:
     return _code_message(prompt, demo.entry, mbpp), code_reply(demo)
 
 
-def _code_prompt(item: Item, tokenizer: Any, shots: int = 0, thinks: Thinks | None = None) -> str:
+def _code_prompt(item: Item, tokenizer: Any, shots: Shots = NO_SHOTS) -> str:
     """The item's message after ``shots`` code demonstrations in the same template (prompt -> fenced code)."""
     d = item.data
-    turns = [_code_turn(demo, d["mbpp"]) for demo in first_demos("code", shots)]
+    turns = [_code_turn(demo, d["mbpp"]) for demo in shots.of("code")]
     message = _code_message(d["prompt"], d["problem"].entry, d["mbpp"])
     return tpl.render(tpl.CODE_SYSTEM, message, tokenizer, turns)
 
@@ -200,7 +194,7 @@ def _math_item(gold: Callable[[dict[str, Any]], str], question: str) -> Callable
     return make
 
 
-def _math_prompt(item: Item, tokenizer: Any, shots: int = 0, thinks: Thinks | None = None) -> str:
+def _math_prompt(item: Item, tokenizer: Any, shots: Shots = NO_SHOTS) -> str:
     return tpl.render(tpl.MATH_SYSTEM, tpl.math_message(item.data["problem"]), tokenizer)
 
 

@@ -22,9 +22,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from azr.evaluation.demos import first_demos
+from azr.evaluation.demos import NO_SHOTS, Shots
 from azr.evaluation.loaders import BenchmarkUnavailable, Source, find_local, read_jsonl
-from azr.evaluation.spec import WRONG, Benchmark, Item, ScoreContext, Scored, Thinks
+from azr.evaluation.spec import WRONG, Benchmark, Item, ScoreContext, Scored
 from azr.types import TASK_TYPES, Role, Task, TaskType
 
 PROBE_FILE = Path(__file__).resolve().parents[1] / "data" / "probe.jsonl"
@@ -84,11 +84,11 @@ def _item(row: dict[str, Any], i: int) -> Item:
     return Item(str(row["id"]), gold, {"task": task, "visible": int(row["visible"])})
 
 
-def _prompt(item: Item, tokenizer: Any, shots: int = 0, thinks: Thinks | None = None) -> str:
+def _prompt(item: Item, tokenizer: Any, shots: Shots = NO_SHOTS) -> str:
     from azr.tasks.prompts import build_prompt
 
     task: Task = item.data["task"]
-    demos = first_demos(task.type.value, shots)
+    demos, thinks = shots.solve_shots(task.type.value)
     return build_prompt(
         task.type,
         Role.SOLVE,
@@ -96,8 +96,8 @@ def _prompt(item: Item, tokenizer: Any, shots: int = 0, thinks: Thinks | None = 
         task=task,
         n_inputs=len(task.inputs),
         n_visible=item.data["visible"],
-        shots=[d.task() for d in demos],
-        thinks=[(thinks or {}).get(d.id) for d in demos],
+        shots=demos,
+        thinks=thinks,
     )
 
 

@@ -23,7 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from azr.evaluation.benchmarks import Benchmark, Item, ScoreContext, Scored, resolve, with_tokens
-from azr.evaluation.demos import DEMO_FILE, DEMO_THINKS, TRACED_TYPES, demo_sha256, first_demos, trace_thinks
+from azr.evaluation.demos import (
+    DEMO_FILE,
+    DEMO_THINKS,
+    NO_SHOTS,
+    TRACED_TYPES,
+    Demo,
+    DemoError,
+    Shots,
+    demo_sha256,
+    trace_thinks,
+    wrong_demos,
+)
 from azr.evaluation.loaders import BenchmarkUnavailable
 from azr.evaluation.passk import mean_pass_at_k
 from azr.evaluation.results import BenchResult, EvalResults, ItemRecord
@@ -61,17 +72,24 @@ def evaluate(
     progress: Progress | None = None,
     shots: int = 0,
     demo_think: str = "sentence",
+    demo_file: Path = DEMO_FILE,
 ) -> EvalResults:
     """Evaluate ``backend`` on ``benches`` (names, see ``BENCHMARKS``); unavailable benchmarks are skipped with
     their reason in ``EvalResults.skipped``. ``limit`` takes the first N items of each benchmark; ``shots`` worked
-    demonstrations go before each item (ValueError when ``demos.jsonl`` has fewer of a needed type), with the
-    ``demo_think`` form of ``<think>`` (see the module docstring)."""
+    demonstrations from ``demo_file`` go before each item, with the ``demo_think`` form of ``<think>`` (see the
+    module docstring). DemoError when the file has too few of a needed type, or the sandbox computes another
+    output for one of them, before anything is generated."""
     if samples < 1 or shots < 0 or demo_think not in DEMO_THINKS:
         raise ValueError(f"samples must be >= 1, shots >= 0 and demo_think one of {', '.join(DEMO_THINKS)}")
     specs = [_budget(b, max_new_tokens, demo_think) for b in resolve(benches)]
-    evaluation = EvalResults(meta=_meta(specs, limit, samples, data_dir, shots))
+    demos = _demos(specs, Shots(shots, demo_file))
+    if wrong := wrong_demos(executor, list(dict.fromkeys(d for ds in demos.values() for d in ds))):
+        raise DemoError(f"{demo_file}: the sandbox computes other outputs for demonstrations {wrong}")
+    evaluation = EvalResults(meta=_meta(specs, limit, samples, data_dir, Shots(shots, demo_file), demos))
     evaluation.meta["demo_think"] = demo_think
-    thinks = _thinks(executor, specs, shots) if demo_think == "trace" else {}
+    traced = [d for ds in demos.values() for d in ds if d.type in TRACED_TYPES]
+    thinks = trace_thinks(executor, traced, TRACE_LINES) if demo_think == "trace" else {}
+    shown = Shots(shots, demo_file, thinks)
     ctx = ScoreContext(executor, expected_cache)
     try:
         for bench in specs:
@@ -82,7 +100,7 @@ def evaluate(
                 continue
             t0 = time.perf_counter()
             replies = _generate(
-                backend, tokenizer, bench, items, samples, temperature, batch_size, progress, shots, thinks
+                backend, tokenizer, bench, items, samples, temperature, batch_size, progress, shown
             )
             scored = bench.score(ctx, [it for it in items for _ in range(samples)], replies)
             _record(evaluation, bench, items, replies, scored, samples, time.perf_counter() - t0)
@@ -91,35 +109,34 @@ def evaluate(
     return evaluation
 
 
-def _traced(bench: Benchmark) -> bool:
-    return any(t in TRACED_TYPES for t in bench.demo_types)
-
-
 def _budget(bench: Benchmark, max_new_tokens: int | None, demo_think: str) -> Benchmark:
-    if max_new_tokens is None and demo_think == "trace" and _traced(bench):
+    if max_new_tokens is None and demo_think == "trace" and set(bench.demo_types) & set(TRACED_TYPES):
         max_new_tokens = max(bench.max_new_tokens, TRACE_REPLY_TOKENS)
     return with_tokens(bench, max_new_tokens)
 
 
-def _thinks(executor: ExecutorLike, specs: list[Benchmark], shots: int) -> dict[str, str]:
-    """The trace ``<think>`` of every deduction/abduction demonstration the benchmarks use, traced once."""
-    demos = [d for b in specs for t in b.demo_types if t in TRACED_TYPES for d in first_demos(t, shots)]
-    return trace_thinks(executor, demos, TRACE_LINES)
+def _demos(specs: list[Benchmark], shots: Shots) -> dict[str, list[Demo]]:
+    """The demonstrations each benchmark shows (DemoError when the file has too few)."""
+    return {b.name: [d for t in b.demo_types for d in shots.of(t)] for b in specs}
 
 
 def _meta(
-    specs: list[Benchmark], limit: int | None, samples: int, data_dir: str | Path | None, shots: int
+    specs: list[Benchmark],
+    limit: int | None,
+    samples: int,
+    data_dir: str | Path | None,
+    shots: Shots,
+    demos: dict[str, list[Demo]],
 ) -> dict[str, Any]:
-    """The settings of a run, with the demonstration ids per benchmark (this also checks that there are enough
-    demonstrations before anything is generated)."""
+    """The settings of a run, with the demonstration ids per benchmark."""
     return {
         "limit": limit,
         "samples": samples,
         "data_dir": str(data_dir or "hub"),
-        "shots": shots,
-        "demo_file": DEMO_FILE.name,
-        "demo_sha256": demo_sha256(),
-        "demo_ids": {b.name: [d.id for t in b.demo_types for d in first_demos(t, shots)] for b in specs},
+        "shots": shots.k,
+        "demo_file": shots.file.name,
+        "demo_sha256": demo_sha256(shots.file),
+        "demo_ids": {name: [d.id for d in ds] for name, ds in demos.items()},
         "max_new_tokens": {b.name: b.max_new_tokens for b in specs},
     }
 
@@ -133,8 +150,7 @@ def _generate(
     temperature: float,
     batch_size: int,
     progress: Progress | None,
-    shots: int = 0,
-    thinks: dict[str, str] | None = None,
+    shots: Shots = NO_SHOTS,
 ) -> list[str]:
     """Replies in item order, ``samples`` consecutive replies per item."""
     if isinstance(backend, OracleBackend):
@@ -148,7 +164,7 @@ def _generate(
         stop=bench.stop,
         n=1,
     )
-    prompts = [bench.prompt(it, tokenizer, shots, thinks) for it in items for _ in range(samples)]
+    prompts = [bench.prompt(it, tokenizer, shots) for it in items for _ in range(samples)]
     replies: list[str] = []
     for start in range(0, len(prompts), batch_size):
         completions = backend.generate(prompts[start : start + batch_size], sampling)

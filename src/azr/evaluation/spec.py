@@ -6,12 +6,13 @@ build entries without importing the registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from azr.evaluation import scoring_math as sm
+from azr.evaluation.demos import NO_SHOTS, Shots
 from azr.evaluation.loaders import BenchmarkUnavailable, Source, load_rows
 from azr.evaluation.scoring_code import ExpectedOutputs
 from azr.seams import ExecutorLike
@@ -42,16 +43,10 @@ class Scored:
     detail: str = ""
 
 
-Thinks = Mapping[str, str]
-"""A demonstration's ``<think>`` block by demonstration id, where it is not the default sentence
-(:func:`azr.evaluation.demos.trace_thinks`)."""
-
-
 class PromptFn(Protocol):
-    """Renders an item (chat-formatted with ``tokenizer``) after ``shots`` worked demonstrations, whose
-    ``<think>`` blocks come from ``thinks`` where it has their id (benchmarks without such blocks ignore it)."""
+    """Renders an item (chat-formatted with ``tokenizer``) after the worked demonstrations of ``shots``."""
 
-    def __call__(self, item: Item, tokenizer: Any, shots: int = 0, thinks: Thinks | None = None) -> str: ...
+    def __call__(self, item: Item, tokenizer: Any, shots: Shots = NO_SHOTS) -> str: ...
 
 
 @dataclass
