@@ -18,6 +18,10 @@ What it does, each stage skipped when its output already exists (so an interrupt
 4. One table (before, after, gained, lost, exact McNemar p per benchmark), the in-loop metrics of the first and
    last steps beside it, ``learning.json`` and the learning curve ``learning.png`` (needs matplotlib).
 
+``--demo-think trace`` runs stages 1, 3 and 4 with the demonstrations' ``<think>`` holding the sandbox's trace of
+the call, the form the CPU recipe trains on (``azr eval --demo-think trace``), in ``evals-trace/`` and
+``learning-trace.json`` / ``.png``: run it again on a finished run to add that protocol beside the default one.
+
 CRUXEval is a test set: use the probe for screening recipes and CRUXEval only to confirm the final one.
 """
 
@@ -59,6 +63,16 @@ IN_LOOP = (
     "propose/copy_task_rate/abduction",
 )
 EDGE = 5  # steps averaged at each end of the run for the in-loop columns
+THINKS = ("sentence", "trace")
+
+
+def evals_dir(out: Path, think: str = "sentence") -> Path:
+    """Where a run's evaluations with the ``think`` form of demonstrations live."""
+    return out / ("evals" if think == "sentence" else f"evals-{think}")
+
+
+def result_stem(think: str = "sentence") -> str:
+    return "learning" if think == "sentence" else f"learning-{think}"
 
 
 def _azr(*args: str) -> list[str]:
@@ -81,6 +95,7 @@ def evaluate(
     if path.is_file():
         return
     cmd = _azr("eval", "--model", model, "--bench", ",".join(benches), "--shots", str(args.shots))
+    cmd += ["--demo-think", args.demo_think]
     cmd += ["--json", str(path)] + (["--data-dir", args.data_dir] if args.data_dir else [])
     console.print(f"[bold]eval[/bold] {model} on {', '.join(benches)}")
     t0 = time.perf_counter()
@@ -128,13 +143,13 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def load_eval(out: Path, step: int) -> dict[str, Any] | None:
+def load_eval(out: Path, step: int, think: str = "sentence") -> dict[str, Any] | None:
     """A checkpoint's evaluation: its probe file merged with its CRUXEval file when there is one."""
-    path = out / "evals" / ("base.json" if step == 0 else f"step-{step:06d}.json")
+    path = evals_dir(out, think) / ("base.json" if step == 0 else f"step-{step:06d}.json")
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
-    extra = out / "evals" / f"step-{step:06d}-cruxeval.json"
+    extra = evals_dir(out, think) / f"step-{step:06d}-cruxeval.json"
     if step and extra.is_file():
         more = json.loads(extra.read_text())
         report["results"] = {**report["results"], **more["results"]}
@@ -180,18 +195,18 @@ def in_loop(run_dir: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def curve(out: Path, steps: list[int]) -> dict[str, list[tuple[int, float]]]:
+def curve(out: Path, steps: list[int], think: str = "sentence") -> dict[str, list[tuple[int, float]]]:
     """Held-out score per benchmark at step 0 (base) and at every evaluated checkpoint."""
     points: dict[str, list[tuple[int, float]]] = {}
     for step in [0, *steps]:
-        if (report := load_eval(out, step)) is not None:
+        if (report := load_eval(out, step, think)) is not None:
             for bench, result in report["results"].items():
                 points.setdefault(bench, []).append((step, result["score"]))
     return points
 
 
 def plot(
-    out: Path, points: dict[str, list[tuple[int, float]]], run_dir: Path, console: Console
+    path: Path, points: dict[str, list[tuple[int, float]]], run_dir: Path, console: Console
 ) -> Path | None:
     try:
         import matplotlib
@@ -199,12 +214,12 @@ def plot(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        console.print("[yellow]no learning.png: pip install matplotlib[/yellow]")
+        console.print(f"[yellow]no {path.name}: pip install matplotlib[/yellow]")
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for bench, pts in points.items():
         ax1.plot([s for s, _ in pts], [100 * v for _, v in pts], marker="o", label=bench)
-    ax1.set(xlabel="step", ylabel="held-out pass@1 (%)", title="held-out (greedy, 2-shot)")
+    ax1.set(xlabel="step", ylabel="held-out pass@1 (%)", title=f"held-out (greedy, 2-shot, {path.stem})")
     ax1.legend(fontsize=7)
     rows = [r for r in read_metrics(run_dir) if "step" in r]
     for key in IN_LOOP[:6]:
@@ -215,7 +230,6 @@ def plot(
     ax2.set(xlabel="step", ylabel="rate (5-step mean)", title="in-loop")
     ax2.legend(fontsize=6)
     fig.tight_layout()
-    path = out / "learning.png"
     fig.savefig(path, dpi=110)
     return path
 
@@ -223,13 +237,14 @@ def plot(
 def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -> dict[str, Any]:
     run_dir = out / "run"
     found = checkpoints(run_dir)
-    base = load_eval(out, 0)
-    final = load_eval(out, chosen)
+    base = load_eval(out, 0, args.demo_think)
+    final = load_eval(out, chosen, args.demo_think)
     assert base is not None and final is not None
     tests = compare(base, final, args.data_dir)
     how = "the last" if args.select == "last" else "the best on the probe"
     trained = _state(out)["trained_s"] / 60
     title = f"base vs step {chosen}, {how} of {len(found)} checkpoints ({trained:.0f} min of training)"
+    title += f", {args.demo_think} demonstrations"
     table = Table(title=title)
     for col in ("benchmark", "n", "before", "after", "gained", "lost", "McNemar p"):
         table.add_column(col, justify="right" if col != "benchmark" else "left")
@@ -248,8 +263,9 @@ def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -
     for key, v in loop.items():
         side.add_row(key, f"{v['first']:.3f}", f"{v['last']:.3f}")
     console.print(side)
-    points = curve(out, [s for s, _ in found])
-    png = plot(out, points, run_dir, console)
+    points = curve(out, [s for s, _ in found], args.demo_think)
+    stem = result_stem(args.demo_think)
+    png = plot(out / f"{stem}.png", points, run_dir, console)
     result = {
         "minutes": args.minutes,
         "max_steps": args.max_steps,
@@ -257,6 +273,7 @@ def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -
         "config": args.config,
         "steps": found[-1][0],
         "select": args.select,
+        "demo_think": args.demo_think,
         "selected": chosen,
         "machine": _cpu_model(),
         "tests": tests,
@@ -264,8 +281,8 @@ def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -
         "curve": points,
         "png": str(png) if png else None,
     }
-    atomic_write_text(out / "learning.json", json.dumps(result, indent=1))
-    console.print(f"wrote {out / 'learning.json'}" + (f" and {png}" if png else ""))
+    atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=1))
+    console.print(f"wrote {out / f'{stem}.json'}" + (f" and {png}" if png else ""))
     return result
 
 
@@ -294,6 +311,12 @@ def main() -> None:
         "--data-dir", default=os.environ.get("AZR_DATA_DIR", ""), help="local benchmark files"
     )
     parser.add_argument("--shots", type=int, default=2)
+    parser.add_argument(
+        "--demo-think",
+        choices=THINKS,
+        default="sentence",
+        help="the demonstrations' <think> in every evaluation (azr eval --demo-think); trace writes evals-trace/",
+    )
     parser.add_argument("--curve-every", type=int, default=10, help="keep a checkpoint every N steps")
     parser.add_argument("--base-model", default="smollm2-135m")
     parser.add_argument(
@@ -304,21 +327,22 @@ def main() -> None:
     if bad:
         parser.error(f"unrecognised arguments: {' '.join(bad)}")
     out = Path(args.out or f"runs/learning-{time.strftime('%Y%m%d-%H%M%S')}")
-    (out / "evals").mkdir(parents=True, exist_ok=True)
+    evals = evals_dir(out, args.demo_think)
+    evals.mkdir(parents=True, exist_ok=True)
     console = Console()
     console.print(f"learning bench in {out}")
-    evaluate(args.base_model, ALL_BENCHES, out / "evals" / "base.json", args, console)
+    evaluate(args.base_model, ALL_BENCHES, evals / "base.json", args, console)
     train(args, overrides, out, console)
     found = checkpoints(out / "run")
     if not found:
         raise SystemExit("no checkpoint was written: train longer (--minutes)")
     for step, model in found:
-        evaluate(str(model), ("probe",), out / "evals" / f"step-{step:06d}.json", args, console)
-    scores = [(step, load_eval(out, step)["results"]["probe"]["score"]) for step, _ in found]
+        evaluate(str(model), ("probe",), evals / f"step-{step:06d}.json", args, console)
+    scores = [(step, load_eval(out, step, args.demo_think)["results"]["probe"]["score"]) for step, _ in found]
     chosen = select(scores, args.select)
     console.print(f"checkpoint for CRUXEval: step {chosen} ({args.select}; probe {dict(scores)})")
-    if not all(b in load_eval(out, chosen)["results"] for b in TEST_BENCHES):
-        path = out / "evals" / f"step-{chosen:06d}-cruxeval.json"
+    if not all(b in load_eval(out, chosen, args.demo_think)["results"] for b in TEST_BENCHES):
+        path = evals / f"step-{chosen:06d}-cruxeval.json"
         evaluate(str(dict(found)[chosen]), TEST_BENCHES, path, args, console)
     report(out, chosen, args, console)
 

@@ -8,7 +8,8 @@ given as ``ARM=DIR,DIR,...`` are grouped into arms (plain directories form one a
 CRUXEval-I, their items where copying the shown input/output cannot score, and the probe: each seed's before,
 after, gained, lost and McNemar p, then the mean gain over the seeds in points with a two-level bootstrap 95%
 interval (seeds, then items; :mod:`azr.evaluation.seeds`); with several arms, one last table of arm x benchmark.
-Writes the same as JSON (default ``seeds.json`` beside the first run).
+Writes the same as JSON (default ``seeds.json`` beside the first run). ``--demo-think trace`` reads the runs'
+trace-form evaluations (``bench/learning.py --demo-think trace``) instead.
 """
 
 from __future__ import annotations
@@ -27,17 +28,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from azr.evaluation.compare import greedy_verdicts, mcnemar, shown_items
 from azr.evaluation.seeds import seed_gain
 from azr.fsutil import atomic_write_text
-from learning import load_eval
+from learning import THINKS, load_eval, result_stem
 
 BENCHES = ("cruxeval-o", "cruxeval-i", "probe")
 
 
-def paired(run: Path, data_dir: str | None) -> dict[str, list[tuple[bool, bool]]]:
-    """One run's paired verdicts per benchmark (and per CRUXEval set's items where copying cannot score)."""
-    chosen = json.loads((run / "learning.json").read_text())["selected"]
-    base, final = load_eval(run, 0), load_eval(run, chosen)
+def paired(run: Path, data_dir: str | None, think: str = "sentence") -> dict[str, list[tuple[bool, bool]]]:
+    """One run's paired verdicts per benchmark (and per CRUXEval set's items where copying cannot score), from
+    the evaluations with the ``think`` form of demonstrations."""
+    chosen = json.loads((run / f"{result_stem(think)}.json").read_text())["selected"]
+    base, final = load_eval(run, 0, think), load_eval(run, chosen, think)
     if base is None or final is None:
-        raise SystemExit(f"{run}: evals/base.json or the chosen checkpoint's evaluation is missing")
+        raise SystemExit(f"{run}: the base's or the chosen checkpoint's evaluation is missing ({think})")
     out = {}
     for bench in BENCHES:
         va, vb = greedy_verdicts(base, bench), greedy_verdicts(final, bench)
@@ -63,9 +65,11 @@ def arms(specs: list[str]) -> dict[str, list[Path]]:
     return out
 
 
-def arm_tables(arm: str, dirs: list[Path], data_dir: str | None, console: Console) -> dict[str, Any]:
+def arm_tables(
+    arm: str, dirs: list[Path], data_dir: str | None, console: Console, think: str = "sentence"
+) -> dict[str, Any]:
     """One arm: a table per benchmark (a row per seed, the mean gain and interval as caption)."""
-    runs = [paired(r, data_dir) for r in dirs]
+    runs = [paired(r, data_dir, think) for r in dirs]
     benches: dict[str, Any] = {}
     for bench in runs[0]:
         having = [(d, r[bench]) for d, r in zip(dirs, runs, strict=True) if bench in r]
@@ -115,9 +119,17 @@ def main() -> None:
         "--data-dir", default=None, help="CRUXEval file, for results files without the shown texts"
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--demo-think",
+        choices=THINKS,
+        default="sentence",
+        help="which evaluations (bench/learning.py --demo-think)",
+    )
     args = parser.parse_args()
     groups, console = arms(args.runs), Console()
-    result = {arm: arm_tables(arm, dirs, args.data_dir, console) for arm, dirs in groups.items()}
+    result = {
+        arm: arm_tables(arm, dirs, args.data_dir, console, args.demo_think) for arm, dirs in groups.items()
+    }
     if len(result) > 1:
         summary(result, console)
     first = next(iter(groups.values()))[0]

@@ -80,3 +80,17 @@ def test_load_eval_merges_the_cruxeval_file_of_a_checkpoint(learning, tmp_path):
     assert learning.load_eval(tmp_path, 20) is None
     base = _results("cruxeval-o", [True])
     assert learning.compare(base, merged)["cruxeval-o"]["lost"] == 1
+
+
+def test_each_demonstration_form_keeps_its_own_evaluations(learning, tmp_path):
+    """``--demo-think trace`` reads and writes ``evals-trace/`` and ``learning-trace.*``, never the default
+    protocol's files, so both can sit in one run directory."""
+    for think, verdicts in (("sentence", [True, False]), ("trace", [True, True])):
+        evals = learning.evals_dir(tmp_path, think)
+        evals.mkdir()
+        (evals / "base.json").write_text(json.dumps(_results("probe", verdicts)))
+    assert learning.evals_dir(tmp_path, "trace") == tmp_path / "evals-trace"
+    assert learning.load_eval(tmp_path, 0)["results"]["probe"]["score"] == 0.5
+    assert learning.load_eval(tmp_path, 0, "trace")["results"]["probe"]["score"] == 1.0
+    assert learning.curve(tmp_path, [], "trace") == {"probe": [(0, 1.0)]}
+    assert (learning.result_stem("sentence"), learning.result_stem("trace")) == ("learning", "learning-trace")
