@@ -133,7 +133,9 @@ def main() -> None:
     if len(result) > 1:
         summary(result, console)
     first = next(iter(groups.values()))[0]
-    out = args.out or first.parent / "seeds.json"
+    out = args.out or first.parent / (
+        "seeds.json" if args.demo_think == "sentence" else f"seeds-{args.demo_think}.json"
+    )
     payload = {"arms": {arm: [str(d) for d in dirs] for arm, dirs in groups.items()}, "results": result}
     atomic_write_text(out, json.dumps(payload, indent=1))
     console.print(f"wrote {out}")
