@@ -5,7 +5,7 @@
 
 Each run is a ``bench/learning.py`` output directory (its ``learning.json`` names the checkpoint it tested); runs
 given as ``ARM=DIR,DIR,...`` are grouped into arms (plain directories form one arm, "runs"). For CRUXEval-O,
-CRUXEval-I, their items where copying the shown input/output cannot score, and the probe: each seed's before,
+CRUXEval-I, their items where copying the shown input/output cannot score, the probe and its deduction and abduction parts (with their copy-proof items): each seed's before,
 after, gained, lost and McNemar p, then the mean gain over the seeds in points with a two-level bootstrap 95%
 interval (seeds, then items; :mod:`azr.evaluation.seeds`); with several arms, one last table of arm x benchmark.
 Writes the same as JSON (default ``seeds.json`` beside the first run). ``--demo-think trace`` reads the runs'
@@ -30,7 +30,7 @@ from azr.evaluation.seeds import seed_gain
 from azr.fsutil import atomic_write_text
 from learning import THINKS, load_eval, result_stem
 
-BENCHES = ("cruxeval-o", "cruxeval-i", "probe")
+BENCHES = ("cruxeval-o", "cruxeval-i", "probe", "probe/deduction", "probe/abduction")
 
 
 def paired(run: Path, data_dir: str | None, think: str = "sentence") -> dict[str, list[tuple[bool, bool]]]:

@@ -430,3 +430,45 @@ def test_make_probe_drops_seed_task_programs_and_examples():
     ]
     kept = mp.deduplicate(tasks, banned)
     assert [(t.type, t.inputs) for t in kept] == [("induction", ("5", "9")), ("deduction", ("2",))]
+
+
+def test_probe_deduction_and_abduction_get_the_shortcut_accounting(executor, cache, data_dir):
+    """Each probe deduction/abduction record says what its prompt shows and whether copying it scores (the
+    same rules as CRUXEval's: an echoed input or argument for deduction, the sandbox's verdict on the output passed
+    back for abduction); induction records say nothing; the rows read back from the probe file agree; and
+    ``azr compare`` reports the copy-proof rows of both parts."""
+    from azr.evaluation.compare import compare_results
+    from azr.evaluation.shortcut import shown_from_data
+    from azr.tasks.parsing import ParsedSolution
+    from azr.tasks.validate import echoes_input, score_solutions
+
+    gold = evaluate(OracleBackend(), None, executor, ["probe"], data_dir=data_dir, expected_cache=cache)
+    wrong = evaluate(OracleBackend(True), None, executor, ["probe"], data_dir=data_dir, expected_cache=cache)
+    tasks = {it.id: it.data["task"] for it in BENCHMARKS["probe"].load(data_dir, None)}
+    for part in ("deduction", "abduction", "induction"):
+        records = [r for r in gold.records if r.bench == f"probe/{part}"]
+        assert records
+        if part == "induction":
+            assert all(r.shown is None and r.copy_can_score is None for r in records)
+            continue
+        mine = [tasks[r.id] for r in records]
+        if part == "deduction":
+            assert [r.shown for r in records] == [t.input for t in mine]
+            expected = [echoes_input(t.input, t.output) for t in mine]
+        else:
+            assert [r.shown for r in records] == [t.output for t in mine]
+            copies = [ParsedSolution(TaskType.ABDUCTION, t.output) for t in mine]
+            ran = score_solutions(executor, TaskType.ABDUCTION, mine, copies)
+            expected = [r or echoes_input(t.input, t.output) for r, t in zip(ran, mine, strict=True)]
+        assert [r.copy_can_score for r in records] == expected
+        from_data = shown_from_data(f"probe/{part}", data_dir)
+        assert {r.id: (r.shown, r.copy_can_score) for r in records} == {
+            k: (v.text, v.copy_can_score) for k, v in from_data.items()
+        }
+    rows = {c.bench: c for c in compare_results(wrong.to_dict(), gold.to_dict()).benches}
+    for part in ("deduction", "abduction"):
+        copy = rows[f"probe/{part}"].copy
+        n = sum(r.bench == f"probe/{part}" for r in gold.records)
+        assert copy is not None and copy.no_copy.n == n - copy.copy_baseline
+        assert copy.no_copy.gained == copy.no_copy.n and copy.no_copy.lost == 0
+    assert rows["probe/induction"].copy is None

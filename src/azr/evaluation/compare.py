@@ -225,11 +225,13 @@ def _copy_stats(
 def shown_items(
     a: dict[str, Any], b: dict[str, Any], bench: str, data_dir: str | Path | None
 ) -> dict[str, Shown] | None:
-    """What the prompts of a CRUXEval set show, from the data in ``data_dir`` when given (the benchmark's own rows
-    are the authority), else from the results files' records; None for other benchmarks or when neither has it."""
+    """What the prompts of a CRUXEval set or probe part show, from the data in ``data_dir`` when given (the
+    benchmark's own rows are the authority; the probe ships with azr), else from the results files' records; None
+    for other benchmarks or when neither has it."""
     if bench not in COPY_FIELDS:
         return None
-    found = shown_from_data(bench, data_dir) if data_dir else {}
+    from_data = data_dir or bench.startswith("probe/")  # the probe ships with azr
+    found = shown_from_data(bench, data_dir) if from_data else {}
     found = found or shown_from_records(b["records"], bench) or shown_from_records(a["records"], bench)
     return found or None
 

@@ -131,6 +131,10 @@ def _score(ctx: ScoreContext, items: list[Item], replies: list[str]) -> list[Sco
                 out[i] = Scored(ok, p.answer, "" if ok else "wrong")
             else:
                 out[i] = Scored(False, None, f"parse: {p.reason.value}")
+        if kind is TaskType.ABDUCTION:  # would the shown output, passed back as the input, score?
+            copies = [ParsedSolution(kind, t.output) for t in tasks]
+            for i, ok in zip(idx, score_solutions(ctx.executor, kind, tasks, copies), strict=True):
+                items[i].data["copy_scores"] = ok
     return out  # type: ignore[return-value]
 
 

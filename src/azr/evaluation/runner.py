@@ -189,7 +189,7 @@ def _record(
     for i, item in enumerate(items):
         name = bench.part(item) if bench.part else bench.name
         part = scored[i * samples : (i + 1) * samples]
-        shown = shown_for(bench.name, item.data)
+        shown = shown_for(name, item.data)
         evaluation.records.append(
             ItemRecord(
                 bench=name,

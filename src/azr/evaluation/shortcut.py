@@ -16,6 +16,10 @@ test again on the items where copying cannot score:
   and other arguments of its own could still score on an item left in; the gold input is the one such case the
   accounting can see.)
 
+The probe's deduction and abduction parts (``probe/deduction``, ``probe/abduction``) get the same accounting, with
+the same rules applied to each task's input and output (``copy_scores`` from the sandbox's abduction check of the
+output passed back as the input, when the item was scored).
+
 "Copies" and "echoes" compare texts as Python literals (``literals_equal``), falling back to the text
 (:func:`azr.tasks.validate.echoes_input`).
 """
@@ -30,8 +34,14 @@ from typing import Any
 
 from azr.tasks.validate import echoes_input
 
-COPY_FIELDS = {"cruxeval-o": ("input", "output"), "cruxeval-i": ("output", "input")}
+COPY_FIELDS = {
+    "cruxeval-o": ("input", "output"),
+    "cruxeval-i": ("output", "input"),
+    "probe/deduction": ("input", "output"),
+    "probe/abduction": ("output", "input"),
+}
 """Per benchmark: (the field its prompt shows that an answer could copy, the field the answer stands for)."""
+SHOWS_OUTPUT = ("cruxeval-i", "probe/abduction")  # the prompt shows the output; the answer is an input
 
 
 @dataclass(frozen=True)
@@ -43,12 +53,16 @@ class Shown:
 
 
 def shown_for(bench: str, data: dict[str, Any]) -> Shown | None:
-    """The :class:`Shown` of a CRUXEval item from its row (``input``, ``output``); None for other benchmarks."""
+    """The :class:`Shown` of a CRUXEval item from its row (``input``, ``output``), or of a probe deduction or
+    abduction item from its task; None for other benchmarks."""
     fields = COPY_FIELDS.get(bench)
     if fields is None:
         return None
-    shown, answer = str(data[fields[0]]), str(data[fields[1]])
-    if bench == "cruxeval-i":
+    row = data
+    if "task" in data:  # a probe item
+        row = {"input": data["task"].input, "output": data["task"].output, **data}
+    shown, answer = str(row[fields[0]]), str(row[fields[1]])
+    if bench in SHOWS_OUTPUT:
         if "copy_scores" not in data:
             raise KeyError(
                 "copy_scores: run the copy answers in the sandbox first (copy_scores_by_execution)"
@@ -70,15 +84,18 @@ def shown_from_records(records: Iterable[dict[str, Any]], bench: str) -> dict[st
     return out
 
 
-@functools.lru_cache(maxsize=4)  # bench/seeds.py asks once per run: load and execute once
-def shown_from_data(bench: str, data_dir: str | Path) -> dict[str, Shown]:
-    """``{item id: Shown}`` from the benchmark's own rows (for results files written before records held
-    it)."""
+@functools.lru_cache(maxsize=8)  # bench/seeds.py asks once per run: load and execute once
+def shown_from_data(bench: str, data_dir: str | Path | None) -> dict[str, Shown]:
+    """``{item id: Shown}`` from the benchmark's own rows (for results files written before records held it); a
+    probe part reads the probe (``data_dir``'s, else the shipped one)."""
     from azr.evaluation.benchmarks import resolve
 
-    items = resolve([bench])[0].load(data_dir, None)
+    spec = resolve([bench.split("/")[0]])[0]
+    items = [it for it in spec.load(data_dir, None) if spec.part is None or spec.part(it) == bench]
     if bench == "cruxeval-i":
         copy_scores_by_execution(items)
+    elif bench == "probe/abduction":
+        _probe_copy_scores(items)
     out = {}
     for item in items:
         shown = shown_for(bench, item.data)
@@ -101,6 +118,22 @@ def copy_scores_by_execution(items: list[Any]) -> None:
         it.data["copy_scores"] = v.correct
 
 
+def _probe_copy_scores(items: list[Any]) -> None:
+    """Set ``copy_scores`` on probe abduction items: does the shown output, passed back as the input, score?"""
+    from azr.config import ExecutorConfig
+    from azr.executor import Executor
+    from azr.tasks.parsing import ParsedSolution
+    from azr.tasks.validate import score_solutions
+    from azr.types import TaskType
+
+    tasks = [it.data["task"] for it in items]
+    copies = [ParsedSolution(TaskType.ABDUCTION, t.output) for t in tasks]
+    with Executor(ExecutorConfig()) as ex:
+        verdicts = score_solutions(ex, TaskType.ABDUCTION, tasks, copies)
+    for it, ok in zip(items, verdicts, strict=True):
+        it.data["copy_scores"] = ok
+
+
 def copies(records: Iterable[dict[str, Any]], bench: str, shown: dict[str, Shown]) -> dict[str, bool]:
     """``{item id: the greedy answer copies what the prompt shows}`` over the items in ``shown``."""
     out = {}
@@ -114,6 +147,6 @@ def copies(records: Iterable[dict[str, Any]], bench: str, shown: dict[str, Shown
 
 
 def _copies(bench: str, answer: str, shown: str) -> bool:
-    """CRUXEval-O: the answer echoes the shown input (whole, or one argument); CRUXEval-I: the answer's arguments
-    are the shown output, or one of them is."""
-    return echoes_input(shown, answer) if bench == "cruxeval-o" else echoes_input(answer, shown)
+    """Output prediction (CRUXEval-O, probe deduction): the answer echoes the shown input (whole, or one
+    argument); input prediction: the answer's arguments are the shown output, or one of them is."""
+    return echoes_input(answer, shown) if bench in SHOWS_OUTPUT else echoes_input(shown, answer)
