@@ -5,9 +5,9 @@
 
 Each run is a ``bench/learning.py`` output directory (its ``learning.json`` names the checkpoint it tested); runs
 given as ``ARM=DIR,DIR,...`` are grouped into arms (plain directories form one arm, "runs"). For CRUXEval-O,
-CRUXEval-I, their items where copying the shown input/output cannot score, the probe and its deduction and abduction parts (with their copy-proof items): each seed's before,
-after, gained, lost and McNemar p, then the mean gain over the seeds in points with a two-level bootstrap 95%
-interval (seeds, then items; :mod:`azr.evaluation.seeds`); with several arms, one last table of arm x benchmark.
+CRUXEval-I, the probe and its deduction and abduction parts, and for each of them but the whole probe its items
+where copying the shown input/output cannot score: each seed's before, after, gained, lost and McNemar p, then
+the mean gain over the seeds in points with a two-level bootstrap 95% interval (seeds, then items; :mod:`azr.evaluation.seeds`); with several arms, one last table of arm x benchmark.
 Writes the same as JSON (default ``seeds.json`` beside the first run). ``--demo-think trace`` reads the runs'
 trace-form evaluations (``bench/learning.py --demo-think trace``) instead.
 """
