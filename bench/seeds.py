@@ -9,7 +9,8 @@ CRUXEval-I, the probe and its deduction and abduction parts, and for each of the
 where copying the shown input/output cannot score: each seed's before, after, gained, lost and McNemar p, then
 the mean gain over the seeds in points with a two-level bootstrap 95% interval (seeds, then items; :mod:`azr.evaluation.seeds`); with several arms, one last table of arm x benchmark.
 Writes the same as JSON (default ``seeds.json`` beside the first run). ``--demo-think trace`` reads the runs'
-trace-form evaluations (``bench/learning.py --demo-think trace``) instead.
+trace-form evaluations (``bench/learning.py --demo-think trace``) instead, and ``--base-demo-think sentence``
+pairs them with the base in the sentence form (its best form on the probe).
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ from learning import THINKS, load_eval, result_stem
 BENCHES = ("cruxeval-o", "cruxeval-i", "probe", "probe/deduction", "probe/abduction")
 
 
-def paired(run: Path, data_dir: str | None, think: str = "sentence") -> dict[str, list[tuple[bool, bool]]]:
+def paired(
+    run: Path, data_dir: str | None, think: str = "sentence", base_think: str | None = None
+) -> dict[str, list[tuple[bool, bool]]]:
     """One run's paired verdicts per benchmark (and per CRUXEval set's items where copying cannot score), from
-    the evaluations with the ``think`` form of demonstrations."""
+    the evaluations with the ``think`` form of demonstrations; the base's in the ``base_think`` form (default: the
+    same)."""
     chosen = json.loads((run / f"{result_stem(think)}.json").read_text())["selected"]
-    base, final = load_eval(run, 0, think), load_eval(run, chosen, think)
+    base, final = load_eval(run, 0, base_think or think), load_eval(run, chosen, think)
     if base is None or final is None:
         raise SystemExit(f"{run}: the base's or the chosen checkpoint's evaluation is missing ({think})")
     out = {}
@@ -66,10 +70,15 @@ def arms(specs: list[str]) -> dict[str, list[Path]]:
 
 
 def arm_tables(
-    arm: str, dirs: list[Path], data_dir: str | None, console: Console, think: str = "sentence"
+    arm: str,
+    dirs: list[Path],
+    data_dir: str | None,
+    console: Console,
+    think: str = "sentence",
+    base_think: str | None = None,
 ) -> dict[str, Any]:
     """One arm: a table per benchmark (a row per seed, the mean gain and interval as caption)."""
-    runs = [paired(r, data_dir, think) for r in dirs]
+    runs = [paired(r, data_dir, think, base_think) for r in dirs]
     benches: dict[str, Any] = {}
     for bench in runs[0]:
         having = [(d, r[bench]) for d, r in zip(dirs, runs, strict=True) if bench in r]
@@ -125,10 +134,17 @@ def main() -> None:
         default="sentence",
         help="which evaluations (bench/learning.py --demo-think)",
     )
+    parser.add_argument(
+        "--base-demo-think",
+        choices=THINKS,
+        default=None,
+        help="the base's form, when it differs (the base's best form on the probe: sentence)",
+    )
     args = parser.parse_args()
     groups, console = arms(args.runs), Console()
     result = {
-        arm: arm_tables(arm, dirs, args.data_dir, console, args.demo_think) for arm, dirs in groups.items()
+        arm: arm_tables(arm, dirs, args.data_dir, console, args.demo_think, args.base_demo_think)
+        for arm, dirs in groups.items()
     }
     if len(result) > 1:
         summary(result, console)

@@ -87,3 +87,32 @@ def test_bench_seeds_end_to_end(tmp_path):
     arms = json.loads(out.read_text())["results"]
     assert [arms[a]["probe"]["mean"] for a in ("one", "two")] == [pytest.approx(20.0), pytest.approx(40.0)]
     assert "per arm" in r.stdout and "+40.00" in r.stdout
+
+
+def test_bench_seeds_reads_the_trace_form_against_either_base(tmp_path):
+    """``--demo-think trace`` reads ``learning-trace.json`` and ``evals-trace/``; ``--base-demo-think sentence``
+    takes the base from ``evals/`` instead (the base's best form)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def results(right: list[bool]) -> str:
+        recs = [{"bench": "probe", "id": str(i), "correct": [ok]} for i, ok in enumerate(right)]
+        return json.dumps({"results": {"probe": {"score": 0.0}}, "records": recs, "meta": {}})
+
+    run = tmp_path / "run"
+    for folder, base_right in (("evals", 5), ("evals-trace", 1)):
+        (run / folder).mkdir(parents=True)
+        (run / folder / "base.json").write_text(results([i < base_right for i in range(10)]))
+    (run / "evals-trace" / "step-000033.json").write_text(results([i < 8 for i in range(10)]))
+    (run / "learning-trace.json").write_text(json.dumps({"selected": 33}))
+    bench = Path(__file__).resolve().parents[1] / "bench" / "seeds.py"
+    means = []
+    for extra in ([], ["--base-demo-think", "sentence"]):
+        out = tmp_path / "out.json"
+        argv = [sys.executable, str(bench), str(run), "--demo-think", "trace", "--out", str(out), *extra]
+        r = subprocess.run(argv, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        means.append(json.loads(out.read_text())["results"]["runs"]["probe"]["mean"])
+    assert means == [pytest.approx(70.0), pytest.approx(30.0)]  # 1 -> 8 of 10, then 5 -> 8
