@@ -15,7 +15,8 @@ What it does, each stage skipped when its output already exists (so an interrupt
    ``best-probe`` (the default) takes the highest probe score, the earliest on a tie, so the held-out probe acts as
    the validation set for early stopping; ``last`` takes the last checkpoint. The chosen one is evaluated on both
    CRUXEval sets (``evals/step-N-cruxeval.json``), and CRUXEval plays no part in the choice.
-4. One table (before, after, gained, lost, exact McNemar p per benchmark), the in-loop metrics of the first and
+4. One table (before, after, gained, lost, exact McNemar p per benchmark; in the trace form a second one against
+   the base in the sentence form, its best), the in-loop metrics of the first and
    last steps beside it, ``learning.json`` and the learning curve ``learning.png`` (needs matplotlib).
 
 ``--demo-think trace`` runs stages 1, 3 and 4 with the demonstrations' ``<think>`` holding the sandbox's trace of
@@ -234,17 +235,7 @@ def plot(
     return path
 
 
-def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    run_dir = out / "run"
-    found = checkpoints(run_dir)
-    base = load_eval(out, 0, args.demo_think)
-    final = load_eval(out, chosen, args.demo_think)
-    assert base is not None and final is not None
-    tests = compare(base, final, args.data_dir)
-    how = "the last" if args.select == "last" else "the best on the probe"
-    trained = _state(out)["trained_s"] / 60
-    title = f"base vs step {chosen}, {how} of {len(found)} checkpoints ({trained:.0f} min of training)"
-    title += f", {args.demo_think} demonstrations"
+def print_tests(tests: dict[str, Any], title: str, console: Console) -> None:
     table = Table(title=title)
     for col in ("benchmark", "n", "before", "after", "gained", "lost", "McNemar p"):
         table.add_column(col, justify="right" if col != "benchmark" else "left")
@@ -256,6 +247,24 @@ def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -
         if "copies_before" in t:
             console.print(f"{bench}: answers that copy what the prompt shows {t['copies_before']} -> "
                           f"{t['copies_after']} of {t['n']}; copying scores on {t['copy_baseline']} items")  # fmt: skip
+
+
+def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    run_dir = out / "run"
+    found = checkpoints(run_dir)
+    final = load_eval(out, chosen, args.demo_think)
+    assert final is not None
+    how = "the last" if args.select == "last" else "the best on the probe"
+    trained = _state(out)["trained_s"] / 60
+    title = f"base vs step {chosen}, {how} of {len(found)} checkpoints ({trained:.0f} min of training)"
+    tests: dict[str, Any] = {}
+    for base_think in dict.fromkeys((args.demo_think, "sentence")):  # and the base in its best form
+        if (base := load_eval(out, 0, base_think)) is not None:
+            tests[base_think] = compare(base, final, args.data_dir)
+            forms = f"{args.demo_think} demonstrations" + (
+                f", the base with {base_think} ones" if base_think != args.demo_think else ""
+            )
+            print_tests(tests[base_think], f"{title}, {forms}", console)
     loop = in_loop(run_dir)
     side = Table(title=f"in-loop metrics (mean of the first and last {EDGE} steps)")
     for col in ("metric", "first", "last"):
@@ -276,7 +285,12 @@ def report(out: Path, chosen: int, args: argparse.Namespace, console: Console) -
         "demo_think": args.demo_think,
         "selected": chosen,
         "machine": _cpu_model(),
-        "tests": tests,
+        "tests": tests.get(args.demo_think, {}),
+        **(
+            {"tests_vs_sentence_base": tests["sentence"]}
+            if args.demo_think != "sentence" and "sentence" in tests
+            else {}
+        ),
         "in_loop": loop,
         "curve": points,
         "png": str(png) if png else None,

@@ -94,3 +94,28 @@ def test_each_demonstration_form_keeps_its_own_evaluations(learning, tmp_path):
     assert learning.load_eval(tmp_path, 0, "trace")["results"]["probe"]["score"] == 1.0
     assert learning.curve(tmp_path, [], "trace") == {"probe": [(0, 1.0)]}
     assert (learning.result_stem("sentence"), learning.result_stem("trace")) == ("learning", "learning-trace")
+
+
+def test_the_trace_report_also_compares_with_the_base_in_the_sentence_form(learning, tmp_path):
+    import argparse
+
+    from rich.console import Console
+
+    (tmp_path / "run" / "checkpoints" / "step-000033" / "model").mkdir(parents=True)
+    for think, verdicts in (("sentence", [True, True, False, False]), ("trace", [False] * 4)):
+        learning.evals_dir(tmp_path, think).mkdir()
+        (learning.evals_dir(tmp_path, think) / "base.json").write_text(
+            json.dumps(_results("probe", verdicts))
+        )
+    step = learning.evals_dir(tmp_path, "trace") / "step-000033.json"
+    step.write_text(json.dumps(_results("probe", [True, True, True, False])))
+    args = argparse.Namespace(demo_think="trace", select="last", data_dir=None, minutes=1, max_steps=33,
+                              config="c.toml")  # fmt: skip
+    result = learning.report(tmp_path, 33, args, Console(file=open(tmp_path / "out.txt", "w")))  # noqa: SIM115
+    assert (
+        result["tests"]["probe"]["gained"] == 3 and result["tests_vs_sentence_base"]["probe"]["gained"] == 1
+    )
+    assert json.loads((tmp_path / "learning-trace.json").read_text())["demo_think"] == "trace"
+    assert not (tmp_path / "learning.json").exists()
+    text = (tmp_path / "out.txt").read_text()
+    assert "trace demonstrations, the base with sentence ones" in text
