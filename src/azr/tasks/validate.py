@@ -16,9 +16,9 @@ import ast
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from azr.config import Config
+from azr.executor import ExecResult
 from azr.seams import ExecutorLike
 from azr.tasks.parsing import ParsedProposal, ParsedSolution, ParseFailure, canonical_input
 from azr.tasks.prompts import split_induction
@@ -67,30 +67,22 @@ class ValidatedProposal:
         return self.task is not None
 
 
-def _status_name(result: Any) -> str:
-    status = getattr(result, "status", None)
-    return str(getattr(status, "name", status)).upper()
-
-
-def _result_reason(result: Any, max_output_chars: int) -> RejectReason | None:
-    """None when the run is usable as a gold output, else why not."""
-    name = _status_name(result)
-    if name != "OK":
+def _gold(result: ExecResult, max_output_chars: int) -> tuple[str, None] | tuple[None, RejectReason]:
+    """The run's value when it is usable as a gold output, else why not."""
+    if not result.ok:
         try:
-            return RejectReason[name]
+            return None, RejectReason[result.status.name]
         except KeyError:
-            return RejectReason.OTHER
-    value = getattr(result, "value", None)
-    if value is None:
-        return RejectReason.NO_RESULT
-    if len(value) > max_output_chars:
-        return RejectReason.OUTPUT_TOO_LARGE
-    return None
+            return None, RejectReason.OTHER
+    if result.value is None:
+        return None, RejectReason.NO_RESULT
+    if len(result.value) > max_output_chars:
+        return None, RejectReason.OUTPUT_TOO_LARGE
+    return result.value, None
 
 
-def _detail(result: Any) -> str:
-    parts = [str(getattr(result, "error_type", "") or ""), str(getattr(result, "message", "") or "")]
-    return ": ".join(p for p in parts if p)[:300]
+def _detail(result: ExecResult) -> str:
+    return ": ".join(p for p in (result.error_type or "", result.message) if p)[:300]
 
 
 def validate_proposals(
@@ -255,30 +247,31 @@ def _distinct(inputs: Sequence[str]) -> list[str]:
 def _single_verdict(
     kind: TaskType,
     p: ParsedProposal,
-    pair: tuple[str, Any],
+    pair: tuple[str, ExecResult],
     max_out: int,
     step: int,
     origin: str,
     reject_copies: bool = False,
 ) -> ValidatedProposal:
     inp, result = pair
-    reason = _result_reason(result, max_out)
-    if reason is not None:
+    value, reason = _gold(result, max_out)
+    if value is None:
         return ValidatedProposal(p, None, reason, _detail(result))
-    if reject_copies and echoes_input(inp, result.value):
+    if reject_copies and echoes_input(inp, value):
         return ValidatedProposal(
             p, None, RejectReason.COPY, "f returned its input (or an argument) unchanged"
         )
-    task = Task(kind, p.program, (inp,), (result.value,), "", None, step, origin)
+    task = Task(kind, p.program, (inp,), (value,), "", None, step, origin)
     return ValidatedProposal(p, task, None, "", 1)
 
 
 def _induction_verdict(
-    p: ParsedProposal, pairs: list[tuple[str, Any]], need: int, max_out: int, step: int, origin: str
+    p: ParsedProposal, pairs: list[tuple[str, ExecResult]], need: int, max_out: int, step: int, origin: str
 ) -> ValidatedProposal:
-    good = [(inp, r.value) for inp, r in pairs if _result_reason(r, max_out) is None]
+    golds = [(inp, *_gold(r, max_out)) for inp, r in pairs]
+    good = [(inp, value) for inp, value, _ in golds if value is not None]
     if len(good) < max(1, need):
-        reasons = sorted({str(_result_reason(r, max_out)) for _, r in pairs if _result_reason(r, max_out)})
+        reasons = sorted({str(reason) for _, _, reason in golds if reason is not None})
         detail = (
             f"{len(good)} of {len(pairs)} distinct inputs valid (need {need}); failures: {', '.join(reasons)}"
         )
@@ -336,5 +329,5 @@ def score_solutions(
             batch.append((answers[i], [x for x, _ in hidden], [y for _, y in hidden]))
         results = executor.check_induction_many(batch)
     for i, r in zip(live, results, strict=True):
-        scores[i] = _status_name(r) == "OK"
+        scores[i] = r.ok
     return scores
