@@ -68,7 +68,7 @@ def test_chunked_head_rejects_a_target_outside_the_vocabulary():
 def test_tiles_are_large_on_a_gpu_and_any_block_gives_the_same_stats():
     """A GPU gets 1024 x 16384 tiles (80 for an 8k reply over 152k entries, not ~2,400 of the CPU's 128 x 4096);
     the block size changes nothing in the results."""
-    from azr.training.trainer import head_tile
+    from azr.training.lm_head import head_tile
 
     assert head_tile(torch.device("cpu")) == (128, lm_head.VOCAB_BLOCK)
     assert head_tile(torch.device("cuda")) == (1024, 16384)

@@ -190,7 +190,7 @@ def test_layerwise_checkpointing_keeps_shared_prefixes_and_the_exact_gradient(
 ):
     """Checkpointing layer by layer (azr.training.layerwise) keeps the shared prefixes (HF's own cannot keep a cache), and
     log-probs and gradients equal those of the plain forward over whole sequences; the LM head runs in chunks."""
-    monkeypatch.setattr("azr.training.trainer.HEAD_CHUNK", 4)
+    monkeypatch.setattr("azr.training.lm_head.HEAD_CHUNK", 4)
     batch = shared_prefix_batch(temperature=0.7)
     algo = AlgorithmConfig(entropy_coef=entropy)
     split = []  # member layers run through the split attention (azr.kernels.prefix_attention), sdpa on a CPU

@@ -224,3 +224,15 @@ def _head_stats(
             # In place: the head's matmul does not keep its output for backward, so no second (n, V) buffer.
             logits = logits.div_(temperatures)
         return token_logprobs(logits, targets, with_entropy)
+
+
+HEAD_CHUNK = 128  # reply tokens whose logits exist at once under gradient checkpointing, on a CPU
+GPU_HEAD_TILE = (1024, 16384)  # (reply tokens, vocabulary entries) of one LM-head tile on a GPU
+
+
+def head_tile(device: torch.device) -> tuple[int, int]:
+    """(reply tokens, vocabulary entries) of one tile of the checkpointed LM head (:func:`head_stats`).
+    Small on a CPU, where a tile of logits should stay in its caches; large on a GPU, where every tile costs a
+    dozen kernel launches: an 8096-token reply over Qwen2.5's 152k vocabulary is ~2,400 tiles of 128 x 4096 and
+    80 of 1024 x 16384 (64 MiB of fp32 logits)."""
+    return (HEAD_CHUNK, VOCAB_BLOCK) if device.type == "cpu" else GPU_HEAD_TILE

@@ -134,7 +134,7 @@ def activation_bytes(config: Any, cfg: Any, device: str = "cpu", weight_bytes: i
     import torch
 
     from azr.training.layerwise import kept_kv_width
-    from azr.training.trainer import head_tile
+    from azr.training.lm_head import head_tile
 
     kv = act * kept_kv_width(config) if device == "cpu" else 0
     kept = tokens * layers * (weight_bytes * hidden + act * hidden + kv) + tokens * layer_bytes(config, act)

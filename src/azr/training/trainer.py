@@ -50,9 +50,8 @@ import torch
 from azr.algo.loss import ppo_clip_loss
 from azr.distributed import Dist
 from azr.flops import update_work
-from azr.hfcompat import with_cache
 from azr.precision import native_bf16, use_bf16
-from azr.training import layerwise, lm_head
+from azr.training import forward, layerwise, lm_head
 from azr.training.batching import MicroBatch, PerToken, TrainBatch, micro_batches, packed, pad, ppo_split
 from azr.training.model_setup import (
     apply_lora,
@@ -75,18 +74,6 @@ Stats = tuple[torch.Tensor, torch.Tensor | None]  # per-token log-probs (n,) and
 def constant_lr(_: int) -> float:
     """LR multiplier of the paper's constant schedule (a module function so the scheduler pickles)."""
     return 1.0
-
-
-HEAD_CHUNK = 128  # reply tokens whose logits exist at once under gradient checkpointing, on a CPU
-GPU_HEAD_TILE = (1024, 16384)  # (reply tokens, vocabulary entries) of one LM-head tile on a GPU
-
-
-def head_tile(device: torch.device) -> tuple[int, int]:
-    """(reply tokens, vocabulary entries) of one tile of the checkpointed LM head (:func:`azr.training.lm_head.head_stats`).
-    Small on a CPU, where a tile of logits should stay in its caches; large on a GPU, where every tile costs a
-    dozen kernel launches: an 8096-token reply over Qwen2.5's 152k vocabulary is ~2,400 tiles of 128 x 4096 and
-    80 of 1024 x 16384 (64 MiB of fp32 logits)."""
-    return (HEAD_CHUNK, lm_head.VOCAB_BLOCK) if device.type == "cpu" else GPU_HEAD_TILE
 
 
 class Trainer:
@@ -217,12 +204,12 @@ class Trainer:
                     decoder, mb.input_ids, mb.attention_mask, mb.prefix_ids, stages
                 )
             else:
-                hidden = self._hidden(decoder, mb)  # (b, L, H)
+                hidden = forward.hidden_states(decoder, mb)  # (b, L, H)
             picked = hidden[mb.rows, mb.cols]  # (n, H)
             if stages is not None:
                 (picked,) = stages.cut([picked])
             chunk, block = (
-                head_tile(picked.device) if checkpointed else (0, 0)
+                lm_head.head_tile(picked.device) if checkpointed else (0, 0)
             )  # tiles, recomputed in backward
             return lm_head.head_stats(
                 head,
@@ -234,29 +221,6 @@ class Trainer:
                 grad_in_place=stages is not None,
                 block=block,
             )
-
-    @staticmethod
-    def _hidden(decoder: Any, mb: MicroBatch) -> torch.Tensor:
-        """Last hidden states (b, L, H) of ``mb.input_ids``, after the shared prefix when there is one."""
-        if mb.prefix_ids is None:
-            out = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask)
-            return cast(torch.Tensor, out.last_hidden_state)
-        b, width = mb.input_ids.shape
-        skip = mb.prefix_ids.shape[1]
-        from transformers.cache_utils import DynamicCache
-
-        cache = DynamicCache(config=decoder.config)  # filled by the prefix pass; keeps its autograd graph
-        decoder(input_ids=mb.prefix_ids, **with_cache(decoder, cache))
-        cache.batch_repeat_interleave(b)
-        ones = mb.attention_mask.new_ones((b, skip))
-        positions = torch.arange(skip, skip + width, device=mb.input_ids.device).expand(b, width)  # (b, L)
-        out = decoder(
-            input_ids=mb.input_ids,
-            attention_mask=torch.cat([ones, mb.attention_mask], dim=1),  # (b, P + L)
-            position_ids=positions,
-            **with_cache(decoder, cache),
-        )
-        return cast(torch.Tensor, out.last_hidden_state)
 
     # ----------------------------------------------------------------- log-probs
     @torch.no_grad()
