@@ -264,3 +264,22 @@ def test_sigkill_during_inserts_leaves_a_consistent_database(tmp_path):
         assert set(per_step.values()) == {101}, per_step  # no partial batch
         for t in s.iter_tasks(IND):
             assert len(t.inputs) == len(t.outputs) == 50 and t.message == "m" * 2000
+
+
+def test_export_is_atomic_and_rejects_unknown_formats(store, tmp_path, monkeypatch):
+    """A failed export leaves the previous file whole; an unknown format is a ValueError naming the known ones."""
+    import azr.fsutil
+
+    out = tmp_path / "export" / "tasks.jsonl"
+    out.parent.mkdir()
+    out.write_text("previous\n")
+    with pytest.raises(ValueError, match="azr or reference"):
+        store.export_jsonl(out, fmt="csv")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(azr.fsutil.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        store.export_jsonl(out)
+    assert out.read_text() == "previous\n" and [p.name for p in out.parent.iterdir()] == ["tasks.jsonl"]

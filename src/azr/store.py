@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from azr.tasks.export import write_jsonl
 from azr.tasks.parsing import canonical_input, canonical_program
 from azr.types import TASK_TYPES, Task, TaskType
 
@@ -47,8 +48,6 @@ __all__ = [
     "TaskStore",
     "content_hash",
     "store_path",
-    "task_to_dict",
-    "task_to_reference",
 ]
 
 DB_NAME = "tasks.sqlite"
@@ -380,45 +379,9 @@ class TaskStore:
             yield _task(row)
 
     def export_jsonl(self, path: str | Path, type: TaskType | str | None = None, fmt: str = "azr") -> int:
-        """Write tasks as JSON lines; return how many.
-
-        ``fmt="azr"``: id, type, program, inputs, outputs, message, step, origin and solve statistics.
-        ``fmt="reference"``: the reference's seed tasks format (``snippet``/``input``/``output`` for deduction and
-        abduction, ``snippet``/``inputs``/``outputs``/``message`` for induction), readable by
-        :func:`azr.tasks.seed_tasks.import_seed_tasks`.
-        """
-        if fmt not in ("azr", "reference"):
-            raise ValueError(f"unknown export format {fmt!r}: azr or reference")
-        convert = task_to_dict if fmt == "azr" else task_to_reference
-        n = 0
-        with open(path, "w", encoding="utf-8") as fh:
-            for t in self.iter_tasks(type):
-                fh.write(json.dumps(convert(t), ensure_ascii=False) + "\n")
-                n += 1
-        return n
-
-
-def task_to_dict(task: Task) -> dict[str, object]:
-    """A task as plain JSON-ready data (the export format)."""
-    return {
-        "id": task.id,
-        "type": str(task.type),
-        "program": task.program,
-        "inputs": list(task.inputs),
-        "outputs": list(task.outputs),
-        "message": task.message,
-        "step": task.step,
-        "origin": task.origin,
-        **task.extra,
-    }
-
-
-def task_to_reference(task: Task) -> dict[str, object]:
-    """A task in the reference's seed tasks format (JSONL; imports are already inside the snippet)."""
-    if task.type is TaskType.INDUCTION:
-        return {"snippet": task.program, "inputs": list(task.inputs), "outputs": list(task.outputs),
-                "message": task.message, "imports": []}  # fmt: skip
-    return {"snippet": task.program, "input": task.input, "output": task.output, "imports": []}
+        """Write the live tasks (of one type or all) as JSON lines in ``fmt`` (:mod:`azr.tasks.export`), atomically;
+        return how many."""
+        return write_jsonl(self.iter_tasks(type), path, fmt)
 
 
 def _evict(db: sqlite3.Connection, cap: int, step: int, types: Iterable[str]) -> int:
