@@ -61,6 +61,7 @@ IN_LOOP = (
     "solve/copy_rate/deduction",
     "solve/copy_rate/abduction",
     "propose/copy_task_rate/deduction",
+    "solve/copy_proof_accuracy/deduction",
     "propose/copy_task_rate/abduction",
 )
 EDGE = 5  # steps averaged at each end of the run for the in-loop columns

@@ -42,6 +42,7 @@ def _metrics_row(step: int) -> dict:
     for i, name in enumerate(expand("buffer/size/<type>")):
         row[name] = 16 + 4 * step + i
     row |= {"solve/copy_rate/abduction": 0.1 * step, "solve/copy_task_rate/abduction": 0.05 * step}
+    row |= {"solve/copy_proof_accuracy/deduction": 0.02 * step}
     row |= {
         "train/loss": 0.1 / step,
         "train/grad_norm": 1.5,
@@ -92,7 +93,8 @@ def test_report_has_charts_tables_and_escaped_model_text(tmp_path):
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert page.count("<svg") >= 6 and "<polyline" in page
     for title in ("Mean reward per group", "Valid proposal rate", "Solve accuracy", "Buffer size", "Policy loss",
-                  "Seconds per phase", "In-training evaluation", "Copy shortcut"):  # fmt: skip
+                  "Seconds per phase", "In-training evaluation", "Copy shortcut",
+                  "Solve accuracy where copying the prompt cannot be right"):  # fmt: skip
         assert title in page
     assert "Proposer learnability" not in page  # no data -> no empty chart
     assert "smollm2-135m" in page and "4 of 10" in page  # summary from config.toml

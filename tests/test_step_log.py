@@ -24,9 +24,9 @@ def test_copy_rates_of_solves_and_proposals():
     palindrome = Task(D, REV, ("'aba'",), ("'aba'",))
     plain = Task(D, REV, ("'abc'",), ("'cba'",))
     samples = [
-        _sample(D, Role.SOLVE, palindrome, "'aba'"),  # copies the input (and is right)
+        _sample(D, Role.SOLVE, palindrome, "'aba'", success=True),  # copies the input (and is right)
         _sample(D, Role.SOLVE, plain, "'abc'"),  # copies the input (and is wrong)
-        _sample(D, Role.SOLVE, plain, "'cba'"),  # reasons
+        _sample(D, Role.SOLVE, plain, "'cba'", success=True),  # reasons
         _sample(D, Role.SOLVE, plain, None),  # no answer: not counted in the copy rate
         _sample(A, Role.SOLVE, Task(A, REV, ("'abc'",), ("'cba'",)), "'cba'"),  # copies the shown output
         _sample(D, Role.PROPOSE, palindrome, None, success=True),
@@ -38,4 +38,7 @@ def test_copy_rates_of_solves_and_proposals():
     assert m["solve/copy_task_rate/deduction"] == pytest.approx(1 / 4)
     assert m["solve/copy_rate/abduction"] == 1.0 and m["solve/copy_task_rate/abduction"] == 0.0
     assert m["propose/copy_task_rate/deduction"] == 0.5
+    # the three solves of the copy-proof task: one right (the palindrome's copy does not count)
+    assert m["solve/copy_proof_accuracy/deduction"] == pytest.approx(1 / 3)
+    assert m["solve/copy_proof_accuracy/abduction"] == 0.0
     assert "propose/copy_task_rate/abduction" not in m and not any("induction" in k for k in m)

@@ -59,6 +59,7 @@ METRICS: dict[str, str] = {
     "propose/copy_task_rate/<type>": "Deduction and abduction only: fraction of valid proposals whose output is their input or one of its arguments (a copy of the prompt answers them; `selfplay.reject_copy_tasks` rejects them).",
     "solve/copy_rate/<type>": "Deduction and abduction only: fraction of parsed solver answers that copy what the prompt shows (the input or one of its arguments as the output, the output as the input or one of its arguments), right or wrong: the shortcut docs/results.md measures on CRUXEval.",
     "solve/copy_task_rate/<type>": "Deduction and abduction only: fraction of the tasks solved this step whose output is their input or one of its arguments.",
+    "solve/copy_proof_accuracy/<type>": "Deduction and abduction only: solver accuracy on the tasks whose output is not their input or one of its arguments, where copying the prompt cannot be right (the in-loop view of the copy-proof rows in docs/results.md).",
     "buffer/size/<type>": "Live tasks in the type's buffer after this step's additions (and evictions, with selfplay.buffer_cap).",
     "train/loss": "Policy loss of the update (PPO-clip, token mean, with entropy and KL terms); mean over the optimizer steps.",
     "train/grad_norm": "Gradient norm before clipping; mean over the optimizer steps.",

@@ -96,6 +96,11 @@ def _chart_specs(
         ("Mean reward per group (solid: propose, dashed: solve)", groups, None),
         ("Valid proposal rate", per_type("propose/valid_rate/<type>"), unit),
         ("Solve accuracy", per_type("solve/accuracy/<type>"), unit),
+        (
+            "Solve accuracy where copying the prompt cannot be right",
+            per_type("solve/copy_proof_accuracy/<type>")[:2],
+            unit,
+        ),
         ("Proposer learnability", per_type("propose/learnability/<type>"), unit),
         (
             "Copy shortcut (solid: answers that copy the prompt, dashed: tasks whose output is their input)",

@@ -91,7 +91,8 @@ def step_metrics(samples: list[Sample], store: TaskStoreLike, timings: dict[str,
 def copy_metrics(samples: Sequence[Sample]) -> dict[str, float]:
     """The copy shortcut as it forms in training, for deduction and abduction: the share of solver answers that copy
     what the prompt shows (the input as the output, the output as the input), of the solved tasks whose output is
-    their input, and of the valid proposals that are such copy tasks (docs/metrics.md)."""
+    their input, and of the valid proposals that are such copy tasks, and the solver's accuracy on the other tasks
+    (docs/metrics.md)."""
     m: dict[str, float] = {}
     for kind in (TaskType.DEDUCTION, TaskType.ABDUCTION):
         solves = [s for s in samples if s.group == (kind, Role.SOLVE) and not s.parser_error and s.task]
@@ -102,6 +103,8 @@ def copy_metrics(samples: Sequence[Sample]) -> dict[str, float]:
             m[f"solve/copy_task_rate/{kind.value}"] = _mean(
                 [float(is_copy_task(s.valid_task)) for s in solves]
             )
+        if proof := [s for s in solves if not is_copy_task(s.valid_task)]:
+            m[f"solve/copy_proof_accuracy/{kind.value}"] = _mean([float(s.success) for s in proof])
         valid = [s.valid_task for s in samples if s.group == (kind, Role.PROPOSE) and s.success and s.task]
         if valid:
             m[f"propose/copy_task_rate/{kind.value}"] = _mean([float(is_copy_task(t)) for t in valid])
