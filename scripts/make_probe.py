@@ -17,6 +17,12 @@ How it is made, so that it measures in-distribution skill without leaking into t
 Run it from the repository root (about 15-25 minutes on 2 cores)::
 
     .venv/bin/python scripts/make_probe.py --per-type 100 --out src/azr/data/probe.jsonl
+
+The larger ``probe-600`` is built the same way under another seed, and kept apart from the first probe (its
+programs and input/output pairs are banned like the seed tasks')::
+
+    .venv/bin/python scripts/make_probe.py --name probe-600 --per-type 200 --seed 104729 --minutes 150 \
+        --exclude src/azr/data/probe.jsonl --out src/azr/data/probe-600.jsonl
 """
 
 from __future__ import annotations
@@ -88,10 +94,10 @@ def pair_keys(inputs: list[str], outputs: list[str]) -> set[str]:
     return {"\0".join(re.sub(r"\s+", "", x) for x in pair) for pair in zip(inputs, outputs, strict=True)}
 
 
-def record(task: Task, index: int, visible: int) -> dict[str, object]:
+def record(task: Task, index: int, visible: int, name: str = "probe") -> dict[str, object]:
     kind = TaskType(task.type)
     return {
-        "id": f"probe-{kind.value}-{index:04d}",
+        "id": f"{name}-{kind.value}-{index:04d}",
         "type": kind.value,
         "program": task.program,
         "inputs": list(task.inputs),
@@ -115,13 +121,22 @@ def main() -> int:
     ap.add_argument("--out", default="src/azr/data/probe.jsonl")
     ap.add_argument("--extend", action="store_true", help="Keep the tasks already in --out and add to them.")
     ap.add_argument("--filter-only", action="store_true", help="Only re-apply the dedup rules to --out.")
+    ap.add_argument("--name", default="probe", help="The benchmark the file is for: the ids' prefix.")
+    ap.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        help="A probe file whose programs and input/output pairs the new tasks must not share (repeatable).",
+    )
     args = ap.parse_args()
 
     cfg = load(CONFIG, [f"training.seed={args.seed}", "logging.progress=false"])
     banned = seed_task_programs(cfg.selfplay.seed_tasks_file)
+    for path in args.exclude:
+        banned |= task_keys(load_records(Path(path)))
     if args.filter_only:
         tasks = deduplicate(load_records(Path(args.out)), banned)
-        return write(Path(args.out), tasks, cfg.selfplay.induction_visible, Console())
+        return write(Path(args.out), tasks, cfg.selfplay.induction_visible, Console(), args.name)
     console = Console()
     kept: dict[TaskType, list[Task]] = {k: [] for k in TASK_TYPES}
     seen: set[str] = set()
@@ -158,7 +173,15 @@ def main() -> int:
             run.store.close()
     tasks = deduplicate([t for k in TASK_TYPES for t in kept[k]], banned)
     console.print(f"{time.perf_counter() - t0:.0f} s")
-    return write(Path(args.out), tasks, cfg.selfplay.induction_visible, console)
+    return write(Path(args.out), tasks, cfg.selfplay.induction_visible, console, args.name)
+
+
+def task_keys(tasks: list[Task]) -> set[str]:
+    """The banned keys of existing tasks: their normalised programs and their input/output examples."""
+    keys = {normalise(t.program) for t in tasks}
+    for t in tasks:
+        keys |= pair_keys(list(t.inputs), list(t.outputs))
+    return keys
 
 
 def _key(task: Task) -> str:
@@ -185,11 +208,11 @@ def deduplicate(tasks: list[Task], banned: set[str], seen: set[str] | None = Non
     return out
 
 
-def write(out: Path, tasks: list[Task], visible: int, console: Console) -> int:
+def write(out: Path, tasks: list[Task], visible: int, console: Console, name: str = "probe") -> int:
     lines = []
     for kind in TASK_TYPES:
         mine = [t for t in tasks if TaskType(t.type) is kind]
-        lines += [json.dumps(record(t, i, visible)) for i, t in enumerate(mine, 1)]
+        lines += [json.dumps(record(t, i, visible, name)) for i, t in enumerate(mine, 1)]
     atomic_write_text(out, "\n".join(lines) + "\n")
     console.print(f"wrote {len(lines)} tasks to {out}")
     return 0

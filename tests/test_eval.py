@@ -472,3 +472,51 @@ def test_probe_deduction_and_abduction_get_the_shortcut_accounting(executor, cac
         assert copy is not None and copy.no_copy.n == n - copy.copy_baseline
         assert copy.no_copy.gained == copy.no_copy.n and copy.no_copy.lost == 0
     assert rows["probe/induction"].copy is None
+
+
+def test_the_large_probe_is_its_own_benchmark(executor, tmp_path, monkeypatch):
+    """``probe-600`` reads ``probe-600*.jsonl`` (never the 150-task probe's file, which never reads it either),
+    reports its own parts with their shortcut accounting, and says how to build it when it is missing."""
+    rows = (FIXTURES / "probe-fixture.jsonl").read_text().splitlines()
+    large = [
+        json.dumps({**json.loads(r), "id": json.loads(r)["id"].replace("probe", "probe-600")}) for r in rows
+    ]
+    (tmp_path / "probe-600.jsonl").write_text("\n".join(large) + "\n")
+    monkeypatch.setattr(probe, "PROBE_FILE", tmp_path / "absent.jsonl")
+    evaluation = evaluate(OracleBackend(), None, executor, ["probe", "probe-600"], data_dir=tmp_path)
+    assert "probe" in evaluation.skipped and evaluation.results["probe-600"].score == 1.0
+    assert {r.bench for r in evaluation.records} == {
+        f"probe-600/{t}" for t in ("deduction", "abduction", "induction")
+    }
+    assert all(r.id.startswith("probe-600-") for r in evaluation.records)
+    assert any(r.copy_can_score is not None for r in evaluation.records if r.bench == "probe-600/abduction")
+    (tmp_path / "probe.jsonl").write_text("\n".join(rows) + "\n")
+    both = evaluate(OracleBackend(), None, executor, ["probe"], data_dir=tmp_path)
+    assert {r.id for r in both.records} == {json.loads(r)["id"] for r in rows}
+    monkeypatch.setattr(probe, "LARGE_PROBE_FILE", tmp_path / "absent.jsonl")
+    missing = evaluate(OracleBackend(), None, executor, ["probe-600"], data_dir=tmp_path / "nothing")
+    assert "probe-600*.jsonl" in missing.skipped["probe-600"]
+
+
+def test_make_probe_keeps_a_new_probe_apart_from_an_old_one():
+    """``--exclude``: the old probe's programs and examples are banned like the seed tasks'; ids carry the name."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_probe", Path(__file__).parents[1] / "scripts/make_probe.py"
+    )
+    mp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mp)
+    old = [Task(type="deduction", program="def f(x):\n    return x * 7", inputs=("2",), outputs=("14",))]
+    banned = mp.task_keys(old)
+    tasks = [
+        Task(
+            type="abduction", program="def f(n):\n    return n * 7", inputs=("3",), outputs=("21",)
+        ),  # renamed
+        Task(
+            type="deduction", program="def f(x):\n    return x + 12", inputs=("2",), outputs=("14",)
+        ),  # example
+        Task(type="deduction", program="def f(x):\n    return x - 1", inputs=("2",), outputs=("1",)),
+    ]
+    assert [t.program for t in mp.deduplicate(tasks, banned)] == ["def f(x):\n    return x - 1"]
+    assert mp.record(tasks[2], 3, 0, "probe-600")["id"] == "probe-600-deduction-0003"

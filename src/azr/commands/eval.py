@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bench",
         default=DEFAULT_BENCHES,
-        help="Comma-separated benchmarks: cruxeval-o, cruxeval-i, probe, humaneval+, mbpp+, gsm8k, math500, "
+        help="Comma-separated benchmarks: cruxeval-o, cruxeval-i, probe, probe-600, humaneval+, mbpp+, gsm8k, math500, "
         f"aime24, aime25, amc23, minerva, olympiadbench, livecodebench (default: {DEFAULT_BENCHES}).",
     )
     parser.add_argument("--limit", type=int, help="Evaluate only the first N items of each benchmark.")

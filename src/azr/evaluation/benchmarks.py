@@ -5,7 +5,7 @@ wrong) reply looks like, and which scorer reads the replies.
 |---|---|---|---|---|
 | cruxeval-o | crux-o | ``output`` literal | ``literals_equal`` (training's deduction equality) | 96 |
 | cruxeval-i | crux-i | ``input`` argument text | ``f(pred) == output`` in the sandbox (expressions too) | 96 |
-| probe | selfplay | training gold answer | the training scorer (:mod:`.probe`) | 256 |
+| probe, probe-600 | selfplay | training gold answer | the training scorer (:mod:`.probe`) | 256 |
 | humaneval+, mbpp+ | code | canonical solution | evalplus-style, all inputs in one sandboxed child | 768 |
 | gsm8k, math500, aime24, aime25, amc23, minerva, olympiadbench | math | per-dataset answer | math-verify | 1024 |
 | livecodebench | - | - | not scored yet: always skipped with a message | - |
@@ -270,6 +270,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         _crux("cruxeval-o", TaskType.DEDUCTION, _score_crux_o, "output", "output"),
         _crux("cruxeval-i", TaskType.ABDUCTION, _score_crux_i, "input", "input"),
         probe_benchmark(),
+        probe_benchmark("probe-600"),
         _code("humaneval+", "HumanEvalPlus*.jsonl*", "evalplus/humanevalplus", mbpp=False),
         _code("mbpp+", "MbppPlus*.jsonl*", "evalplus/mbppplus", mbpp=True),
         _math("gsm8k", "gsm8k*.jsonl*", ("openai/gsm8k", "test", "main"), sm.gold_gsm8k, "question"),

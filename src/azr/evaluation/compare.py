@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from azr.errors import AzrError
+from azr.evaluation.probe import PROBE_NAMES
 from azr.evaluation.shortcut import COPY_FIELDS, Shown, copies, shown_from_data, shown_from_records
 
 META_KEYS = ("shots", "demo_sha256", "demo_think", "samples")
@@ -230,7 +231,7 @@ def shown_items(
     for other benchmarks or when neither has it."""
     if bench not in COPY_FIELDS:
         return None
-    from_data = data_dir or bench.startswith("probe/")  # the probe ships with azr
+    from_data = data_dir or bench.split("/")[0] in PROBE_NAMES  # the probes ship with azr
     found = shown_from_data(bench, data_dir) if from_data else {}
     found = found or shown_from_records(b["records"], bench) or shown_from_records(a["records"], bench)
     return found or None

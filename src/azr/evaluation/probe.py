@@ -10,10 +10,14 @@ proposals that the sandbox validated, none of them a training seed task). One re
 ``--data-dir`` takes the place of the shipped one (tests use a small one). ``limit=N`` keeps the first N tasks
 of each type, so a short run still covers all three.
 
+``probe-600`` is a second, larger probe built the same way under other RNG seeds and kept apart from the first
+(no program or input/output pair of one is in the other), for differences of a few points that the 150 tasks of
+``probe`` cannot show (``src/azr/data/probe-600.jsonl``, or a ``probe-600*.jsonl`` in ``--data-dir``).
+
 Prompts are the training solve prompts (:func:`azr.tasks.prompts.build_prompt`, with ``shots`` demonstrations
 from ``demos.jsonl`` of the task's type) and replies go through the training parser and scorer
 (:func:`azr.tasks.parsing.parse_solution`, :func:`azr.tasks.validate.score_solutions`: literal-only abduction,
-hidden-pair induction). Results are reported for ``probe`` and for each ``probe/<type>``.
+hidden-pair induction). Results are reported for ``probe`` and for each ``probe/<type>`` (``probe-600`` likewise).
 """
 
 from __future__ import annotations
@@ -23,37 +27,47 @@ from pathlib import Path
 from typing import Any
 
 from azr.evaluation.demos import NO_SHOTS, Shots
-from azr.evaluation.loaders import BenchmarkUnavailable, Source, find_local, read_jsonl
+from azr.evaluation.loaders import BenchmarkUnavailable, Source, read_jsonl
 from azr.evaluation.spec import WRONG, Benchmark, Item, ScoreContext, Scored
 from azr.types import TASK_TYPES, Role, Task, TaskType
 
-PROBE_FILE = Path(__file__).resolve().parents[1] / "data" / "probe.jsonl"
-PATTERNS = ("probe*.jsonl*",)
+DATA = Path(__file__).resolve().parents[1] / "data"
+PROBE_FILE = DATA / "probe.jsonl"
+LARGE_PROBE_FILE = DATA / "probe-600.jsonl"
+PROBE_NAMES = ("probe", "probe-600")
 WRONG_PROGRAM = f"def f(*args):\n    return {WRONG}"
 
 
-def probe_path(data_dir: str | Path | None) -> Path:
-    """``data_dir``'s ``probe*.jsonl`` when it has one, else the shipped file."""
-    if data_dir:
-        try:
-            return find_local(data_dir, PATTERNS)
-        except BenchmarkUnavailable:
-            pass
-    if PROBE_FILE.is_file():
-        return PROBE_FILE
+def probe_path(data_dir: str | Path | None, name: str = "probe") -> Path:
+    """``data_dir``'s ``<name>*.jsonl`` when it has one (for ``probe``, not a ``probe-600`` file), else the shipped
+    file."""
+    root = Path(data_dir).expanduser() if data_dir else None
+    if root is not None and root.is_dir():
+        hits = [
+            f
+            for f in sorted(root.glob(f"{name}*.jsonl*"))
+            if name != "probe" or not f.name.startswith("probe-600")
+        ]
+        if hits:
+            return hits[0]
+    shipped = PROBE_FILE if name == "probe" else LARGE_PROBE_FILE
+    if shipped.is_file():
+        return shipped
     raise BenchmarkUnavailable(
-        f"probe: the held-out task file {PROBE_FILE} is not in this install; build it with "
-        "`python scripts/make_probe.py` or put a probe*.jsonl in --data-dir"
+        f"{name}: the held-out task file {shipped} is not in this install; build it with "
+        f"`python scripts/make_probe.py` or put a {name}*.jsonl in --data-dir"
     )
 
 
-def load_probe_rows(data_dir: str | Path | None, limit: int | None) -> list[dict[str, Any]]:
+def load_probe_rows(
+    data_dir: str | Path | None, limit: int | None, name: str = "probe"
+) -> list[dict[str, Any]]:
     """The probe records in file order, the first ``limit`` of each task type when ``limit`` is given."""
-    path = probe_path(data_dir)
+    path = probe_path(data_dir, name)
     rows = read_jsonl(path)
     ids = [row.get("id") for row in rows]
     if len(set(ids)) != len(ids) or None in ids:
-        raise BenchmarkUnavailable(f"probe: {path} has missing or duplicate ids")
+        raise BenchmarkUnavailable(f"{name}: {path} has missing or duplicate ids")
     if limit is None:
         return rows
     taken: dict[str, int] = defaultdict(int)
@@ -138,16 +152,20 @@ def _score(ctx: ScoreContext, items: list[Item], replies: list[str]) -> list[Sco
     return out  # type: ignore[return-value]
 
 
-def _part(item: Item) -> str:
-    return f"probe/{item.data['task'].type.value}"
+def probe_benchmark(name: str = "probe") -> Benchmark:
+    """The registry entry of ``probe`` or ``probe-600``; 256 new tokens, the default
+    ``rollout.max_new_tokens_solve``."""
 
+    def rows(data_dir: str | Path | None, limit: int | None) -> list[dict[str, Any]]:
+        return load_probe_rows(data_dir, limit, name)
 
-def probe_benchmark() -> Benchmark:
-    """The registry entry; 256 new tokens, the default ``rollout.max_new_tokens_solve``."""
+    def part(item: Item) -> str:
+        return f"{name}/{item.data['task'].type.value}"
+
     return Benchmark(
-        "probe",
+        name,
         "selfplay",
-        Source(PATTERNS, ""),
+        Source((f"{name}*.jsonl*",), ""),
         _item,
         _prompt,
         _oracle,
@@ -155,6 +173,6 @@ def probe_benchmark() -> Benchmark:
         max_new_tokens=256,
         stop=("</answer>",),
         demo_types=tuple(t.value for t in TASK_TYPES),
-        rows=load_probe_rows,
-        part=_part,
+        rows=rows,
+        part=part,
     )

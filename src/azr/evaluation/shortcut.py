@@ -16,9 +16,9 @@ test again on the items where copying cannot score:
   and other arguments of its own could still score on an item left in; the gold input is the one such case the
   accounting can see.)
 
-The probe's deduction and abduction parts (``probe/deduction``, ``probe/abduction``) get the same accounting, with
-the same rules applied to each task's input and output (``copy_scores`` from the sandbox's abduction check of the
-output passed back as the input, when the item was scored).
+The probes' deduction and abduction parts (``probe/deduction``, ``probe-600/abduction``, ...) get the same
+accounting, with the same rules applied to each task's input and output (``copy_scores`` from the sandbox's
+abduction check of the output passed back as the input, when the item was scored).
 
 "Copies" and "echoes" compare texts as Python literals (``literals_equal``), falling back to the text
 (:func:`azr.tasks.validate.echoes_input`).
@@ -32,16 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from azr.evaluation.probe import PROBE_NAMES
 from azr.tasks.validate import echoes_input
 
 COPY_FIELDS = {
     "cruxeval-o": ("input", "output"),
     "cruxeval-i": ("output", "input"),
-    "probe/deduction": ("input", "output"),
-    "probe/abduction": ("output", "input"),
+    **{f"{p}/deduction": ("input", "output") for p in PROBE_NAMES},
+    **{f"{p}/abduction": ("output", "input") for p in PROBE_NAMES},
 }
 """Per benchmark: (the field its prompt shows that an answer could copy, the field the answer stands for)."""
-SHOWS_OUTPUT = ("cruxeval-i", "probe/abduction")  # the prompt shows the output; the answer is an input
+SHOWS_OUTPUT = ("cruxeval-i", *(f"{p}/abduction" for p in PROBE_NAMES))  # the answer is an input
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def shown_from_data(bench: str, data_dir: str | Path | None) -> dict[str, Shown]
     items = [it for it in spec.load(data_dir, None) if spec.part is None or spec.part(it) == bench]
     if bench == "cruxeval-i":
         copy_scores_by_execution(items)
-    elif bench == "probe/abduction":
+    elif bench in SHOWS_OUTPUT:
         _probe_copy_scores(items)
     out = {}
     for item in items:
