@@ -83,11 +83,12 @@ def evaluate(
         raise ValueError(f"samples must be >= 1, shots >= 0 and demo_think one of {', '.join(DEMO_THINKS)}")
     specs = [_budget(b, max_new_tokens, demo_think) for b in resolve(benches)]
     demos = _demos(specs, Shots(shots, demo_file))
-    if wrong := wrong_demos(executor, list(dict.fromkeys(d for ds in demos.values() for d in ds))):
+    used = list(dict.fromkeys(d for ds in demos.values() for d in ds))
+    if wrong := wrong_demos(executor, used):
         raise DemoError(f"{demo_file}: the sandbox computes other outputs for demonstrations {wrong}")
-    evaluation = EvalResults(meta=_meta(specs, limit, samples, data_dir, Shots(shots, demo_file), demos))
-    evaluation.meta["demo_think"] = demo_think
-    traced = [d for ds in demos.values() for d in ds if d.type in TRACED_TYPES]
+    meta = _meta(specs, limit, samples, data_dir, Shots(shots, demo_file), demos)
+    evaluation = EvalResults(meta=meta | {"demo_think": demo_think})
+    traced = [d for d in used if d.type in TRACED_TYPES]
     thinks = trace_thinks(executor, traced, TRACE_LINES) if demo_think == "trace" else {}
     shown = Shots(shots, demo_file, thinks)
     ctx = ScoreContext(executor, expected_cache)
