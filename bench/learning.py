@@ -344,7 +344,7 @@ def main() -> None:
     out = Path(args.out or f"runs/learning-{time.strftime('%Y%m%d-%H%M%S')}")
     evals = evals_dir(out, args.demo_think)
     evals.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets whole table rows
     console.print(f"learning bench in {out}")
     evaluate(args.base_model, ALL_BENCHES, evals / "base.json", args, console)
     train(args, overrides, out, console)

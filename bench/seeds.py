@@ -141,7 +141,8 @@ def main() -> None:
         help="the base's form, when it differs (the base's best form on the probe: sentence)",
     )
     args = parser.parse_args()
-    groups, console = arms(args.runs), Console()
+    # Wide enough for the arm x benchmark table when the output goes to a file (rich assumes 80 columns there).
+    groups, console = arms(args.runs), Console(width=None if sys.stdout.isatty() else 220)
     result = {
         arm: arm_tables(arm, dirs, args.data_dir, console, args.demo_think, args.base_demo_think)
         for arm, dirs in groups.items()
