@@ -145,11 +145,19 @@ def _score(ctx: ScoreContext, items: list[Item], replies: list[str]) -> list[Sco
                 out[i] = Scored(ok, p.answer, "" if ok else "wrong")
             else:
                 out[i] = Scored(False, None, f"parse: {p.reason.value}")
-        if kind is TaskType.ABDUCTION:  # would the shown output, passed back as the input, score?
-            copies = [ParsedSolution(kind, t.output) for t in tasks]
-            for i, ok in zip(idx, score_solutions(ctx.executor, kind, tasks, copies), strict=True):
+        if kind is TaskType.ABDUCTION:
+            for i, ok in zip(idx, copy_scores(ctx.executor, tasks), strict=True):
                 items[i].data["copy_scores"] = ok
     return out  # type: ignore[return-value]
+
+
+def copy_scores(executor: Any, tasks: list[Task]) -> list[bool]:
+    """Per abduction task: would the shown output, passed back as the input, score (the training scorer)?"""
+    from azr.tasks.parsing import ParsedSolution
+    from azr.tasks.validate import score_solutions
+
+    copies = [ParsedSolution(TaskType.ABDUCTION, t.output) for t in tasks]
+    return score_solutions(executor, TaskType.ABDUCTION, tasks, copies)
 
 
 def probe_benchmark(name: str = "probe") -> Benchmark:

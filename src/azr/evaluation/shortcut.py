@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azr.evaluation.probe import PROBE_NAMES
+from azr.evaluation.probe import PROBE_NAMES, copy_scores
 from azr.tasks.validate import echoes_input
 
 COPY_FIELDS = {
@@ -120,17 +120,12 @@ def copy_scores_by_execution(items: list[Any]) -> None:
 
 
 def _probe_copy_scores(items: list[Any]) -> None:
-    """Set ``copy_scores`` on probe abduction items: does the shown output, passed back as the input, score?"""
+    """Set ``copy_scores`` on probe abduction items (:func:`azr.evaluation.probe.copy_scores`, in the sandbox)."""
     from azr.config import ExecutorConfig
     from azr.executor import Executor
-    from azr.tasks.parsing import ParsedSolution
-    from azr.tasks.validate import score_solutions
-    from azr.types import TaskType
 
-    tasks = [it.data["task"] for it in items]
-    copies = [ParsedSolution(TaskType.ABDUCTION, t.output) for t in tasks]
     with Executor(ExecutorConfig()) as ex:
-        verdicts = score_solutions(ex, TaskType.ABDUCTION, tasks, copies)
+        verdicts = copy_scores(ex, [it.data["task"] for it in items])
     for it, ok in zip(items, verdicts, strict=True):
         it.data["copy_scores"] = ok
 
