@@ -118,6 +118,15 @@ def _score_crux_o(ctx: ScoreContext, items: list[Item], replies: list[str]) -> l
     return [Scored(v.correct, p, v.detail) for v, p in zip(verdicts, preds, strict=True)]
 
 
+def set_copy_scores(executor: Any, items: list[Item]) -> None:
+    """Set ``copy_scores`` on CRUXEval-I items: would writing the shown output back as the input score? (the
+    shortcut accounting's copy baseline, run in the sandbox)"""
+    outputs = [it.data["output"] for it in items]
+    verdicts = score_input_predictions(executor, [it.data["code"] for it in items], list(outputs), outputs)
+    for it, v in zip(items, verdicts, strict=True):
+        it.data["copy_scores"] = v.correct
+
+
 def _score_crux_i(ctx: ScoreContext, items: list[Item], replies: list[str]) -> list[Scored]:
     if ctx.executor is None:
         raise ValueError("cruxeval-i needs an executor")
@@ -125,10 +134,7 @@ def _score_crux_i(ctx: ScoreContext, items: list[Item], replies: list[str]) -> l
     programs = [it.data["code"] for it in items]
     outputs = [it.data["output"] for it in items]
     verdicts = score_input_predictions(ctx.executor, programs, preds, outputs)
-    # whether writing the shown output back as the input would score (the shortcut accounting's copy baseline)
-    copy_ok = score_input_predictions(ctx.executor, programs, list(outputs), outputs)
-    for it, v in zip(items, copy_ok, strict=True):
-        it.data["copy_scores"] = v.correct
+    set_copy_scores(ctx.executor, items)
     return [Scored(v.correct, p, v.detail) for v, p in zip(verdicts, preds, strict=True)]
 
 

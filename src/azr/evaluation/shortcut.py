@@ -108,15 +108,11 @@ def shown_from_data(bench: str, data_dir: str | Path | None) -> dict[str, Shown]
 def copy_scores_by_execution(items: list[Any]) -> None:
     """Set ``copy_scores`` on CRUXEval-I items: does ``f(shown output)`` return the output? (in the sandbox)"""
     from azr.config import ExecutorConfig
-    from azr.evaluation.scoring_code import score_input_predictions
+    from azr.evaluation.benchmarks import set_copy_scores
     from azr.executor import Executor
 
-    programs = [it.data["code"] for it in items]
-    outputs = [it.data["output"] for it in items]
     with Executor(ExecutorConfig()) as ex:
-        verdicts = score_input_predictions(ex, programs, list(outputs), outputs)
-    for it, v in zip(items, verdicts, strict=True):
-        it.data["copy_scores"] = v.correct
+        set_copy_scores(ex, items)
 
 
 def _probe_copy_scores(items: list[Any]) -> None:
