@@ -138,7 +138,17 @@ def test_help_config_shows_the_values_the_command_uses(capsys):
     assert "  lr = 3e-05  #" in capsys.readouterr().out
 
 
-def test_resolved_config_is_saved_and_eval_is_logged(tmp_path, model_dir, shared_data):
+def test_resolved_config_is_saved_and_eval_is_logged(tmp_path, model_dir, shared_data, monkeypatch):
+    import azr.evaluation
+
+    forms = []
+
+    def spy(*args, **kw):
+        forms.append(kw["demo_think"])
+        return real(*args, **kw)
+
+    real = azr.evaluation.evaluate
+    monkeypatch.setattr(azr.evaluation, "evaluate", spy)
     run_dir = tmp_path / "cfg"
     cfg = cfg_for(model_dir, 1)
     logging = {
@@ -146,10 +156,12 @@ def test_resolved_config_is_saved_and_eval_is_logged(tmp_path, model_dir, shared
         "eval_limit": 2,
         "eval_benches": "cruxeval-o,cruxeval-i,probe",
         "eval_data_dir": str(shared_data / "benchmarks"),
+        "eval_demo_think": "trace",
         "progress": False,
     }
     cfg = from_dict({"logging": logging}, cfg)
     assert run(cfg, run_dir)[0] == 0
+    assert forms == ["trace"]  # the demonstrations of the in-training check carry the sandbox's trace
     row = read_metrics(run_dir)[-1]
     assert row["eval/cruxeval-o"] == 0.0 and "eval/cruxeval-i" in row  # scripted replies answer other tasks
     assert "eval/probe" in row and "eval/probe/induction" in row
@@ -163,3 +175,5 @@ def test_unknown_in_training_benchmark_is_refused_at_start(tmp_path, model_dir):
     cfg = from_dict({"logging": {"eval_every": 1, "eval_benches": "cruxeval-o,nope"}}, cfg_for(model_dir, 1))
     with pytest.raises(ConfigError, match=r"logging\.eval_benches"):
         run(cfg, tmp_path / "bad")
+    with pytest.raises(ConfigError, match=r"logging\.eval_demo_think: 'steps' is not one of sentence, trace"):
+        from_dict({"logging": {"eval_demo_think": "steps"}}, cfg_for(model_dir, 1))

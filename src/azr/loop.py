@@ -378,7 +378,8 @@ def _update(run: Run, result: StepResult, progress: Any) -> dict[str, float]:
 
 def _maybe_evaluate(run: Run, console: Console) -> dict[str, float]:
     """Every ``logging.eval_every`` steps, a small held-out check (``logging.eval_benches``, first
-    ``eval_limit`` items, ``eval_shots`` fixed demonstrations) with the run's own backend and sandbox."""
+    ``eval_limit`` items, ``eval_shots`` fixed demonstrations in the ``eval_demo_think`` form) with the run's
+    own backend and sandbox."""
     lc = run.cfg.logging
     if not lc.eval_every or run.step % lc.eval_every:
         return {}
@@ -392,6 +393,7 @@ def _maybe_evaluate(run: Run, console: Console) -> dict[str, float]:
             [b.strip() for b in lc.eval_benches.split(",") if b.strip()],
             limit=lc.eval_limit,
             shots=lc.eval_shots,
+            demo_think=lc.eval_demo_think,
             data_dir=lc.eval_data_dir or None,
             max_new_tokens=run.cfg.rollout.max_new_tokens_solve,
         )
