@@ -238,6 +238,15 @@ def test_every_deduction_and_abduction_demo_has_a_trace(executor):
         trace_thinks(executor, [traced[0], broken])
 
 
+def test_evaluation_traces_as_many_lines_as_the_recipe_trains_on():
+    """``azr eval`` does not read a training config: its trace length is a constant that must follow the CPU
+    recipe's ``selfplay.demo_trace``, or the trace form would show another format than the one trained on."""
+    from azr.config import DEFAULT_RECIPE, load
+    from azr.evaluation.runner import TRACE_LINES
+
+    assert load(DEFAULT_RECIPE).selfplay.demo_trace == TRACE_LINES
+
+
 def test_trace_demonstrations_reach_the_prompts_the_meta_and_the_budget(executor, cache, data_dir):
     """``demo_think="trace"``: CRUXEval-O's two demonstrations carry their traces, in the exact form the training
     prompt takes (``build_prompt(..., thinks=...)``), CRUXEval's budget rises to the recipe's solve budget, the
