@@ -10,7 +10,7 @@ What it does, each stage skipped when its output already exists (so an interrupt
 2. ``run/``: ``azr train`` from the base model for ``--minutes`` of training wall time (summed over restarts; the
    time left is kept in ``state.json``), stopped with Ctrl-C semantics (SIGINT: the loop saves a checkpoint), or
    at step ``--max-steps`` if that comes first (a step budget: the same steps whatever else the machine runs;
-   once reached it is kept in ``state.json``, and later calls train no more unless ``--max-steps`` grows).
+   once a checkpoint of that step exists, later calls train no more unless ``--max-steps`` grows).
    Checkpoints are kept every ``--curve-every`` steps for the learning curve.
 3. ``evals/step-N.json``: every kept checkpoint on the probe. One checkpoint is then chosen (``--select``):
    ``best-probe`` (the default) takes the highest probe score, the earliest on a tie, so the held-out probe acts as
@@ -111,7 +111,10 @@ def train(args: argparse.Namespace, overrides: list[str], out: Path, console: Co
     state = _state(out)
     budget = args.minutes * 60
     run_dir = out / "run"
-    while state["trained_s"] < budget - 30 and state.get("steps_done", 0) < args.max_steps:
+    while (
+        state["trained_s"] < budget - 30
+        and max((s for s, _ in checkpoints(run_dir)), default=0) < args.max_steps
+    ):
         left = budget - state["trained_s"]
         resume = any(run_dir.glob("checkpoints/step-*"))
         cmd = _azr("train", "--steps", str(args.max_steps))
@@ -134,9 +137,8 @@ def train(args: argparse.Namespace, overrides: list[str], out: Path, console: Co
         _save_state(out, state)
         if child.returncode not in (0, 130):
             raise SystemExit(f"azr train failed with exit status {child.returncode}; rerun to resume")
-        if child.returncode == 0:  # reached --max-steps: a later call (say, in the trace form) trains no more
-            state["steps_done"] = args.max_steps
-            _save_state(out, state)
+        if child.returncode == 0:
+            break
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:

@@ -123,19 +123,25 @@ def test_the_trace_report_also_compares_with_the_base_in_the_sentence_form(learn
 
 def test_a_run_that_reached_its_step_budget_trains_no_more(learning, tmp_path, monkeypatch):
     """Rerunning a finished run (say, for the trace-form evaluations) must not start training again and add to
-    its training minutes; a larger ``--max-steps`` does train on. The trainer here is a process that exits 0
-    at once, as ``azr train`` does when it reaches ``--steps``."""
+    its training minutes; a larger ``--max-steps`` does train on. The trainer here is a process that leaves
+    the checkpoint of step 33 and exits 0, as ``azr train --steps 33`` does."""
     import argparse
     import sys
 
     from rich.console import Console
 
     calls = []
-    monkeypatch.setattr(learning, "_azr", lambda *a: calls.append(a) or [sys.executable, "-c", ""])
+    last = tmp_path / "run" / "checkpoints" / "step-000033" / "model"
+    trainer = [
+        sys.executable,
+        "-c",
+        f"import os; os.makedirs({str(last)!r}, exist_ok=True)",
+    ]  # trains to 33, saves, exits 0
+    monkeypatch.setattr(learning, "_azr", lambda *a: calls.append(a) or trainer)
     args = argparse.Namespace(minutes=10.0, max_steps=33, config="c.toml", curve_every=8)
     for _ in range(2):
         learning.train(args, [], tmp_path, Console(quiet=True))
-    assert len(calls) == 1 and json.loads((tmp_path / "state.json").read_text())["steps_done"] == 33
+    assert len(calls) == 1 and calls[0][:3] == ("train", "--steps", "33")
     args.max_steps = 50
     learning.train(args, [], tmp_path, Console(quiet=True))
-    assert len(calls) == 2 and calls[1][:3] == ("train", "--steps", "50")
+    assert len(calls) == 2 and calls[1] == ("train", "--steps", "50")
