@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--demo-think", choices=("sentence", "trace"), default="sentence",
                         help="trace: also the trace-form evaluations of every finished run")  # fmt: skip
     parser.add_argument("--adopt", action="append", default=[], help="ARM-seedN=DIR, a finished earlier run")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands; run and write nothing")
     args, overrides = parser.parse_known_args(argv)
     if bad := [o for o in overrides if not (o.startswith("--") and "." in o.split("=")[0])]:
         parser.error(f"unrecognised arguments: {' '.join(bad)}")
@@ -130,13 +130,15 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError:
         parser.error(f"--seeds {args.seeds!r}: use integers separated by commas, e.g. 1,2,3")
     runs = plan([a.strip() for a in args.arms.split(",") if a.strip()], seeds)
-    args.out.mkdir(parents=True, exist_ok=True)
-    adopt(args.out, args.adopt, [name for name, _ in runs])
+    if not args.dry_run:
+        args.out.mkdir(parents=True, exist_ok=True)
+        adopt(args.out, args.adopt, [name for name, _ in runs])
     thinks = ["sentence"] + (["trace"] if args.demo_think == "trace" else [])
     for name, arm_overrides in runs:
         run = args.out / name
         for think in thinks:
-            share_base(args.out, run, think)
+            if not args.dry_run:
+                share_base(args.out, run, think)
             if (run / result_name(think)).is_file():
                 continue  # finished (or adopted): nothing to train or evaluate again
             _run(learning_cmd(run, (*arm_overrides, *overrides), args, think), args.dry_run)

@@ -105,4 +105,4 @@ def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path):
     assert len(lines) == 4  # learning in both forms, then seeds in both forms
     assert "--algorithm.policy_gradient=false --training.seed=3 --training.lr=2e-6" in lines[0]
     assert "--demo-think trace" in lines[1] and "--base-demo-think sentence" in lines[3]
-    assert not (tmp_path / "c" / "no-pg-seed3").exists()
+    assert not (tmp_path / "c").exists()  # nothing written, not even the campaign's directory
