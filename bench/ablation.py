@@ -59,18 +59,21 @@ def share_base(out: Path, run: Path, think: str) -> None:
         shutil.copyfile(own, shared)
 
 
-def adopt(out: Path, items: list[str], names: list[str]) -> None:
-    """``ARM-seedN=DIR``: link a finished earlier run into the campaign under that name."""
+def adopt(out: Path, items: list[str], names: list[str], dry: bool = False) -> dict[str, Path]:
+    """``ARM-seedN=DIR``: link a finished earlier run into the campaign under that name (``dry``: only check);
+    returns each adopted name's run directory."""
+    found = {}
     for item in items:
         name, sep, target = item.partition("=")
         if not sep or name not in names or not (Path(target) / "learning.json").is_file():
             raise SystemExit(f"--adopt {item}: use ARM-seedN=DIR with a planned name and a finished run")
-        link = out / name
-        if link.is_symlink() and link.resolve() == Path(target).resolve():
+        link, found[name] = out / name, Path(target).resolve()
+        if dry or (link.is_symlink() and link.resolve() == found[name]):
             continue
         if link.exists() or link.is_symlink():
             raise SystemExit(f"--adopt {item}: {link} exists already; remove it to adopt another run")
-        link.symlink_to(Path(target).resolve(), target_is_directory=True)
+        link.symlink_to(found[name], target_is_directory=True)
+    return found
 
 
 def result_name(think: str) -> str:
@@ -132,10 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     runs = plan([a.strip() for a in args.arms.split(",") if a.strip()], seeds)
     if not args.dry_run:
         args.out.mkdir(parents=True, exist_ok=True)
-        adopt(args.out, args.adopt, [name for name, _ in runs])
+    adopted = adopt(args.out, args.adopt, [name for name, _ in runs], args.dry_run)
     thinks = ["sentence"] + (["trace"] if args.demo_think == "trace" else [])
+    where = {n: adopted[n] if args.dry_run and n in adopted else args.out / n for n, _ in runs}
     for name, arm_overrides in runs:
-        run = args.out / name
+        run = where[name]
         for think in thinks:
             if not args.dry_run:
                 share_base(args.out, run, think)
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             _run(learning_cmd(run, (*arm_overrides, *overrides), args, think), args.dry_run)
             share_base(args.out, run, think)
     for think in thinks:
-        finished = {arm: [args.out / n for n, _ in runs if n.rpartition("-seed")[0] == arm] for arm in ARMS}
+        finished = {arm: [where[n] for n, _ in runs if n.rpartition("-seed")[0] == arm] for arm in ARMS}
         finished = {
             arm: [d for d in dirs if (d / result_name(think)).is_file()] for arm, dirs in finished.items()
         }

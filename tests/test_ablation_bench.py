@@ -48,6 +48,10 @@ def test_adopt_links_a_finished_run_and_refuses_anything_else(ablation, tmp_path
     (old / "learning.json").write_text("{}")
     out = tmp_path / "campaign"
     out.mkdir()
+    assert ablation.adopt(out, [f"default-seed1={old}"], ["default-seed1"], dry=True) == {
+        "default-seed1": old
+    }
+    assert not (out / "default-seed1").exists()  # a dry run only checks
     ablation.adopt(out, [f"default-seed1={old}"], ["default-seed1"])
     ablation.adopt(out, [f"default-seed1={old}"], ["default-seed1"])  # again: the same link, fine
     assert (out / "default-seed1").resolve() == old.resolve()
