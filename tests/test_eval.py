@@ -247,6 +247,14 @@ def test_evaluation_traces_as_many_lines_as_the_recipe_trains_on():
     assert load(DEFAULT_RECIPE).selfplay.demo_trace == TRACE_LINES
 
 
+def test_the_in_training_evaluation_offers_the_forms_azr_eval_has():
+    """``logging.eval_demo_think``'s choices are spelled in the config (which imports no evaluation code)."""
+    from azr.config import _CHOICES
+    from azr.evaluation.demos import DEMO_THINKS
+
+    assert _CHOICES["logging.eval_demo_think"] == DEMO_THINKS
+
+
 def test_trace_demonstrations_reach_the_prompts_the_meta_and_the_budget(executor, cache, data_dir):
     """``demo_think="trace"``: CRUXEval-O's two demonstrations carry their traces, in the exact form the training
     prompt takes (``build_prompt(..., thinks=...)``), CRUXEval's budget rises to the recipe's solve budget, the
